@@ -1,0 +1,177 @@
+//! The one trait between layers and devices.
+//!
+//! Layers and the network are written once against [`Backend`]; the CPU backend (`cpu`) and the
+//! wgpu backend (`gpu`) implement it. The trait is shaped for a device that cannot be read cheaply:
+//! every op only *records* work on buffers (the GPU encodes a dispatch, the CPU runs it at once),
+//! nothing returns data, and the only way to see numbers on the host is [`Backend::download`],
+//! which the network calls once per step for the few floats a step must return.
+//!
+//! Conventions every implementation keeps:
+//! - Tensors are f32, NCHW, image-major (`[batch][channel][y][x]`), as Darknet lays them out.
+//! - A `Buf` is a *view* (storage + offset + length). Views made by [`Backend::view`] share storage,
+//!   so a network can allocate one arena and hand out views.
+//! - Outputs must not overlap inputs unless the op says "in place allowed".
+//! - "accumulate" means `+=`; every other output is overwritten.
+//! - Gradients are ordinary gradients (dL/dx), not Darknet's negated `delta`.
+
+use crate::shapes::{
+    Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
+};
+
+/// A device that can run every op the engine needs.
+pub trait Backend {
+    /// A view of device memory holding `len` f32 values.
+    type Buf: Clone + std::fmt::Debug;
+
+    /// Short name for records ("cpu", "gpu:<adapter>").
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------------
+    /// Allocate `len` zeroed floats. Called when a network is built, never inside a step.
+    fn alloc(&self, len: usize) -> Self::Buf;
+    /// A view of `len` floats starting `offset` floats into `buf` (sharing its storage).
+    fn view(&self, buf: &Self::Buf, offset: usize, len: usize) -> Self::Buf;
+    /// Number of floats in the view.
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Copy host data into the view (`data.len() == len(buf)`).
+    fn upload(&self, buf: &Self::Buf, data: &[f32]);
+    /// Read the view back to the host. On a GPU this waits for all recorded work: call it rarely.
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    /// Submit recorded work (GPU) without waiting. CPU: no-op.
+    fn flush(&self);
+    /// Bytes currently allocated on the device by this backend, and the peak so far.
+    fn memory_bytes(&self) -> (u64, u64);
+
+    // ---- elementwise (blas-like) --------------------------------------------------------------
+    fn fill(&self, x: &Self::Buf, value: f32);
+    /// dst = src
+    fn copy(&self, src: &Self::Buf, dst: &Self::Buf);
+    /// y += a * x
+    fn axpy(&self, a: f32, x: &Self::Buf, y: &Self::Buf);
+    /// x *= a (in place)
+    fn scal(&self, a: f32, x: &Self::Buf);
+    /// out = a + b (out may alias a or b)
+    fn add(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
+    /// out = a * b (out may alias a or b)
+    fn mul(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
+    /// out = a / b (out may alias a or b)
+    fn div(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
+    /// out = exp(x) (out may alias x)
+    fn exp(&self, x: &Self::Buf, out: &Self::Buf);
+    /// out = ln(x) (out may alias x)
+    fn log(&self, x: &Self::Buf, out: &Self::Buf);
+    /// out = x^p (out may alias x)
+    fn pow(&self, x: &Self::Buf, p: f32, out: &Self::Buf);
+    /// Backward of `mul`: da += g*b, db += g*a.
+    fn mul_backward(&self, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
+    /// Backward of `div`: da += g/b, db += -g*a/b².
+    fn div_backward(&self, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
+    /// Backward of `exp` given its output y: dx += g*y.
+    fn exp_backward(&self, y: &Self::Buf, g: &Self::Buf, dx: &Self::Buf);
+    /// Backward of `log`: dx += g/x.
+    fn log_backward(&self, x: &Self::Buf, g: &Self::Buf, dx: &Self::Buf);
+    /// Backward of `pow`: dx += g*p*x^(p-1).
+    fn pow_backward(&self, x: &Self::Buf, p: f32, g: &Self::Buf, dx: &Self::Buf);
+
+    // ---- convolution --------------------------------------------------------------------------
+    /// y = conv(x, w), overwritten. w is `[filters][c/groups][size][size]` (Darknet order).
+    fn conv_forward(&self, x: &Self::Buf, w: &Self::Buf, y: &Self::Buf, s: &ConvShape);
+    /// dx += convᵀ(dy, w) (gradient w.r.t. the input; col2im adds).
+    fn conv_backward_data(&self, dy: &Self::Buf, w: &Self::Buf, dx: &Self::Buf, s: &ConvShape);
+    /// dw += dy · im2col(x)ᵀ, summed over the batch.
+    fn conv_backward_weights(&self, x: &Self::Buf, dy: &Self::Buf, dw: &Self::Buf, s: &ConvShape);
+    /// y[b][c][i] += bias[c] (in place on y).
+    fn bias_add(&self, y: &Self::Buf, bias: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    /// dbias[c] += Σ_{b,i} dy[b][c][i].
+    fn bias_backward(&self, dy: &Self::Buf, dbias: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+
+    // ---- batch normalisation (darknet-spec §0: unbiased variance, eps 1e-5 inside the root,
+    //      running stats r = 0.99 r + 0.01 batch_stat, beta trained) ----------------------------
+    /// Training forward: computes batch mean/var (written to `mean`, `var`), updates the running
+    /// statistics, writes `x_norm` and `y = gamma*x_norm + beta`. `x` may alias `y`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_train(
+        &self, x: &Self::Buf, y: &Self::Buf, x_norm: &Self::Buf, mean: &Self::Buf, var: &Self::Buf,
+        rolling_mean: &Self::Buf, rolling_var: &Self::Buf, gamma: &Self::Buf, beta: &Self::Buf,
+        batch: usize, channels: usize, spatial: usize,
+    );
+    /// Inference forward with the running statistics. `x` may alias `y`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_infer(
+        &self, x: &Self::Buf, y: &Self::Buf, rolling_mean: &Self::Buf, rolling_var: &Self::Buf,
+        gamma: &Self::Buf, beta: &Self::Buf, batch: usize, channels: usize, spatial: usize,
+    );
+    /// Exact derivative of the training forward: dgamma += Σ dy·x_norm, dbeta += Σ dy,
+    /// dx = (gamma/√(var+eps))·(dy − mean(dy) − x_norm·Σ(dy·x_norm)/(N−1)) (overwritten;
+    /// `dx` may alias `dy`).
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward(
+        &self, dy: &Self::Buf, x_norm: &Self::Buf, var: &Self::Buf, gamma: &Self::Buf,
+        dgamma: &Self::Buf, dbeta: &Self::Buf, dx: &Self::Buf,
+        batch: usize, channels: usize, spatial: usize,
+    );
+
+    // ---- activations ----------------------------------------------------------------------------
+    /// y = f(x). `y` may alias `x`.
+    fn activation_forward(&self, x: &Self::Buf, y: &Self::Buf, act: Activation);
+    /// dx = dy * f'(x) where `x` is the pre-activation and `y` the output (Darknet computes the
+    /// derivative from the output for leaky/relu/logistic/tanh, from x for mish/hard-mish/swish).
+    /// Overwrites dx; `dx` may alias `dy`.
+    fn activation_backward(&self, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, dx: &Self::Buf, act: Activation);
+
+    // ---- pooling / resampling -------------------------------------------------------------------
+    fn maxpool_forward(&self, x: &Self::Buf, y: &Self::Buf, s: &PoolShape);
+    /// dx[argmax] += dy (argmax recomputed from x, first maximum wins as in Darknet).
+    fn maxpool_backward(&self, x: &Self::Buf, dy: &Self::Buf, dx: &Self::Buf, s: &PoolShape);
+    /// Global average pool: y[b][c] = mean over spatial.
+    fn avgpool_forward(&self, x: &Self::Buf, y: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    /// dx += dy / spatial.
+    fn avgpool_backward(&self, dy: &Self::Buf, dx: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    /// Nearest upsample, y = scale * x repeated stride×stride.
+    fn upsample_forward(&self, x: &Self::Buf, y: &Self::Buf, s: &UpsampleShape);
+    /// dx += scale * Σ over each stride×stride block of dy.
+    fn upsample_backward(&self, dy: &Self::Buf, dx: &Self::Buf, s: &UpsampleShape);
+    fn reorg_forward(&self, x: &Self::Buf, y: &Self::Buf, s: &ReorgShape);
+    /// dx += reorgᵀ(dy).
+    fn reorg_backward(&self, dy: &Self::Buf, dx: &Self::Buf, s: &ReorgShape);
+
+    // ---- route / shortcut / scale_channels ----------------------------------------------------
+    /// Strided block copy used by route (forward: copy a channel slice of every image into the
+    /// output; backward: accumulate it back). See [`SliceCopy`].
+    fn copy_slices(&self, src: &Self::Buf, dst: &Self::Buf, s: &SliceCopy);
+    /// y[b][c][i] = x[b][c][i] * scale[b][c].
+    fn scale_channels_forward(&self, x: &Self::Buf, scale: &Self::Buf, y: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    /// dx += dy*scale; dscale[b][c] += Σ_i dy*x.
+    #[allow(clippy::too_many_arguments)]
+    fn scale_channels_backward(&self, x: &Self::Buf, scale: &Self::Buf, dy: &Self::Buf, dx: &Self::Buf, dscale: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+
+    // ---- dropout (counter-based RNG: same bits on every backend) -------------------------------
+    /// y = keep ? x * 1/(1-p) : 0, keep decided by `crate::rng::dropout_keep(seed, i, p)`.
+    fn dropout_forward(&self, x: &Self::Buf, y: &Self::Buf, p: f32, seed: u64);
+    /// dx += keep ? dy/(1-p) : 0 with the same mask.
+    fn dropout_backward(&self, dy: &Self::Buf, dx: &Self::Buf, p: f32, seed: u64);
+
+    // ---- yolo ---------------------------------------------------------------------------------
+    /// The [yolo] layer: activates `x` into `out` (Darknet's l.output), matches `truths`
+    /// (`[batch][max_boxes][x,y,w,h,class]`, x == 0 ends an image's list) and writes the loss
+    /// gradient w.r.t. `x` into `dx` (overwritten; ordinary gradient = −Darknet delta) and the
+    /// head's statistics into `stats` (see [`crate::yolo::YoloStats`] for the layout).
+    fn yolo_forward_backward(&self, x: &Self::Buf, out: &Self::Buf, truths: &Self::Buf, dx: &Self::Buf, stats: &Self::Buf, p: &YoloParams);
+
+    // ---- optimisers (darknet-spec §c, gradients accumulated as ordinary gradients) -------------
+    /// Darknet SGD on one parameter tensor whose summed gradient sits in `upd`:
+    /// upd += decay*B*w; w -= (lr/B)*upd; upd *= momentum.
+    fn sgd_update(&self, w: &Self::Buf, upd: &Self::Buf, lr: f32, momentum: f32, decay: f32, batch: f32);
+    /// Darknet Adam: d = upd + decay*B*w; m = b1 m + (1-b1) d; v = b2 v + (1-b2) d²;
+    /// w -= lr * (m/(1-b1^t)) / (√(v/(1-b2^t)) + eps); upd = 0.
+    #[allow(clippy::too_many_arguments)]
+    fn adam_update(&self, w: &Self::Buf, upd: &Self::Buf, m: &Self::Buf, v: &Self::Buf, lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, batch: f32, t: u32);
+
+    // ---- reductions into a small result buffer -------------------------------------------------
+    /// out[index] = Σ x (deterministic order).
+    fn sum_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
+    /// out[index] = Σ x² (deterministic order).
+    fn sum_squares_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
+    /// out[index] = 1 if any element of x is NaN or ±Inf, else 0.
+    fn nonfinite_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
+}

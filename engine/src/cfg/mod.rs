@@ -1,0 +1,5 @@
+//! Darknet `.cfg` files: parsing, shape inference, summary, overrides.
+
+pub mod model;
+
+pub use model::*;

@@ -1,0 +1,12 @@
+//! Darknet-style detector training on any backend.
+//!
+//! See ARCHITECTURE.md at the repository root for the code map and invariants.
+
+pub mod backend;
+pub mod cfg;
+pub mod rng;
+pub mod shapes;
+pub mod yolo;
+pub mod yolo_stats;
+
+pub use backend::Backend;

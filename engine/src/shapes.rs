@@ -1,0 +1,255 @@
+//! Plain shape/parameter records passed to [`crate::backend::Backend`] ops.
+//! They carry no data, only the numbers a kernel needs, so a GPU backend can copy them into a
+//! uniform block as they are.
+
+/// Darknet activation kinds (darknet-spec §b).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Linear,
+    Logistic,
+    Relu,
+    Leaky,
+    Tanh,
+    Mish,
+    Swish,
+    HardMish,
+}
+
+impl Activation {
+    pub const ALL: [Activation; 8] = [
+        Activation::Linear,
+        Activation::Logistic,
+        Activation::Relu,
+        Activation::Leaky,
+        Activation::Tanh,
+        Activation::Mish,
+        Activation::Swish,
+        Activation::HardMish,
+    ];
+
+    /// Parse Darknet's spelling.
+    pub fn from_darknet(s: &str) -> Option<Activation> {
+        Some(match s {
+            "linear" => Activation::Linear,
+            "logistic" => Activation::Logistic,
+            "relu" => Activation::Relu,
+            "leaky" => Activation::Leaky,
+            "tanh" => Activation::Tanh,
+            "mish" => Activation::Mish,
+            "swish" => Activation::Swish,
+            "hard_mish" => Activation::HardMish,
+            _ => return None,
+        })
+    }
+
+    pub fn darknet_name(self) -> &'static str {
+        match self {
+            Activation::Linear => "linear",
+            Activation::Logistic => "logistic",
+            Activation::Relu => "relu",
+            Activation::Leaky => "leaky",
+            Activation::Tanh => "tanh",
+            Activation::Mish => "mish",
+            Activation::Swish => "swish",
+            Activation::HardMish => "hard_mish",
+        }
+    }
+
+    /// Stable numeric code (used by WGSL kernels).
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// A 2-D convolution over a batch. `pad` is the padding in pixels on each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub filters: usize,
+    pub size: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvShape {
+    /// Builds a shape with Darknet's output size `(w + 2p − size)/stride + 1`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(batch: usize, c: usize, h: usize, w: usize, filters: usize, size: usize, stride: usize, pad: usize, groups: usize) -> ConvShape {
+        let out_h = (h + 2 * pad - size) / stride + 1;
+        let out_w = (w + 2 * pad - size) / stride + 1;
+        ConvShape { batch, c, h, w, filters, size, stride, pad, groups, out_h, out_w }
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.filters * self.out_h * self.out_w
+    }
+    pub fn weight_len(&self) -> usize {
+        self.filters * (self.c / self.groups) * self.size * self.size
+    }
+}
+
+/// Max pooling, Darknet style: `out = (w + padding − size)/stride + 1`, window origin
+/// `−padding/2`, out-of-range values are −∞.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub batch: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub size: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl PoolShape {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(batch: usize, c: usize, h: usize, w: usize, size: usize, stride: usize, padding: usize) -> PoolShape {
+        let out_h = (h + padding - size) / stride + 1;
+        let out_w = (w + padding - size) / stride + 1;
+        PoolShape { batch, c, h, w, size, stride, padding, out_h, out_w }
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.c * self.out_h * self.out_w
+    }
+}
+
+/// Nearest-neighbour upsample by `stride`, output multiplied by `scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpsampleShape {
+    pub batch: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    pub scale: f32,
+}
+
+impl UpsampleShape {
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.input_len() * self.stride * self.stride
+    }
+}
+
+/// Darknet's reorg (space-to-depth as `reorg_cpu(..., forward=0)` computes it):
+/// input `[batch][c][h][w]`, output `[batch][c*stride²][h/stride][w/stride]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReorgShape {
+    pub batch: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+}
+
+impl ReorgShape {
+    pub fn len(&self) -> usize {
+        self.batch * self.c * self.h * self.w
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `for b in 0..batch { dst[b*dst_stride + dst_offset ..][..len] (= or +=) src[b*src_stride + src_offset ..][..len] }`
+/// Route forward copies a channel slice of each image; route backward accumulates it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SliceCopy {
+    pub batch: usize,
+    pub len: usize,
+    pub src_stride: usize,
+    pub src_offset: usize,
+    pub dst_stride: usize,
+    pub dst_offset: usize,
+    pub accumulate: bool,
+}
+
+/// IoU-family box loss of a [yolo] head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IouLoss {
+    Mse,
+    Iou,
+    Giou,
+    Diou,
+    Ciou,
+}
+
+impl IouLoss {
+    pub fn from_darknet(s: &str) -> Option<IouLoss> {
+        Some(match s {
+            "mse" => IouLoss::Mse,
+            "iou" => IouLoss::Iou,
+            "giou" => IouLoss::Giou,
+            "diou" => IouLoss::Diou,
+            "ciou" => IouLoss::Ciou,
+            _ => return None,
+        })
+    }
+    pub fn darknet_name(self) -> &'static str {
+        match self {
+            IouLoss::Mse => "mse",
+            IouLoss::Iou => "iou",
+            IouLoss::Giou => "giou",
+            IouLoss::Diou => "diou",
+            IouLoss::Ciou => "ciou",
+        }
+    }
+}
+
+/// Everything a [yolo] head needs to compute its output, deltas and loss (darknet-spec §a).
+#[derive(Clone, Debug, PartialEq)]
+pub struct YoloParams {
+    pub batch: usize,
+    /// Grid width/height of this head.
+    pub w: usize,
+    pub h: usize,
+    pub classes: usize,
+    /// All anchors of the network as (w, h) pixel pairs (`num` of them).
+    pub anchors: Vec<(f32, f32)>,
+    /// Indices into `anchors` used by this head (len = Darknet's l.n).
+    pub mask: Vec<usize>,
+    pub net_w: usize,
+    pub net_h: usize,
+    /// Truth slots per image in the truth buffer.
+    pub max_boxes: usize,
+    pub scale_x_y: f32,
+    pub ignore_thresh: f32,
+    pub truth_thresh: f32,
+    pub iou_thresh: f32,
+    /// IoU kind used to compare anchors with `iou_thresh` (Iou, Giou, Diou or Ciou).
+    pub iou_thresh_kind: IouLoss,
+    pub iou_normalizer: f32,
+    pub obj_normalizer: f32,
+    pub cls_normalizer: f32,
+    pub iou_loss: IouLoss,
+    pub label_smooth_eps: f32,
+    pub focal_loss: bool,
+    pub max_delta: f32,
+    pub new_coords: bool,
+    pub objectness_smooth: bool,
+}
+
+impl YoloParams {
+    /// Number of floats of this head's input/output for the whole batch.
+    pub fn len(&self) -> usize {
+        self.batch * self.mask.len() * (5 + self.classes) * self.w * self.h
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
