@@ -4,8 +4,10 @@
 
 pub mod backend;
 pub mod cfg;
+pub mod network;
 pub mod rng;
 pub mod shapes;
+pub mod train;
 pub mod yolo;
 pub mod yolo_stats;
 

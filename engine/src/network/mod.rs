@@ -1,0 +1,106 @@
+//! The layer graph, written once and generic over [`Backend`].
+//!
+//! Building a network allocates every buffer it will ever use (parameters, gradients, optimiser
+//! state, activations, deltas, one shared scratch) from the shapes of the cfg: nothing is allocated
+//! inside a step. A training pass records forward, loss, backward and update on the backend
+//! without reading anything back; the caller downloads the small statistics buffer once.
+
+pub mod build;
+pub mod layer;
+pub mod pass;
+
+use crate::backend::Backend;
+use crate::cfg::{CfgError, LayerShape, ModelCfg};
+use crate::yolo_stats::STATS_LEN;
+pub use layer::{Layer, LayerOp, Param};
+pub use pass::Update;
+pub use build::BuildOptions;
+
+/// Errors building or running a network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Cfg(#[from] CfgError),
+    #[error("{source}: layer {layer} ({kind}) is not supported by the network builder: {why}")]
+    Unsupported { source: String, layer: usize, kind: &'static str, why: String },
+    #[error("batch {batch} is not divisible by subdivisions {subdivisions}")]
+    Subdivisions { batch: usize, subdivisions: usize },
+    #[error("input has {got} floats, the network expects {expected} ({what})")]
+    InputSize { got: usize, expected: usize, what: &'static str },
+    #[error("parameter mismatch for layer {layer}: {what}")]
+    Params { layer: usize, what: String },
+}
+
+/// What a [`Network`] computes with: training (batch statistics, dropout) or inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Infer,
+}
+
+/// A network instantiated on one backend for one mini-batch size.
+pub struct Network<B: Backend> {
+    pub backend: B,
+    pub cfg: ModelCfg,
+    pub shapes: Vec<LayerShape>,
+    /// Images per forward/backward pass (Darknet's `net->batch` = batch / subdivisions).
+    pub mini_batch: usize,
+    pub layers: Vec<Layer<B>>,
+    /// Network input `[mini_batch][c][h][w]`.
+    pub input: B::Buf,
+    /// Truth boxes `[mini_batch][max_boxes][5]`.
+    pub truths: B::Buf,
+    pub max_boxes: usize,
+    /// Per-pass statistics: `[subdivisions][heads][STATS_LEN]`, downloaded once per step.
+    pub stats: B::Buf,
+    pub subdivisions: usize,
+    /// Indices of the [yolo] layers, in order.
+    pub heads: Vec<usize>,
+    /// Scratch shared by every conv layer for the pre-normalisation output.
+    pub(crate) scratch: B::Buf,
+    /// Seed for dropout masks (combined with iteration and layer index).
+    pub seed: u64,
+}
+
+impl<B: Backend> Network<B> {
+    /// Number of floats of one head's stats record block for one pass.
+    pub fn stats_len_per_pass(&self) -> usize {
+        self.heads.len() * STATS_LEN
+    }
+
+    /// Every trainable parameter with its decay flag (weights first, then biases, then BN
+    /// scales, per conv layer in order).
+    pub fn params(&self) -> Vec<&Param<B>> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            if let LayerOp::Conv(c) = &l.op {
+                out.push(&c.weights);
+                out.push(&c.biases);
+                if let Some(bn) = &c.bn {
+                    out.push(&bn.scales);
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes held on the backend (allocated, peak).
+    pub fn memory_bytes(&self) -> (u64, u64) {
+        self.backend.memory_bytes()
+    }
+
+    /// Upload one mini-batch: images `[mini_batch][c][h][w]` and truths `[mini_batch][max_boxes][5]`.
+    pub fn set_input(&self, images: &[f32], truths: &[f32]) -> Result<(), NetworkError> {
+        let expected = self.backend.len(&self.input);
+        if images.len() != expected {
+            return Err(NetworkError::InputSize { got: images.len(), expected, what: "images" });
+        }
+        self.backend.upload(&self.input, images);
+        let expected = self.backend.len(&self.truths);
+        if truths.len() != expected {
+            return Err(NetworkError::InputSize { got: truths.len(), expected, what: "truths" });
+        }
+        self.backend.upload(&self.truths, truths);
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! Forward, backward and the optimiser update, recorded on the backend without readback.
+
+use super::layer::{Layer, LayerOp};
+use super::{Mode, Network};
+use crate::backend::Backend;
+use crate::rng::dropout_seed;
+use crate::shapes::{Activation, SliceCopy};
+use crate::yolo_stats::STATS_LEN;
+
+/// Optimiser settings for one update (learning rate already from the policy).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// Darknet SGD with momentum and weight decay.
+    Sgd { lr: f32, momentum: f32, decay: f32 },
+    /// Darknet Adam (`t` = 1-based iteration for the bias correction).
+    Adam { lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, t: u32 },
+}
+
+impl<B: Backend> Network<B> {
+    /// The buffer layer `i` reads as its (first) input.
+    fn input_of(&self, i: usize) -> &B::Buf {
+        if i == 0 { &self.input } else { &self.layers[i - 1].output }
+    }
+
+    /// Gradient buffer of layer `i`'s first input, or `None` for the network input.
+    fn input_delta_of(&self, i: usize) -> Option<&B::Buf> {
+        if i == 0 { None } else { Some(&self.layers[i - 1].delta) }
+    }
+
+    /// Record a forward pass over the current input. In training mode the [yolo] heads also
+    /// compute their gradients and write pass `pass`'s statistics.
+    pub fn forward(&self, mode: Mode, pass: usize, iteration: u64) {
+        let b = &self.backend;
+        let mb = self.mini_batch;
+        for (i, l) in self.layers.iter().enumerate() {
+            let x = self.input_of(i);
+            let spatial_in = l.input.h * l.input.w;
+            match &l.op {
+                LayerOp::Conv(c) => {
+                    let target = c.pre_act.as_ref().unwrap_or(&l.output);
+                    let conv_out = b.view(&self.scratch, 0, c.shape.output_len());
+                    let spatial = c.shape.out_h * c.shape.out_w;
+                    match &c.bn {
+                        Some(bn) => {
+                            b.conv_forward(x, &c.weights.value, &conv_out, &c.shape);
+                            match mode {
+                                Mode::Train => b.batchnorm_forward_train(
+                                    &conv_out, target, &bn.x_norm, &bn.mean, &bn.variance,
+                                    &bn.rolling_mean, &bn.rolling_variance, &bn.scales.value,
+                                    &c.biases.value, mb, c.shape.filters, spatial,
+                                ),
+                                Mode::Infer => b.batchnorm_forward_infer(
+                                    &conv_out, target, &bn.rolling_mean, &bn.rolling_variance,
+                                    &bn.scales.value, &c.biases.value, mb, c.shape.filters, spatial,
+                                ),
+                            }
+                        }
+                        None => {
+                            b.conv_forward(x, &c.weights.value, target, &c.shape);
+                            b.bias_add(target, &c.biases.value, mb, c.shape.filters, spatial);
+                        }
+                    }
+                    if c.activation != Activation::Linear || c.pre_act.is_some() {
+                        b.activation_forward(target, &l.output, c.activation);
+                    }
+                }
+                LayerOp::Route { inputs, groups, group_id } => {
+                    let out_stride = l.output_shape.len();
+                    let mut offset = 0;
+                    for &src in inputs {
+                        let s = self.layers[src].output_shape;
+                        let part = s.len() / groups;
+                        b.copy_slices(&self.layers[src].output, &l.output, &SliceCopy {
+                            batch: mb,
+                            len: part,
+                            src_stride: s.len(),
+                            src_offset: group_id * part,
+                            dst_stride: out_stride,
+                            dst_offset: offset,
+                            accumulate: false,
+                        });
+                        offset += part;
+                    }
+                }
+                LayerOp::Maxpool(s) => b.maxpool_forward(x, &l.output, s),
+                LayerOp::Avgpool => b.avgpool_forward(x, &l.output, mb, l.input.c, spatial_in),
+                LayerOp::Upsample(s) => b.upsample_forward(x, &l.output, s),
+                LayerOp::Shortcut { from, activation, pre_act } => {
+                    let target = pre_act.as_ref().unwrap_or(&l.output);
+                    b.copy(x, target);
+                    for &f in from {
+                        b.axpy(1.0, &self.layers[f].output, target);
+                    }
+                    if *activation != Activation::Linear || pre_act.is_some() {
+                        b.activation_forward(target, &l.output, *activation);
+                    }
+                }
+                LayerOp::Reorg(s) => b.reorg_forward(x, &l.output, s),
+                LayerOp::ScaleChannels { from } => {
+                    b.scale_channels_forward(x, &self.layers[*from].output, &l.output, mb, l.input.c, spatial_in)
+                }
+                LayerOp::Dropout { probability } => match mode {
+                    Mode::Train => b.dropout_forward(x, &l.output, *probability, dropout_seed(self.seed, iteration, i)),
+                    Mode::Infer => b.copy(x, &l.output),
+                },
+                LayerOp::Yolo { params, head } => match mode {
+                    Mode::Train => {
+                        let stats = b.view(&self.stats, (pass * self.heads.len() + head) * STATS_LEN, STATS_LEN);
+                        b.yolo_forward_backward(x, &l.output, &self.truths, &l.delta, &stats, params);
+                    }
+                    Mode::Infer => {
+                        // Inference needs only the activated output: run the head with no truths
+                        // into a throwaway view of its own delta and of pass 0's stats.
+                        let stats = b.view(&self.stats, head * STATS_LEN, STATS_LEN);
+                        b.fill(&self.truths, 0.0);
+                        b.yolo_forward_backward(x, &l.output, &self.truths, &l.delta, &stats, params);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Record the backward pass of the last training forward. Parameter gradients accumulate
+    /// (across subdivisions) until [`Network::update`].
+    pub fn backward(&self, iteration: u64) {
+        let b = &self.backend;
+        let mb = self.mini_batch;
+        for l in &self.layers {
+            if !matches!(l.op, LayerOp::Yolo { .. }) {
+                b.fill(&l.delta, 0.0);
+            }
+        }
+        for i in (0..self.layers.len()).rev() {
+            let l: &Layer<B> = &self.layers[i];
+            let x = self.input_of(i);
+            let dx = self.input_delta_of(i);
+            let spatial_in = l.input.h * l.input.w;
+            match &l.op {
+                LayerOp::Conv(c) => {
+                    let spatial = c.shape.out_h * c.shape.out_w;
+                    let pre = c.pre_act.as_ref().unwrap_or(&l.output);
+                    if c.activation != Activation::Linear {
+                        b.activation_backward(pre, &l.output, &l.delta, &l.delta, c.activation);
+                    }
+                    match &c.bn {
+                        Some(bn) => b.batchnorm_backward(
+                            &l.delta, &bn.x_norm, &bn.variance, &bn.scales.value, &bn.scales.grad,
+                            &c.biases.grad, &l.delta, mb, c.shape.filters, spatial,
+                        ),
+                        None => b.bias_backward(&l.delta, &c.biases.grad, mb, c.shape.filters, spatial),
+                    }
+                    b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
+                    if let Some(dx) = dx {
+                        b.conv_backward_data(&l.delta, &c.weights.value, dx, &c.shape);
+                    }
+                }
+                LayerOp::Route { inputs, groups, group_id } => {
+                    let out_stride = l.output_shape.len();
+                    let mut offset = 0;
+                    for &src in inputs {
+                        let s = self.layers[src].output_shape;
+                        let part = s.len() / groups;
+                        b.copy_slices(&l.delta, &self.layers[src].delta, &SliceCopy {
+                            batch: mb,
+                            len: part,
+                            src_stride: out_stride,
+                            src_offset: offset,
+                            dst_stride: s.len(),
+                            dst_offset: group_id * part,
+                            accumulate: true,
+                        });
+                        offset += part;
+                    }
+                }
+                LayerOp::Maxpool(s) => {
+                    if let Some(dx) = dx {
+                        b.maxpool_backward(x, &l.delta, dx, s);
+                    }
+                }
+                LayerOp::Avgpool => {
+                    if let Some(dx) = dx {
+                        b.avgpool_backward(&l.delta, dx, mb, l.input.c, spatial_in);
+                    }
+                }
+                LayerOp::Upsample(s) => {
+                    if let Some(dx) = dx {
+                        b.upsample_backward(&l.delta, dx, s);
+                    }
+                }
+                LayerOp::Shortcut { from, activation, pre_act } => {
+                    if *activation != Activation::Linear {
+                        let pre = pre_act.as_ref().unwrap_or(&l.output);
+                        b.activation_backward(pre, &l.output, &l.delta, &l.delta, *activation);
+                    }
+                    if let Some(dx) = dx {
+                        b.axpy(1.0, &l.delta, dx);
+                    }
+                    for &f in from {
+                        b.axpy(1.0, &l.delta, &self.layers[f].delta);
+                    }
+                }
+                LayerOp::Reorg(s) => {
+                    if let Some(dx) = dx {
+                        b.reorg_backward(&l.delta, dx, s);
+                    }
+                }
+                LayerOp::ScaleChannels { from } => {
+                    let scratch_dx;
+                    let dxb = match dx {
+                        Some(d) => d,
+                        None => {
+                            scratch_dx = b.view(&self.scratch, 0, b.len(x));
+                            &scratch_dx
+                        }
+                    };
+                    b.scale_channels_backward(
+                        x, &self.layers[*from].output, &l.delta, dxb, &self.layers[*from].delta,
+                        mb, l.input.c, spatial_in,
+                    );
+                }
+                LayerOp::Dropout { probability } => {
+                    if let Some(dx) = dx {
+                        b.dropout_backward(&l.delta, dx, *probability, dropout_seed(self.seed, iteration, i));
+                    }
+                }
+                LayerOp::Yolo { .. } => {
+                    if let Some(dx) = dx {
+                        b.axpy(1.0, &l.delta, dx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply one optimiser update to every parameter. `batch` is Darknet's B (the full batch,
+    /// mini-batch × subdivisions) that SGD divides the summed gradient by.
+    pub fn update(&self, u: Update, batch: f32) {
+        let b = &self.backend;
+        for p in self.params() {
+            let decay = |d: f32| if p.decay { d } else { 0.0 };
+            match u {
+                Update::Sgd { lr, momentum, decay: d } => b.sgd_update(&p.value, &p.grad, lr, momentum, decay(d), batch),
+                Update::Adam { lr, b1, b2, eps, decay: d, t } => {
+                    let (m, v) = p.adam.as_ref().expect("network built without Adam state");
+                    b.adam_update(&p.value, &p.grad, m, v, lr, b1, b2, eps, decay(d), batch, t);
+                }
+            }
+        }
+    }
+
+    /// Zero every parameter gradient (and so SGD momentum).
+    pub fn zero_grads(&self) {
+        for p in self.params() {
+            self.backend.fill(&p.grad, 0.0);
+        }
+    }
+}

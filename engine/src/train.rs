@@ -1,0 +1,203 @@
+//! The training step: subdivisions × (forward + loss + backward), then one optimiser update,
+//! with one readback of the per-head statistics. No printing here: the caller gets a
+//! [`StepRecord`] and decides what to show.
+
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::lr::learning_rate;
+use crate::network::pass::Update;
+use crate::network::{Mode, Network, NetworkError};
+use crate::yolo_stats as ys;
+
+/// Which optimiser a trainer runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+}
+
+/// Per-head statistics of one step (summed over subdivisions).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeadRecord {
+    pub layer: usize,
+    /// Darknet's layer cost summed over the step's passes.
+    pub cost: f64,
+    pub class_loss: f64,
+    pub box_loss: f64,
+    pub obj_loss: f64,
+    pub cls_only_loss: f64,
+    pub avg_iou: f64,
+    pub count: f64,
+    pub recall50: f64,
+    pub recall75: f64,
+}
+
+/// What one training step returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepRecord {
+    /// 1-based iteration this step performed.
+    pub iteration: u64,
+    /// Darknet's printed loss: mean over heads of cost, ÷ full batch.
+    pub loss: f64,
+    /// Components ÷ full batch, summed over heads: box part of the cost, objectness Σδ², class Σδ².
+    pub box_loss: f64,
+    pub obj_loss: f64,
+    pub class_loss: f64,
+    pub avg_iou: f64,
+    pub recall50: f64,
+    pub recall75: f64,
+    pub count: f64,
+    pub lr: f32,
+    pub heads: Vec<HeadRecord>,
+    /// Host seconds spent recording/executing each phase (on a GPU, recording only) and waiting
+    /// for the device at the end of the step.
+    pub t_forward: f64,
+    pub t_backward: f64,
+    pub t_update: f64,
+    pub t_sync: f64,
+}
+
+/// Errors of a training step.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("iteration {iteration}: the loss became {loss}; first non-finite value in layer {layer} ({kind}) {what}")]
+    NonFinite { iteration: u64, loss: f64, layer: usize, kind: &'static str, what: &'static str },
+    #[error("iteration {iteration}: the loss became {loss} (no layer output or gradient is non-finite: the loss itself overflowed)")]
+    NonFiniteLoss { iteration: u64, loss: f64 },
+    #[error("batch has {got} images, the step needs {expected} (batch × subdivisions)")]
+    BatchSize { got: usize, expected: usize },
+}
+
+/// Drives a [`Network`] through Darknet's training iterations.
+pub struct Trainer<B: Backend> {
+    pub net: Network<B>,
+    pub optimizer: Optimizer,
+    /// Iterations completed (Darknet's `cur_iteration`).
+    pub iteration: u64,
+}
+
+impl<B: Backend> Trainer<B> {
+    pub fn new(net: Network<B>, optimizer: Optimizer) -> Trainer<B> {
+        Trainer { net, optimizer, iteration: 0 }
+    }
+
+    /// Images one step consumes (the cfg's `batch`).
+    pub fn step_images(&self) -> usize {
+        self.net.mini_batch * self.net.subdivisions
+    }
+
+    /// One iteration on `images` (`[batch][c][h][w]`) and `truths` (`[batch][max_boxes][5]`).
+    pub fn step(&mut self, images: &[f32], truths: &[f32]) -> Result<StepRecord, TrainError> {
+        let net = &self.net;
+        let b = &net.backend;
+        let per_img = net.cfg.net.channels * net.cfg.net.height * net.cfg.net.width;
+        let per_truth = net.max_boxes * 5;
+        let n = self.step_images();
+        if images.len() != n * per_img || truths.len() != n * per_truth {
+            return Err(TrainError::BatchSize { got: images.len() / per_img.max(1), expected: n });
+        }
+        let iteration = self.iteration + 1;
+        let lr = learning_rate(&net.cfg.net, iteration);
+        let mb = net.mini_batch;
+        let (mut t_forward, mut t_backward) = (0.0, 0.0);
+        for pass in 0..net.subdivisions {
+            let t0 = Instant::now();
+            let r = pass * mb..(pass + 1) * mb;
+            net.set_input(&images[r.start * per_img..r.end * per_img], &truths[r.start * per_truth..r.end * per_truth])?;
+            net.forward(Mode::Train, pass, iteration);
+            let t1 = Instant::now();
+            net.backward(iteration);
+            b.flush();
+            t_forward += (t1 - t0).as_secs_f64();
+            t_backward += t1.elapsed().as_secs_f64();
+        }
+        let t2 = Instant::now();
+        let c = &net.cfg.net;
+        let update = match self.optimizer {
+            Optimizer::Sgd => Update::Sgd { lr, momentum: c.momentum, decay: c.decay },
+            Optimizer::Adam => Update::Adam { lr, b1: c.b1, b2: c.b2, eps: c.eps, decay: c.decay, t: iteration as u32 },
+        };
+        net.update(update, n as f32);
+        b.flush();
+        let t3 = Instant::now();
+        let stats = b.download(&net.stats);
+        let t_sync = t3.elapsed().as_secs_f64();
+        let mut rec = self.record(&stats, iteration, lr);
+        rec.t_forward = t_forward;
+        rec.t_backward = t_backward;
+        rec.t_update = (t3 - t2).as_secs_f64();
+        rec.t_sync = t_sync;
+        self.iteration = iteration;
+        if !rec.loss.is_finite() {
+            return Err(self.diagnose_nonfinite(iteration, rec.loss));
+        }
+        Ok(rec)
+    }
+
+    /// Sum the per-pass statistics into a record.
+    fn record(&self, stats: &[f32], iteration: u64, lr: f32) -> StepRecord {
+        let net = &self.net;
+        let heads = net.heads.len();
+        let batch = self.step_images() as f64;
+        let mut rec = StepRecord { iteration, lr, ..Default::default() };
+        for (h, &layer) in net.heads.iter().enumerate() {
+            let mut hr = HeadRecord { layer, ..Default::default() };
+            let mut iou_sum = 0.0;
+            for pass in 0..net.subdivisions {
+                let s = &stats[(pass * heads + h) * ys::STATS_LEN..][..ys::STATS_LEN];
+                hr.cost += s[ys::COST] as f64;
+                hr.class_loss += s[ys::CLASS_LOSS] as f64;
+                hr.box_loss += s[ys::BOX_LOSS] as f64;
+                hr.obj_loss += s[ys::OBJ_LOSS] as f64;
+                hr.cls_only_loss += s[ys::CLS_ONLY_LOSS] as f64;
+                hr.count += s[ys::COUNT] as f64;
+                hr.recall50 += s[ys::RECALL50] as f64;
+                hr.recall75 += s[ys::RECALL75] as f64;
+                iou_sum += s[ys::IOU_SUM] as f64;
+            }
+            if hr.count > 0.0 {
+                hr.avg_iou = iou_sum / hr.count;
+            }
+            rec.loss += hr.cost;
+            rec.box_loss += hr.cost - hr.class_loss;
+            rec.obj_loss += hr.obj_loss;
+            rec.class_loss += hr.cls_only_loss;
+            rec.count += hr.count;
+            rec.recall50 += hr.recall50;
+            rec.recall75 += hr.recall75;
+            rec.avg_iou += iou_sum;
+            rec.heads.push(hr);
+        }
+        if rec.count > 0.0 {
+            rec.avg_iou /= rec.count;
+            rec.recall50 /= rec.count;
+            rec.recall75 /= rec.count;
+        }
+        rec.loss /= heads.max(1) as f64 * batch;
+        rec.box_loss /= batch;
+        rec.obj_loss /= batch;
+        rec.class_loss /= batch;
+        rec
+    }
+
+    /// Slow path, only after a non-finite loss: find the first layer whose output (in forward
+    /// order) or gradient (in backward order) holds NaN/Inf.
+    fn diagnose_nonfinite(&self, iteration: u64, loss: f64) -> TrainError {
+        let b = &self.net.backend;
+        let bad = |buf: &B::Buf| b.download(buf).iter().any(|v| !v.is_finite());
+        for (i, l) in self.net.layers.iter().enumerate() {
+            if bad(&l.output) {
+                return TrainError::NonFinite { iteration, loss, layer: i, kind: l.kind_name(), what: "output" };
+            }
+        }
+        for (i, l) in self.net.layers.iter().enumerate().rev() {
+            if bad(&l.delta) {
+                return TrainError::NonFinite { iteration, loss, layer: i, kind: l.kind_name(), what: "gradient" };
+            }
+        }
+        TrainError::NonFiniteLoss { iteration, loss }
+    }
+}
