@@ -1,0 +1,17 @@
+//! `runner devices`: every adapter wgpu can see, with what the GPU backend would use.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+pub fn run() -> Result<ExitCode> {
+    let adapters = engine::gpu::list_adapters();
+    if adapters.is_empty() {
+        println!("{}", engine::gpu::NO_ADAPTER_HELP);
+        return Ok(ExitCode::from(1));
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!("[{i}] {a}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
