@@ -123,12 +123,21 @@ impl<B: Backend> Network<B> {
     /// Record the backward pass of the last training forward. Parameter gradients accumulate
     /// (across subdivisions) until [`Network::update`].
     pub fn backward(&self, iteration: u64) {
+        self.backward_seeded(iteration, None)
+    }
+
+    /// Backward pass with an extra gradient `output_grad` added to the last layer's delta (for
+    /// gradient checks of networks without a [yolo] head, and for custom losses).
+    pub fn backward_seeded(&self, iteration: u64, output_grad: Option<&B::Buf>) {
         let b = &self.backend;
         let mb = self.mini_batch;
         for l in &self.layers {
             if !matches!(l.op, LayerOp::Yolo { .. }) {
                 b.fill(&l.delta, 0.0);
             }
+        }
+        if let (Some(g), Some(last)) = (output_grad, self.layers.last()) {
+            b.axpy(1.0, g, &last.delta);
         }
         for i in (0..self.layers.len()).rev() {
             let l: &Layer<B> = &self.layers[i];
