@@ -58,7 +58,7 @@ struct Scratch {
 }
 
 /// Device memory of the CPU backend: a fixed block of floats, freed (and un-counted) on drop.
-pub struct Storage {
+struct Storage {
     data: Box<[Cell<f32>]>,
     owner: Arc<Shared>,
 }
