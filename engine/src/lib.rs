@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cfg;
 pub mod cpu;
+pub mod data;
 pub mod rng;
 pub mod shapes;
 pub mod yolo;
