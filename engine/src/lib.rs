@@ -4,8 +4,11 @@
 
 pub mod backend;
 pub mod cfg;
+pub mod eval;
+pub mod lr;
 pub mod rng;
 pub mod shapes;
+pub mod weights;
 pub mod yolo;
 pub mod yolo_stats;
 
