@@ -202,6 +202,7 @@ fn partial_cutoff_29_like_darknet_partial() {
         "{msg}"
     );
     assert!(!msg.contains('\n'));
+    std::fs::remove_file(&out).unwrap();
 }
 
 #[test]
@@ -319,6 +320,7 @@ fn write_then_read_round_trips_values_and_64bit_seen() {
     assert_eq!(w.header.seen, seen);
     assert_eq!(w.layers, params);
     assert!(!path.with_extension("weights.part").exists());
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
