@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cfg;
+pub mod gpu;
 pub mod rng;
 pub mod shapes;
 pub mod yolo;
