@@ -271,8 +271,10 @@ fn conv_forward_and_backward() {
 fn conv_backward_weights_split_k() {
     let g = gpu_or_skip!();
     // K = batch·oh·ow = 2·40·40 = 3200 ≥ 2·1024 with a single output tile: takes the split path.
-    conv_case(g, ConvShape::new(2, 3, 40, 40, 4, 3, 1, 1, 1), 70);
-    assert!(g.internal_bytes() > 4 * 1024, "split-K scratch was not used");
+    let s = ConvShape::new(2, 3, 40, 40, 4, 3, 1, 1, 1);
+    conv_case(g, s, 70);
+    // Reduction partials (256 floats) + at least two splits of partial weights.
+    assert!(g.internal_bytes() >= 4 * (256 + 2 * s.weight_len() as u64), "split-K scratch was not used");
 }
 
 #[test]
@@ -782,4 +784,22 @@ fn many_dispatches_overflow_the_params_arena_safely() {
     // Sums of halves below 2^24 are exact in f32.
     let want_sum = 0.5 * (0..5000u64).sum::<u64>() as f32;
     assert_eq!(got, vec![4998.0, 4999.0, 4997.0, want_sum]);
+}
+
+#[test]
+fn one_dimensional_work_beyond_65535_workgroups() {
+    let g = gpu_or_skip!();
+    // 65,535 × 256 + 300 elements: the grid must spill into y (and the kernels fold it back).
+    let n = 65_535 * 256 + 300;
+    let arena = g.alloc(n + 7);
+    let v = g.view(&arena, 5, n);
+    g.fill(&v, 0.5);
+    let out = g.alloc(2);
+    g.sum_into(&arena, &out, 1);
+    let got = g.download(&out);
+    assert_eq!(got[1] as f64, 0.5 * n as f64, "sum of the filled view");
+    let all = g.download(&arena);
+    assert_eq!(&all[..5], &[0.0; 5]);
+    assert_eq!(&all[n + 5..], &[0.0; 2]);
+    assert!(all[5..n + 5].iter().all(|&x| x == 0.5));
 }

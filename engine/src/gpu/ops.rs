@@ -87,7 +87,8 @@ impl GpuBackend {
         let z = n_tiles.div_ceil(x);
         let y = m_tiles * s.groups;
         assert!(y as u64 <= max && z <= max, "gpu conv: shape {s:?} too large for one dispatch");
-        self.dispatch(k, &[a, b, c], &p.0, [x as u32, y as u32, z as u32]);
+        // Binding 4 (split-K scratch) is statically reachable in conv.wgsl but unused here: bind c.
+        self.dispatch(k, &[a, b, c, c], &p.0, [x as u32, y as u32, z as u32]);
     }
 }
 
