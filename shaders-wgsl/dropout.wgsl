@@ -48,12 +48,12 @@ fn dropout_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     b2[p.o2 + i] = v;
 }
 
-// dx (b2) += keep ? dy (b1) / (1 - p) : 0
+// dx (b2) += keep ? dy (b1) * scale : 0 (the CPU twin's rounding)
 @compute @workgroup_size(256)
 fn dropout_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat(wid, nwg, lid);
     if (i >= p.n) { return; }
     if (uniform01(i) >= p.prob) {
-        b2[p.o2 + i] = b2[p.o2 + i] + b1[p.o1 + i] / p.keep;
+        b2[p.o2 + i] = b2[p.o2 + i] + b1[p.o1 + i] * p.scale;
     }
 }

@@ -803,3 +803,246 @@ fn one_dimensional_work_beyond_65535_workgroups() {
     assert_eq!(&all[n + 5..], &[0.0; 2]);
     assert!(all[5..n + 5].iter().all(|&x| x == 0.5));
 }
+
+// ---- GPU against the CPU backend (engine::cpu::CpuBackend), every op --------------------------
+
+/// How a named output is compared (reference = CPU):
+/// Exact: bit-equal (data movement, max, the dropout mask).
+/// Elem: |gpu − cpu| ≤ 1e-5·|cpu| + 1e-6 (one or two roundings apart).
+/// Trans: ≤ 3e-5·|cpu| + 3e-6 (GPU exp/log/pow are a few ulp from libm).
+/// Sum: ≤ 2e-4·|cpu| + 2e-5·max|cpu| (different summation order / FMA over many terms).
+#[derive(Clone, Copy, Debug)]
+enum Tol {
+    Exact,
+    Elem,
+    Trans,
+    Sum,
+}
+
+fn upb<B: Backend>(b: &B, v: &[f32]) -> B::Buf {
+    let buf = b.alloc(v.len());
+    b.upload(&buf, v);
+    buf
+}
+
+/// Runs every op but yolo on `b` with fixed inputs; returns named, downloaded outputs.
+fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
+    let mut out = Vec::new();
+    let mut put = |name: &str, tol: Tol, v: Vec<f32>| out.push((name.to_string(), tol, v));
+
+    // elementwise on views of one arena
+    let n = 777;
+    let arena = b.alloc(3 * n + 5);
+    let (a, c, d) = (b.view(&arena, 1, n), b.view(&arena, 1 + n, n), b.view(&arena, 1 + 2 * n, n));
+    b.upload(&a, &data(n, 300, -2.0, 2.0));
+    b.upload(&c, &data(n, 301, 0.5, 2.5));
+    let g = upb(b, &data(n, 302, -1.0, 1.0));
+    b.add(&a, &c, &d);
+    put("add", Tol::Elem, b.download(&d));
+    b.mul(&a, &c, &d);
+    put("mul", Tol::Elem, b.download(&d));
+    b.div(&a, &c, &d);
+    put("div", Tol::Elem, b.download(&d));
+    b.exp(&a, &d);
+    put("exp", Tol::Trans, b.download(&d));
+    b.log(&c, &d);
+    put("log", Tol::Trans, b.download(&d));
+    b.pow(&c, -1.3, &d);
+    put("pow", Tol::Trans, b.download(&d));
+    b.pow(&a, 2.0, &d);
+    put("pow int", Tol::Trans, b.download(&d));
+    b.axpy(0.3, &a, &d);
+    b.scal(1.5, &d);
+    put("axpy scal", Tol::Elem, b.download(&d));
+    b.copy(&a, &d);
+    b.fill(&a, -0.75);
+    put("copy", Tol::Exact, b.download(&d));
+    put("fill", Tol::Exact, b.download(&a));
+    b.upload(&a, &data(n, 303, -2.0, 2.0));
+    let (da, db) = (upb(b, &data(n, 304, -1.0, 1.0)), upb(b, &data(n, 305, -1.0, 1.0)));
+    b.mul_backward(&a, &c, &g, &da, &db);
+    b.div_backward(&a, &c, &g, &da, &db);
+    b.exp_backward(&c, &g, &da);
+    b.log_backward(&c, &g, &db);
+    b.pow_backward(&c, 1.7, &g, &da);
+    put("elementwise backward da", Tol::Trans, b.download(&da));
+    put("elementwise backward db", Tol::Trans, b.download(&db));
+
+    // convolution
+    for (i, s) in [
+        ConvShape::new(2, 3, 9, 7, 5, 3, 1, 1, 1),
+        ConvShape::new(1, 4, 10, 9, 6, 3, 2, 1, 2),
+        ConvShape::new(2, 6, 6, 6, 6, 3, 1, 1, 6),
+        ConvShape::new(1, 8, 5, 5, 67, 1, 1, 0, 1),
+        ConvShape::new(2, 3, 36, 36, 4, 3, 1, 1, 1), // split-K on the GPU
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 310 + 10 * i as u64;
+        let x = upb(b, &data(s.input_len(), seed, -1.0, 1.0));
+        let w = upb(b, &data(s.weight_len(), seed + 1, -0.5, 0.5));
+        let dy = upb(b, &data(s.output_len(), seed + 2, -1.0, 1.0));
+        let y = b.alloc(s.output_len());
+        let dx = upb(b, &data(s.input_len(), seed + 3, -1.0, 1.0));
+        let dw = upb(b, &data(s.weight_len(), seed + 4, -1.0, 1.0));
+        b.conv_forward(&x, &w, &y, &s);
+        b.conv_backward_data(&dy, &w, &dx, &s);
+        b.conv_backward_weights(&x, &dy, &dw, &s);
+        put(&format!("conv_forward {s:?}"), Tol::Sum, b.download(&y));
+        put(&format!("conv_backward_data {s:?}"), Tol::Sum, b.download(&dx));
+        put(&format!("conv_backward_weights {s:?}"), Tol::Sum, b.download(&dw));
+    }
+
+    // bias, batchnorm
+    let (bt, ch, sp) = (2, 5, 131);
+    let nn = bt * ch * sp;
+    let y = upb(b, &data(nn, 400, -2.0, 3.0));
+    let bias = upb(b, &data(ch, 401, -1.0, 1.0));
+    b.bias_add(&y, &bias, bt, ch, sp);
+    put("bias_add", Tol::Elem, b.download(&y));
+    b.bias_backward(&y, &bias, bt, ch, sp);
+    put("bias_backward", Tol::Sum, b.download(&bias));
+    let (xn, mean, var) = (b.alloc(nn), b.alloc(ch), b.alloc(ch));
+    let (rm, rv) = (upb(b, &data(ch, 402, -0.1, 0.1)), upb(b, &data(ch, 403, 0.5, 1.0)));
+    let (gamma, beta) = (upb(b, &data(ch, 404, 0.5, 1.5)), upb(b, &data(ch, 405, -0.5, 0.5)));
+    let yb = b.alloc(nn);
+    b.batchnorm_forward_train(&y, &yb, &xn, &mean, &var, &rm, &rv, &gamma, &beta, bt, ch, sp);
+    for (name, buf) in [("bn y", &yb), ("bn x_norm", &xn), ("bn mean", &mean), ("bn var", &var), ("bn rolling_mean", &rm), ("bn rolling_var", &rv)] {
+        put(name, Tol::Sum, b.download(buf));
+    }
+    b.batchnorm_forward_infer(&y, &y, &rm, &rv, &gamma, &beta, bt, ch, sp);
+    put("bn infer (in place)", Tol::Sum, b.download(&y));
+    let dyb = upb(b, &data(nn, 406, -1.0, 1.0));
+    let (dgamma, dbeta) = (upb(b, &data(ch, 407, -1.0, 1.0)), upb(b, &data(ch, 408, -1.0, 1.0)));
+    b.batchnorm_backward(&dyb, &xn, &var, &gamma, &dgamma, &dbeta, &dyb, bt, ch, sp);
+    put("bn dx (aliasing dy)", Tol::Sum, b.download(&dyb));
+    put("bn dgamma", Tol::Sum, b.download(&dgamma));
+    put("bn dbeta", Tol::Sum, b.download(&dbeta));
+
+    // activations
+    let mut hx = data(509, 410, -9.0, 9.0);
+    hx[..8].copy_from_slice(&[-25.0, -20.5, -19.5, -2.0, 0.0, 19.5, 20.5, 30.0]);
+    let x = upb(b, &hx);
+    let dy = upb(b, &data(509, 411, -1.0, 1.0));
+    let (ya, dxa) = (b.alloc(509), b.alloc(509));
+    for act in Activation::ALL {
+        b.activation_forward(&x, &ya, act);
+        put(&format!("{act:?} forward"), Tol::Trans, b.download(&ya));
+        b.activation_backward(&x, &ya, &dy, &dxa, act);
+        put(&format!("{act:?} backward"), Tol::Trans, b.download(&dxa));
+    }
+
+    // pooling, resampling
+    for (i, s) in [PoolShape::new(2, 3, 13, 13, 2, 2, 1), PoolShape::new(1, 2, 7, 9, 2, 1, 1), PoolShape::new(1, 2, 11, 8, 3, 2, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let hx: Vec<f32> = data(s.input_len(), 420 + i as u64, -3.0, 3.0).iter().map(|v| v.round()).collect();
+        let x = upb(b, &hx);
+        let y = b.alloc(s.output_len());
+        let dy = upb(b, &data(s.output_len(), 425 + i as u64, -1.0, 1.0));
+        let dx = upb(b, &data(s.input_len(), 428 + i as u64, -1.0, 1.0));
+        b.maxpool_forward(&x, &y, &s);
+        b.maxpool_backward(&x, &dy, &dx, &s);
+        put(&format!("maxpool fwd {s:?}"), Tol::Exact, b.download(&y));
+        put(&format!("maxpool bwd {s:?}"), Tol::Elem, b.download(&dx));
+    }
+    let x = upb(b, &data(2 * 3 * 301, 430, -1.0, 1.0));
+    let ap = b.alloc(6);
+    b.avgpool_forward(&x, &ap, 2, 3, 301);
+    b.avgpool_backward(&ap, &x, 2, 3, 301);
+    put("avgpool fwd", Tol::Sum, b.download(&ap));
+    put("avgpool bwd", Tol::Sum, b.download(&x));
+    let us = UpsampleShape { batch: 2, c: 3, h: 5, w: 3, stride: 3, scale: 1.5 };
+    let x = upb(b, &data(us.input_len(), 431, -1.0, 1.0));
+    let yu = b.alloc(us.output_len());
+    b.upsample_forward(&x, &yu, &us);
+    b.upsample_backward(&yu, &x, &us);
+    put("upsample fwd", Tol::Elem, b.download(&yu));
+    put("upsample bwd", Tol::Elem, b.download(&x));
+    let rs = ReorgShape { batch: 2, c: 12, h: 4, w: 6, stride: 2 };
+    let x = upb(b, &data(rs.len(), 432, -1.0, 1.0));
+    let yr = b.alloc(rs.len());
+    b.reorg_forward(&x, &yr, &rs);
+    b.reorg_backward(&yr, &x, &rs);
+    put("reorg fwd", Tol::Exact, b.download(&yr));
+    put("reorg bwd", Tol::Elem, b.download(&x));
+
+    // route, scale_channels
+    let src = upb(b, &data(4 * 37, 440, -1.0, 1.0));
+    let dst = upb(b, &data(4 * 41, 441, -1.0, 1.0));
+    b.copy_slices(&src, &dst, &SliceCopy { batch: 4, len: 17, src_stride: 37, src_offset: 20, dst_stride: 41, dst_offset: 3, accumulate: false });
+    b.copy_slices(&src, &dst, &SliceCopy { batch: 4, len: 19, src_stride: 37, src_offset: 1, dst_stride: 41, dst_offset: 21, accumulate: true });
+    put("copy_slices", Tol::Elem, b.download(&dst));
+    let (bt, ch, sp) = (2, 4, 83);
+    let x = upb(b, &data(bt * ch * sp, 442, -1.0, 1.0));
+    let sc = upb(b, &data(bt * ch, 443, -1.0, 1.0));
+    let ys = b.alloc(bt * ch * sp);
+    b.scale_channels_forward(&x, &sc, &ys, bt, ch, sp);
+    let dx = upb(b, &data(bt * ch * sp, 444, -1.0, 1.0));
+    let dsc = upb(b, &data(bt * ch, 445, -1.0, 1.0));
+    b.scale_channels_backward(&x, &sc, &ys, &dx, &dsc, bt, ch, sp);
+    put("scale_channels fwd", Tol::Elem, b.download(&ys));
+    put("scale_channels dx", Tol::Elem, b.download(&dx));
+    put("scale_channels dscale", Tol::Sum, b.download(&dsc));
+
+    // dropout
+    let seed = engine::rng::dropout_seed(9, 2, 1);
+    let x = upb(b, &data(1031, 450, -1.0, 1.0));
+    let yd = b.alloc(1031);
+    b.dropout_forward(&x, &yd, 0.4, seed);
+    b.dropout_backward(&yd, &x, 0.4, seed);
+    put("dropout fwd", Tol::Exact, b.download(&yd));
+    put("dropout bwd", Tol::Elem, b.download(&x));
+
+    // optimisers
+    let (w, u) = (upb(b, &data(333, 460, -1.0, 1.0)), upb(b, &data(333, 461, -1.0, 1.0)));
+    b.sgd_update(&w, &u, 0.01, 0.9, 0.0005, 16.0);
+    put("sgd w", Tol::Elem, b.download(&w));
+    put("sgd upd", Tol::Elem, b.download(&u));
+    let (m, v) = (upb(b, &data(333, 462, -0.1, 0.1)), upb(b, &data(333, 463, 0.0, 0.1)));
+    b.upload(&u, &data(333, 464, -1.0, 1.0));
+    b.adam_update(&w, &u, &m, &v, 0.001, 0.9, 0.999, 1e-6, 0.0005, 16.0, 5);
+    put("adam w", Tol::Trans, b.download(&w));
+    put("adam m", Tol::Elem, b.download(&m));
+    put("adam v", Tol::Elem, b.download(&v));
+    put("adam upd", Tol::Exact, b.download(&u));
+
+    // reductions
+    let mut hx = data(70_001, 470, -1.0, 1.0);
+    let r = b.alloc(4);
+    let x = upb(b, &hx);
+    b.sum_into(&x, &r, 0);
+    b.sum_squares_into(&x, &r, 1);
+    b.nonfinite_into(&x, &r, 2);
+    hx[69_999] = f32::NAN;
+    b.upload(&x, &hx);
+    b.nonfinite_into(&x, &r, 3);
+    put("reductions", Tol::Sum, b.download(&r));
+    out
+}
+
+#[test]
+fn gpu_matches_cpu_backend_on_every_op() {
+    let g = gpu_or_skip!();
+    let cpu = engine::cpu::CpuBackend::new();
+    let want = every_op(&cpu);
+    let got = every_op(g);
+    assert_eq!(want.len(), got.len());
+    for ((name, tol, w), (_, _, v)) in want.iter().zip(&got) {
+        assert_eq!(w.len(), v.len(), "{name}: length");
+        let scale = w.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        for (i, (&c, &q)) in w.iter().zip(v).enumerate() {
+            let (c, q) = (c as f64, q as f64);
+            let bound = match tol {
+                Tol::Exact => 0.0,
+                Tol::Elem => 1e-5 * c.abs() + 1e-6,
+                Tol::Trans => 3e-5 * c.abs() + 3e-6,
+                Tol::Sum => 2e-4 * c.abs() + 2e-5 * scale.max(1.0),
+            };
+            let ok = if matches!(tol, Tol::Exact) { c.to_bits() == q.to_bits() } else { (c - q).abs() <= bound };
+            assert!(ok, "{name}[{i}]: gpu {q} vs cpu {c} ({tol:?}, bound {bound:e})");
+        }
+    }
+}
