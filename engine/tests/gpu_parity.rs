@@ -1046,3 +1046,16 @@ fn gpu_matches_cpu_backend_on_every_op() {
         }
     }
 }
+
+#[test]
+fn adapter_listing_and_selection_errors() {
+    let g = gpu_or_skip!();
+    let list = engine::gpu::list_adapters();
+    assert!(!list.is_empty(), "a backend exists, so the list cannot be empty");
+    assert!(list.iter().any(|a| a.name == g.adapter_info().name), "the chosen adapter is listed");
+    assert!(g.name().starts_with("gpu:"));
+    let err = GpuBackend::new(&AdapterSelector::by_name("no-such-adapter-xyz")).unwrap_err();
+    assert!(matches!(err, engine::gpu::GpuError::NoNameMatch { .. }), "{err}");
+    let err = GpuBackend::new(&AdapterSelector::by_index(list.len() + 5)).unwrap_err();
+    assert!(matches!(err, engine::gpu::GpuError::BadIndex { .. }), "{err}");
+}
