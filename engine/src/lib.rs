@@ -4,6 +4,8 @@
 
 pub mod backend;
 pub mod cfg;
+pub mod cpu;
+pub mod data;
 pub mod rng;
 pub mod shapes;
 pub mod yolo;
