@@ -160,3 +160,37 @@ impl ModelCfg {
         self.layers.iter().enumerate().filter(|(_, l)| matches!(l.kind, LayerKind::Yolo(_))).map(|(i, _)| i).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cfg::{LayerKind, parse_str};
+
+    const BASE: &str = "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=6\nsize=3\npad=1\n";
+
+    fn err(extra: &str) -> String {
+        parse_str(&format!("{BASE}{extra}"), "g.cfg").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn impossible_graphs_name_the_layer() {
+        // Layer 1 starts on line 9.
+        let e = err("[convolutional]\nfilters=4\ngroups=4\n");
+        assert!(e.starts_with("g.cfg:9: layer 1 [conv]") && e.contains("groups=4"), "{e}");
+        let e = err("[route]\nlayers=-1\ngroups=4\ngroup_id=1\n");
+        assert!(e.starts_with("g.cfg:9: layer 1 [route]") && e.contains("not divisible"), "{e}");
+        let e = err("[reorg]\nstride=3\n");
+        assert!(e.starts_with("g.cfg:9: layer 1 [reorg]"), "{e}");
+        let e = err("[route]\nlayers=-5\n");
+        assert!(e.starts_with("g.cfg:10: `layers=-5`"), "{e}");
+        let e = err("[maxpool]\nsize=20\nstride=1\npadding=0\n");
+        assert!(e.starts_with("g.cfg:9: layer 1 [max]"), "{e}");
+    }
+
+    #[test]
+    fn references_are_rechecked_on_edited_models() {
+        let (mut m, _) = parse_str(&format!("{BASE}[route]\nlayers=0\n[convolutional]\n"), "g.cfg").unwrap();
+        m.layers[1].kind = LayerKind::Route(crate::cfg::RouteCfg { layers: vec![2], groups: 1, group_id: 0 });
+        let e = m.shapes().unwrap_err().to_string();
+        assert!(e.starts_with("g.cfg:9: layer 1 [route]") && e.contains("layer 2"), "{e}");
+    }
+}
