@@ -4,10 +4,16 @@
 
 pub mod backend;
 pub mod cfg;
+pub mod cpu;
+pub mod data;
+pub mod eval;
+pub mod gpu;
+pub mod lr;
 pub mod network;
 pub mod rng;
 pub mod shapes;
 pub mod train;
+pub mod weights;
 pub mod yolo;
 pub mod yolo_stats;
 

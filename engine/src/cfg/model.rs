@@ -145,7 +145,8 @@ pub enum LayerKind {
     /// `from` holds absolute indices; the layer adds its input (the previous layer) and these.
     Shortcut { from: Vec<usize>, activation: Activation },
     Reorg { stride: usize },
-    /// Multiplies the previous layer by the per-channel values of layer `from` (shape C×1×1).
+    /// Darknet's scale_channels: the previous layer holds one value per channel (C×1×1); each
+    /// channel of layer `from` (C×H×W) is multiplied by it. Output shape = layer `from`'s.
     ScaleChannels { from: usize },
     Dropout { probability: f32 },
     Yolo(YoloCfg),

@@ -1,0 +1,94 @@
+//! Max pooling (Darknet style) and global average pooling (shaders-wgsl/pool.wgsl).
+//!
+//! Max pool: the window of output (oy, ox) starts at `(oy·stride − padding/2, ox·stride − padding/2)`;
+//! pixels outside the image count as −FLT_MAX; a value wins only if strictly greater (`>`) than the
+//! best so far, so the first maximum in row-major window order wins. An all-padding window
+//! (impossible for shapes Darknet accepts) outputs −FLT_MAX and passes no gradient.
+
+use std::cell::Cell;
+
+use crate::shapes::PoolShape;
+
+/// Index into the image plane of the max of window (oy, ox), or None if it holds no pixel.
+fn argmax(plane: &[Cell<f32>], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
+    let off = (s.padding / 2) as isize;
+    let mut best = f32::MIN;
+    let mut best_i = None;
+    for ky in 0..s.size {
+        let iy = (oy * s.stride + ky) as isize - off;
+        for kx in 0..s.size {
+            let ix = (ox * s.stride + kx) as isize - off;
+            if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                continue; // −FLT_MAX never beats `best` under strict '>'.
+            }
+            let i = iy as usize * s.w + ix as usize;
+            let v = plane[i].get();
+            if v > best {
+                best = v;
+                best_i = Some(i);
+            }
+        }
+    }
+    (best, best_i)
+}
+
+fn check(op: &str, s: &PoolShape, x: usize, y: usize) {
+    assert!(s.size >= 1 && s.stride >= 1, "cpu {op}: size and stride must be ≥ 1");
+    assert_eq!(x, s.input_len(), "cpu {op}: input length does not match {s:?}");
+    assert_eq!(y, s.output_len(), "cpu {op}: output length does not match {s:?}");
+}
+
+pub(super) fn max_forward(x: &[Cell<f32>], y: &[Cell<f32>], s: &PoolShape) {
+    check("maxpool_forward", s, x.len(), y.len());
+    let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
+    for p in 0..s.batch * s.c {
+        let plane = &x[p * hw..][..hw];
+        let out = &y[p * ohw..][..ohw];
+        for oy in 0..s.out_h {
+            for ox in 0..s.out_w {
+                out[oy * s.out_w + ox].set(argmax(plane, s, oy, ox).0);
+            }
+        }
+    }
+}
+
+/// dx[argmax] += dy, argmax recomputed from x.
+pub(super) fn max_backward(x: &[Cell<f32>], dy: &[Cell<f32>], dx: &[Cell<f32>], s: &PoolShape) {
+    check("maxpool_backward", s, x.len(), dy.len());
+    assert_eq!(dx.len(), x.len(), "cpu maxpool_backward: dx length != x length");
+    let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
+    for p in 0..s.batch * s.c {
+        let plane = &x[p * hw..][..hw];
+        let dplane = &dx[p * hw..][..hw];
+        let g = &dy[p * ohw..][..ohw];
+        for oy in 0..s.out_h {
+            for ox in 0..s.out_w {
+                if let (_, Some(i)) = argmax(plane, s, oy, ox) {
+                    dplane[i].set(dplane[i].get() + g[oy * s.out_w + ox].get());
+                }
+            }
+        }
+    }
+}
+
+/// y[p] = mean of plane p (f64 sum).
+pub(super) fn avg_forward(x: &[Cell<f32>], y: &[Cell<f32>], planes: usize, spatial: usize) {
+    assert_eq!(x.len(), planes * spatial, "cpu avgpool_forward: input length");
+    assert_eq!(y.len(), planes, "cpu avgpool_forward: output length");
+    for (p, out) in y.iter().enumerate() {
+        let sum: f64 = x[p * spatial..][..spatial].iter().map(|v| v.get() as f64).sum();
+        out.set((sum / spatial as f64) as f32);
+    }
+}
+
+/// dx += dy / spatial.
+pub(super) fn avg_backward(dy: &[Cell<f32>], dx: &[Cell<f32>], planes: usize, spatial: usize) {
+    assert_eq!(dx.len(), planes * spatial, "cpu avgpool_backward: dx length");
+    assert_eq!(dy.len(), planes, "cpu avgpool_backward: dy length");
+    for (p, g) in dy.iter().enumerate() {
+        let share = g.get() / spatial as f32;
+        for d in &dx[p * spatial..][..spatial] {
+            d.set(d.get() + share);
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Adapter listing and selection, and device creation with the limits the kernels need.
+
+use std::fmt;
+
+/// What a user needs to know about one adapter to choose it (`--list-adapters`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterInfoRecord {
+    /// Position in [`list_adapters`]'s order; [`AdapterSelector::index`] refers to it.
+    pub index: usize,
+    pub name: String,
+    /// "vulkan", "metal", "dx12", "gl", ...
+    pub backend: String,
+    /// "discrete", "integrated", "virtual", "cpu", "other".
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Optional features the adapter offers (Debug spelling of `wgpu::Features`).
+    pub features: String,
+    /// Runs WGSL compute shaders (GL adapters may not).
+    pub compute_capable: bool,
+}
+
+impl fmt::Display for AdapterInfoRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {} ({}, {}, driver {} {}) max_buffer {} MiB, max_storage_binding {} MiB{}",
+            self.index,
+            self.name,
+            self.backend,
+            self.device_type,
+            self.driver,
+            self.driver_info,
+            self.max_buffer_size >> 20,
+            self.max_storage_buffer_binding_size >> 20,
+            if self.compute_capable { "" } else { " (no compute shaders)" }
+        )
+    }
+}
+
+/// How to pick an adapter. Fields left `None` are taken from the environment variables wgpu users
+/// know: `WGPU_BACKEND` (e.g. "vulkan", "metal"), `WGPU_ADAPTER_NAME` (case-insensitive substring),
+/// `WGPU_POWER_PREF` ("low", "high", "none"); `WGPU_ADAPTER_INDEX` selects by list position.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AdapterSelector {
+    pub index: Option<usize>,
+    pub name: Option<String>,
+    pub backends: Option<wgpu::Backends>,
+    pub power: Option<wgpu::PowerPreference>,
+}
+
+impl AdapterSelector {
+    pub fn by_index(index: usize) -> Self {
+        AdapterSelector { index: Some(index), ..Default::default() }
+    }
+    pub fn by_name(name: &str) -> Self {
+        AdapterSelector { name: Some(name.to_string()), ..Default::default() }
+    }
+    pub fn by_backend(backends: wgpu::Backends) -> Self {
+        AdapterSelector { backends: Some(backends), ..Default::default() }
+    }
+
+    /// Fills unset fields from the environment.
+    pub fn with_env(mut self) -> Self {
+        if self.backends.is_none() {
+            self.backends = wgpu::Backends::from_env();
+        }
+        if self.name.is_none() {
+            self.name = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
+        }
+        if self.power.is_none() {
+            self.power = wgpu::PowerPreference::from_env();
+        }
+        if self.index.is_none() {
+            self.index = std::env::var("WGPU_ADAPTER_INDEX").ok().and_then(|s| s.trim().parse().ok());
+        }
+        self
+    }
+}
+
+const INSTALL_HINT: &str = "install a GPU driver with Vulkan or Metal support; on Linux without a GPU, \
+`apt-get install mesa-vulkan-drivers libvulkan1` provides the lavapipe software adapter";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found (backends {backends}): {hint}")]
+    NoAdapter { backends: String, hint: &'static str },
+    #[error("adapter index {index} out of range: {count} adapter(s) found (see the adapter list)")]
+    BadIndex { index: usize, count: usize },
+    #[error("no adapter name contains {name:?}; available: {available}")]
+    NoNameMatch { name: String, available: String },
+    #[error("adapter {name} cannot run compute shaders (backend {backend}); choose another adapter")]
+    NoCompute { name: String, backend: String },
+    #[error("requesting a device from adapter {name} failed: {source}")]
+    RequestDevice { name: String, source: wgpu::RequestDeviceError },
+}
+
+pub(crate) fn make_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    // Validation layers off unless asked for through WGPU_VALIDATION/WGPU_DEBUG: lavapipe is slow
+    // enough already, and wgpu-core validates every call regardless.
+    desc.flags = wgpu::InstanceFlags::empty().with_env();
+    wgpu::Instance::new(desc)
+}
+
+fn device_type_name(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete",
+        wgpu::DeviceType::IntegratedGpu => "integrated",
+        wgpu::DeviceType::VirtualGpu => "virtual",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
+fn compute_capable(adapter: &wgpu::Adapter) -> bool {
+    adapter.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+}
+
+fn record(index: usize, adapter: &wgpu::Adapter) -> AdapterInfoRecord {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterInfoRecord {
+        index,
+        name: info.name,
+        backend: info.backend.to_str().to_string(),
+        device_type: device_type_name(info.device_type).to_string(),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        features: format!("{:?}", adapter.features()),
+        compute_capable: compute_capable(adapter),
+    }
+}
+
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let instance = make_instance(backends);
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Every adapter wgpu finds on this machine (honouring `WGPU_BACKEND`), in a stable order.
+pub fn list_adapters() -> Vec<AdapterInfoRecord> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    enumerate(backends).iter().enumerate().map(|(i, a)| record(i, a)).collect()
+}
+
+/// Preference rank for automatic choice (lower is better).
+fn rank(adapter: &wgpu::Adapter, power: wgpu::PowerPreference) -> u32 {
+    let info = adapter.get_info();
+    let t = match (power, info.device_type) {
+        (wgpu::PowerPreference::LowPower, wgpu::DeviceType::IntegratedGpu) => 0,
+        (wgpu::PowerPreference::LowPower, wgpu::DeviceType::DiscreteGpu) => 1,
+        (_, wgpu::DeviceType::DiscreteGpu) => 0,
+        (_, wgpu::DeviceType::IntegratedGpu) => 1,
+        (_, wgpu::DeviceType::VirtualGpu) => 2,
+        (_, wgpu::DeviceType::Other) => 3,
+        (_, wgpu::DeviceType::Cpu) => 4,
+    };
+    // GL adapters have downlevel compute; prefer the native APIs.
+    let gl = u32::from(info.backend == wgpu::Backend::Gl);
+    gl * 10 + t + if compute_capable(adapter) { 0 } else { 100 }
+}
+
+/// Picks an adapter per `sel` (environment already merged by the caller).
+pub(crate) fn select_adapter(sel: &AdapterSelector) -> Result<wgpu::Adapter, GpuError> {
+    let backends = sel.backends.unwrap_or(wgpu::Backends::all());
+    let mut adapters = enumerate(backends);
+    if adapters.is_empty() {
+        return Err(GpuError::NoAdapter { backends: format!("{backends:?}"), hint: INSTALL_HINT });
+    }
+    let chosen = if let Some(index) = sel.index {
+        let count = adapters.len();
+        if index >= count {
+            return Err(GpuError::BadIndex { index, count });
+        }
+        adapters.swap_remove(index)
+    } else {
+        if let Some(name) = &sel.name {
+            let want = name.to_lowercase();
+            let available: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+            if adapters.is_empty() {
+                return Err(GpuError::NoNameMatch { name: name.clone(), available: available.join(", ") });
+            }
+        }
+        let power = sel.power.unwrap_or(wgpu::PowerPreference::HighPerformance);
+        // min_by_key keeps the first of equals: stable with respect to wgpu's order.
+        let best = (0..adapters.len()).min_by_key(|&i| rank(&adapters[i], power)).unwrap_or(0);
+        adapters.swap_remove(best)
+    };
+    if !compute_capable(&chosen) {
+        let info = chosen.get_info();
+        return Err(GpuError::NoCompute { name: info.name, backend: info.backend.to_str().to_string() });
+    }
+    Ok(chosen)
+}
+
+/// wgpu's default limits, except the buffer-size limits raised to what the adapter offers
+/// (real networks need buffers far above the 128/256 MiB defaults). No optional features.
+pub(crate) fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
+    let have = adapter.limits();
+    let mut want = wgpu::Limits::default();
+    want.max_buffer_size = want.max_buffer_size.max(have.max_buffer_size);
+    want.max_storage_buffer_binding_size =
+        want.max_storage_buffer_binding_size.max(have.max_storage_buffer_binding_size);
+    // A binding never needs to exceed the buffer it binds.
+    want.max_storage_buffer_binding_size = want.max_storage_buffer_binding_size.min(want.max_buffer_size);
+    if !want.check_limits(&have) {
+        // An adapter below the WebGPU defaults (some GL/downlevel ones): clamp to what it has.
+        return want.or_worse_values_from(&have);
+    }
+    want
+}
+
+pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Limits), GpuError> {
+    let limits = required_limits(adapter);
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("engine"),
+        required_features: wgpu::Features::empty(),
+        required_limits: limits.clone(),
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+        .map_err(|source| GpuError::RequestDevice { name: adapter.get_info().name, source })?;
+    Ok((device, queue, limits))
+}
+
+pub(crate) fn describe(adapter: &wgpu::Adapter) -> AdapterInfoRecord {
+    record(0, adapter)
+}

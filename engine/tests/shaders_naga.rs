@@ -1,0 +1,93 @@
+//! Every WGSL kernel parses, validates, and translates to MSL (Metal) and SPIR-V (Vulkan) with naga,
+//! the same front end wgpu uses. This runs without a GPU, so a broken shader fails CI on any machine.
+
+use std::path::PathBuf;
+
+fn shader_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shaders-wgsl")
+}
+
+fn wgsl_files() -> Vec<PathBuf> {
+    let dir = shader_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parses and validates one file, returning the module and its info, or a readable error.
+fn validate(path: &PathBuf) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let module = naga::front::wgsl::parse_str(&src)
+        .map_err(|e| e.emit_to_string_with_path(&src, &path.display().to_string()))?;
+    // Only what every default-limits device offers: no f16, no subgroups, no 64-bit atomics.
+    let mut validator =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+    let info = validator
+        .validate(&module)
+        .map_err(|e| e.emit_to_string_with_path(&src, &path.display().to_string()))?;
+    Ok((module, info))
+}
+
+#[test]
+fn shader_directory_is_not_empty() {
+    let files = wgsl_files();
+    assert!(!files.is_empty(), "no .wgsl files in {}", shader_dir().display());
+    // The families the GPU backend includes at compile time must all be present.
+    for family in [
+        "blas", "conv", "bias", "batchnorm", "activation", "pool", "resample", "route", "dropout", "optim", "reduce",
+    ] {
+        assert!(
+            files.iter().any(|f| f.file_stem().is_some_and(|s| s == family)),
+            "missing shaders-wgsl/{family}.wgsl"
+        );
+    }
+}
+
+#[test]
+fn every_shader_validates_and_translates() {
+    let mut failures = Vec::new();
+    for path in wgsl_files() {
+        let (module, info) = match validate(&path) {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        // Limits the backend relies on: ≤ 256 invocations and ≤ 16 KiB... checked below per entry.
+        for ep in &module.entry_points {
+            let [x, y, z] = ep.workgroup_size;
+            if x * y * z > 256 {
+                failures.push(format!("{}: {} uses {} invocations (> 256)", path.display(), ep.name, x * y * z));
+            }
+        }
+        let msl_opts = naga::back::msl::Options { lang_version: (2, 0), ..Default::default() };
+        if let Err(e) = naga::back::msl::write_string(&module, &info, &msl_opts, &naga::back::msl::PipelineOptions::default()) {
+            failures.push(format!("{}: MSL: {e:?}", path.display()));
+        }
+        if let Err(e) = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None) {
+            failures.push(format!("{}: SPIR-V: {e:?}", path.display()));
+        }
+    }
+    assert!(failures.is_empty(), "shader failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn workgroup_memory_within_default_limit() {
+    // Default max_compute_workgroup_storage_size is 16 KiB; count every workgroup variable of a file
+    // (an upper bound on what any one entry point uses).
+    for path in wgsl_files() {
+        let (module, _) = validate(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut bytes = 0u32;
+        for (_, var) in module.global_variables.iter() {
+            if var.space == naga::AddressSpace::WorkGroup {
+                bytes += module.types[var.ty].inner.size(module.to_ctx());
+            }
+        }
+        assert!(bytes <= 16 * 1024, "{}: {bytes} bytes of workgroup memory", path.display());
+    }
+}

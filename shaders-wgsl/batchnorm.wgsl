@@ -1,0 +1,161 @@
+// Batch normalisation (darknet-spec §0): batch variance Σ(x−mean)²/(N−1) with N = batch·spatial,
+// eps 1e-5 inside the root, running stats r = 0.99 r + 0.01 batch_stat, exact backward.
+// Per-channel reductions: one workgroup per channel, fixed strided partial sums + fixed tree.
+
+struct P {
+    batch: u32,
+    channels: u32,
+    spatial: u32,
+    o1: u32,
+    o2: u32,
+    o3: u32,
+    o4: u32,
+    o5: u32,
+    o6: u32,
+    o7: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+const EPS: f32 = 1e-5;
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> b1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b4: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b5: array<f32>;
+@group(0) @binding(6) var<storage, read_write> b6: array<f32>;
+@group(0) @binding(7) var<storage, read_write> b7: array<f32>;
+
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Two sums at once (same tree shape as tree_sum).
+fn tree_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    red[lid] = v.x;
+    red2[lid] = v.y;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+            red2[lid] = red2[lid] + red2[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red[0], red2[0]);
+    workgroupBarrier();
+    return r;
+}
+
+fn channel_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// x = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
+@compute @workgroup_size(256)
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = channel_of(wid, nwg);
+    let valid = c < p.channels;
+    let n = f32(p.batch * p.spatial);
+    var s = 0.0;
+    if (valid) {
+        for (var b = 0u; b < p.batch; b++) {
+            let base = p.o1 + (b * p.channels + c) * p.spatial;
+            for (var i = lid.x; i < p.spatial; i += 256u) {
+                s = s + b1[base + i];
+            }
+        }
+    }
+    let mean = tree_sum(lid.x, s) / n;
+    var q = 0.0;
+    if (valid) {
+        for (var b = 0u; b < p.batch; b++) {
+            let base = p.o1 + (b * p.channels + c) * p.spatial;
+            for (var i = lid.x; i < p.spatial; i += 256u) {
+                let d = b1[base + i] - mean;
+                q = q + d * d;
+            }
+        }
+    }
+    let variance = tree_sum(lid.x, q) / (n - 1.0);
+    if (lid.x == 0u && valid) {
+        b2[p.o2 + c] = mean;
+        b3[p.o3 + c] = variance;
+        b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
+        b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+    }
+}
+
+// x = b1, y = b2, x_norm = b3, mean = b4, var = b5, gamma = b6, beta = b7. x may alias y.
+@compute @workgroup_size(256)
+fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.batch * p.channels * p.spatial) { return; }
+    let c = (i / p.spatial) % p.channels;
+    let xn = (b1[p.o1 + i] - b4[p.o4 + c]) / sqrt(b5[p.o5 + c] + EPS);
+    b3[p.o3 + i] = xn;
+    b2[p.o2 + i] = b6[p.o6 + c] * xn + b7[p.o7 + c];
+}
+
+// x = b1, y = b2, rolling_mean = b3, rolling_var = b4, gamma = b5, beta = b6. x may alias y.
+@compute @workgroup_size(256)
+fn bn_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.batch * p.channels * p.spatial) { return; }
+    let c = (i / p.spatial) % p.channels;
+    let xn = (b1[p.o1 + i] - b3[p.o3 + c]) / sqrt(b4[p.o4 + c] + EPS);
+    b2[p.o2 + i] = b5[p.o5 + c] * xn + b6[p.o6 + c];
+}
+
+// dy = b1, x_norm = b2, var = b3, gamma = b4, dgamma = b5 (+=), dbeta = b6 (+=), dx = b7 (=).
+// dx may alias dy: each invocation rewrites exactly the elements it read in the reduction phase.
+@compute @workgroup_size(256)
+fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = channel_of(wid, nwg);
+    let valid = c < p.channels;
+    var s = vec2<f32>(0.0, 0.0);
+    if (valid) {
+        for (var b = 0u; b < p.batch; b++) {
+            let base = (b * p.channels + c) * p.spatial;
+            for (var i = lid.x; i < p.spatial; i += 256u) {
+                let dy = b1[p.o1 + base + i];
+                s = s + vec2<f32>(dy, dy * b2[p.o2 + base + i]);
+            }
+        }
+    }
+    let sums = tree_sum2(lid.x, s);
+    if (!valid) {
+        return;
+    }
+    if (lid.x == 0u) {
+        b5[p.o5 + c] = b5[p.o5 + c] + sums.y;
+        b6[p.o6 + c] = b6[p.o6 + c] + sums.x;
+    }
+    let n = f32(p.batch * p.spatial);
+    let mean_dy = sums.x / n;
+    let proj = sums.y / (n - 1.0);
+    let k = b4[p.o4 + c] / sqrt(b3[p.o3 + c] + EPS);
+    for (var b = 0u; b < p.batch; b++) {
+        let base = (b * p.channels + c) * p.spatial;
+        for (var i = lid.x; i < p.spatial; i += 256u) {
+            let dy = b1[p.o1 + base + i];
+            let xn = b2[p.o2 + base + i];
+            b7[p.o7 + base + i] = k * (dy - mean_dy - xn * proj);
+        }
+    }
+}
