@@ -90,7 +90,7 @@ fn composed_network_parameter_gradients_match_finite_differences() {
     loss(&net, &r);
     net.backward_seeded(1, Some(&seed));
 
-    let h = 1e-2f32;
+    let h: f32 = std::env::var("GRADCHECK_H").ok().and_then(|v| v.parse().ok()).unwrap_or(5e-4);
     let mut worst = 0.0f64;
     for (pi, p) in net.params().iter().enumerate() {
         let grad = net.backend.download(&p.grad);
@@ -108,6 +108,7 @@ fn composed_network_parameter_gradients_match_finite_differences() {
             value[k] = orig;
             net.backend.upload(&p.value, &value);
             let num = (lp - lm) / (2.0 * h as f64);
+            if std::env::var("GRADCHECK_VERBOSE").is_ok() { println!("p{pi}[{k}] num {num:.6} ana {:.6}", grad[k]); }
             num_sq += num * num;
             diff_sq += (num - grad[k] as f64).powi(2);
         }

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod layer;
+mod params;
 pub mod pass;
 
 use crate::backend::Backend;
@@ -21,8 +22,8 @@ pub use build::BuildOptions;
 pub enum NetworkError {
     #[error(transparent)]
     Cfg(#[from] CfgError),
-    #[error("{source}: layer {layer} ({kind}) is not supported by the network builder: {why}")]
-    Unsupported { source: String, layer: usize, kind: &'static str, why: String },
+    #[error("{file}: layer {layer} ({kind}) is not supported by the network builder: {why}")]
+    Unsupported { file: String, layer: usize, kind: &'static str, why: String },
     #[error("batch {batch} is not divisible by subdivisions {subdivisions}")]
     Subdivisions { batch: usize, subdivisions: usize },
     #[error("input has {got} floats, the network expects {expected} ({what})")]
@@ -60,6 +61,10 @@ pub struct Network<B: Backend> {
     pub(crate) scratch: B::Buf,
     /// Seed for dropout masks (combined with iteration and layer index).
     pub seed: u64,
+    /// Reproduce Darknet-CPU's bug of never updating BN beta. Off by default: this project
+    /// trains beta on every backend (darknet-spec §0). Only for fidelity tests against fixtures
+    /// made with Darknet's CPU build, to show that beta is the one difference.
+    pub darknet_cpu_bn_beta: bool,
 }
 
 impl<B: Backend> Network<B> {

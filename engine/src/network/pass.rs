@@ -1,6 +1,6 @@
 //! Forward, backward and the optimiser update, recorded on the backend without readback.
 
-use super::layer::{Layer, LayerOp};
+use super::layer::{Layer, LayerOp, Param};
 use super::{Mode, Network};
 use crate::backend::Backend;
 use crate::rng::dropout_seed;
@@ -97,7 +97,10 @@ impl<B: Backend> Network<B> {
                 }
                 LayerOp::Reorg(s) => b.reorg_forward(x, &l.output, s),
                 LayerOp::ScaleChannels { from } => {
-                    b.scale_channels_forward(x, &self.layers[*from].output, &l.output, mb, l.input.c, spatial_in)
+                    // Darknet: the previous layer holds the C×1×1 scales, `from` the C×H×W map.
+                    let c = l.output_shape.c;
+                    let spatial = l.output_shape.h * l.output_shape.w;
+                    b.scale_channels_forward(&self.layers[*from].output, x, &l.output, mb, c, spatial)
                 }
                 LayerOp::Dropout { probability } => match mode {
                     Mode::Train => b.dropout_forward(x, &l.output, *probability, dropout_seed(self.seed, iteration, i)),
@@ -214,18 +217,18 @@ impl<B: Backend> Network<B> {
                     }
                 }
                 LayerOp::ScaleChannels { from } => {
-                    let scratch_dx;
-                    let dxb = match dx {
+                    let c = l.output_shape.c;
+                    let spatial = l.output_shape.h * l.output_shape.w;
+                    let from_l = &self.layers[*from];
+                    let scratch_ds;
+                    let dscale = match dx {
                         Some(d) => d,
                         None => {
-                            scratch_dx = b.view(&self.scratch, 0, b.len(x));
-                            &scratch_dx
+                            scratch_ds = b.view(&self.scratch, 0, b.len(x));
+                            &scratch_ds
                         }
                     };
-                    b.scale_channels_backward(
-                        x, &self.layers[*from].output, &l.delta, dxb, &self.layers[*from].delta,
-                        mb, l.input.c, spatial_in,
-                    );
+                    b.scale_channels_backward(&from_l.output, x, &l.delta, &from_l.delta, dscale, mb, c, spatial);
                 }
                 LayerOp::Dropout { probability } => {
                     if let Some(dx) = dx {
@@ -245,7 +248,23 @@ impl<B: Backend> Network<B> {
     /// mini-batch × subdivisions) that SGD divides the summed gradient by.
     pub fn update(&self, u: Update, batch: f32) {
         let b = &self.backend;
+        let frozen: Vec<*const Param<B>> = if self.darknet_cpu_bn_beta {
+            self.layers
+                .iter()
+                .filter_map(|l| match &l.op {
+                    LayerOp::Conv(c) if c.bn.is_some() => Some(&c.biases as *const Param<B>),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for p in self.params() {
+            if frozen.contains(&(p as *const Param<B>)) {
+                // Darknet-CPU never updates BN beta (darknet-spec §0); its gradient is dropped.
+                b.fill(&p.grad, 0.0);
+                continue;
+            }
             let decay = |d: f32| if p.decay { d } else { 0.0 };
             match u {
                 Update::Sgd { lr, momentum, decay: d } => b.sgd_update(&p.value, &p.grad, lr, momentum, decay(d), batch),
