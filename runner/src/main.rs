@@ -1,1 +1,3 @@
+mod experiment;
+
 fn main() {}
