@@ -56,7 +56,7 @@ fn classes_do_not_match_names() {
 
 #[test]
 fn unknown_backend() {
-    expect("unknown-backend.toml", &[":19:", "`backends.list", "unknown backend `tpu`"]);
+    expect("unknown-backend.toml", &[":19:16:", "`backends.list[1]`", "unknown backend `tpu`"]);
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn two_datasets() {
 
 #[test]
 fn syntax_error() {
-    expect("syntax-error.toml", &["syntax-error.toml:17:"]);
+    expect("syntax-error.toml", &["syntax-error.toml:17:15:", "`train.subdivisions`"]);
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn policy_parameters_must_fit_the_policy() {
                 [data]\nsynthetic = { images = 8, val_images = 0, classes = 1, min_size = 4, max_size = 8, max_objects = 1 }\n\
                 [train]\npolicy = \"poly\"\nsteps = [10, 20]\n[backends]\nlist = [\"cpu\"]\n";
     let e = experiment::parse(Path::new("inline.toml"), text).map(|_| ()).unwrap_err().to_string();
-    assert!(e.contains("inline.toml:10:1: `train.steps`: does not apply to policy `poly`"), "{e}");
+    assert!(e.contains("inline.toml:9:1: `train.steps`: does not apply to policy `poly`"), "{e}");
 }
 
 #[test]
@@ -172,5 +172,5 @@ fn parity_gates_need_two_backends() {
                 [data]\nsynthetic = { images = 8, val_images = 0, classes = 1, min_size = 4, max_size = 8, max_objects = 1 }\n\
                 [backends]\nlist = [\"cpu\"]\n[thresholds]\nmap_abs_delta = 0.1\n";
     let e = experiment::parse(Path::new("inline.toml"), text).map(|_| ()).unwrap_err().to_string();
-    assert!(e.contains("inline.toml:11:1: `thresholds.map_abs_delta`"), "{e}");
+    assert!(e.contains("inline.toml:10:1: `thresholds.map_abs_delta`"), "{e}");
 }

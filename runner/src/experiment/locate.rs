@@ -9,13 +9,14 @@ use toml::de::{DeTable, DeValue};
 pub struct Locator<'t> {
     file: PathBuf,
     text: &'t str,
-    /// None when the text is not valid TOML (then only toml's own error span is known).
+    /// Best-effort tree: toml recovers what it can from invalid text, so keys near a syntax
+    /// error are still known.
     doc: Option<Spanned<DeTable<'t>>>,
 }
 
 impl<'t> Locator<'t> {
     pub fn new(file: &Path, text: &'t str) -> Self {
-        Locator { file: file.to_path_buf(), text, doc: DeTable::parse(text).ok() }
+        Locator { file: file.to_path_buf(), text, doc: Some(DeTable::parse_recoverable(text).0) }
     }
 
     /// 1-based (line, column in characters) of a byte offset.
@@ -39,9 +40,44 @@ impl<'t> Locator<'t> {
 
     /// A parse or type error from toml, with the key path around its span.
     pub fn toml_error(&self, e: &toml::de::Error) -> ExperimentError {
-        let start = e.span().map(|s| s.start);
-        let key = start.map(|o| self.key_at(o)).unwrap_or_default();
+        let mut start = e.span().map(|s| s.start);
+        // An error about one element of an array is reported at the array: point at the element
+        // the message quotes (e.g. unknown backend `tpu`).
+        if let (Some(o), Some(doc)) = (start, &self.doc)
+            && let Some(arr) = array_at(doc.get_ref(), o)
+        {
+            let quoted: Vec<&str> = e.message().split('`').skip(1).step_by(2).collect();
+            if let Some(item) = arr.into_iter().find(|item| {
+                matches!(item.get_ref(), DeValue::String(s) if quoted.contains(&s.as_ref()))
+            }) {
+                start = Some(item.span().start);
+            }
+        }
+        let key = start
+            .map(|o| Some(self.key_at(o)).filter(|k| !k.is_empty()).unwrap_or_else(|| self.line_key(o)))
+            .unwrap_or_default();
         self.error_at(start, key, e.message().to_string())
+    }
+
+    /// For text toml could not parse: `key = ...` on the error's line, under the last `[section]`.
+    fn line_key(&self, offset: usize) -> String {
+        let (line, _) = self.line_col(offset);
+        let lines: Vec<&str> = self.text.lines().collect();
+        let Some(text) = lines.get(line - 1) else { return String::new() };
+        let Some((k, _)) = text.split_once('=') else { return String::new() };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+            return String::new();
+        }
+        let section = lines[..line - 1]
+            .iter()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.split(']').next()))
+            .map(|s| s.trim_matches(['[', ' ']).to_string());
+        match section {
+            Some(s) if !s.is_empty() => format!("{s}.{k}"),
+            _ => k.to_string(),
+        }
     }
 
     /// An error about `key` ("train.batch"); points at the key, or at its nearest written parent.
@@ -74,6 +110,15 @@ impl<'t> Locator<'t> {
         walk_table(doc.get_ref(), offset, &mut path);
         path.join(".")
     }
+}
+
+/// The array value whose span starts at `offset`.
+fn array_at<'a, 'i>(table: &'a DeTable<'i>, offset: usize) -> Option<&'a toml::de::DeArray<'i>> {
+    table.iter().find_map(|(_, v)| match v.get_ref() {
+        DeValue::Array(a) if v.span().start == offset => Some(a),
+        DeValue::Table(t) => array_at(t, offset),
+        _ => None,
+    })
 }
 
 fn contains(span: &Range<usize>, offset: usize) -> bool {
