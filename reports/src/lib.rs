@@ -1,1 +1,43 @@
-pub fn placeholder() {}
+//! Run reports: tables (polars → Parquet + CSV), charts (plotters → PNG + SVG with an embedded
+//! font), a self-contained HTML report, gate outputs (JSON, JUnit, Markdown) and run comparison.
+//!
+//! Layout of a run folder and every column: reports/SCHEMA.md (versioned by [`SCHEMA_VERSION`]).
+
+pub mod charts;
+pub mod compare;
+pub mod deltas;
+pub mod demo;
+pub mod gate;
+pub mod html;
+pub mod records;
+pub mod run_dir;
+pub mod tables;
+
+pub use compare::{Comparison, MetricChange, compare, compare_dirs};
+pub use deltas::{DeltaRecord, compute_deltas};
+pub use gate::GateReport;
+pub use records::{
+    BackendSummary, DeviceInfo, EpochRecord, GateResult, IterationRecord, MemorySample,
+    ParityLimits, PhaseTimes, RunSummary,
+};
+pub use run_dir::{OutputFormats, RunData, RunFiles, read_run, render_run, write_run};
+
+/// Version of the run-folder schema (tables, summary.json, gate.json). Bump on any
+/// incompatible change (renamed/removed column, changed unit) and note it in SCHEMA.md.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Table { path: String, message: String },
+    #[error("table: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("chart {name}: {message}")]
+    Chart { name: String, message: String },
+    #[error("{path}: {message}")]
+    Json { path: String, message: String },
+}

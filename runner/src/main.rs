@@ -2,6 +2,7 @@
 //! everything and gates on parity thresholds. See README.md for every subcommand.
 
 mod cmd;
+mod experiment;
 
 use std::process::ExitCode;
 

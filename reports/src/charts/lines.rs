@@ -1,0 +1,291 @@
+//! Line charts (loss, loss delta, mAP, memory) from one generic spec.
+
+use super::{DrawResult, color, draw_empty, err};
+use crate::records::backend_names;
+use crate::run_dir::RunData;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+pub struct Series {
+    pub label: String,
+    pub color: RGBColor,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+    pub markers: bool,
+}
+
+/// A horizontal limit line.
+pub struct Limit {
+    pub label: String,
+    pub y: f64,
+    pub color: RGBColor,
+}
+
+pub struct LineSpec {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub limits: Vec<Limit>,
+    /// Shade 0..y as the allowed band.
+    pub shade_below: Option<f64>,
+    /// Force the y axis to start at 0 (linear only).
+    pub y_from_zero: bool,
+    pub y_max: Option<f64>,
+    pub log_y: bool,
+    pub empty_reason: &'static str,
+}
+
+impl LineSpec {
+    fn new(title: &str, x_label: &str, y_label: &str, empty_reason: &'static str) -> Self {
+        LineSpec {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            series: Vec::new(),
+            limits: Vec::new(),
+            shade_below: None,
+            y_from_zero: true,
+            y_max: None,
+            log_y: false,
+            empty_reason,
+        }
+    }
+}
+
+/// Tick text: plain decimals in a readable range, scientific outside it.
+pub(crate) fn fmt_tick(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
+/// The chart body, identical for linear and log y axes (their coordinate types differ).
+macro_rules! body {
+    ($chart:ident, $spec:ident, $x0:expr, $x1:expr, $ylo:expr) => {{
+        $chart
+            .configure_mesh()
+            .x_desc($spec.x_label.as_str())
+            .y_desc($spec.y_label.as_str())
+            .axis_desc_style(("sans-serif", 16))
+            .label_style(("sans-serif", 13))
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .draw()
+            .map_err(err)?;
+        if let Some(b) = $spec.shade_below {
+            let band = RGBColor(0, 158, 115).mix(0.12);
+            $chart
+                .draw_series(std::iter::once(Rectangle::new([($x0, $ylo), ($x1, b)], band.filled())))
+                .map_err(err)?
+                .label("allowed band")
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], band.filled()));
+        }
+        for l in &$spec.limits {
+            let c = l.color;
+            $chart
+                .draw_series(DashedLineSeries::new(
+                    vec![($x0, l.y), ($x1, l.y)],
+                    8,
+                    5,
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(l.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        }
+        for s in &$spec.series {
+            let c = s.color;
+            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.1.is_finite()).collect();
+            let anno = if s.dashed {
+                $chart
+                    .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, c.stroke_width(2)))
+                    .map_err(err)?
+            } else {
+                $chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(err)?
+            };
+            anno.label(s.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            if s.markers {
+                $chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                    .map_err(err)?;
+            }
+        }
+        $chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.88))
+            .border_style(BLACK.mix(0.35))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+    }};
+}
+
+pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &LineSpec) -> DrawResult {
+    let ok = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!spec.log_y || p.1 > 0.0);
+    let pts: Vec<(f64, f64)> =
+        spec.series.iter().flat_map(|s| s.points.iter().filter(ok).copied()).collect();
+    let (Some((mut x0, mut x1)), Some((ylo, yhi))) =
+        (bounds(pts.iter().map(|p| p.0)), bounds(pts.iter().map(|p| p.1)))
+    else {
+        return draw_empty(root, &spec.title, spec.empty_reason);
+    };
+    if x1 <= x0 {
+        x0 -= 1.0;
+        x1 += 1.0;
+    }
+    let lim_hi = spec.limits.iter().map(|l| l.y).chain(spec.shade_below).fold(yhi, f64::max);
+    root.fill(&WHITE).map_err(err)?;
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(spec.title.as_str(), ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(50)
+        .y_label_area_size(84);
+    if spec.log_y {
+        let (y0, y1) = (ylo * 0.8, lim_hi * 1.5);
+        let mut chart = builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(err)?;
+        body!(chart, spec, x0, x1, y0);
+    } else {
+        let y0 = if spec.y_from_zero { ylo.min(0.0) } else { ylo - (lim_hi - ylo) * 0.05 };
+        let mut y1 = lim_hi + (lim_hi - y0).abs() * 0.12;
+        if let Some(m) = spec.y_max {
+            y1 = y1.min(m);
+        }
+        if y1 <= y0 {
+            y1 = y0 + 1.0;
+        }
+        let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
+        body!(chart, spec, x0, x1, y0);
+    }
+    Ok(())
+}
+
+pub fn loss_spec(run: &RunData) -> LineSpec {
+    let mut spec =
+        LineSpec::new("Training loss per iteration", "iteration", "loss", "no iterations recorded");
+    for (i, b) in backend_names(&run.iterations).iter().enumerate() {
+        let points = run
+            .iterations
+            .iter()
+            .filter(|r| &r.backend == b)
+            .map(|r| (r.iteration as f64, r.loss))
+            .collect();
+        spec.series.push(Series { label: b.clone(), color: color(i), points, dashed: false, markers: false });
+    }
+    // Early YOLO losses are orders of magnitude above late ones: a log axis keeps both readable.
+    let pos = bounds(spec.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| *v > 0.0));
+    if let Some((lo, hi)) = pos {
+        spec.log_y = hi / lo > 50.0;
+        if spec.log_y {
+            spec.y_label = "loss (log scale)".into();
+        }
+    }
+    spec
+}
+
+pub fn delta_spec(run: &RunData) -> LineSpec {
+    let lim = &run.summary.parity;
+    let mut spec = LineSpec::new(
+        "Relative loss delta |loss − ref| / |ref|",
+        "iteration",
+        "relative delta (ratio)",
+        "needs two backends with common iterations",
+    );
+    let mut names: Vec<String> = Vec::new();
+    for d in &run.deltas {
+        if !names.contains(&d.backend) {
+            names.push(d.backend.clone());
+        }
+    }
+    for (i, b) in names.iter().enumerate() {
+        let rows: Vec<_> = run.deltas.iter().filter(|d| &d.backend == b).collect();
+        let reference = rows.first().map(|d| d.reference.clone()).unwrap_or_default();
+        let c = color(i + 1);
+        spec.series.push(Series {
+            label: format!("{b} vs {reference}, per iteration"),
+            color: c,
+            points: rows.iter().map(|d| (d.iteration as f64, d.rel_delta)).collect(),
+            dashed: false,
+            markers: false,
+        });
+        spec.series.push(Series {
+            label: format!("{b} vs {reference}, mean of last {}", lim.window),
+            color: color(i + 3),
+            points: rows.iter().map(|d| (d.iteration as f64, d.rel_delta_window_mean)).collect(),
+            dashed: true,
+            markers: false,
+        });
+    }
+    if let Some(v) = lim.loss_rel_delta_iter {
+        spec.limits.push(Limit { label: format!("limit per iteration ({})", fmt_tick(v)), y: v, color: RGBColor(200, 30, 30) });
+    }
+    if let Some(v) = lim.loss_rel_delta_window {
+        spec.limits.push(Limit { label: format!("limit for window mean ({})", fmt_tick(v)), y: v, color: RGBColor(230, 140, 0) });
+    }
+    spec.shade_below = [lim.loss_rel_delta_iter, lim.loss_rel_delta_window].into_iter().flatten().reduce(f64::max);
+    spec
+}
+
+pub fn map_spec(run: &RunData) -> LineSpec {
+    let mut spec = LineSpec::new("mAP per epoch", "epoch", "mAP (0–1)", "no epochs evaluated");
+    let mut names: Vec<String> = Vec::new();
+    for e in &run.epochs {
+        if !names.contains(&e.backend) {
+            names.push(e.backend.clone());
+        }
+    }
+    for (i, b) in names.iter().enumerate() {
+        let rows: Vec<_> = run.epochs.iter().filter(|e| &e.backend == b).collect();
+        spec.series.push(Series {
+            label: format!("{b} mAP@0.5"),
+            color: color(i),
+            points: rows.iter().map(|e| (e.epoch as f64, e.map50)).collect(),
+            dashed: false,
+            markers: true,
+        });
+        spec.series.push(Series {
+            label: format!("{b} mAP@0.5:0.95"),
+            color: color(i),
+            points: rows.iter().map(|e| (e.epoch as f64, e.map50_95)).collect(),
+            dashed: true,
+            markers: true,
+        });
+    }
+    spec.y_max = Some(1.0);
+    spec
+}
+
+pub fn memory_spec(run: &RunData) -> LineSpec {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mut spec =
+        LineSpec::new("Memory over time", "time since start (s)", "memory (MiB)", "no memory samples");
+    let m = &run.memory;
+    let series: [(&str, fn(&crate::MemorySample) -> u64); 3] =
+        [("RSS", |s| s.rss_bytes), ("swap", |s| s.swap_bytes), ("GPU", |s| s.gpu_bytes)];
+    for (i, (label, get)) in series.iter().enumerate() {
+        spec.series.push(Series {
+            label: (*label).into(),
+            color: color(i),
+            points: m.iter().map(|s| (s.t_s, get(s) as f64 / MIB)).collect(),
+            dashed: false,
+            markers: false,
+        });
+    }
+    spec
+}

@@ -1,0 +1,165 @@
+//! Comparing two runs (e.g. main vs a branch): flags regressions beyond a noise margin.
+
+use crate::ReportError;
+use crate::gate::fmt_num;
+use crate::records::BackendSummary;
+use crate::run_dir::{RunData, read_run};
+use std::fmt::Write;
+use std::path::Path;
+
+/// One metric of one backend in run A and run B.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricChange {
+    pub backend: String,
+    pub metric: &'static str,
+    pub unit: &'static str,
+    pub a: f64,
+    pub b: f64,
+    /// (b − a)/|a| when `relative`, else b − a.
+    pub change: f64,
+    pub relative: bool,
+    pub higher_is_better: bool,
+    /// Worse by more than the noise margin (or became NaN).
+    pub regression: bool,
+    /// Better by more than the noise margin.
+    pub improvement: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub a_name: String,
+    pub b_name: String,
+    /// Relative margin for relative metrics, absolute (mAP points, 0..1) for mAP.
+    pub noise_margin: f64,
+    pub changes: Vec<MetricChange>,
+    /// Backends present in only one of the runs.
+    pub unmatched_backends: Vec<String>,
+}
+
+impl Comparison {
+    pub fn regressions(&self) -> Vec<&MetricChange> {
+        self.changes.iter().filter(|c| c.regression).collect()
+    }
+
+    pub fn has_regression(&self) -> bool {
+        self.changes.iter().any(|c| c.regression)
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let n = self.regressions().len();
+        let verdict = if n == 0 { "no regression".to_string() } else { format!("{n} regression(s)") };
+        let _ = writeln!(s, "# Comparison: {verdict}\n");
+        let _ = writeln!(
+            s,
+            "A = `{}`, B = `{}`, noise margin {} (relative; absolute for mAP).\n",
+            self.a_name,
+            self.b_name,
+            fmt_num(self.noise_margin)
+        );
+        s.push_str("| backend | metric | A | B | change | verdict |\n|---|---|---:|---:|---:|---|\n");
+        for c in &self.changes {
+            let change = if c.relative {
+                format!("{:+.2}%", c.change * 100.0)
+            } else {
+                format!("{:+.4}", c.change)
+            };
+            let verdict = if c.regression {
+                "**REGRESSION**"
+            } else if c.improvement {
+                "improved"
+            } else {
+                "within noise"
+            };
+            let unit = if c.unit.is_empty() { String::new() } else { format!(" ({})", c.unit) };
+            let _ = writeln!(
+                s,
+                "| {} | {}{unit} | {} | {} | {change} | {verdict} |",
+                c.backend,
+                c.metric,
+                fmt_num(c.a),
+                fmt_num(c.b)
+            );
+        }
+        if !self.unmatched_backends.is_empty() {
+            let _ = writeln!(s, "\nBackends in only one run: {}", self.unmatched_backends.join(", "));
+        }
+        s
+    }
+}
+
+type Getter = fn(&BackendSummary) -> Option<f64>;
+
+/// (metric, unit, higher is better, relative, getter)
+const METRICS: &[(&str, &str, bool, bool, Getter)] = &[
+    ("final_loss", "loss", false, true, |b| Some(b.final_loss)),
+    ("final_map50", "0–1", true, false, |b| b.final_map50),
+    ("final_map50_95", "0–1", true, false, |b| b.final_map50_95),
+    ("images_per_s", "images/s", true, true, |b| Some(b.images_per_s)),
+    ("peak_rss", "bytes", false, true, |b| Some(b.peak_rss_bytes as f64)),
+    ("peak_gpu", "bytes", false, true, |b| (b.peak_gpu_bytes > 0).then_some(b.peak_gpu_bytes as f64)),
+];
+
+fn change_of(a: f64, b: f64, relative: bool) -> f64 {
+    if !relative {
+        return b - a;
+    }
+    if a == 0.0 {
+        if b == 0.0 { 0.0 } else { f64::INFINITY.copysign(b) }
+    } else {
+        (b - a) / a.abs()
+    }
+}
+
+/// Compares every metric of every backend present in both runs.
+pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Comparison {
+    let mut changes = Vec::new();
+    let mut unmatched = Vec::new();
+    for ba in &run_a.summary.backends {
+        let Some(bb) = run_b.summary.backend(&ba.backend) else {
+            unmatched.push(ba.backend.clone());
+            continue;
+        };
+        for &(metric, unit, higher_is_better, relative, get) in METRICS {
+            let (Some(a), Some(b)) = (get(ba), get(bb)) else { continue };
+            let change = change_of(a, b, relative);
+            let worse = if higher_is_better { -change } else { change };
+            // A metric that turns NaN (diverged loss) is always a regression.
+            let regression = (b.is_nan() && !a.is_nan()) || worse > noise_margin;
+            let improvement = (a.is_nan() && !b.is_nan()) || worse < -noise_margin;
+            changes.push(MetricChange {
+                backend: ba.backend.clone(),
+                metric,
+                unit,
+                a,
+                b,
+                change,
+                relative,
+                higher_is_better,
+                regression,
+                improvement,
+            });
+        }
+    }
+    for bb in &run_b.summary.backends {
+        if run_a.summary.backend(&bb.backend).is_none() {
+            unmatched.push(bb.backend.clone());
+        }
+    }
+    Comparison {
+        a_name: run_a.summary.experiment_name.clone(),
+        b_name: run_b.summary.experiment_name.clone(),
+        noise_margin,
+        changes,
+        unmatched_backends: unmatched,
+    }
+}
+
+/// [`compare`] on two run folders; the names in the output are the folder paths.
+pub fn compare_dirs(a: &Path, b: &Path, noise_margin: f64) -> Result<Comparison, ReportError> {
+    let (ra, rb) = (read_run(a)?, read_run(b)?);
+    let mut c = compare(&ra, &rb, noise_margin);
+    c.a_name = a.display().to_string();
+    c.b_name = b.display().to_string();
+    Ok(c)
+}

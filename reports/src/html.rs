@@ -1,0 +1,176 @@
+//! The self-contained HTML report: verdict, charts (inline SVG), tables, configuration, devices.
+//! No scripts, no external resources, so it opens offline and can be attached to a CI run.
+
+use crate::charts::Chart;
+use crate::gate::{GateReport, fmt_num};
+use crate::run_dir::RunData;
+use crate::tables;
+use polars::prelude::{AnyValue, DataFrame};
+use std::fmt::Write;
+
+/// Rows of the iterations table shown in the report (the full table is in tables/).
+pub const ITERATION_HEAD_ROWS: usize = 20;
+
+const CSS: &str = r#"
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;padding:16px 24px;color:#222;background:#fff}
+h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:4px}
+.verdict{font-size:2em;font-weight:bold;padding:10px 18px;border-radius:6px;display:inline-block;margin:8px 0}
+.PASS{background:#e3f5ec;color:#0b6b3a;border:2px solid #0b6b3a}.FAIL{background:#fde8e8;color:#a11;border:2px solid #a11}
+table{border-collapse:collapse;margin:8px 0;font-size:.85em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}td.PASS,td.FAIL{font-weight:bold;text-align:center;border-radius:0}
+.scroll{overflow-x:auto}figure{margin:12px 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#555}pre{background:#f7f7f7;padding:10px;overflow-x:auto;font-size:.85em}
+.meta{color:#555;font-size:.9em}
+"#;
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders the report. `charts` are the SVGs from [`crate::charts::render_all`].
+pub fn render(run: &RunData, charts: &[Chart]) -> String {
+    let s = &run.summary;
+    let gate = GateReport::new(run.gates.clone());
+    let verdict = if gate.pass { "PASS" } else { "FAIL" };
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{verdict} — {}</title><style>{CSS}</style></head><body>\n",
+        escape(&s.experiment_name)
+    );
+    let _ = writeln!(h, "<h1>{}</h1>", escape(&s.experiment_name));
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">commit <code>{}</code> · experiment hash <code>{}</code> · seed {} · started {} · wall time {} s</p>",
+        escape(&s.git_commit),
+        escape(&s.experiment_hash),
+        s.seed,
+        escape(&s.started_at),
+        fmt_num(s.wall_time_s)
+    );
+
+    // Verdict first: what a reader needs before anything else.
+    let _ = writeln!(
+        h,
+        "<div class=\"verdict {verdict}\">{verdict}</div> <span class=\"meta\">{} of {} gates passed</span>",
+        gate.gates.len() - gate.failures(),
+        gate.gates.len()
+    );
+    h.push_str("<table><tr><th class=\"l\">gate</th><th>result</th><th>measured</th><th>limit</th><th class=\"l\">detail</th></tr>\n");
+    for g in &gate.gates {
+        let r = if g.pass { "PASS" } else { "FAIL" };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td class=\"{r}\">{r}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            escape(&g.name),
+            fmt_num(g.measured),
+            fmt_num(g.limit),
+            escape(&g.detail)
+        );
+    }
+    if gate.gates.is_empty() {
+        h.push_str("<tr><td class=\"l\" colspan=\"5\">no gates were evaluated</td></tr>\n");
+    }
+    h.push_str("</table>\n<h2>Charts</h2>\n");
+    for c in charts {
+        // An inline <svg> must not carry an XML declaration.
+        let svg = c.svg.trim_start();
+        let svg = if svg.starts_with("<?xml") { svg.find("?>").map_or(svg, |i| &svg[i + 2..]) } else { svg };
+        let _ = writeln!(
+            h,
+            "<figure id=\"chart-{}\">{}<figcaption>{}</figcaption></figure>",
+            c.name,
+            svg,
+            escape(&c.title)
+        );
+    }
+
+    h.push_str("<h2>Summary</h2>\n");
+    push_frame(&mut h, tables::summary_frame(s), &[0, 2]);
+    h.push_str("<h2>Epochs</h2>\n");
+    push_frame(&mut h, tables::epochs_frame(&run.epochs), &[0]);
+    let _ = writeln!(
+        h,
+        "<h2>Iterations (first {ITERATION_HEAD_ROWS} of {})</h2>",
+        run.iterations.len()
+    );
+    push_frame(
+        &mut h,
+        tables::iterations_frame(&run.iterations).map(|df| df.head(Some(ITERATION_HEAD_ROWS))),
+        &[0],
+    );
+
+    h.push_str("<h2>Configuration</h2>\n");
+    let _ = writeln!(h, "<pre>{}</pre>", escape(&run.experiment_toml));
+    h.push_str("<h2>Devices</h2>\n<table><tr><th class=\"l\">backend</th><th class=\"l\">device</th><th class=\"l\">details</th></tr>\n");
+    for d in &s.devices {
+        let details: Vec<String> =
+            d.details.iter().map(|(k, v)| format!("{}: {}", escape(k), escape(v))).collect();
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            escape(&d.backend),
+            escape(&d.name),
+            details.join("<br>")
+        );
+    }
+    h.push_str("</table>\n<table><tr><th class=\"l\">component</th><th class=\"l\">version</th></tr>\n");
+    for (k, v) in &s.versions {
+        let _ = writeln!(h, "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>", escape(k), escape(v));
+    }
+    let _ = writeln!(
+        h,
+        "</table>\n<p class=\"meta\">report schema version {}</p>\n</body></html>",
+        crate::SCHEMA_VERSION
+    );
+    h
+}
+
+/// A DataFrame as an HTML table; `left` lists text columns (left-aligned).
+fn push_frame(h: &mut String, df: Result<DataFrame, crate::ReportError>, left: &[usize]) {
+    let df = match df {
+        Ok(df) => df,
+        Err(e) => {
+            let _ = writeln!(h, "<p>table unavailable: {}</p>", escape(&e.to_string()));
+            return;
+        }
+    };
+    if df.height() == 0 {
+        h.push_str("<p class=\"meta\">no rows</p>\n");
+        return;
+    }
+    h.push_str("<div class=\"scroll\"><table><tr>");
+    for (i, name) in df.get_column_names().iter().enumerate() {
+        let cls = if left.contains(&i) { " class=\"l\"" } else { "" };
+        let _ = write!(h, "<th{cls}>{}</th>", escape(name.as_str()));
+    }
+    h.push_str("</tr>\n");
+    for row in 0..df.height() {
+        h.push_str("<tr>");
+        for (i, col) in df.columns().iter().enumerate() {
+            let cls = if left.contains(&i) { " class=\"l\"" } else { "" };
+            let text = match col.get(row) {
+                Ok(AnyValue::Float64(v)) => fmt_num(v),
+                Ok(AnyValue::String(v)) => v.to_string(),
+                Ok(AnyValue::Null) => String::new(),
+                Ok(v) => v.to_string(),
+                Err(_) => String::new(),
+            };
+            let _ = write!(h, "<td{cls}>{}</td>", escape(&text));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table></div>\n");
+}

@@ -1,0 +1,302 @@
+//! Plain record types written by the runner and read back by `runner report`.
+//! Units are in the field names or doc comments; reports/SCHEMA.md is the reference.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One training iteration (one weight update) of one backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// "cpu", "gpu", "gpu:1", ... as named in the experiment.
+    pub backend: String,
+    /// 1-based iteration (weight update) number.
+    pub iteration: u64,
+    /// 0-based epoch the iteration belongs to.
+    pub epoch: u64,
+    /// Total loss as Darknet prints it (sum over [yolo] heads, per image).
+    pub loss: f64,
+    pub box_loss: f64,
+    pub obj_loss: f64,
+    pub class_loss: f64,
+    /// Mean IoU of the assigned predictions (0..1).
+    pub avg_iou: f64,
+    /// Fraction of truths with IoU > 0.5 (0..1).
+    pub recall50: f64,
+    /// Fraction of truths with IoU > 0.75 (0..1).
+    pub recall75: f64,
+    /// Number of truths assigned to predictions.
+    pub count: f64,
+    /// Learning rate used for this update.
+    pub lr: f64,
+    pub images_per_s: f64,
+    /// Seconds spent per phase in this iteration.
+    pub t_data_s: f64,
+    pub t_forward_s: f64,
+    pub t_backward_s: f64,
+    pub t_update_s: f64,
+    pub t_sync_s: f64,
+    /// Process resident set size after the iteration, bytes.
+    pub rss_bytes: u64,
+    /// GPU memory allocated by this backend after the iteration, bytes (0 on CPU).
+    pub gpu_bytes: u64,
+}
+
+/// Validation metrics after one epoch of one backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub backend: String,
+    pub epoch: u64,
+    /// mAP at IoU 0.5 (0..1).
+    pub map50: f64,
+    /// mAP averaged over IoU 0.50:0.05:0.95 (0..1).
+    pub map50_95: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// One sample of the process memory timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Seconds since the run started.
+    pub t_s: f64,
+    pub rss_bytes: u64,
+    pub swap_bytes: u64,
+    pub gpu_bytes: u64,
+}
+
+/// Result of one pass/fail gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    pub name: String,
+    pub measured: f64,
+    pub limit: f64,
+    pub pass: bool,
+    /// One human line: what was compared, where the worst value was.
+    pub detail: String,
+}
+
+/// Mean seconds per iteration spent in each phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    pub data_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub update_s: f64,
+    pub sync_s: f64,
+}
+
+impl PhaseTimes {
+    pub const NAMES: [&'static str; 5] = ["data", "forward", "backward", "update", "sync"];
+
+    pub fn values(&self) -> [f64; 5] {
+        [self.data_s, self.forward_s, self.backward_s, self.update_s, self.sync_s]
+    }
+}
+
+/// Aggregates of one backend, derived from its records.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendSummary {
+    pub backend: String,
+    pub iterations: u64,
+    pub epochs: u64,
+    /// Mean loss of the last `FINAL_LOSS_WINDOW` iterations (one iteration is too noisy to compare).
+    pub final_loss: f64,
+    pub final_map50: Option<f64>,
+    pub final_map50_95: Option<f64>,
+    /// Mean images/s over iterations after the first (the first pays for compilation and allocation).
+    pub images_per_s: f64,
+    pub phase: PhaseTimes,
+    /// Sum of all phase times of all iterations, seconds.
+    pub train_time_s: f64,
+    pub peak_rss_bytes: u64,
+    pub peak_gpu_bytes: u64,
+}
+
+/// Iterations averaged into [`BackendSummary::final_loss`].
+pub const FINAL_LOSS_WINDOW: usize = 10;
+
+impl BackendSummary {
+    /// Aggregates the records of `backend` (records of other backends are ignored).
+    pub fn from_records(backend: &str, iterations: &[IterationRecord], epochs: &[EpochRecord]) -> Self {
+        let its: Vec<&IterationRecord> = iterations.iter().filter(|r| r.backend == backend).collect();
+        let eps: Vec<&EpochRecord> = epochs.iter().filter(|r| r.backend == backend).collect();
+        let n = its.len();
+        let tail = &its[n.saturating_sub(FINAL_LOSS_WINDOW)..];
+        let final_loss = mean(tail.iter().map(|r| r.loss));
+        let steady: &[&IterationRecord] = if n > 1 { &its[1..] } else { &its[..] };
+        let phase = PhaseTimes {
+            data_s: mean(its.iter().map(|r| r.t_data_s)),
+            forward_s: mean(its.iter().map(|r| r.t_forward_s)),
+            backward_s: mean(its.iter().map(|r| r.t_backward_s)),
+            update_s: mean(its.iter().map(|r| r.t_update_s)),
+            sync_s: mean(its.iter().map(|r| r.t_sync_s)),
+        };
+        let last_epoch = eps.iter().max_by_key(|e| e.epoch);
+        BackendSummary {
+            backend: backend.to_string(),
+            iterations: n as u64,
+            epochs: its.iter().map(|r| r.epoch + 1).max().unwrap_or(0),
+            final_loss,
+            final_map50: last_epoch.map(|e| e.map50),
+            final_map50_95: last_epoch.map(|e| e.map50_95),
+            images_per_s: mean(steady.iter().map(|r| r.images_per_s)),
+            train_time_s: its
+                .iter()
+                .map(|r| r.t_data_s + r.t_forward_s + r.t_backward_s + r.t_update_s + r.t_sync_s)
+                .sum(),
+            phase,
+            peak_rss_bytes: its.iter().map(|r| r.rss_bytes).max().unwrap_or(0),
+            peak_gpu_bytes: its.iter().map(|r| r.gpu_bytes).max().unwrap_or(0),
+        }
+    }
+}
+
+/// What the run was on: one entry per backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub backend: String,
+    /// Adapter or CPU model name.
+    pub name: String,
+    /// Anything else worth knowing (driver, API, cores, limits), shown verbatim.
+    pub details: BTreeMap<String, String>,
+}
+
+/// The limits the parity charts draw as bands (copied from the experiment's [thresholds]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParityLimits {
+    /// Trailing window (iterations) of the running-mean relative loss delta.
+    pub window: usize,
+    pub loss_rel_delta_iter: Option<f64>,
+    pub loss_rel_delta_window: Option<f64>,
+}
+
+impl Default for ParityLimits {
+    fn default() -> Self {
+        ParityLimits { window: 10, loss_rel_delta_iter: None, loss_rel_delta_window: None }
+    }
+}
+
+/// Run metadata. Stored as summary.json (authoritative) and flattened to the key/value summary table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub schema_version: u32,
+    pub experiment_name: String,
+    /// Hash of the experiment TOML text (hex), so two runs of one experiment can be matched.
+    pub experiment_hash: String,
+    pub git_commit: String,
+    pub seed: u64,
+    /// Start time as the runner formats it (RFC 3339 suggested).
+    pub started_at: String,
+    pub wall_time_s: f64,
+    /// Tool and library versions: "runner", "rustc", "wgpu", ...
+    pub versions: BTreeMap<String, String>,
+    pub devices: Vec<DeviceInfo>,
+    pub backends: Vec<BackendSummary>,
+    pub peak_rss_bytes: u64,
+    pub peak_swap_bytes: u64,
+    pub peak_gpu_bytes: u64,
+    pub parity: ParityLimits,
+    /// Free-form extras (shown in the HTML summary table).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl RunSummary {
+    /// Fills `backends` and the peaks from the records, in order of first appearance of each backend.
+    pub fn fill_from_records(
+        &mut self,
+        iterations: &[IterationRecord],
+        epochs: &[EpochRecord],
+        memory: &[MemorySample],
+    ) {
+        self.backends = backend_names(iterations)
+            .iter()
+            .map(|b| BackendSummary::from_records(b, iterations, epochs))
+            .collect();
+        let it_rss = iterations.iter().map(|r| r.rss_bytes).max().unwrap_or(0);
+        let it_gpu = iterations.iter().map(|r| r.gpu_bytes).max().unwrap_or(0);
+        self.peak_rss_bytes = it_rss.max(memory.iter().map(|m| m.rss_bytes).max().unwrap_or(0));
+        self.peak_swap_bytes = memory.iter().map(|m| m.swap_bytes).max().unwrap_or(0);
+        self.peak_gpu_bytes = it_gpu.max(memory.iter().map(|m| m.gpu_bytes).max().unwrap_or(0));
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendSummary> {
+        self.backends.iter().find(|b| b.backend == name)
+    }
+
+    /// Flattened (key, value, unit) rows for the summary table.
+    pub fn to_rows(&self) -> Vec<(String, String, &'static str)> {
+        let mut rows: Vec<(String, String, &'static str)> = vec![
+            ("schema_version".into(), self.schema_version.to_string(), ""),
+            ("experiment.name".into(), self.experiment_name.clone(), ""),
+            ("experiment.hash".into(), self.experiment_hash.clone(), ""),
+            ("git.commit".into(), self.git_commit.clone(), ""),
+            ("seed".into(), self.seed.to_string(), ""),
+            ("started_at".into(), self.started_at.clone(), ""),
+            ("wall_time".into(), fmt_f(self.wall_time_s), "s"),
+            ("peak.rss".into(), self.peak_rss_bytes.to_string(), "bytes"),
+            ("peak.swap".into(), self.peak_swap_bytes.to_string(), "bytes"),
+            ("peak.gpu".into(), self.peak_gpu_bytes.to_string(), "bytes"),
+            ("parity.window".into(), self.parity.window.to_string(), "iterations"),
+        ];
+        if let Some(v) = self.parity.loss_rel_delta_iter {
+            rows.push(("parity.loss_rel_delta_iter".into(), fmt_f(v), "ratio"));
+        }
+        if let Some(v) = self.parity.loss_rel_delta_window {
+            rows.push(("parity.loss_rel_delta_window".into(), fmt_f(v), "ratio"));
+        }
+        for (k, v) in &self.versions {
+            rows.push((format!("version.{k}"), v.clone(), ""));
+        }
+        for d in &self.devices {
+            rows.push((format!("device.{}.name", d.backend), d.name.clone(), ""));
+            for (k, v) in &d.details {
+                rows.push((format!("device.{}.{k}", d.backend), v.clone(), ""));
+            }
+        }
+        for b in &self.backends {
+            let p = format!("backend.{}", b.backend);
+            rows.push((format!("{p}.iterations"), b.iterations.to_string(), "iterations"));
+            rows.push((format!("{p}.epochs"), b.epochs.to_string(), "epochs"));
+            rows.push((format!("{p}.final_loss"), fmt_f(b.final_loss), "loss"));
+            if let Some(m) = b.final_map50 {
+                rows.push((format!("{p}.final_map50"), fmt_f(m), "ratio"));
+            }
+            if let Some(m) = b.final_map50_95 {
+                rows.push((format!("{p}.final_map50_95"), fmt_f(m), "ratio"));
+            }
+            rows.push((format!("{p}.images_per_s"), fmt_f(b.images_per_s), "images/s"));
+            for (name, v) in PhaseTimes::NAMES.iter().zip(b.phase.values()) {
+                rows.push((format!("{p}.phase.{name}"), fmt_f(v), "s/iteration"));
+            }
+            rows.push((format!("{p}.train_time"), fmt_f(b.train_time_s), "s"));
+            rows.push((format!("{p}.peak_rss"), b.peak_rss_bytes.to_string(), "bytes"));
+            rows.push((format!("{p}.peak_gpu"), b.peak_gpu_bytes.to_string(), "bytes"));
+        }
+        for (k, v) in &self.extra {
+            rows.push((format!("extra.{k}"), v.clone(), ""));
+        }
+        rows
+    }
+}
+
+/// Backend names in order of first appearance.
+pub fn backend_names(iterations: &[IterationRecord]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for r in iterations {
+        if !names.contains(&r.backend) {
+            names.push(r.backend.clone());
+        }
+    }
+    names
+}
+
+pub(crate) fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Shortest exact float text (Rust's Display round-trips f64).
+pub(crate) fn fmt_f(v: f64) -> String {
+    format!("{v}")
+}

@@ -1,0 +1,226 @@
+//! A run folder: writing every output of a run, and reading it back for `runner report RUN_DIR`.
+//!
+//! ```text
+//! RUN_DIR/experiment.toml   summary.json   gate.json   junit.xml   gate.md   report.html
+//! RUN_DIR/tables/{iterations,epochs,memory,summary,deltas}.{parquet,csv}
+//! RUN_DIR/charts/{loss,loss_delta,map,throughput,memory}.{png,svg}
+//! ```
+
+use crate::deltas::{DeltaRecord, compute_deltas};
+use crate::gate::GateReport;
+use crate::records::{EpochRecord, GateResult, IterationRecord, MemorySample, RunSummary};
+use crate::{ReportError, SCHEMA_VERSION, charts, html, tables};
+use polars::prelude::DataFrame;
+use std::path::{Path, PathBuf};
+
+/// Everything a report is made of.
+#[derive(Clone, Debug, Default)]
+pub struct RunData {
+    pub iterations: Vec<IterationRecord>,
+    pub epochs: Vec<EpochRecord>,
+    pub memory: Vec<MemorySample>,
+    /// Derived from `iterations` by [`RunData::new`] / [`RunData::refresh`].
+    pub deltas: Vec<DeltaRecord>,
+    pub summary: RunSummary,
+    pub gates: Vec<GateResult>,
+    /// The experiment file's text, shown verbatim in the report.
+    pub experiment_toml: String,
+}
+
+impl RunData {
+    /// Builds the run and derives deltas, per-backend summaries and peaks from the records.
+    pub fn new(
+        iterations: Vec<IterationRecord>,
+        epochs: Vec<EpochRecord>,
+        memory: Vec<MemorySample>,
+        summary: RunSummary,
+        gates: Vec<GateResult>,
+        experiment_toml: String,
+    ) -> Self {
+        let mut run =
+            RunData { iterations, epochs, memory, deltas: Vec::new(), summary, gates, experiment_toml };
+        run.refresh();
+        run
+    }
+
+    /// Recomputes what is derived from the records (call after changing them).
+    pub fn refresh(&mut self) {
+        self.summary.schema_version = SCHEMA_VERSION;
+        self.deltas = compute_deltas(&self.iterations, self.summary.parity.window);
+        self.summary.fill_from_records(&self.iterations, &self.epochs, &self.memory);
+    }
+
+    pub fn gate_report(&self) -> GateReport {
+        GateReport::new(self.gates.clone())
+    }
+}
+
+/// Output format names accepted in an experiment's `[report] formats`.
+pub const FORMAT_NAMES: &[&str] = &["parquet", "csv", "png", "svg", "html", "json", "junit", "markdown"];
+
+/// Which files to write. summary.json is always written (it is what `read_run` needs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputFormats {
+    pub parquet: bool,
+    pub csv: bool,
+    pub png: bool,
+    pub svg: bool,
+    pub html: bool,
+    /// gate.json
+    pub json: bool,
+    /// junit.xml
+    pub junit: bool,
+    /// gate.md
+    pub markdown: bool,
+}
+
+impl OutputFormats {
+    pub fn all() -> Self {
+        OutputFormats { parquet: true, csv: true, png: true, svg: true, html: true, json: true, junit: true, markdown: true }
+    }
+
+    pub fn none() -> Self {
+        OutputFormats { parquet: false, csv: false, png: false, svg: false, html: false, json: false, junit: false, markdown: false }
+    }
+
+    /// From `FORMAT_NAMES` entries; an unknown name is returned as the error.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
+        let mut f = Self::none();
+        for n in names {
+            match n.as_ref() {
+                "parquet" => f.parquet = true,
+                "csv" => f.csv = true,
+                "png" => f.png = true,
+                "svg" => f.svg = true,
+                "html" => f.html = true,
+                "json" => f.json = true,
+                "junit" => f.junit = true,
+                "markdown" => f.markdown = true,
+                other => return Err(other.to_string()),
+            }
+        }
+        Ok(f)
+    }
+}
+
+impl Default for OutputFormats {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+/// The files a write produced.
+#[derive(Clone, Debug, Default)]
+pub struct RunFiles {
+    pub files: Vec<PathBuf>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+    move |e| ReportError::Io { path: path.display().to_string(), source: e }
+}
+
+fn write_text(path: PathBuf, text: &str, files: &mut RunFiles) -> Result<(), ReportError> {
+    std::fs::write(&path, text).map_err(io(&path))?;
+    files.files.push(path);
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(value: &T, path: &Path) -> Result<String, ReportError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| ReportError::Json { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// Writes tables, summary.json, experiment.toml, then everything [`render_run`] writes.
+pub fn write_run(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<RunFiles, ReportError> {
+    let mut files = RunFiles::default();
+    let tdir = dir.join("tables");
+    std::fs::create_dir_all(&tdir).map_err(io(&tdir))?;
+    let frames: [(&str, DataFrame); 5] = [
+        ("iterations", tables::iterations_frame(&run.iterations)?),
+        ("epochs", tables::epochs_frame(&run.epochs)?),
+        ("memory", tables::memory_frame(&run.memory)?),
+        ("summary", tables::summary_frame(&run.summary)?),
+        ("deltas", tables::deltas_frame(&run.deltas)?),
+    ];
+    for (stem, mut df) in frames {
+        if formats.parquet {
+            let p = tdir.join(format!("{stem}.parquet"));
+            tables::write_parquet(&mut df, &p)?;
+            files.files.push(p);
+        }
+        if formats.csv {
+            let p = tdir.join(format!("{stem}.csv"));
+            tables::write_csv(&mut df, &p)?;
+            files.files.push(p);
+        }
+    }
+    let p = dir.join("summary.json");
+    write_text(p.clone(), &to_json(&run.summary, &p)?, &mut files)?;
+    write_text(dir.join("experiment.toml"), &run.experiment_toml, &mut files)?;
+    files.files.extend(render_run(dir, run, formats)?.files);
+    Ok(files)
+}
+
+/// Writes charts, gate outputs and report.html (no tables): what `runner report` regenerates.
+pub fn render_run(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<RunFiles, ReportError> {
+    let mut files = RunFiles::default();
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let cdir = dir.join("charts");
+    let write_charts = formats.png || formats.svg;
+    let charts = charts::render_all(run, write_charts.then_some(cdir.as_path()), formats.png, formats.svg)?;
+    if write_charts {
+        for c in &charts {
+            for (on, ext) in [(formats.png, "png"), (formats.svg, "svg")] {
+                if on {
+                    files.files.push(cdir.join(format!("{}.{ext}", c.name)));
+                }
+            }
+        }
+    }
+    let gate = run.gate_report();
+    if formats.json {
+        let p = dir.join("gate.json");
+        write_text(p.clone(), &to_json(&gate, &p)?, &mut files)?;
+    }
+    if formats.junit {
+        write_text(dir.join("junit.xml"), &gate.junit_xml(&run.summary.experiment_name), &mut files)?;
+    }
+    if formats.markdown {
+        write_text(dir.join("gate.md"), &gate.markdown(&run.summary), &mut files)?;
+    }
+    if formats.html {
+        write_text(dir.join("report.html"), &html::render(run, &charts), &mut files)?;
+    }
+    Ok(files)
+}
+
+/// Reads a run folder back (Parquet tables, or CSV where Parquet was not written).
+pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
+    let sp = dir.join("summary.json");
+    let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
+    let summary: RunSummary = serde_json::from_str(&text)
+        .map_err(|e| ReportError::Json { path: sp.display().to_string(), message: e.to_string() })?;
+    if summary.schema_version > SCHEMA_VERSION {
+        return Err(ReportError::Schema(format!(
+            "{}: schema version {} is newer than this tool's {SCHEMA_VERSION}",
+            sp.display(),
+            summary.schema_version
+        )));
+    }
+    let tdir = dir.join("tables");
+    let iterations = tables::iterations_from_frame(&tables::read_table(&tdir, "iterations")?)?;
+    let epochs = tables::epochs_from_frame(&tables::read_table(&tdir, "epochs")?)?;
+    let memory = tables::memory_from_frame(&tables::read_table(&tdir, "memory")?)?;
+    let gp = dir.join("gate.json");
+    let gates = if gp.exists() {
+        let text = std::fs::read_to_string(&gp).map_err(io(&gp))?;
+        let report: GateReport = serde_json::from_str(&text)
+            .map_err(|e| ReportError::Json { path: gp.display().to_string(), message: e.to_string() })?;
+        report.gates
+    } else {
+        Vec::new()
+    };
+    let experiment_toml = std::fs::read_to_string(dir.join("experiment.toml")).unwrap_or_default();
+    let deltas = compute_deltas(&iterations, summary.parity.window);
+    Ok(RunData { iterations, epochs, memory, deltas, summary, gates, experiment_toml })
+}

@@ -1,0 +1,267 @@
+//! Records ⇄ polars DataFrames, and the Parquet/CSV files of a run folder.
+//! Column names and order are part of the schema (SCHEMA.md, `SCHEMA_VERSION`).
+
+use crate::ReportError;
+use crate::deltas::DeltaRecord;
+use crate::records::{EpochRecord, IterationRecord, MemorySample, RunSummary};
+use polars::prelude::*;
+use std::fs::File;
+use std::path::Path;
+
+pub const ITERATION_COLUMNS: &[&str] = &[
+    "backend", "iteration", "epoch", "loss", "box_loss", "obj_loss", "class_loss", "avg_iou",
+    "recall50", "recall75", "count", "lr", "images_per_s", "t_data_s", "t_forward_s",
+    "t_backward_s", "t_update_s", "t_sync_s", "rss_bytes", "gpu_bytes",
+];
+pub const EPOCH_COLUMNS: &[&str] =
+    &["backend", "epoch", "map50", "map50_95", "precision", "recall", "f1"];
+pub const MEMORY_COLUMNS: &[&str] = &["t_s", "rss_bytes", "swap_bytes", "gpu_bytes"];
+pub const SUMMARY_COLUMNS: &[&str] = &["key", "value", "unit"];
+pub const DELTA_COLUMNS: &[&str] = &[
+    "backend", "reference", "iteration", "reference_loss", "loss", "abs_delta", "rel_delta",
+    "rel_delta_window_mean",
+];
+
+/// The tables of a run folder, by file stem.
+pub const TABLE_NAMES: &[&str] = &["iterations", "epochs", "memory", "summary", "deltas"];
+
+fn col<T, P: ?Sized>(name: &str, values: T) -> Column
+where
+    Series: NamedFrom<T, P>,
+{
+    Column::new(name.into(), values)
+}
+
+fn frame(height: usize, columns: Vec<Column>) -> Result<DataFrame, ReportError> {
+    Ok(DataFrame::new(height, columns)?)
+}
+
+pub fn iterations_frame(rows: &[IterationRecord]) -> Result<DataFrame, ReportError> {
+    let f = |g: fn(&IterationRecord) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    let u = |g: fn(&IterationRecord) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
+    frame(
+        rows.len(),
+        vec![
+            col("backend", rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>()),
+            col("iteration", u(|r| r.iteration)),
+            col("epoch", u(|r| r.epoch)),
+            col("loss", f(|r| r.loss)),
+            col("box_loss", f(|r| r.box_loss)),
+            col("obj_loss", f(|r| r.obj_loss)),
+            col("class_loss", f(|r| r.class_loss)),
+            col("avg_iou", f(|r| r.avg_iou)),
+            col("recall50", f(|r| r.recall50)),
+            col("recall75", f(|r| r.recall75)),
+            col("count", f(|r| r.count)),
+            col("lr", f(|r| r.lr)),
+            col("images_per_s", f(|r| r.images_per_s)),
+            col("t_data_s", f(|r| r.t_data_s)),
+            col("t_forward_s", f(|r| r.t_forward_s)),
+            col("t_backward_s", f(|r| r.t_backward_s)),
+            col("t_update_s", f(|r| r.t_update_s)),
+            col("t_sync_s", f(|r| r.t_sync_s)),
+            col("rss_bytes", u(|r| r.rss_bytes)),
+            col("gpu_bytes", u(|r| r.gpu_bytes)),
+        ],
+    )
+}
+
+pub fn epochs_frame(rows: &[EpochRecord]) -> Result<DataFrame, ReportError> {
+    let f = |g: fn(&EpochRecord) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    frame(
+        rows.len(),
+        vec![
+            col("backend", rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>()),
+            col("epoch", rows.iter().map(|r| r.epoch).collect::<Vec<u64>>()),
+            col("map50", f(|r| r.map50)),
+            col("map50_95", f(|r| r.map50_95)),
+            col("precision", f(|r| r.precision)),
+            col("recall", f(|r| r.recall)),
+            col("f1", f(|r| r.f1)),
+        ],
+    )
+}
+
+pub fn memory_frame(rows: &[MemorySample]) -> Result<DataFrame, ReportError> {
+    let u = |g: fn(&MemorySample) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
+    frame(
+        rows.len(),
+        vec![
+            col("t_s", rows.iter().map(|r| r.t_s).collect::<Vec<f64>>()),
+            col("rss_bytes", u(|r| r.rss_bytes)),
+            col("swap_bytes", u(|r| r.swap_bytes)),
+            col("gpu_bytes", u(|r| r.gpu_bytes)),
+        ],
+    )
+}
+
+pub fn summary_frame(summary: &RunSummary) -> Result<DataFrame, ReportError> {
+    let rows = summary.to_rows();
+    frame(
+        rows.len(),
+        vec![
+            col("key", rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()),
+            col("value", rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>()),
+            col("unit", rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+        ],
+    )
+}
+
+pub fn deltas_frame(rows: &[DeltaRecord]) -> Result<DataFrame, ReportError> {
+    let f = |g: fn(&DeltaRecord) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    frame(
+        rows.len(),
+        vec![
+            col("backend", rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>()),
+            col("reference", rows.iter().map(|r| r.reference.as_str()).collect::<Vec<_>>()),
+            col("iteration", rows.iter().map(|r| r.iteration).collect::<Vec<u64>>()),
+            col("reference_loss", f(|r| r.reference_loss)),
+            col("loss", f(|r| r.loss)),
+            col("abs_delta", f(|r| r.abs_delta)),
+            col("rel_delta", f(|r| r.rel_delta)),
+            col("rel_delta_window_mean", f(|r| r.rel_delta_window_mean)),
+        ],
+    )
+}
+
+// Reading: every column is cast to the schema's type, so CSV-inferred types (i64 for counts) also work.
+
+fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::Float64)?;
+    Ok(c.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::UInt64)?;
+    c.u64()?
+        .into_iter()
+        .map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value"))))
+        .collect()
+}
+
+fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::String)?;
+    Ok(c.str()?.into_iter().map(|v| v.unwrap_or("").to_string()).collect())
+}
+
+pub fn iterations_from_frame(df: &DataFrame) -> Result<Vec<IterationRecord>, ReportError> {
+    let backend = strs(df, "backend")?;
+    let (iteration, epoch) = (u64s(df, "iteration")?, u64s(df, "epoch")?);
+    let (rss, gpu) = (u64s(df, "rss_bytes")?, u64s(df, "gpu_bytes")?);
+    let fl: Vec<Vec<f64>> = ITERATION_COLUMNS[3..18]
+        .iter()
+        .map(|n| f64s(df, n))
+        .collect::<Result<_, _>>()?;
+    Ok((0..df.height())
+        .map(|i| IterationRecord {
+            backend: backend[i].clone(),
+            iteration: iteration[i],
+            epoch: epoch[i],
+            loss: fl[0][i],
+            box_loss: fl[1][i],
+            obj_loss: fl[2][i],
+            class_loss: fl[3][i],
+            avg_iou: fl[4][i],
+            recall50: fl[5][i],
+            recall75: fl[6][i],
+            count: fl[7][i],
+            lr: fl[8][i],
+            images_per_s: fl[9][i],
+            t_data_s: fl[10][i],
+            t_forward_s: fl[11][i],
+            t_backward_s: fl[12][i],
+            t_update_s: fl[13][i],
+            t_sync_s: fl[14][i],
+            rss_bytes: rss[i],
+            gpu_bytes: gpu[i],
+        })
+        .collect())
+}
+
+pub fn epochs_from_frame(df: &DataFrame) -> Result<Vec<EpochRecord>, ReportError> {
+    let backend = strs(df, "backend")?;
+    let epoch = u64s(df, "epoch")?;
+    let fl: Vec<Vec<f64>> =
+        EPOCH_COLUMNS[2..].iter().map(|n| f64s(df, n)).collect::<Result<_, _>>()?;
+    Ok((0..df.height())
+        .map(|i| EpochRecord {
+            backend: backend[i].clone(),
+            epoch: epoch[i],
+            map50: fl[0][i],
+            map50_95: fl[1][i],
+            precision: fl[2][i],
+            recall: fl[3][i],
+            f1: fl[4][i],
+        })
+        .collect())
+}
+
+pub fn memory_from_frame(df: &DataFrame) -> Result<Vec<MemorySample>, ReportError> {
+    let t = f64s(df, "t_s")?;
+    let (rss, swap, gpu) = (u64s(df, "rss_bytes")?, u64s(df, "swap_bytes")?, u64s(df, "gpu_bytes")?);
+    Ok((0..df.height())
+        .map(|i| MemorySample { t_s: t[i], rss_bytes: rss[i], swap_bytes: swap[i], gpu_bytes: gpu[i] })
+        .collect())
+}
+
+pub fn deltas_from_frame(df: &DataFrame) -> Result<Vec<DeltaRecord>, ReportError> {
+    let backend = strs(df, "backend")?;
+    let reference = strs(df, "reference")?;
+    let iteration = u64s(df, "iteration")?;
+    let fl: Vec<Vec<f64>> =
+        DELTA_COLUMNS[3..].iter().map(|n| f64s(df, n)).collect::<Result<_, _>>()?;
+    Ok((0..df.height())
+        .map(|i| DeltaRecord {
+            backend: backend[i].clone(),
+            reference: reference[i].clone(),
+            iteration: iteration[i],
+            reference_loss: fl[0][i],
+            loss: fl[1][i],
+            abs_delta: fl[2][i],
+            rel_delta: fl[3][i],
+            rel_delta_window_mean: fl[4][i],
+        })
+        .collect())
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> ReportError {
+    ReportError::Io { path: path.display().to_string(), source: e }
+}
+
+fn polars_err(path: &Path, e: PolarsError) -> ReportError {
+    ReportError::Table { path: path.display().to_string(), message: e.to_string() }
+}
+
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), ReportError> {
+    let file = File::create(path).map_err(|e| io_err(path, e))?;
+    ParquetWriter::new(file).finish(df).map_err(|e| polars_err(path, e))?;
+    Ok(())
+}
+
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<(), ReportError> {
+    let file = File::create(path).map_err(|e| io_err(path, e))?;
+    CsvWriter::new(file).include_header(true).finish(df).map_err(|e| polars_err(path, e))
+}
+
+pub fn read_parquet(path: &Path) -> Result<DataFrame, ReportError> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    ParquetReader::new(file).finish().map_err(|e| polars_err(path, e))
+}
+
+pub fn read_csv(path: &Path) -> Result<DataFrame, ReportError> {
+    if !path.exists() {
+        return Err(io_err(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+    }
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(None)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(|e| polars_err(path, e))
+}
+
+/// Reads `dir/<stem>.parquet`, or `dir/<stem>.csv` when the run was written without Parquet.
+pub fn read_table(dir: &Path, stem: &str) -> Result<DataFrame, ReportError> {
+    let pq = dir.join(format!("{stem}.parquet"));
+    if pq.exists() { read_parquet(&pq) } else { read_csv(&dir.join(format!("{stem}.csv"))) }
+}

@@ -1,0 +1,164 @@
+//! Deserialisation helpers: value checks done while parsing, so toml reports them with the
+//! value's line and column.
+
+use super::{DarknetData, DataSection, DataSource, SyntheticData};
+use serde::de::Error;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::PathBuf;
+
+pub fn yes() -> bool {
+    true
+}
+
+pub fn default_window() -> usize {
+    10
+}
+
+pub fn default_warmup() -> u64 {
+    5
+}
+
+pub fn default_out_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+pub fn all_formats() -> Vec<String> {
+    reports::run_dir::FORMAT_NAMES.iter().map(|s| s.to_string()).collect()
+}
+
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    ok: impl Fn(f64) -> bool,
+    what: &str,
+) -> Result<Option<f64>, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && ok(v) {
+        Ok(Some(v))
+    } else {
+        Err(D::Error::custom(format!("must be {what}, got {v}")))
+    }
+}
+
+/// A finite number in [0, 1].
+pub fn unit_interval_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked(d, |v| (0.0..=1.0).contains(&v), "a number in [0, 1]")
+}
+
+/// A finite number in [0, 1).
+pub fn unit_interval_open_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked(d, |v| (0.0..1.0).contains(&v), "a number in [0, 1)")
+}
+
+pub fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked(d, |v| v > 0.0, "a number > 0")
+}
+
+pub fn non_negative_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked(d, |v| v >= 0.0, "a number >= 0")
+}
+
+pub fn at_least_one_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked(d, |v| v >= 1.0, "a number >= 1")
+}
+
+pub fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if v == 0 { Err(D::Error::custom("must be at least 1")) } else { Ok(v) }
+}
+
+pub fn formats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    let known = reports::run_dir::FORMAT_NAMES;
+    for f in &v {
+        if !known.contains(&f.as_str()) {
+            return Err(D::Error::custom(format!(
+                "unknown report format `{f}` (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(v)
+}
+
+/// Which GPU a `gpu` backend uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GpuSelector {
+    /// The first (preferred high-performance) adapter.
+    First,
+    Index(usize),
+    /// Case-insensitive substring of the adapter name.
+    Name(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum BackendSpec {
+    Cpu,
+    Gpu(GpuSelector),
+}
+
+impl TryFrom<String> for BackendSpec {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || {
+            format!("unknown backend `{s}` (expected \"cpu\", \"gpu\", \"gpu:<index>\" or \"gpu:<adapter name>\")")
+        };
+        match s.as_str() {
+            "cpu" => Ok(BackendSpec::Cpu),
+            "gpu" => Ok(BackendSpec::Gpu(GpuSelector::First)),
+            _ => {
+                let sel = s.strip_prefix("gpu:").ok_or_else(bad)?.trim();
+                if sel.is_empty() {
+                    Err(bad())
+                } else if let Ok(i) = sel.parse::<usize>() {
+                    Ok(BackendSpec::Gpu(GpuSelector::Index(i)))
+                } else {
+                    Ok(BackendSpec::Gpu(GpuSelector::Name(sel.to_string())))
+                }
+            }
+        }
+    }
+}
+
+/// The label used in records and reports: the spelling of the experiment file.
+impl fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendSpec::Cpu => write!(f, "cpu"),
+            BackendSpec::Gpu(GpuSelector::First) => write!(f, "gpu"),
+            BackendSpec::Gpu(GpuSelector::Index(i)) => write!(f, "gpu:{i}"),
+            BackendSpec::Gpu(GpuSelector::Name(n)) => write!(f, "gpu:{n}"),
+        }
+    }
+}
+
+/// `[data]` as written; exactly one of `synthetic` and `darknet`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawData {
+    synthetic: Option<SyntheticData>,
+    darknet: Option<PathBuf>,
+    letterbox: Option<bool>,
+    #[serde(default = "yes")]
+    shuffle: bool,
+}
+
+impl TryFrom<RawData> for DataSection {
+    type Error = String;
+
+    fn try_from(r: RawData) -> Result<Self, String> {
+        let source = match (r.synthetic, r.darknet) {
+            (Some(s), None) => DataSource::Synthetic(s),
+            (None, Some(p)) => DataSource::Darknet(DarknetData { data_file: p, ..Default::default() }),
+            (Some(_), Some(_)) => {
+                return Err("set only one of `synthetic` and `darknet`, not both".into());
+            }
+            (None, None) => {
+                return Err("needs a dataset: `synthetic = { ... }` or `darknet = \"path/obj.data\"`".into());
+            }
+        };
+        Ok(DataSection { source, letterbox: r.letterbox, shuffle: r.shuffle })
+    }
+}
