@@ -21,6 +21,14 @@ enum Command {
     Model(cmd::model::ModelArgs),
     /// List the GPU adapters wgpu can see
     Devices,
+    /// Validate an experiment file without running it
+    Check(cmd::check::CheckArgs),
+    /// Train every backend of an experiment side by side, write the report folder, gate
+    Run(cmd::run::RunArgs),
+    /// Rebuild charts and the HTML report of a run folder from its tables
+    Report(cmd::report::ReportArgs),
+    /// Compare two run folders and flag regressions (exit 1 on a regression)
+    Compare(cmd::report::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +36,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Model(a) => cmd::model::run(&a),
         Command::Devices => cmd::devices::run(),
+        Command::Check(a) => cmd::check::run(&a),
+        Command::Run(a) => cmd::run::run(&a),
+        Command::Report(a) => cmd::report::report(&a),
+        Command::Compare(a) => cmd::report::compare(&a),
     };
     match result {
         Ok(code) => code,

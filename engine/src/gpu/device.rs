@@ -82,7 +82,7 @@ impl AdapterSelector {
     }
 }
 
-const INSTALL_HINT: &str = "install a GPU driver with Vulkan or Metal support; on Linux without a GPU, \
+pub const INSTALL_HINT: &str = "install a GPU driver with Vulkan or Metal support; on Linux without a GPU, \
 `apt-get install mesa-vulkan-drivers libvulkan1` provides the lavapipe software adapter";
 
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use buffers::GpuBuf;
-pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, list_adapters};
+pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, list_adapters};
 
 use buffers::MemoryStats;
 use encoder::{Recorder, grid_1d};

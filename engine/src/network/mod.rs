@@ -8,6 +8,7 @@
 pub mod build;
 pub mod layer;
 mod params;
+pub mod predict;
 pub mod pass;
 
 use crate::backend::Backend;

@@ -7,11 +7,12 @@ use anyhow::Result;
 pub fn run() -> Result<ExitCode> {
     let adapters = engine::gpu::list_adapters();
     if adapters.is_empty() {
-        println!("{}", engine::gpu::NO_ADAPTER_HELP);
+        println!("no GPU adapter found: {}", engine::gpu::INSTALL_HINT);
         return Ok(ExitCode::from(1));
     }
     for (i, a) in adapters.iter().enumerate() {
-        println!("[{i}] {a}");
+        let _ = i;
+        println!("{a}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,75 @@
-//! One module per subcommand.
+//! One module per subcommand, plus what several of them share.
 
+pub mod check;
 pub mod devices;
+pub mod gates;
+pub mod memory;
 pub mod model;
+pub mod progress;
+pub mod report;
+pub mod run;
+
+/// FNV-1a 64-bit, hex: a stable fingerprint of an experiment file's text.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The git commit of the working directory, or "unknown".
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Current UTC time as RFC 3339 (no date crate needed for one timestamp).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Tool and library versions for the run record.
+pub fn versions() -> std::collections::BTreeMap<String, String> {
+    let mut v = std::collections::BTreeMap::new();
+    v.insert("runner".into(), env!("CARGO_PKG_VERSION").into());
+    v.insert("wgpu".into(), "30".into());
+    let rustc = std::process::Command::new("rustc").arg("--version").output().ok().filter(|o| o.status.success());
+    v.insert("rustc".into(), rustc.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|| "unknown".into()));
+    v.insert("os".into(), format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_has_the_right_shape() {
+        let s = super::now_rfc3339();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.starts_with("20") && s.ends_with('Z'));
+    }
+
+    #[test]
+    fn hash_is_stable() {
+        assert_eq!(super::hash_hex(b""), "cbf29ce484222325");
+        assert_ne!(super::hash_hex(b"a"), super::hash_hex(b"b"));
+    }
+}

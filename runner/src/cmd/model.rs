@@ -33,6 +33,7 @@ pub fn run(a: &ModelArgs) -> Result<ExitCode> {
         let h = a.height.unwrap_or(cfg.net.height);
         cfg.set_size(w, h)?;
     }
-    print!("{}", cfg.summary()?);
+    let s = cfg.summary()?;
+    println!("{}", s.trim_end());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,69 @@
+//! Inference on a [`Network`]: decode the [yolo] heads, NMS, and mAP over a dataset — the same
+//! steps as `darknet detector map`, on any backend.
+
+use super::layer::LayerOp;
+use super::{Mode, Network};
+use crate::backend::Backend;
+use crate::cfg::LayerKind;
+use crate::data::loader::Batch;
+use crate::eval::map::MapAccumulator;
+use crate::eval::nms::apply_nms;
+use crate::eval::{Bbox, Detection, EvalError, GroundTruth};
+
+/// Darknet's candidate threshold for mAP (`get_network_boxes(thresh=0.005)`).
+pub const MAP_CANDIDATE_THRESH: f32 = 0.005;
+/// Darknet's hard-coded NMS threshold in `validate_detector_map`.
+pub const MAP_NMS_THRESH: f32 = 0.45;
+
+impl<B: Backend> Network<B> {
+    /// Run inference on the current input and return, per image of the mini-batch, the
+    /// detections of every head above `thresh` after the cfg's NMS (`nms` = IoU threshold).
+    pub fn detect(&self, thresh: f32, nms: f32) -> Vec<Vec<Detection>> {
+        self.forward(Mode::Infer, 0, 0);
+        let mut per_image: Vec<Vec<Detection>> = vec![Vec::new(); self.mini_batch];
+        let mut nms_kind = None;
+        let mut classes = 0;
+        for &h in &self.heads {
+            let l = &self.layers[h];
+            let LayerOp::Yolo { params, .. } = &l.op else { continue };
+            if let LayerKind::Yolo(y) = &self.cfg.layers[h].kind {
+                nms_kind.get_or_insert((y.nms_kind, y.beta_nms));
+            }
+            classes = params.classes;
+            let out = self.backend.download(&l.output);
+            for (b, dets) in per_image.iter_mut().enumerate() {
+                for d in crate::yolo::decode::detections(&out, params, b, thresh) {
+                    let bb = Bbox::new(d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h);
+                    dets.push(Detection { bbox: bb, objectness: d.objectness, prob: d.prob });
+                }
+            }
+        }
+        if let Some((kind, beta)) = nms_kind {
+            for dets in &mut per_image {
+                apply_nms(dets, classes, kind, nms, beta);
+            }
+        }
+        per_image
+    }
+
+    /// Add one validation batch to a mAP accumulator (images beyond `batch.n` are padding).
+    pub fn evaluate_batch(&self, batch: &Batch, acc: &mut MapAccumulator) -> Result<(), EvalError> {
+        let per_img = batch.images.len() / batch.n.max(1);
+        let mut images = batch.images.clone();
+        images.resize(self.mini_batch * per_img, 0.0);
+        let truths = vec![0.0; self.backend.len(&self.truths)];
+        // set_input only fails on sizes, which the caller's loader fixes to the network.
+        if self.set_input(&images, &truths).is_err() {
+            return Ok(());
+        }
+        let dets = self.detect(MAP_CANDIDATE_THRESH, MAP_NMS_THRESH);
+        for (i, d) in dets.iter().enumerate().take(batch.n) {
+            let gts: Vec<GroundTruth> = batch
+                .boxes(i)
+                .map(|t| GroundTruth { class: t[4] as usize, bbox: Bbox::new(t[0], t[1], t[2], t[3]) })
+                .collect();
+            acc.add_image(d, &gts)?;
+        }
+        Ok(())
+    }
+}

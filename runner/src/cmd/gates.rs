@@ -1,0 +1,79 @@
+//! The experiment's `[thresholds]` evaluated on a run's records: one PASS/FAIL line each.
+
+use reports::{GateResult, RunData};
+
+use crate::experiment::Experiment;
+
+fn gate(name: &str, measured: f64, limit: f64, pass: bool, detail: String) -> GateResult {
+    GateResult { name: name.into(), measured, limit, pass, detail }
+}
+
+pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
+    let t = &exp.thresholds;
+    let mut out = Vec::new();
+    if run.summary.extra.contains_key("error") {
+        out.push(gate("run completed", 0.0, 1.0, false, run.summary.extra["error"].clone()));
+    }
+    let backends = reports::records::backend_names(&run.iterations);
+    if let Some(limit) = t.loss_rel_delta_iter {
+        let worst = run.deltas.iter().max_by(|a, b| a.rel_delta.total_cmp(&b.rel_delta));
+        let (m, detail) = match worst {
+            Some(d) => (d.rel_delta, format!("worst at iteration {} ({} {:.6} vs {} {:.6})", d.iteration, d.backend, d.loss, d.reference, d.reference_loss)),
+            None => (f64::NAN, "no iteration ran on two backends".into()),
+        };
+        out.push(gate("loss relative delta per iteration", m, limit, m <= limit, detail));
+    }
+    if let Some(limit) = t.loss_rel_delta_window {
+        let worst = run.deltas.iter().max_by(|a, b| a.rel_delta_window_mean.total_cmp(&b.rel_delta_window_mean));
+        let (m, detail) = match worst {
+            Some(d) => (d.rel_delta_window_mean, format!("worst window ends at iteration {} ({} vs {}, window {})", d.iteration, d.backend, d.reference, t.window)),
+            None => (f64::NAN, "no iteration ran on two backends".into()),
+        };
+        out.push(gate("loss relative delta, running mean", m, limit, m <= limit, detail));
+    }
+    if let (Some(limit), Some(reference)) = (t.map_abs_delta, backends.first()) {
+        let last = |b: &str| run.epochs.iter().filter(|e| e.backend == b).next_back().map(|e| e.map50);
+        let mut worst = (0.0f64, String::from("one backend only"));
+        for b in backends.iter().skip(1) {
+            if let (Some(r), Some(v)) = (last(reference), last(b)) {
+                let d = (v - r).abs();
+                if d >= worst.0 {
+                    worst = (d, format!("final mAP@0.5: {b} {v:.4} vs {reference} {r:.4}"));
+                }
+            }
+        }
+        out.push(gate("mAP@0.5 absolute delta", worst.0, limit, worst.0 <= limit, worst.1));
+    }
+    if let Some(limit) = t.rss_growth_bytes {
+        // Growth of the process RSS within each epoch, after the warm-up iterations.
+        let mut worst = (0u64, String::from("not enough iterations after warm-up"));
+        let first = backends.first().cloned().unwrap_or_default();
+        let its: Vec<_> = run.iterations.iter().filter(|r| r.backend == first && r.iteration > t.warmup_iterations).collect();
+        let mut epochs: Vec<u64> = its.iter().map(|r| r.epoch).collect();
+        epochs.dedup();
+        for e in epochs {
+            let rs: Vec<u64> = its.iter().filter(|r| r.epoch == e).map(|r| r.rss_bytes).collect();
+            if let (Some(&start), Some(&max)) = (rs.first(), rs.iter().max()) {
+                let g = max.saturating_sub(start);
+                if g >= worst.0 {
+                    worst = (g, format!("epoch {e}: RSS {start} → max {max} bytes"));
+                }
+            }
+        }
+        out.push(gate("RSS growth within an epoch after warm-up", worst.0 as f64, limit as f64, worst.0 <= limit, worst.1));
+    }
+    if let Some(limit) = t.max_swap_bytes {
+        let m = run.summary.peak_swap_bytes;
+        out.push(gate("peak swap used", m as f64, limit as f64, m <= limit, "sampled every 200 ms during the run".into()));
+    }
+    if let Some(limit) = t.min_gpu_speedup {
+        let cpu = run.summary.backend("cpu").map(|b| b.images_per_s);
+        let gpu = run.summary.backends.iter().find(|b| b.backend.starts_with("gpu")).map(|b| (b.backend.clone(), b.images_per_s));
+        let (m, detail) = match (cpu, gpu) {
+            (Some(c), Some((g, v))) if c > 0.0 => (v / c, format!("{g} {v:.2} img/s vs cpu {c:.2} img/s")),
+            _ => (f64::NAN, "needs a cpu and a gpu backend".into()),
+        };
+        out.push(gate("GPU/CPU speed-up", m, limit, m >= limit, detail));
+    }
+    out
+}

@@ -1,0 +1,373 @@
+//! `runner run EXPERIMENT.toml`: train every backend of the experiment from one initial weight
+//! set on the same batches, record everything, write the report folder and gate.
+//! Exit code: 0 every gate holds, 1 a gate failed, 2 an error (partial results still written).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use engine::cfg::ModelCfg;
+use engine::cpu::CpuBackend;
+use engine::data::darknet::{DataFile, Dataset, LabelPolicy};
+use engine::data::image::Augment;
+use engine::data::loader::{BatchPlan, Loader, LoaderConfig, Stop};
+use engine::data::synth::SynthSpec;
+use engine::eval::map::MapAccumulator;
+use engine::gpu::{AdapterSelector, GpuBackend};
+use engine::network::{BuildOptions, Network};
+use engine::train::{StepRecord, Trainer};
+use engine::Backend;
+use reports::{DeviceInfo, EpochRecord, IterationRecord, OutputFormats, RunData, RunSummary};
+
+use super::gates;
+use super::memory::MemorySampler;
+use super::progress::Progress;
+use crate::experiment::{self, BackendSpec, DataSource, Experiment, GpuSelector, ModelSource, RunMode};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The experiment TOML file
+    pub experiment: PathBuf,
+    /// Write the run folder under this directory instead of the experiment's [report] out_dir
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One backend's trainer, behind one type.
+enum Lane {
+    Cpu(Trainer<CpuBackend>),
+    Gpu(Trainer<GpuBackend>),
+}
+
+impl Lane {
+    fn step(&mut self, images: &[f32], truths: &[f32]) -> Result<StepRecord> {
+        Ok(match self {
+            Lane::Cpu(t) => t.step(images, truths)?,
+            Lane::Gpu(t) => t.step(images, truths)?,
+        })
+    }
+    fn gpu_bytes(&self) -> u64 {
+        match self {
+            Lane::Cpu(_) => 0,
+            Lane::Gpu(t) => t.net.memory_bytes().0,
+        }
+    }
+    fn evaluate(&self, val: &BatchPlan, classes: usize) -> Result<MapAccumulator> {
+        match self {
+            Lane::Cpu(t) => evaluate(&t.net, val, classes),
+            Lane::Gpu(t) => evaluate(&t.net, val, classes),
+        }
+    }
+}
+
+fn evaluate<B: Backend>(net: &Network<B>, val: &BatchPlan, classes: usize) -> Result<MapAccumulator> {
+    let mut acc = MapAccumulator::new(classes);
+    let mut cache = None;
+    for i in 0..val.num_batches() {
+        let batch = val.make_batch(i, &mut cache)?;
+        net.evaluate_batch(&batch, &mut acc)?;
+    }
+    Ok(acc)
+}
+
+/// The experiment's model cfg with its overrides applied.
+pub fn model_cfg(exp: &Experiment) -> Result<ModelCfg> {
+    let (mut cfg, warnings) = match &exp.model.source {
+        ModelSource::Builtin(name) => engine::cfg::load(name)?,
+        ModelSource::File(p) => engine::cfg::parse_file(p)?,
+        ModelSource::Unresolved => bail!("{}: [model] cfg was not resolved", exp.file.display()),
+    };
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(c) = exp.model.classes {
+        cfg.set_classes(c)?;
+    }
+    if exp.model.width.is_some() || exp.model.height.is_some() {
+        cfg.set_size(exp.model.width.unwrap_or(cfg.net.width), exp.model.height.unwrap_or(cfg.net.height))?;
+    }
+    let t = &exp.train;
+    if t.batch.is_some() || t.subdivisions.is_some() {
+        cfg.set_batch(t.batch.unwrap_or(cfg.net.batch), t.subdivisions.unwrap_or(cfg.net.subdivisions))?;
+    }
+    let n = &mut cfg.net;
+    if let Some(v) = t.learning_rate { n.learning_rate = v as f32; }
+    if let Some(v) = t.momentum { n.momentum = v as f32; }
+    if let Some(v) = t.decay { n.decay = v as f32; }
+    if let Some(v) = t.burn_in { n.burn_in = v; }
+    if let Some(v) = t.power { n.power = v as f32; }
+    if let Some(v) = t.max_batches { n.max_batches = v; }
+    if let Some(v) = t.learning_rate_min { n.learning_rate_min = v as f32; }
+    if let Some(p) = t.policy {
+        use crate::experiment::PolicyName as P;
+        use engine::cfg::Policy;
+        n.policy = match p {
+            P::Constant => Policy::Constant,
+            P::Step => Policy::Step { step: t.step.unwrap_or(1), scale: t.scale.unwrap_or(1.0) as f32 },
+            P::Steps => Policy::Steps {
+                steps: t.steps.clone().unwrap_or_default(),
+                scales: t.scales.clone().unwrap_or_default().iter().map(|&s| s as f32).collect(),
+            },
+            P::Exp => Policy::Exp { gamma: t.gamma.unwrap_or(1.0) as f32 },
+            P::Poly => Policy::Poly,
+            P::Sig => Policy::Sig { gamma: t.gamma.unwrap_or(1.0) as f32, step: t.step.unwrap_or(1) },
+            P::Random => Policy::Random,
+            P::Sgdr => Policy::Sgdr { cycle: t.sgdr_cycle.unwrap_or(n.max_batches), mult: t.sgdr_mult.unwrap_or(2) },
+        };
+    }
+    Ok(cfg)
+}
+
+/// Augmentation from the cfg (`[net]` + last `[yolo]` jitter/resize) with the experiment's switches.
+fn augment(exp: &Experiment, cfg: &ModelCfg) -> Result<Augment> {
+    let a = &exp.train.augment;
+    if !a.enabled {
+        return Ok(Augment { letter_box: exp.data.letterbox.unwrap_or(cfg.net.letter_box), ..Augment::NONE });
+    }
+    if a.mosaic == Some(true) || a.mixup == Some(true) || a.blur == Some(true) || a.gaussian_noise == Some(true) {
+        bail!("{}: [train.augment] mosaic, mixup, blur and gaussian_noise are not implemented yet; set them to false", exp.file.display());
+    }
+    let (jitter, resize) = cfg
+        .layers
+        .iter()
+        .rev()
+        .find_map(|l| match &l.kind {
+            engine::cfg::LayerKind::Yolo(y) => Some((y.jitter, y.resize)),
+            _ => None,
+        })
+        .unwrap_or((0.0, 1.0));
+    let mut aug = Augment::from_cfg(&cfg.net, a.jitter.map(|v| v as f32).unwrap_or(jitter), a.resize.map(|v| v as f32).unwrap_or(resize));
+    if let Some(v) = a.hue { aug.hue = v as f32; }
+    if let Some(v) = a.saturation { aug.saturation = v as f32; }
+    if let Some(v) = a.exposure { aug.exposure = v as f32; }
+    if let Some(v) = a.flip { aug.flip = v; }
+    if let Some(v) = exp.data.letterbox { aug.letter_box = v; }
+    Ok(aug)
+}
+
+/// A new run folder `<out>/<name>-<n>` that did not exist before (never overwrites a run).
+fn new_run_dir(out: &Path, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for n in 1.. {
+        let dir = out.join(format!("{name}-{n:03}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!()
+}
+
+fn datasets(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path) -> Result<(Dataset, Dataset, Vec<String>)> {
+    let data = match &exp.data.source {
+        DataSource::Synthetic(s) => {
+            let spec = SynthSpec {
+                classes: s.classes,
+                train_images: s.images,
+                val_images: s.val_images,
+                width: cfg.net.width,
+                height: cfg.net.height,
+                min_size: s.min_size as f32 / cfg.net.width.min(cfg.net.height) as f32,
+                max_size: s.max_size as f32 / cfg.net.width.min(cfg.net.height) as f32,
+                max_objects: s.max_objects,
+                seed: s.seed.unwrap_or(exp.experiment.seed),
+            };
+            spec.write(&run_dir.join("data"))?
+        }
+        DataSource::Darknet(d) => DataFile::load(&d.data_file)?,
+    };
+    let names = data.class_names()?;
+    let train = data.train_set(LabelPolicy::Strict)?;
+    let valid = if data.valid.is_some() { data.valid_set(LabelPolicy::Strict)? } else { data.train_set(LabelPolicy::Strict)? };
+    Ok((train, valid, names))
+}
+
+fn lane(spec: &BackendSpec, cfg: &ModelCfg, opts: &BuildOptions, optimizer: engine::train::Optimizer) -> Result<(Lane, DeviceInfo)> {
+    Ok(match spec {
+        BackendSpec::Cpu => {
+            let net = Network::build(CpuBackend::new(), cfg.clone(), opts)?;
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let mut details = std::collections::BTreeMap::new();
+            details.insert("threads".into(), threads.to_string());
+            (Lane::Cpu(Trainer::new(net, optimizer)), DeviceInfo { backend: "cpu".into(), name: std::env::consts::ARCH.into(), details })
+        }
+        BackendSpec::Gpu(sel) => {
+            let selector = match sel {
+                GpuSelector::First => AdapterSelector::default(),
+                GpuSelector::Index(i) => AdapterSelector::by_index(*i),
+                GpuSelector::Name(n) => AdapterSelector::by_name(n),
+            };
+            let backend = GpuBackend::new(&selector)?;
+            let info = backend.adapter_info().clone();
+            let mut details = std::collections::BTreeMap::new();
+            details.insert("adapter".into(), info.to_string());
+            let name = spec.to_string();
+            let net = Network::build(backend, cfg.clone(), opts)?;
+            (Lane::Gpu(Trainer::new(net, optimizer)), DeviceInfo { backend: name, name: info.name.clone(), details })
+        }
+    })
+}
+
+pub fn run(a: &RunArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let exp = experiment::load(&a.experiment)?;
+    if exp.backends.mode == RunMode::Concurrent {
+        bail!("{}: [backends] mode = \"concurrent\" is not implemented yet; use \"sequential\"", exp.file.display());
+    }
+    let cfg = model_cfg(&exp)?;
+    let out_dir = a.out.clone().unwrap_or_else(|| exp.base_dir().join(&exp.report.out_dir));
+    let run_dir = new_run_dir(&out_dir, &exp.experiment.name)?;
+    println!("run folder: {}", run_dir.display());
+    let formats = OutputFormats::from_names(&exp.report.formats).map_err(anyhow::Error::msg)?;
+    let sampler = MemorySampler::start();
+
+    let mut run = Recorder::default();
+    let result = train(&exp, &cfg, &run_dir, &mut run);
+    let memory = sampler.stop();
+    let mut summary = RunSummary {
+        experiment_name: exp.experiment.name.clone(),
+        experiment_hash: super::hash_hex(exp.text.as_bytes()),
+        git_commit: super::git_commit(),
+        seed: exp.experiment.seed,
+        started_at: super::now_rfc3339(),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        versions: super::versions(),
+        devices: run.devices.clone(),
+        ..Default::default()
+    };
+    summary.parity.window = exp.thresholds.window;
+    summary.parity.loss_rel_delta_iter = exp.thresholds.loss_rel_delta_iter;
+    summary.parity.loss_rel_delta_window = exp.thresholds.loss_rel_delta_window;
+    if let Err(e) = &result {
+        summary.extra.insert("error".into(), format!("{e:#}"));
+    }
+    let mut data = RunData::new(run.iterations, run.epochs, memory, summary, Vec::new(), exp.text.clone());
+    data.gates = gates::evaluate(&exp, &data);
+    let files = reports::write_run(&run_dir, &data, formats)?;
+    println!("{}", data.gate_report().markdown(&data.summary));
+    let html = files.files.iter().find(|p| p.extension().is_some_and(|e| e == "html"));
+    println!("report: {}", html.unwrap_or(&run_dir).display());
+    match result {
+        Err(e) => Err(e.context(format!("run stopped; partial results in {}", run_dir.display()))),
+        Ok(()) if data.gates.iter().all(|g| g.pass) => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(ExitCode::from(1)),
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    iterations: Vec<IterationRecord>,
+    epochs: Vec<EpochRecord>,
+    devices: Vec<DeviceInfo>,
+}
+
+fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -> Result<()> {
+    let (train_set, valid_set, _names) = datasets(exp, cfg, run_dir)?;
+    let classes = exp.data_classes();
+    let optimizer = match exp.train.optimizer {
+        Some(experiment::Optimizer::Adam) => engine::train::Optimizer::Adam,
+        Some(experiment::Optimizer::Sgd) => engine::train::Optimizer::Sgd,
+        None if cfg.net.adam => engine::train::Optimizer::Adam,
+        None => engine::train::Optimizer::Sgd,
+    };
+    let opts = BuildOptions { adam: optimizer == engine::train::Optimizer::Adam, max_boxes: 200, seed: exp.experiment.seed };
+    let mut lanes = Vec::new();
+    for spec in &exp.backends.list {
+        let (lane, info) = lane(spec, cfg, &opts, optimizer)?;
+        rec.devices.push(info);
+        lanes.push((spec.to_string(), lane));
+    }
+    // One initial weight set: the first lane's (initialised from the seed, or loaded), copied.
+    if let Some(w) = &exp.model.weights {
+        match &lanes[0].1 {
+            Lane::Cpu(t) => { t.net.load_weights(w)?; }
+            Lane::Gpu(t) => { t.net.load_weights(w)?; }
+        }
+    }
+    let params = match &lanes[0].1 {
+        Lane::Cpu(t) => t.net.conv_params(),
+        Lane::Gpu(t) => t.net.conv_params(),
+    };
+    for (_, l) in lanes.iter().skip(1) {
+        match l {
+            Lane::Cpu(t) => t.net.set_conv_params(&params),
+            Lane::Gpu(t) => t.net.set_conv_params(&params),
+        }
+    }
+
+    let stop = match (exp.train.epochs, exp.train.max_batches) {
+        (Some(e), _) => Stop::Epochs(e),
+        (None, Some(n)) => Stop::Batches(n),
+        (None, None) => Stop::Batches(cfg.net.max_batches.max(1)),
+    };
+    let mut lc = LoaderConfig::training(cfg.net.batch, cfg.net.width, cfg.net.height, exp.experiment.seed, augment(exp, cfg)?, stop);
+    lc.shuffle = exp.data.shuffle;
+    let mut loader = Loader::new(Arc::new(train_set), lc)?;
+    let mini = cfg.net.batch / cfg.net.subdivisions;
+    let val = BatchPlan::new(Arc::new(valid_set), LoaderConfig::validation(mini, cfg.net.width, cfg.net.height))?;
+    let total = loader.remaining();
+    let mut progress = Progress::new(&lanes.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), total);
+    let mut epoch = 0;
+    let evaluate_epoch = |lanes: &Vec<(String, Lane)>, epoch: u64, rec: &mut Recorder, progress: &mut Progress| -> Result<()> {
+        for (name, lane) in lanes {
+            let acc = lane.evaluate(&val, classes)?;
+            let r = acc.summary(0, 0.5, 0.25);
+            let e = EpochRecord {
+                backend: name.clone(),
+                epoch,
+                map50: r.map,
+                map50_95: acc.map_coco(0),
+                precision: r.precision,
+                recall: r.recall,
+                f1: r.f1,
+            };
+            progress.line(&format!("{name} epoch {epoch}: mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}  P {:.3} R {:.3} F1 {:.3}", e.map50, e.map50_95, e.precision, e.recall, e.f1));
+            rec.epochs.push(e);
+        }
+        Ok(())
+    };
+    while let Some(batch) = loader.next_batch() {
+        let batch = batch?;
+        let t_data = loader.last_wait().as_secs_f64();
+        if batch.epoch != epoch {
+            evaluate_epoch(&lanes, epoch, rec, &mut progress)?;
+            epoch = batch.epoch;
+        }
+        for (name, lane) in lanes.iter_mut() {
+            let t0 = Instant::now();
+            let s = lane.step(&batch.images, &batch.truths).with_context(|| format!("backend {name}"))?;
+            let dt = t0.elapsed().as_secs_f64();
+            let r = IterationRecord {
+                backend: name.clone(),
+                iteration: s.iteration,
+                epoch: batch.epoch,
+                loss: s.loss,
+                box_loss: s.box_loss,
+                obj_loss: s.obj_loss,
+                class_loss: s.class_loss,
+                avg_iou: s.avg_iou,
+                recall50: s.recall50,
+                recall75: s.recall75,
+                count: s.count,
+                lr: s.lr as f64,
+                images_per_s: batch.n as f64 / dt.max(1e-9),
+                t_data_s: t_data,
+                t_forward_s: s.t_forward,
+                t_backward_s: s.t_backward,
+                t_update_s: s.t_update,
+                t_sync_s: s.t_sync,
+                rss_bytes: super::memory::rss_bytes(),
+                gpu_bytes: lane.gpu_bytes(),
+            };
+            progress.step(name, &r);
+            rec.iterations.push(r);
+        }
+    }
+    evaluate_epoch(&lanes, epoch, rec, &mut progress)?;
+    progress.finish();
+    Ok(())
+}
