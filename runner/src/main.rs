@@ -29,6 +29,8 @@ enum Command {
     Report(cmd::report::ReportArgs),
     /// Compare two run folders and flag regressions (exit 1 on a regression)
     Compare(cmd::report::CompareArgs),
+    /// mAP of a model on a Darknet .data valid list, printed like `darknet detector map`
+    Map(cmd::map::MapArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(&a),
         Command::Report(a) => cmd::report::report(&a),
         Command::Compare(a) => cmd::report::compare(&a),
+        Command::Map(a) => cmd::map::run(&a),
     };
     match result {
         Ok(code) => code,

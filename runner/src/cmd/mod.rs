@@ -3,6 +3,7 @@
 pub mod check;
 pub mod devices;
 pub mod gates;
+pub mod map;
 pub mod memory;
 pub mod model;
 pub mod progress;

@@ -23,7 +23,7 @@ pub struct ModelArgs {
 pub fn run(a: &ModelArgs) -> Result<ExitCode> {
     let (mut cfg, warnings) = engine::cfg::load(&a.cfg)?;
     for w in &warnings {
-        eprintln!("warning: {w}");
+        eprintln!("{w}");
     }
     if let Some(c) = a.classes {
         cfg.set_classes(c)?;

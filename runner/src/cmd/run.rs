@@ -81,7 +81,7 @@ pub fn model_cfg(exp: &Experiment) -> Result<ModelCfg> {
         ModelSource::Unresolved => bail!("{}: [model] cfg was not resolved", exp.file.display()),
     };
     for w in warnings {
-        eprintln!("warning: {w}");
+        eprintln!("{w}");
     }
     if let Some(c) = exp.model.classes {
         cfg.set_classes(c)?;
