@@ -38,7 +38,7 @@ fn shader_directory_is_not_empty() {
     assert!(!files.is_empty(), "no .wgsl files in {}", shader_dir().display());
     // The families the GPU backend includes at compile time must all be present.
     for family in [
-        "blas", "conv", "bias", "batchnorm", "activation", "pool", "resample", "route", "dropout", "optim", "reduce",
+        "blas", "conv", "bias", "batchnorm", "activation", "pool", "resample", "route", "dropout", "optim", "reduce", "yolo",
     ] {
         assert!(
             files.iter().any(|f| f.file_stem().is_some_and(|s| s == family)),

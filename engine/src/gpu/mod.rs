@@ -6,6 +6,7 @@
 //! - pipelines.rs: shader registry, bind layouts and the pipeline cache.
 //! - encoder.rs: recording dispatches into one command encoder, params arena, bind-group cache.
 //! - ops.rs: the trait implementation (shapes → params → dispatches).
+//! - yolo.rs: the [yolo] head's passes and their cached scratch.
 //!
 //! Ops record into one encoder; nothing waits except [`crate::Backend::download`]. Every kernel
 //! is deterministic: reductions use fixed strided sums and fixed trees, never float atomics, so
@@ -16,6 +17,7 @@ mod device;
 mod encoder;
 mod ops;
 mod pipelines;
+mod yolo;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +35,7 @@ pub struct GpuStats {
     pub dispatches: u64,
     pub submissions: u64,
     pub bind_groups_created: u64,
-    /// Calls of an op the GPU does not implement (see [`crate::Backend::yolo_forward_backward`]).
+    /// Calls of an op the GPU does not implement (every op is implemented today: stays 0).
     pub unsupported_calls: u64,
 }
 
@@ -51,6 +53,8 @@ pub struct GpuBackend {
     internal: Arc<MemoryStats>,
     reduce_scratch: GpuBuf,
     splitk_scratch: Mutex<GpuBuf>,
+    /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
+    yolo_scratch: Mutex<yolo::ScratchCache>,
     unsupported_calls: AtomicU64,
 }
 
@@ -89,6 +93,7 @@ impl GpuBackend {
             internal,
             reduce_scratch,
             splitk_scratch,
+            yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             unsupported_calls: AtomicU64::new(0),
         })
     }

@@ -1,7 +1,5 @@
 //! `Backend` for `GpuBackend`: checks shapes, packs params in WGSL field order, dispatches.
 
-use std::sync::atomic::Ordering;
-
 use super::pipelines::Kernel;
 use super::{GpuBackend, GpuBuf, Params, REDUCE_PARTS};
 use crate::backend::Backend;
@@ -418,13 +416,8 @@ impl Backend for GpuBackend {
     }
 
     // ---- yolo -------------------------------------------------------------------------------------
-    fn yolo_forward_backward(&self, _x: &GpuBuf, _out: &GpuBuf, _truths: &GpuBuf, _dx: &GpuBuf, _stats: &GpuBuf, _p: &YoloParams) {
-        let n = self.unsupported_calls.fetch_add(1, Ordering::Relaxed) + 1;
-        eprintln!("gpu: yolo_forward_backward is not implemented on the GPU (call {n})");
-        panic!(
-            "yolo_forward_backward is not implemented on the GPU backend yet; \
-             no silent CPU fallback is made (unsupported call #{n})"
-        );
+    fn yolo_forward_backward(&self, x: &GpuBuf, out: &GpuBuf, truths: &GpuBuf, dx: &GpuBuf, stats: &GpuBuf, p: &YoloParams) {
+        self.yolo(x, out, truths, dx, stats, p);
     }
 
     // ---- optimisers -------------------------------------------------------------------------------

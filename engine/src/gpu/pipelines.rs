@@ -27,9 +27,10 @@ pub(crate) enum Module {
     Dropout,
     Optim,
     Reduce,
+    Yolo,
 }
 
-pub(crate) const MODULES: [Module; 11] = [
+pub(crate) const MODULES: [Module; 12] = [
     Module::Blas,
     Module::Conv,
     Module::Bias,
@@ -41,6 +42,7 @@ pub(crate) const MODULES: [Module; 11] = [
     Module::Dropout,
     Module::Optim,
     Module::Reduce,
+    Module::Yolo,
 ];
 
 impl Module {
@@ -57,6 +59,7 @@ impl Module {
             Module::Dropout => include_str!("../../../shaders-wgsl/dropout.wgsl"),
             Module::Optim => include_str!("../../../shaders-wgsl/optim.wgsl"),
             Module::Reduce => include_str!("../../../shaders-wgsl/reduce.wgsl"),
+            Module::Yolo => include_str!("../../../shaders-wgsl/yolo.wgsl"),
         }
     }
     pub(crate) fn name(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Module {
             Module::Dropout => "dropout",
             Module::Optim => "optim",
             Module::Reduce => "reduce",
+            Module::Yolo => "yolo",
         }
     }
     fn index(self) -> usize {
@@ -147,6 +151,11 @@ kernels! {
     AdamUpdate => (Optim, "adam_update", 4),
     ReducePartial => (Reduce, "reduce_partial", 2),
     ReduceFinal => (Reduce, "reduce_final", 2),
+    YoloActivate => (Yolo, "yolo_activate", 6),
+    YoloNegatives => (Yolo, "yolo_negatives", 6),
+    YoloPositives => (Yolo, "yolo_positives", 6),
+    YoloFinish => (Yolo, "yolo_finish", 6),
+    YoloStats => (Yolo, "yolo_stats", 6),
 }
 
 impl Kernel {
