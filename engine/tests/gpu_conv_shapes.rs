@@ -1,0 +1,95 @@
+//! Convolution backward passes on the GPU against the CPU on the exact shapes of yolov4-tiny's
+//! first block at 64×64 (batch 2), where small weight tensors meet many pixels.
+
+use engine::cpu::CpuBackend;
+use engine::gpu::{AdapterSelector, GpuBackend};
+use engine::shapes::ConvShape;
+use engine::Backend;
+use rand::{Rng, SeedableRng};
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let n: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum::<f64>().sqrt();
+    let d: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    n / d.max(1e-30)
+}
+
+#[test]
+fn conv_backward_on_yolov4_tiny_block_shapes() {
+    let g = match GpuBackend::new(&AdapterSelector::default()) {
+        Ok(g) => g,
+        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but no GPU: {e}"),
+        Err(e) => return println!("skipping: {e}"),
+    };
+    let c = CpuBackend::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let shapes = [
+        ConvShape::new(2, 3, 64, 64, 32, 3, 2, 1, 1),
+        ConvShape::new(2, 32, 32, 32, 64, 3, 2, 1, 1),
+        ConvShape::new(2, 64, 16, 16, 64, 3, 1, 1, 1),
+        ConvShape::new(2, 32, 16, 16, 32, 3, 1, 1, 1),
+        ConvShape::new(2, 64, 16, 16, 64, 1, 1, 0, 1),
+        ConvShape::new(2, 128, 8, 8, 128, 3, 1, 1, 1),
+    ];
+    let mut failures = Vec::new();
+    for s in shapes {
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let dy: Vec<f32> = (0..s.output_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (cx, cw, cdy, cdw, cdx) = (c.alloc(x.len()), c.alloc(w.len()), c.alloc(dy.len()), c.alloc(w.len()), c.alloc(x.len()));
+        let (gx, gw, gdy, gdw, gdx) = (g.alloc(x.len()), g.alloc(w.len()), g.alloc(dy.len()), g.alloc(w.len()), g.alloc(x.len()));
+        c.upload(&cx, &x); c.upload(&cw, &w); c.upload(&cdy, &dy);
+        g.upload(&gx, &x); g.upload(&gw, &w); g.upload(&gdy, &dy);
+        c.conv_backward_weights(&cx, &cdy, &cdw, &s);
+        g.conv_backward_weights(&gx, &gdy, &gdw, &s);
+        c.conv_backward_data(&cdy, &cw, &cdx, &s);
+        g.conv_backward_data(&gdy, &gw, &gdx, &s);
+        let (rw, rd) = (rel(&c.download(&cdw), &g.download(&gdw)), rel(&c.download(&cdx), &g.download(&gdx)));
+        println!("{s:?}: dW rel {rw:.2e}, dX rel {rd:.2e}");
+        if rw > 1e-5 || rd > 1e-5 {
+            failures.push(format!("{s:?}: dW {rw:.2e} dX {rd:.2e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn batchnorm_backward_in_place_on_block_shapes() {
+    let g = match GpuBackend::new(&AdapterSelector::default()) {
+        Ok(g) => g,
+        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but no GPU: {e}"),
+        Err(e) => return println!("skipping: {e}"),
+    };
+    let c = CpuBackend::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let mut failures = Vec::new();
+    for (batch, ch, spatial) in [(2, 64, 256), (2, 32, 1024), (2, 128, 64), (2, 64, 1024), (3, 5, 333)] {
+        let n = batch * ch * spatial;
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let dy: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let gamma: Vec<f32> = (0..ch).map(|_| rng.random_range(0.5..1.5)).collect();
+        let run = |b: &dyn Fn(&[f32], &[f32], &[f32]) -> Vec<f32>| b(&x, &dy, &gamma);
+        let on_cpu = |x: &[f32], dy: &[f32], gm: &[f32]| bn(&c, x, dy, gm, batch, ch, spatial);
+        let on_gpu = |x: &[f32], dy: &[f32], gm: &[f32]| bn(&g, x, dy, gm, batch, ch, spatial);
+        let (a, b) = (run(&on_cpu), run(&on_gpu));
+        let r = rel(&a, &b);
+        println!("batch {batch} channels {ch} spatial {spatial}: dx (in place) rel {r:.2e}");
+        if r > 1e-5 {
+            failures.push(format!("{batch}x{ch}x{spatial}: {r:.2e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Training forward then in-place backward (dx aliases dy, as the network calls it).
+fn bn<B: Backend>(b: &B, x: &[f32], dy: &[f32], gamma: &[f32], batch: usize, ch: usize, spatial: usize) -> Vec<f32> {
+    let n = x.len();
+    let (bx, by, xn) = (b.alloc(n), b.alloc(n), b.alloc(n));
+    let (mean, var, rm, rv, g, beta, dg, dbeta) = (b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch));
+    b.upload(&bx, x);
+    b.upload(&g, gamma);
+    b.batchnorm_forward_train(&bx, &by, &xn, &mean, &var, &rm, &rv, &g, &beta, batch, ch, spatial);
+    let d = b.alloc(n);
+    b.upload(&d, dy);
+    b.batchnorm_backward(&d, &xn, &var, &g, &dg, &dbeta, &d, batch, ch, spatial);
+    b.download(&d)
+}
