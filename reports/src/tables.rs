@@ -128,20 +128,20 @@ pub fn deltas_frame(rows: &[DeltaRecord]) -> Result<DataFrame, ReportError> {
 
 fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>, ReportError> {
     let c = df.column(name)?.cast(&DataType::Float64)?;
-    Ok(c.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    Ok(c.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, ReportError> {
     let c = df.column(name)?.cast(&DataType::UInt64)?;
     c.u64()?
-        .into_iter()
+        .iter()
         .map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value"))))
         .collect()
 }
 
 fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>, ReportError> {
     let c = df.column(name)?.cast(&DataType::String)?;
-    Ok(c.str()?.into_iter().map(|v| v.unwrap_or("").to_string()).collect())
+    Ok(c.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect())
 }
 
 pub fn iterations_from_frame(df: &DataFrame) -> Result<Vec<IterationRecord>, ReportError> {
