@@ -220,3 +220,15 @@ fn schema_doc_describes_every_column() {
         }
     }
 }
+
+#[test]
+fn single_backend_run_renders() {
+    let mut run = synthetic_run(8);
+    run.iterations.retain(|r| r.backend == "cpu");
+    run.epochs.retain(|r| r.backend == "cpu");
+    run.refresh();
+    assert!(run.deltas.is_empty());
+    let dir = written("single", &run, OutputFormats::all());
+    assert!(read(&dir.join("charts/throughput.svg")).contains("\ncpu\n</text>"));
+    assert!(read(&dir.join("charts/loss_delta.svg")).contains("needs two backends"));
+}
