@@ -93,8 +93,10 @@ fn svg_charts_carry_legends_and_axis_units() {
     let run = synthetic_run(30);
     let dir = written("svg", &run, OutputFormats::all());
     let svg = |n: &str| read(&dir.join(format!("charts/{n}.svg")));
+    // plotters writes each text on its own line inside <text>.
+    let text = |s: &str| format!("\n{s}\n</text>");
     let loss = svg("loss");
-    assert!(loss.contains(">cpu<") && loss.contains(">gpu<"), "loss legend");
+    assert!(loss.contains(&text("cpu")) && loss.contains(&text("gpu")), "loss legend");
     assert!(loss.contains("iteration"));
     let delta = svg("loss_delta");
     assert!(delta.contains("limit per iteration"), "threshold legend");
@@ -217,4 +219,16 @@ fn schema_doc_describes_every_column() {
             assert!(doc.contains(&format!("| `{c}` |")), "SCHEMA.md lacks column {c}");
         }
     }
+}
+
+#[test]
+fn single_backend_run_renders() {
+    let mut run = synthetic_run(8);
+    run.iterations.retain(|r| r.backend == "cpu");
+    run.epochs.retain(|r| r.backend == "cpu");
+    run.refresh();
+    assert!(run.deltas.is_empty());
+    let dir = written("single", &run, OutputFormats::all());
+    assert!(read(&dir.join("charts/throughput.svg")).contains("\ncpu\n</text>"));
+    assert!(read(&dir.join("charts/loss_delta.svg")).contains("needs two backends"));
 }

@@ -4,6 +4,7 @@ use super::{DrawResult, color, draw_empty, err};
 use crate::records::backend_names;
 use crate::run_dir::RunData;
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 pub struct Series {
@@ -33,6 +34,11 @@ pub struct LineSpec {
     pub y_from_zero: bool,
     pub y_max: Option<f64>,
     pub log_y: bool,
+    /// x values are counts (iterations, epochs): integer ticks only.
+    pub x_integer: bool,
+    /// Free space above the data, as a fraction of the y range (room for the legend).
+    pub headroom: f64,
+    pub legend: SeriesLabelPosition,
     pub empty_reason: &'static str,
 }
 
@@ -48,8 +54,18 @@ impl LineSpec {
             y_from_zero: true,
             y_max: None,
             log_y: false,
+            x_integer: true,
+            headroom: 0.12,
+            legend: SeriesLabelPosition::UpperRight,
             empty_reason,
         }
+    }
+}
+
+impl LineSpec {
+    /// Number of x ticks: one per integer step for short integer axes.
+    fn x_ticks(&self, x0: f64, x1: f64) -> usize {
+        if self.x_integer { ((x1 - x0).round() as usize + 1).clamp(2, 12) } else { 10 }
     }
 }
 
@@ -82,7 +98,8 @@ macro_rules! body {
             .label_style(("sans-serif", 13))
             .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(215, 215, 215))
-            .x_label_formatter(&|v| fmt_tick(*v))
+            .x_labels($spec.x_ticks($x0, $x1))
+            .x_label_formatter(&|v| if $spec.x_integer && v.fract() != 0.0 { String::new() } else { fmt_tick(*v) })
             .y_label_formatter(&|v| fmt_tick(*v))
             .draw()
             .map_err(err)?;
@@ -105,7 +122,7 @@ macro_rules! body {
                 ))
                 .map_err(err)?
                 .label(l.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 18, y)], 8, 5, c.stroke_width(2)));
         }
         for s in &$spec.series {
             let c = s.color;
@@ -117,8 +134,14 @@ macro_rules! body {
             } else {
                 $chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(err)?
             };
-            anno.label(s.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            if s.dashed {
+                anno.label(s.label.as_str()).legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x, y), (x + 18, y)], 5, 3, c.stroke_width(2))
+                });
+            } else {
+                anno.label(s.label.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            }
             if s.markers {
                 $chart
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
@@ -127,7 +150,7 @@ macro_rules! body {
         }
         $chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position($spec.legend.clone())
             .background_style(WHITE.mix(0.88))
             .border_style(BLACK.mix(0.35))
             .label_font(("sans-serif", 14))
@@ -158,12 +181,12 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &LineSpec) 
         .x_label_area_size(50)
         .y_label_area_size(84);
     if spec.log_y {
-        let (y0, y1) = (ylo * 0.8, lim_hi * 1.5);
+        let (y0, y1) = (ylo * 0.8, lim_hi * (1.5 + 10.0 * spec.headroom));
         let mut chart = builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(err)?;
         body!(chart, spec, x0, x1, y0);
     } else {
         let y0 = if spec.y_from_zero { ylo.min(0.0) } else { ylo - (lim_hi - ylo) * 0.05 };
-        let mut y1 = lim_hi + (lim_hi - y0).abs() * 0.12;
+        let mut y1 = lim_hi + (lim_hi - y0).abs() * spec.headroom;
         if let Some(m) = spec.y_max {
             y1 = y1.min(m);
         }
@@ -186,7 +209,8 @@ pub fn loss_spec(run: &RunData) -> LineSpec {
             .filter(|r| &r.backend == b)
             .map(|r| (r.iteration as f64, r.loss))
             .collect();
-        spec.series.push(Series { label: b.clone(), color: color(i), points, dashed: false, markers: false });
+        // Later backends dashed: parity curves lie on top of each other.
+        spec.series.push(Series { label: b.clone(), color: color(i), points, dashed: i > 0, markers: false });
     }
     // Early YOLO losses are orders of magnitude above late ones: a log axis keeps both readable.
     let pos = bounds(spec.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| *v > 0.0));
@@ -216,17 +240,16 @@ pub fn delta_spec(run: &RunData) -> LineSpec {
     for (i, b) in names.iter().enumerate() {
         let rows: Vec<_> = run.deltas.iter().filter(|d| &d.backend == b).collect();
         let reference = rows.first().map(|d| d.reference.clone()).unwrap_or_default();
-        let c = color(i + 1);
         spec.series.push(Series {
             label: format!("{b} vs {reference}, per iteration"),
-            color: c,
+            color: color(2 * i),
             points: rows.iter().map(|d| (d.iteration as f64, d.rel_delta)).collect(),
             dashed: false,
             markers: false,
         });
         spec.series.push(Series {
             label: format!("{b} vs {reference}, mean of last {}", lim.window),
-            color: color(i + 3),
+            color: color(2 * i + 3),
             points: rows.iter().map(|d| (d.iteration as f64, d.rel_delta_window_mean)).collect(),
             dashed: true,
             markers: false,
@@ -268,6 +291,7 @@ pub fn map_spec(run: &RunData) -> LineSpec {
         });
     }
     spec.y_max = Some(1.0);
+    spec.legend = SeriesLabelPosition::LowerRight;
     spec
 }
 
@@ -275,6 +299,8 @@ pub fn memory_spec(run: &RunData) -> LineSpec {
     const MIB: f64 = 1024.0 * 1024.0;
     let mut spec =
         LineSpec::new("Memory over time", "time since start (s)", "memory (MiB)", "no memory samples");
+    spec.x_integer = false;
+    spec.headroom = 0.35;
     let m = &run.memory;
     let series: [(&str, fn(&crate::MemorySample) -> u64); 3] =
         [("RSS", |s| s.rss_bytes), ("swap", |s| s.swap_bytes), ("GPU", |s| s.gpu_bytes)];
