@@ -260,6 +260,11 @@ pub struct Thresholds {
     /// Max |loss_gpu − loss_cpu| / |loss_cpu| at any single iteration (ratio, 0..1).
     #[serde(default, deserialize_with = "de::unit_interval_opt")]
     pub loss_rel_delta_iter: Option<f64>,
+    /// The per-iteration gate covers iterations 1..=N only (default: every iteration). After a
+    /// few dozen updates two backends' trajectories part for legitimate float reasons (maxpool
+    /// near-ties, ignore-threshold flips), so long runs gate the running mean instead.
+    #[serde(default)]
+    pub loss_rel_delta_iter_first: Option<u64>,
     /// Max running mean of that ratio over `window` iterations (0..1).
     #[serde(default, deserialize_with = "de::unit_interval_opt")]
     pub loss_rel_delta_window: Option<f64>,
@@ -282,6 +287,7 @@ impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             loss_rel_delta_iter: None,
+            loss_rel_delta_iter_first: None,
             loss_rel_delta_window: None,
             window: de::default_window(),
             map_abs_delta: None,

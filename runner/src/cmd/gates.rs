@@ -16,12 +16,17 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
     }
     let backends = reports::records::backend_names(&run.iterations);
     if let Some(limit) = t.loss_rel_delta_iter {
-        let worst = run.deltas.iter().max_by(|a, b| a.rel_delta.total_cmp(&b.rel_delta));
+        let first = t.loss_rel_delta_iter_first.unwrap_or(u64::MAX);
+        let worst = run.deltas.iter().filter(|d| d.iteration <= first).max_by(|a, b| a.rel_delta.total_cmp(&b.rel_delta));
         let (m, detail) = match worst {
             Some(d) => (d.rel_delta, format!("worst at iteration {} ({} {:.6} vs {} {:.6})", d.iteration, d.backend, d.loss, d.reference, d.reference_loss)),
             None => (f64::NAN, "no iteration ran on two backends".into()),
         };
-        out.push(gate("loss relative delta per iteration", m, limit, m <= limit, detail));
+        let name = match t.loss_rel_delta_iter_first {
+            Some(n) => format!("loss relative delta per iteration (iterations 1–{n})"),
+            None => "loss relative delta per iteration".into(),
+        };
+        out.push(gate(&name, m, limit, m <= limit, detail));
     }
     if let Some(limit) = t.loss_rel_delta_window {
         let worst = run.deltas.iter().max_by(|a, b| a.rel_delta_window_mean.total_cmp(&b.rel_delta_window_mean));
