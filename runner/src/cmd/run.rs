@@ -215,9 +215,6 @@ fn lane(spec: &BackendSpec, cfg: &ModelCfg, opts: &BuildOptions, optimizer: engi
 pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let exp = experiment::load(&a.experiment)?;
-    if exp.backends.mode == RunMode::Concurrent {
-        bail!("{}: [backends] mode = \"concurrent\" is not implemented yet; use \"sequential\"", exp.file.display());
-    }
     let cfg = model_cfg(&exp)?;
     let out_dir = a.out.clone().unwrap_or_else(|| exp.base_dir().join(&exp.report.out_dir));
     let run_dir = new_run_dir(&out_dir, &exp.experiment.name)?;
@@ -337,10 +334,35 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
             evaluate_epoch(&lanes, epoch, rec, &mut progress)?;
             epoch = batch.epoch;
         }
-        for (name, lane) in lanes.iter_mut() {
-            let t0 = Instant::now();
-            let s = lane.step(&batch.images, &batch.truths).with_context(|| format!("backend {name}"))?;
-            let dt = t0.elapsed().as_secs_f64();
+        // Sequential: one backend after the other on this thread (clean timings). Concurrent:
+        // every backend steps on its own thread at once, on the same batch.
+        let steps: Vec<(Result<StepRecord>, f64, u64)> = if exp.backends.mode == RunMode::Concurrent {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = lanes
+                    .iter_mut()
+                    .map(|(_, lane)| {
+                        let b = &batch;
+                        s.spawn(move || {
+                            let t0 = Instant::now();
+                            let r = lane.step(&b.images, &b.truths);
+                            (r, t0.elapsed().as_secs_f64(), lane.gpu_bytes())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| (Err(anyhow::anyhow!("a backend thread panicked")), 0.0, 0))).collect()
+            })
+        } else {
+            lanes
+                .iter_mut()
+                .map(|(_, lane)| {
+                    let t0 = Instant::now();
+                    let r = lane.step(&batch.images, &batch.truths);
+                    (r, t0.elapsed().as_secs_f64(), lane.gpu_bytes())
+                })
+                .collect()
+        };
+        for ((name, _), (s, dt, gpu_bytes)) in lanes.iter().zip(steps) {
+            let s = s.with_context(|| format!("backend {name}"))?;
             let r = IterationRecord {
                 backend: name.clone(),
                 iteration: s.iteration,
@@ -361,7 +383,7 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
                 t_update_s: s.t_update,
                 t_sync_s: s.t_sync,
                 rss_bytes: super::memory::rss_bytes(),
-                gpu_bytes: lane.gpu_bytes(),
+                gpu_bytes,
             };
             progress.step(name, &r);
             rec.iterations.push(r);
