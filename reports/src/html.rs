@@ -97,8 +97,16 @@ pub fn render(run: &RunData, charts: &[Chart]) -> String {
         );
     }
 
-    h.push_str("<h2>Summary</h2>\n");
-    push_frame(&mut h, tables::summary_frame(s), &[0, 2]);
+    h.push_str("<h2>Summary</h2>\n<table><tr><th class=\"l\">key</th><th>value</th><th class=\"l\">unit</th></tr>\n");
+    for (k, v, unit) in s.to_rows() {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{unit}</td></tr>",
+            escape(&k),
+            escape(&readable(&v, unit))
+        );
+    }
+    h.push_str("</table>\n");
     h.push_str("<h2>Epochs</h2>\n");
     push_frame(&mut h, tables::epochs_frame(&run.epochs), &[0]);
     let _ = writeln!(
@@ -136,6 +144,19 @@ pub fn render(run: &RunData, charts: &[Chart]) -> String {
         crate::SCHEMA_VERSION
     );
     h
+}
+
+/// Summary values for people: 4 significant digits, bytes also in MiB (the tables keep full precision).
+fn readable(value: &str, unit: &str) -> String {
+    if unit == "bytes"
+        && let Ok(b) = value.parse::<u64>()
+    {
+        return format!("{value} ({} MiB)", fmt_num(b as f64 / (1024.0 * 1024.0)));
+    }
+    match value.parse::<f64>() {
+        Ok(v) if value.contains('.') || value.contains('e') => fmt_num(v),
+        _ => value.to_string(),
+    }
 }
 
 /// A DataFrame as an HTML table; `left` lists text columns (left-aligned).

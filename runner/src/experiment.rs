@@ -13,6 +13,7 @@ mod locate;
 #[path = "experiment/validate.rs"]
 mod validate;
 
+#[allow(unused_imports)] // GpuSelector: used by the CLI and the tests, not yet by main.rs
 pub use de::{BackendSpec, GpuSelector};
 use serde::Deserialize;
 use std::fmt;
