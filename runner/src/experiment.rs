@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Model names the engine builds without a cfg file.
-pub const BUILTIN_MODELS: &[&str] = &["yolov4-tiny"];
+pub const BUILTIN_MODELS: &[&str] = &engine::cfg::BUILTIN_NAMES;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
