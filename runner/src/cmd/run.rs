@@ -216,7 +216,8 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let exp = experiment::load(&a.experiment)?;
     let cfg = model_cfg(&exp)?;
-    let out_dir = a.out.clone().unwrap_or_else(|| exp.base_dir().join(&exp.report.out_dir));
+    // `[report] out_dir` is already resolved against the experiment file's folder.
+    let out_dir = a.out.clone().unwrap_or_else(|| exp.report.out_dir.clone());
     let run_dir = new_run_dir(&out_dir, &exp.experiment.name)?;
     println!("run folder: {}", run_dir.display());
     let formats = OutputFormats::from_names(&exp.report.formats).map_err(anyhow::Error::msg)?;
