@@ -1,7 +1,7 @@
 //! Process memory and swap, sampled on a background thread for the whole run (sysinfo: Linux
 //! and macOS), so the report shows a timeline and a peak.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +19,8 @@ pub fn rss_bytes() -> u64 {
 
 pub struct MemorySampler {
     stop: Arc<AtomicBool>,
+    /// Device bytes the training loop last reported (summed over GPU backends).
+    pub gpu_bytes: Arc<AtomicU64>,
     handle: Option<JoinHandle<Vec<MemorySample>>>,
 }
 
@@ -26,6 +28,8 @@ impl MemorySampler {
     pub fn start() -> MemorySampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let gpu_bytes = Arc::new(AtomicU64::new(0));
+        let gpu = gpu_bytes.clone();
         let handle = std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut sys = System::new();
@@ -38,7 +42,7 @@ impl MemorySampler {
                     t_s: t0.elapsed().as_secs_f64(),
                     rss_bytes: sys.process(pid).map(|p| p.memory()).unwrap_or(0),
                     swap_bytes: sys.used_swap(),
-                    gpu_bytes: 0,
+                    gpu_bytes: gpu.load(Ordering::Relaxed),
                 });
                 if flag.load(Ordering::Relaxed) {
                     return out;
@@ -46,7 +50,7 @@ impl MemorySampler {
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        MemorySampler { stop, handle: Some(handle) }
+        MemorySampler { stop, gpu_bytes, handle: Some(handle) }
     }
 
     pub fn stop(mut self) -> Vec<MemorySample> {

@@ -223,7 +223,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let formats = OutputFormats::from_names(&exp.report.formats).map_err(anyhow::Error::msg)?;
     let sampler = MemorySampler::start();
 
-    let mut run = Recorder::default();
+    let mut run = Recorder { gpu_bytes: sampler.gpu_bytes.clone(), ..Default::default() };
     let result = train(&exp, &cfg, &run_dir, &mut run);
     let memory = sampler.stop();
     let mut summary = RunSummary {
@@ -258,6 +258,8 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
 
 #[derive(Default)]
 struct Recorder {
+    /// Shared with the memory sampler: device bytes of the GPU backends, for the timeline.
+    gpu_bytes: Arc<std::sync::atomic::AtomicU64>,
     iterations: Vec<IterationRecord>,
     epochs: Vec<EpochRecord>,
     devices: Vec<DeviceInfo>,
@@ -362,6 +364,8 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
                 })
                 .collect()
         };
+        let device_bytes: u64 = steps.iter().map(|(_, _, b)| b).sum();
+        rec.gpu_bytes.store(device_bytes, std::sync::atomic::Ordering::Relaxed);
         for ((name, _), (s, dt, gpu_bytes)) in lanes.iter().zip(steps) {
             let s = s.with_context(|| format!("backend {name}"))?;
             let r = IterationRecord {
