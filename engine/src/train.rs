@@ -50,8 +50,8 @@ pub struct StepRecord {
     pub count: f64,
     pub lr: f32,
     pub heads: Vec<HeadRecord>,
-    /// Host seconds spent recording/executing each phase (on a GPU, recording only) and waiting
-    /// for the device at the end of the step.
+    /// Host seconds spent in each phase: on the CPU the work itself; on a GPU the recording of
+    /// the phase's dispatches, with the device's execution in `t_sync` (the one wait per step).
     pub t_forward: f64,
     pub t_backward: f64,
     pub t_update: f64,
@@ -110,7 +110,6 @@ impl<B: Backend> Trainer<B> {
             net.forward(Mode::Train, pass, iteration);
             let t1 = Instant::now();
             net.backward(iteration);
-            b.flush();
             t_forward += (t1 - t0).as_secs_f64();
             t_backward += t1.elapsed().as_secs_f64();
         }
@@ -121,8 +120,10 @@ impl<B: Backend> Trainer<B> {
             Optimizer::Adam => Update::Adam { lr, b1: c.b1, b2: c.b2, eps: c.eps, decay: c.decay, t: iteration as u32 },
         };
         net.update(update, n as f32);
-        b.flush();
         let t3 = Instant::now();
+        // The only read of the step. On a GPU it submits everything recorded since the last
+        // upload in one submission (with subdivisions, each pass's input upload submits the
+        // previous pass first) and waits, so `t_sync` holds the device's execution time.
         let stats = b.download(&net.stats);
         let t_sync = t3.elapsed().as_secs_f64();
         let mut rec = self.record(&stats, iteration, lr);

@@ -37,7 +37,10 @@ fn cfg() -> engine::cfg::ModelCfg {
 }
 
 fn batches(n: u64) -> Vec<engine::data::loader::Batch> {
-    let dir = std::env::temp_dir().join(format!("engine-gpu-network-{}", std::process::id()));
+    // One folder per call: the tests of this file run in parallel and each removes its own.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("engine-gpu-network-{}-{call}", std::process::id()));
     let spec = SynthSpec { classes: 3, train_images: 16, val_images: 2, width: 64, height: 64, seed: 3, ..Default::default() };
     let data = spec.write(&dir).unwrap();
     let set = data.train_set(Default::default()).unwrap();
