@@ -2,24 +2,16 @@
 //! first block at 64×64 (batch 2), where small weight tensors meet many pixels.
 
 use engine::cpu::CpuBackend;
-use engine::gpu::{AdapterSelector, GpuBackend};
 use engine::shapes::ConvShape;
 use engine::Backend;
 use rand::{Rng, SeedableRng};
 
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    let n: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum::<f64>().sqrt();
-    let d: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    n / d.max(1e-30)
-}
+mod common;
+use common::{gpu_or_skip, rel_norm_diff as rel};
 
 #[test]
 fn conv_backward_on_yolov4_tiny_block_shapes() {
-    let g = match GpuBackend::new(&AdapterSelector::default()) {
-        Ok(g) => g,
-        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but no GPU: {e}"),
-        Err(e) => return println!("skipping: {e}"),
-    };
+    let Some(g) = gpu_or_skip() else { return };
     let c = CpuBackend::new();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let shapes = [
@@ -54,11 +46,7 @@ fn conv_backward_on_yolov4_tiny_block_shapes() {
 
 #[test]
 fn batchnorm_backward_in_place_on_block_shapes() {
-    let g = match GpuBackend::new(&AdapterSelector::default()) {
-        Ok(g) => g,
-        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but no GPU: {e}"),
-        Err(e) => return println!("skipping: {e}"),
-    };
+    let Some(g) = gpu_or_skip() else { return };
     let c = CpuBackend::new();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
     let mut failures = Vec::new();

@@ -8,23 +8,15 @@ use engine::cpu::CpuBackend;
 use engine::data::image::Augment;
 use engine::data::loader::{BatchPlan, LoaderConfig, Stop};
 use engine::data::synth::SynthSpec;
-use engine::gpu::{AdapterSelector, GpuBackend};
+use engine::gpu::GpuBackend;
 use engine::network::{BuildOptions, Mode, Network, Update};
 use engine::train::{Optimizer, Trainer};
 use engine::Backend;
 use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new(&AdapterSelector::default()) {
-        Ok(g) => Some(g),
-        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but no GPU backend: {e}"),
-        Err(e) => {
-            println!("skipping: no GPU adapter ({e})");
-            None
-        }
-    }
-}
+mod common;
+use common::{gpu_or_skip as gpu, rel_norm_diff};
 
 fn cfg() -> engine::cfg::ModelCfg {
     let (mut cfg, _) = engine::cfg::load("yolov4-tiny").unwrap();
@@ -49,12 +41,6 @@ fn batches(n: u64) -> Vec<engine::data::loader::Batch> {
     let out = (0..n).map(|i| plan.make_batch(i, &mut cache).unwrap()).collect();
     let _ = std::fs::remove_dir_all(&dir);
     out
-}
-
-fn rel_norm_diff(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum::<f64>().sqrt();
-    let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    num / den.max(1e-12)
 }
 
 fn pair(adam: bool) -> Option<(Network<CpuBackend>, Network<GpuBackend>)> {

@@ -1,7 +1,7 @@
 //! Per-layer device state: the buffers a layer owns, allocated once when the network is built.
 
 use crate::backend::Backend;
-use crate::cfg::{Chw, LayerKind};
+use crate::cfg::Chw;
 use crate::shapes::{Activation, ConvShape, PoolShape, ReorgShape, UpsampleShape, YoloParams};
 
 /// A trainable tensor with its accumulated gradient and optimiser state.
@@ -83,9 +83,4 @@ impl<B: Backend> Layer<B> {
 /// Activations whose backward needs the pre-activation input.
 pub fn needs_pre_activation(a: Activation) -> bool {
     matches!(a, Activation::Mish | Activation::Swish | Activation::HardMish)
-}
-
-/// Short description for error messages.
-pub fn describe(kind: &LayerKind) -> &'static str {
-    kind.name()
 }

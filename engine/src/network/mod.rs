@@ -23,8 +23,6 @@ pub use build::BuildOptions;
 pub enum NetworkError {
     #[error(transparent)]
     Cfg(#[from] CfgError),
-    #[error("{file}: layer {layer} ({kind}) is not supported by the network builder: {why}")]
-    Unsupported { file: String, layer: usize, kind: &'static str, why: String },
     #[error("batch {batch} is not divisible by subdivisions {subdivisions}")]
     Subdivisions { batch: usize, subdivisions: usize },
     #[error("input has {got} floats, the network expects {expected} ({what})")]

@@ -55,6 +55,25 @@ impl Lane {
             Lane::Gpu(t) => t.net.memory_bytes().0,
         }
     }
+    fn load_weights(&self, path: &Path) -> Result<()> {
+        match self {
+            Lane::Cpu(t) => t.net.load_weights(path)?,
+            Lane::Gpu(t) => t.net.load_weights(path)?,
+        };
+        Ok(())
+    }
+    fn conv_params(&self) -> Vec<Option<engine::weights::ConvParams>> {
+        match self {
+            Lane::Cpu(t) => t.net.conv_params(),
+            Lane::Gpu(t) => t.net.conv_params(),
+        }
+    }
+    fn set_conv_params(&self, params: &[Option<engine::weights::ConvParams>]) {
+        match self {
+            Lane::Cpu(t) => t.net.set_conv_params(params),
+            Lane::Gpu(t) => t.net.set_conv_params(params),
+        }
+    }
     fn evaluate(&self, val: &BatchPlan, classes: usize) -> Result<MapAccumulator> {
         match self {
             Lane::Cpu(t) => evaluate(&t.net, val, classes),
@@ -283,20 +302,11 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
     }
     // One initial weight set: the first lane's (initialised from the seed, or loaded), copied.
     if let Some(w) = &exp.model.weights {
-        match &lanes[0].1 {
-            Lane::Cpu(t) => { t.net.load_weights(w)?; }
-            Lane::Gpu(t) => { t.net.load_weights(w)?; }
-        }
+        lanes[0].1.load_weights(w)?;
     }
-    let params = match &lanes[0].1 {
-        Lane::Cpu(t) => t.net.conv_params(),
-        Lane::Gpu(t) => t.net.conv_params(),
-    };
+    let params = lanes[0].1.conv_params();
     for (_, l) in lanes.iter().skip(1) {
-        match l {
-            Lane::Cpu(t) => t.net.set_conv_params(&params),
-            Lane::Gpu(t) => t.net.set_conv_params(&params),
-        }
+        l.set_conv_params(&params);
     }
 
     let stop = match (exp.train.epochs, exp.train.max_batches) {

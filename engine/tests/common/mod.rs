@@ -1,0 +1,23 @@
+//! Helpers shared by the GPU integration tests.
+
+use engine::gpu::{AdapterSelector, GpuBackend};
+
+/// The default adapter, or `None` with a printed reason; with REQUIRE_GPU=1 (CI) a missing
+/// adapter fails the test instead of skipping it.
+pub fn gpu_or_skip() -> Option<GpuBackend> {
+    match GpuBackend::new(&AdapterSelector::default()) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but no GPU backend: {e}"),
+        Err(e) => {
+            println!("skipping: no GPU adapter ({e})");
+            None
+        }
+    }
+}
+
+/// ‖a − b‖ / ‖a‖ (a is the reference).
+pub fn rel_norm_diff(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    num / den.max(1e-12)
+}
