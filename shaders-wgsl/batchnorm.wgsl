@@ -13,7 +13,8 @@ struct P {
     o5: u32,
     o6: u32,
     o7: u32,
-    pad0: u32,
+    // bn_backward only: 0 exact derivative, 1 Darknet's CPU formula (see BnBackward).
+    form: u32,
     pad1: u32,
 }
 
@@ -148,14 +149,16 @@ fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     let n = f32(p.batch * p.spatial);
     let mean_dy = sums.x / n;
-    let proj = sums.y / (n - 1.0);
+    let darknet_cpu = p.form == 1u;
+    let proj = select(sums.y / max(n - 1.0, 1.0), sums.y / n, darknet_cpu);
     let k = b4[p.o4 + c] / sqrt(b3[p.o3 + c] + EPS);
+    let k_direct = select(k, b4[p.o4 + c] / (sqrt(b3[p.o3 + c]) + EPS), darknet_cpu);
     for (var b = 0u; b < p.batch; b++) {
         let base = (b * p.channels + c) * p.spatial;
         for (var i = lid.x; i < p.spatial; i += 256u) {
             let dy = b1[p.o1 + base + i];
             let xn = b2[p.o2 + base + i];
-            b7[p.o7 + base + i] = k * (dy - mean_dy - xn * proj);
+            b7[p.o7 + base + i] = k_direct * dy - k * (mean_dy + xn * proj);
         }
     }
 }

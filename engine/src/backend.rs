@@ -15,6 +15,7 @@
 //! - Gradients are ordinary gradients (dL/dx), not Darknet's negated `delta`.
 
 use crate::shapes::{
+    BnBackward,
     Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
 };
 
@@ -101,14 +102,15 @@ pub trait Backend {
         &self, x: &Self::Buf, y: &Self::Buf, rolling_mean: &Self::Buf, rolling_var: &Self::Buf,
         gamma: &Self::Buf, beta: &Self::Buf, batch: usize, channels: usize, spatial: usize,
     );
-    /// Exact derivative of the training forward: dgamma += Σ dy·x_norm, dbeta += Σ dy,
-    /// dx = (gamma/√(var+eps))·(dy − mean(dy) − x_norm·Σ(dy·x_norm)/(N−1)) (overwritten;
-    /// `dx` may alias `dy`).
+    /// dgamma += Σ dy·x_norm, dbeta += Σ dy, and `dx` (overwritten; may alias `dy`):
+    /// [`BnBackward::Exact`], the derivative of the training forward:
+    /// dx = (gamma/√(var+eps))·(dy − mean(dy) − x_norm·Σ(dy·x_norm)/(N−1));
+    /// [`BnBackward::DarknetCpu`]: dx = gamma·dy/(√var+eps) − (gamma/√(var+eps))·(mean(dy) + x_norm·Σ(dy·x_norm)/N).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_backward(
         &self, dy: &Self::Buf, x_norm: &Self::Buf, var: &Self::Buf, gamma: &Self::Buf,
         dgamma: &Self::Buf, dbeta: &Self::Buf, dx: &Self::Buf,
-        batch: usize, channels: usize, spatial: usize,
+        batch: usize, channels: usize, spatial: usize, form: BnBackward,
     );
 
     // ---- activations ----------------------------------------------------------------------------

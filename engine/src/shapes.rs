@@ -179,6 +179,18 @@ pub struct SliceCopy {
     pub accumulate: bool,
 }
 
+/// Which batch-normalisation backward a kernel computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BnBackward {
+    /// The exact derivative of the training forward (darknet-spec §0; every backend trains so).
+    #[default]
+    Exact,
+    /// Darknet's CPU formula (`normalize_delta_cpu`): eps outside the root in the direct term,
+    /// `Σ(dy·x_norm)/N` instead of `/(N−1)` in the variance term. Only for reproducing numbers of
+    /// Darknet's CPU build (see `DarknetCpuQuirks`); it is not the derivative of the forward.
+    DarknetCpu,
+}
+
 /// IoU-family box loss of a [yolo] head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IouLoss {

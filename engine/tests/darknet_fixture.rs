@@ -1,6 +1,17 @@
 //! The Darknet fixture (`shared/reference/fixtures/darknet-yolov4-tiny-96`): Darknet itself ran
 //! yolov4-tiny at 96×96 on one image listed twice, from `init.weights`, and printed its losses.
 //! Our engine, fed the same files through the normal dataset path, must reproduce them.
+//!
+//! Iteration 1 is forward + loss: it must match to float precision. Iterations 2 and 3 follow
+//! SGD updates, and there Darknet's CPU build departs from the gradient of its own loss in four
+//! places (`DarknetCpuQuirks`, found by comparing per-layer updates with Darknet's own after one
+//! and two iterations): BN beta never trained, a conv's backward overwriting gradient that a
+//! route already sent to its input, route/upsample gradient buffers never reset between
+//! iterations, and its BN backward formula. With those four switched on, all three iterations
+//! match Darknet; with them off (this project's semantics, darknet-spec §0) iterations 2 and 3
+//! differ by a few percent, and each quirk is shown to be needed.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +20,7 @@ use engine::cpu::CpuBackend;
 use engine::data::darknet::{DataFile, LabelPolicy};
 use engine::data::image::Augment;
 use engine::data::loader::{BatchPlan, LoaderConfig, Stop};
-use engine::network::{BuildOptions, Network};
+use engine::network::{BuildOptions, DarknetCpuQuirks, Network};
 use engine::train::{Optimizer, Trainer};
 use engine::Backend;
 
@@ -43,7 +54,7 @@ fn batch_of_fixture(dir: &Path, width: usize, height: usize, batch: usize) -> en
     plan.make_batch(0, &mut None).expect("batch 0")
 }
 
-fn run_fixture<B: Backend>(backend: B, darknet_cpu_bn_beta: bool) -> Vec<engine::train::StepRecord> {
+fn run_fixture<B: Backend>(backend: B, quirks: DarknetCpuQuirks) -> Vec<engine::train::StepRecord> {
     let dir = fixture_dir();
     let (cfg, warnings) = engine::cfg::parse_file(&dir.join("model.cfg")).expect("model.cfg parses");
     for w in &warnings {
@@ -51,7 +62,7 @@ fn run_fixture<B: Backend>(backend: B, darknet_cpu_bn_beta: bool) -> Vec<engine:
     }
     let (w, h, batch) = (cfg.net.width, cfg.net.height, cfg.net.batch);
     let mut net = Network::build(backend, cfg, &BuildOptions { max_boxes: 200, ..Default::default() }).expect("builds");
-    net.darknet_cpu_bn_beta = darknet_cpu_bn_beta;
+    net.darknet_cpu = quirks;
     let file = net.load_weights(&dir.join("init.weights")).expect("init.weights loads");
     assert_eq!(file.header.seen, 0);
 
@@ -66,14 +77,30 @@ fn run_fixture<B: Backend>(backend: B, darknet_cpu_bn_beta: bool) -> Vec<engine:
     (0..3).map(|_| trainer.step(&b.images, &b.truths).expect("step")).collect()
 }
 
-fn check_against_darknet(records: &[engine::train::StepRecord], backend: &str) {
+/// Darknet's loss at iteration `k` (0-based) and its per-head costs.
+fn darknet_iteration(k: usize) -> (f64, Vec<f64>) {
+    let exp = expected();
+    let it = &exp["iterations"][k];
+    let heads = it["yolo_layers"].as_array().unwrap().iter().map(|h| num(&h["cost_hankai_full_precision"])).collect();
+    (num(&it["loss"]["hankai_full_precision"]), heads)
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
+
+/// Prints every iteration against Darknet; asserts iteration 1 (loss, and per head: cost, avg
+/// IoU, count) to float precision. Returns the relative loss differences of iterations 1–3.
+fn check_against_darknet(records: &[engine::train::StepRecord], backend: &str) -> Vec<f64> {
     let exp = expected();
     let iters = exp["iterations"].as_array().unwrap();
+    assert_eq!(records.len(), iters.len());
+    let mut rels = Vec::new();
     for (k, rec) in records.iter().enumerate() {
         let it = &iters[k];
         let darknet = num(&it["loss"]["hankai_full_precision"]);
-        let rel = (rec.loss - darknet).abs() / darknet;
-        println!("{backend} iteration {}: loss {:.7} darknet {:.7} rel diff {:.2e}", k + 1, rec.loss, darknet, rel);
+        let r = rel(rec.loss, darknet);
+        println!("{backend} iteration {}: loss {:.7} darknet {:.7} rel diff {:.2e}", k + 1, rec.loss, darknet, r);
         let heads = it["yolo_layers"].as_array().unwrap();
         for (hrec, hexp) in rec.heads.iter().zip(heads) {
             let cost = num(&hexp["cost_hankai_full_precision"]);
@@ -81,38 +108,100 @@ fn check_against_darknet(records: &[engine::train::StepRecord], backend: &str) {
             let count = num(&hexp["hankai"]["count"]);
             println!(
                 "  head {}: cost {:.7} (darknet {:.7}, rel {:.2e}), avg IoU {:.6} (darknet {:.6}), count {} (darknet {})",
-                hrec.layer, hrec.cost, cost, (hrec.cost - cost).abs() / cost, hrec.avg_iou, avg_iou, hrec.count, count
+                hrec.layer, hrec.cost, cost, rel(hrec.cost, cost), hrec.avg_iou, avg_iou, hrec.count, count
             );
             if k == 0 {
                 assert_eq!(hrec.layer as f64, num(&hexp["layer"]));
-                assert!((hrec.cost - cost).abs() / cost < 1e-5, "head {} cost {} vs darknet {}", hrec.layer, hrec.cost, cost);
+                assert!(rel(hrec.cost, cost) < 1e-5, "head {} cost {} vs darknet {}", hrec.layer, hrec.cost, cost);
+                // Darknet prints 6 digits; our IoU agrees to ~2e-5 (float rounding of the box decode).
                 assert!((hrec.avg_iou - avg_iou).abs() < 1e-4, "head {} avg IoU {} vs darknet {}", hrec.layer, hrec.avg_iou, avg_iou);
                 assert_eq!(hrec.count, count);
             }
         }
         if k == 0 {
-            // Iteration 1 is forward + loss only: float precision.
-            assert!(rel < 1e-5, "iteration 1 loss {} vs darknet {} (rel {rel:.2e})", rec.loss, darknet);
-        } else {
-            // Iterations 2 and 3 follow SGD updates. Darknet's CPU build never updates BN beta
-            // while this project trains it (darknet-spec §0), so these cannot match to float
-            // precision. Measured: 3.1e-2 (iteration 2) and 6.0e-2 (iteration 3); freezing beta
-            // (`cpu_with_darknet_bn_beta_quirk…`) changes them by < 1e-3, so beta is NOT the
-            // main cause: an open discrepancy in the backward/update path (issue 6 note). The
-            // bound only catches gross regressions until it is found.
-            assert!(rel < 1e-1, "iteration {} loss {} vs darknet {} (rel {rel:.2e})", k + 1, rec.loss, darknet);
+            assert!(r < 1e-5, "iteration 1 loss {} vs darknet {} (rel {r:.2e})", rec.loss, darknet);
         }
+        rels.push(r);
+    }
+    rels
+}
+
+/// With every Darknet-CPU quirk on, iterations 2 and 3 (loss and per-head cost) match Darknet.
+/// Measured on the CPU backend: 6.3e-5 and 2.1e-4. The bound 1e-3 leaves room for summation
+/// order (Darknet sums in float, in another order, through 38 layers and two updates); a missing
+/// quirk is ≥ 3e-4 at iteration 2 or ≥ 1e-3 at iteration 3 (see the next test).
+fn assert_quirks_reproduce_darknet(records: &[engine::train::StepRecord], backend: &str) {
+    let rels = check_against_darknet(records, backend);
+    for k in 1..3 {
+        assert!(rels[k] < 1e-3, "{backend}: iteration {} loss {} vs darknet (rel {:.2e})", k + 1, records[k].loss, rels[k]);
+        let (_, heads) = darknet_iteration(k);
+        for (h, cost) in records[k].heads.iter().zip(heads) {
+            assert!(rel(h.cost, cost) < 2e-3, "{backend}: iteration {} head {} cost {} vs darknet {cost}", k + 1, h.layer, h.cost);
+        }
+    }
+}
+
+/// This project's semantics (no quirk). Measured: 3.1e-2 at iteration 2 and 6.0e-2 at iteration
+/// 3 (our loss is lower: the gradients Darknet-CPU drops or mis-scales are trained here). The
+/// bound 1e-1 is the size of those effects, and the quirk tests prove that they are the cause.
+fn assert_project_semantics_close(records: &[engine::train::StepRecord], backend: &str) {
+    let rels = check_against_darknet(records, backend);
+    for k in 1..3 {
+        assert!(rels[k] < 1e-1, "{backend}: iteration {} loss {} vs darknet (rel {:.2e})", k + 1, records[k].loss, rels[k]);
     }
 }
 
 #[test]
 fn cpu_reproduces_darknet_losses() {
-    let records = run_fixture(CpuBackend::new(), false);
-    check_against_darknet(&records, "cpu");
+    let records = run_fixture(CpuBackend::new(), DarknetCpuQuirks::default());
+    assert_project_semantics_close(&records, "cpu");
 }
 
 #[test]
-fn cpu_with_darknet_bn_beta_quirk_matches_later_iterations() {
-    let records = run_fixture(CpuBackend::new(), true);
-    check_against_darknet(&records, "cpu (beta frozen)");
+fn cpu_with_darknet_cpu_quirks_reproduces_all_three_iterations() {
+    let records = run_fixture(CpuBackend::new(), DarknetCpuQuirks::ALL);
+    assert_quirks_reproduce_darknet(&records, "cpu (Darknet-CPU quirks)");
+}
+
+/// Each quirk is needed: leaving any one out moves iterations 2–3 clearly further from Darknet
+/// than all four together (sum of the two relative differences, at least 3×; measured ≥ 5×).
+#[test]
+fn cpu_each_darknet_cpu_quirk_is_needed() {
+    let all = DarknetCpuQuirks::ALL;
+    let score = |q: DarknetCpuQuirks, name: &str| {
+        let recs = run_fixture(CpuBackend::new(), q);
+        let s: f64 = (1..3).map(|k| rel(recs[k].loss, darknet_iteration(k).0)).sum();
+        println!("{name}: iterations 2+3 relative difference {s:.2e}");
+        s
+    };
+    let base = score(all, "all four quirks");
+    let without = [
+        ("without frozen_bn_beta", DarknetCpuQuirks { frozen_bn_beta: false, ..all }),
+        ("without conv_overwrites_input_grad", DarknetCpuQuirks { conv_overwrites_input_grad: false, ..all }),
+        ("without stale_layer_grads", DarknetCpuQuirks { stale_layer_grads: false, ..all }),
+        ("without bn_backward", DarknetCpuQuirks { bn_backward: false, ..all }),
+    ];
+    for (name, q) in without {
+        let s = score(q, name);
+        assert!(s > 3.0 * base, "{name}: {s:.2e} is not clearly worse than all quirks ({base:.2e})");
+    }
+}
+
+#[test]
+fn gpu_reproduces_darknet_losses() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let records = run_fixture(gpu, DarknetCpuQuirks::default());
+    assert_project_semantics_close(&records, "gpu");
+    // And the GPU follows the CPU: same semantics, same numbers up to float rounding.
+    let cpu = run_fixture(CpuBackend::new(), DarknetCpuQuirks::default());
+    for (g, c) in records.iter().zip(&cpu) {
+        assert!(rel(g.loss, c.loss) < 1e-4, "iteration {}: gpu loss {} vs cpu {}", g.iteration, g.loss, c.loss);
+    }
+}
+
+#[test]
+fn gpu_with_darknet_cpu_quirks_reproduces_all_three_iterations() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let records = run_fixture(gpu, DarknetCpuQuirks::ALL);
+    assert_quirks_reproduce_darknet(&records, "gpu (Darknet-CPU quirks)");
 }

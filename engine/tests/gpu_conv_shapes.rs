@@ -78,6 +78,6 @@ fn bn<B: Backend>(b: &B, x: &[f32], dy: &[f32], gamma: &[f32], batch: usize, ch:
     b.batchnorm_forward_train(&bx, &by, &xn, &mean, &var, &rm, &rv, &g, &beta, batch, ch, spatial);
     let d = b.alloc(n);
     b.upload(&d, dy);
-    b.batchnorm_backward(&d, &xn, &var, &g, &dg, &dbeta, &d, batch, ch, spatial);
+    b.batchnorm_backward(&d, &xn, &var, &g, &dg, &dbeta, &d, batch, ch, spatial, engine::shapes::BnBackward::Exact);
     b.download(&d)
 }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use engine::Backend;
 use engine::gpu::{AdapterSelector, GpuBackend, GpuBuf};
-use engine::shapes::{Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
+use engine::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
 
 fn gpu() -> Option<&'static GpuBackend> {
     static G: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
@@ -351,7 +351,7 @@ fn batchnorm_train_infer_backward() {
     let dg0 = data(ch, 96, -1.0, 1.0);
     let dbt0 = data(ch, 97, -1.0, 1.0);
     let (dy, dgamma, dbeta) = (up(g, &hdy), up(g, &dg0), up(g, &dbt0));
-    g.batchnorm_backward(&dy, &xn, &var, &gamma, &dgamma, &dbeta, &dy, batch, ch, sp);
+    g.batchnorm_backward(&dy, &xn, &var, &gamma, &dgamma, &dbeta, &dy, batch, ch, sp, BnBackward::Exact);
     let mut sdy = vec![0.0; ch];
     let mut sdyxn = vec![0.0; ch];
     for i in 0..n {
@@ -913,10 +913,15 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     }
     b.batchnorm_forward_infer(&y, &y, &rm, &rv, &gamma, &beta, bt, ch, sp);
     put("bn infer (in place)", Tol::Sum, b.download(&y));
-    let dyb = upb(b, &data(nn, 406, -1.0, 1.0));
+    let dy_h = data(nn, 406, -1.0, 1.0);
+    let dx_dn = upb(b, &dy_h);
+    let dyb = upb(b, &dy_h);
     let (dgamma, dbeta) = (upb(b, &data(ch, 407, -1.0, 1.0)), upb(b, &data(ch, 408, -1.0, 1.0)));
-    b.batchnorm_backward(&dyb, &xn, &var, &gamma, &dgamma, &dbeta, &dyb, bt, ch, sp);
+    b.batchnorm_backward(&dyb, &xn, &var, &gamma, &dgamma, &dbeta, &dyb, bt, ch, sp, BnBackward::Exact);
     put("bn dx (aliasing dy)", Tol::Sum, b.download(&dyb));
+    let (dg_dn, db_dn) = (b.alloc(ch), b.alloc(ch));
+    b.batchnorm_backward(&dx_dn, &xn, &var, &gamma, &dg_dn, &db_dn, &dx_dn, bt, ch, sp, BnBackward::DarknetCpu);
+    put("bn dx, Darknet-CPU form (aliasing dy)", Tol::Sum, b.download(&dx_dn));
     put("bn dgamma", Tol::Sum, b.download(&dgamma));
     put("bn dbeta", Tol::Sum, b.download(&dbeta));
 

@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 
+use crate::shapes::BnBackward;
+
 pub(super) const EPS: f32 = 1e-5;
 const MOMENTUM: f32 = 0.99;
 
@@ -90,12 +92,13 @@ pub(super) fn forward_infer(
     }
 }
 
-/// dgamma += Σ dy·x_norm; dbeta += Σ dy;
-/// dx = gamma/√(var+eps) · (dy − mean(dy) − x_norm·Σ(dy·x_norm)/(N−1)), overwritten (may alias dy).
+/// dgamma += Σ dy·x_norm; dbeta += Σ dy; dx overwritten (may alias dy):
+/// exact: gamma/√(var+eps) · (dy − mean(dy) − x_norm·Σ(dy·x_norm)/(N−1));
+/// Darknet CPU: gamma·dy/(√var+eps) − gamma/√(var+eps) · (mean(dy) + x_norm·Σ(dy·x_norm)/N).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     dy: &C, x_norm: &C, var: &C, gamma: &C, dgamma: &C, dbeta: &C, dx: &C,
-    batch: usize, channels: usize, spatial: usize,
+    batch: usize, channels: usize, spatial: usize, form: BnBackward,
 ) {
     check("batchnorm_backward", dy.len(), &[var, gamma, dgamma, dbeta], batch, channels, spatial, &[x_norm, dx]);
     let n = batch * spatial;
@@ -109,10 +112,68 @@ pub(super) fn backward(
         dgamma[c].set(dgamma[c].get() + s_dyxn as f32);
         dbeta[c].set(dbeta[c].get() + s_dy as f32);
         let mean_dy = (s_dy / n as f64) as f32;
-        let proj = (s_dyxn / unbiased_divisor(n)) as f32;
         let k = gamma[c].get() / (var[c].get() + EPS).sqrt();
+        let (proj, k_direct) = match form {
+            BnBackward::Exact => ((s_dyxn / unbiased_divisor(n)) as f32, k),
+            BnBackward::DarknetCpu => ((s_dyxn / n as f64) as f32, gamma[c].get() / (var[c].get().sqrt() + EPS)),
+        };
         for i in channel_indices(c, batch, channels, spatial) {
-            dx[i].set(k * (dy[i].get() - mean_dy - x_norm[i].get() * proj));
+            dx[i].set(k_direct * dy[i].get() - k * (mean_dy + x_norm[i].get() * proj));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(v: &[f32]) -> Vec<Cell<f32>> {
+        v.iter().map(|&x| Cell::new(x)).collect()
+    }
+
+    /// The Darknet-CPU form equals Darknet's three steps written out from their formulas
+    /// (mean_delta, variance_delta, normalize_delta on the pre-normalisation x), in f64, also for a
+    /// channel of tiny variance where eps outside the root matters most.
+    #[test]
+    fn darknet_cpu_form_matches_darknets_three_step_formula() {
+        let (batch, channels, spatial) = (2, 3, 5);
+        let n = batch * channels * spatial;
+        let u = |seed: u64, i: usize| crate::rng::uniform(seed, i as u32);
+        let mut x: Vec<f32> = (0..n).map(|i| -1.0 + 3.0 * u(7, i)).collect();
+        for b in 0..batch {
+            for i in 0..spatial {
+                x[(b * channels + 2) * spatial + i] = 0.5 + 1e-3 * (i as f32 - 2.0);
+            }
+        }
+        let dy: Vec<f32> = (0..n).map(|i| -1.0 + 2.0 * u(8, i)).collect();
+        let gamma = [0.7f32, 1.3, 0.9];
+        let z = vec![0.0f32; channels];
+        let (xc, y, xn) = (cells(&x), cells(&vec![0.0; n]), cells(&vec![0.0; n]));
+        let (mean, var, rm, rv, g, beta) = (cells(&z), cells(&z), cells(&z), cells(&z), cells(&gamma), cells(&z));
+        let t = TrainBufs { x: &xc, y: &y, x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &g, beta: &beta };
+        forward_train(&t, batch, channels, spatial);
+        let (d, dg, db) = (cells(&dy), cells(&z), cells(&z));
+        backward(&d, &xn, &var, &g, &dg, &db, &d, batch, channels, spatial, BnBackward::DarknetCpu);
+        let dx_cells = d;
+
+        let m = (batch * spatial) as f64;
+        for c in 0..channels {
+            let idx: Vec<usize> = channel_indices(c, batch, channels, spatial).collect();
+            let (mu, v) = (mean[c].get() as f64, var[c].get() as f64);
+            let eps = EPS as f64;
+            // Darknet scales dy by gamma before the three steps.
+            let d1: Vec<f64> = idx.iter().map(|&i| dy[i] as f64 * gamma[c] as f64).collect();
+            let mean_delta = d1.iter().sum::<f64>() * (-1.0 / (v + eps).sqrt());
+            let var_delta = idx.iter().zip(&d1).map(|(&i, d)| d * (x[i] as f64 - mu)).sum::<f64>() * -0.5 * (v + eps).powf(-1.5);
+            for (&i, d) in idx.iter().zip(&d1) {
+                let want = d / (v.sqrt() + eps) + var_delta * 2.0 * (x[i] as f64 - mu) / m + mean_delta / m;
+                let got = d_get(&dx_cells, i);
+                let err = (got - want).abs() / want.abs().max(1.0);
+                assert!(err < 2e-5, "channel {c} element {i}: {got} vs Darknet's {want} (rel {err:.2e})");
+            }
+        }
+        fn d_get(d: &[Cell<f32>], i: usize) -> f64 {
+            d[i].get() as f64
         }
     }
 }

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::Backend;
-use crate::shapes::{Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
 /// State shared by a backend and every storage it allocated.
 struct Shared {
@@ -342,12 +342,12 @@ impl Backend for CpuBackend {
     fn batchnorm_backward(
         &self, dy: &CpuBuf, x_norm: &CpuBuf, var: &CpuBuf, gamma: &CpuBuf,
         dgamma: &CpuBuf, dbeta: &CpuBuf, dx: &CpuBuf,
-        batch: usize, channels: usize, spatial: usize,
+        batch: usize, channels: usize, spatial: usize, form: BnBackward,
     ) {
         let _q = self.begin(&[dy, x_norm, var, gamma, dgamma, dbeta, dx]);
         batchnorm::backward(
             dy.cells(), x_norm.cells(), var.cells(), gamma.cells(), dgamma.cells(), dbeta.cells(), dx.cells(),
-            batch, channels, spatial,
+            batch, channels, spatial, form,
         );
     }
 

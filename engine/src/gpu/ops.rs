@@ -3,7 +3,7 @@
 use super::pipelines::Kernel;
 use super::{GpuBackend, GpuBuf, Params, REDUCE_PARTS};
 use crate::backend::Backend;
-use crate::shapes::{Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
 fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
@@ -269,7 +269,7 @@ impl Backend for GpuBackend {
 
     fn batchnorm_backward(
         &self, dy: &GpuBuf, x_norm: &GpuBuf, var: &GpuBuf, gamma: &GpuBuf, dgamma: &GpuBuf, dbeta: &GpuBuf,
-        dx: &GpuBuf, batch: usize, channels: usize, spatial: usize,
+        dx: &GpuBuf, batch: usize, channels: usize, spatial: usize, form: BnBackward,
     ) {
         let n = batch * channels * spatial;
         for b in [dy, x_norm, dx] {
@@ -278,7 +278,11 @@ impl Backend for GpuBackend {
         for b in [var, gamma, dgamma, dbeta] {
             check("batchnorm_backward per-channel", b, channels);
         }
-        let p = Params::new().u(batch).u(channels).u(spatial).o(dy).o(x_norm).o(var).o(gamma).o(dgamma).o(dbeta).o(dx).pad_to(12);
+        let form = match form {
+            BnBackward::Exact => 0,
+            BnBackward::DarknetCpu => 1,
+        };
+        let p = Params::new().u(batch).u(channels).u(spatial).o(dy).o(x_norm).o(var).o(gamma).o(dgamma).o(dbeta).o(dx).u(form).pad_to(12);
         self.dispatch(Kernel::BnBackward, &[dy, x_norm, var, gamma, dgamma, dbeta, dx], &p.0, self.grid(channels as u64));
     }
 

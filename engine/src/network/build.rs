@@ -153,7 +153,7 @@ impl<B: Backend> Network<B> {
             heads,
             scratch,
             seed: opts.seed,
-            darknet_cpu_bn_beta: false,
+            darknet_cpu: Default::default(),
         };
         network.init_weights(opts.seed);
         Ok(network)

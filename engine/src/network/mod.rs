@@ -60,10 +60,37 @@ pub struct Network<B: Backend> {
     pub(crate) scratch: B::Buf,
     /// Seed for dropout masks (combined with iteration and layer index).
     pub seed: u64,
-    /// Reproduce Darknet-CPU's bug of never updating BN beta. Off by default: this project
-    /// trains beta on every backend (darknet-spec §0). Only for fidelity tests against fixtures
-    /// made with Darknet's CPU build, to show that beta is the one difference.
-    pub darknet_cpu_bn_beta: bool,
+    /// Reproduce Darknet-CPU's training bugs. All off by default (this project's semantics,
+    /// darknet-spec §0); only for fidelity tests against fixtures made with Darknet's CPU build.
+    pub darknet_cpu: DarknetCpuQuirks,
+}
+
+/// Where Darknet's CPU build (AlexeyAB and hank-ai alike) departs from the gradient of the loss it
+/// prints. Found by comparing per-layer updates with Darknet's on the fixture
+/// (`engine/tests/darknet_fixture.rs`); Darknet's GPU/cuDNN path has none of them except
+/// `bn_backward` (its own normalize_delta kernel). This project never trains with them: they
+/// exist so a test can show that they, and nothing else, separate our numbers from Darknet-CPU's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DarknetCpuQuirks {
+    /// BN beta (a conv layer's biases under batch_normalize) is never updated: the CPU backward
+    /// never computes its gradient (darknet-spec §0).
+    pub frozen_bn_beta: bool,
+    /// A conv layer's backward writes the gradient of its input instead of adding to it
+    /// (`col2im_cpu_ext` zeroes its output first), so gradient that a later [route] already sent
+    /// to that input layer is lost. In yolov4-tiny this drops the second head's gradient into
+    /// the backbone (layer 27) and the route-fed gradients of layers 4, 12 and 20.
+    pub conv_overwrites_input_grad: bool,
+    /// Only layers with a `train` flag (convolutional, maxpool, shortcut) get their gradient
+    /// buffer zeroed before a pass; route, upsample, … keep adding the previous iterations'.
+    pub stale_layer_grads: bool,
+    /// The BN backward formula of `normalize_delta_cpu` ([`crate::shapes::BnBackward::DarknetCpu`]).
+    pub bn_backward: bool,
+}
+
+impl DarknetCpuQuirks {
+    /// Every quirk: what Darknet's CPU build computes.
+    pub const ALL: DarknetCpuQuirks =
+        DarknetCpuQuirks { frozen_bn_beta: true, conv_overwrites_input_grad: true, stale_layer_grads: true, bn_backward: true };
 }
 
 impl<B: Backend> Network<B> {

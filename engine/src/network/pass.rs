@@ -4,7 +4,7 @@ use super::layer::{Layer, LayerOp, Param};
 use super::{Mode, Network};
 use crate::backend::Backend;
 use crate::rng::dropout_seed;
-use crate::shapes::{Activation, SliceCopy};
+use crate::shapes::{Activation, BnBackward, SliceCopy};
 use crate::yolo_stats::STATS_LEN;
 
 /// Optimiser settings for one update (learning rate already from the policy).
@@ -135,7 +135,14 @@ impl<B: Backend> Network<B> {
         let b = &self.backend;
         let mb = self.mini_batch;
         for l in &self.layers {
-            if !matches!(l.op, LayerOp::Yolo { .. }) {
+            // A [yolo] head writes its whole delta in the forward pass.
+            let zeroed = match l.op {
+                LayerOp::Yolo { .. } => false,
+                // Darknet's layers with a `train` flag: convolutional, maxpool, shortcut.
+                LayerOp::Conv(_) | LayerOp::Maxpool(_) | LayerOp::Shortcut { .. } => true,
+                _ => !self.darknet_cpu.stale_layer_grads,
+            };
+            if zeroed {
                 b.fill(&l.delta, 0.0);
             }
         }
@@ -158,11 +165,15 @@ impl<B: Backend> Network<B> {
                         Some(bn) => b.batchnorm_backward(
                             &l.delta, &bn.x_norm, &bn.variance, &bn.scales.value, &bn.scales.grad,
                             &c.biases.grad, &l.delta, mb, c.shape.filters, spatial,
+                            if self.darknet_cpu.bn_backward { BnBackward::DarknetCpu } else { BnBackward::Exact },
                         ),
                         None => b.bias_backward(&l.delta, &c.biases.grad, mb, c.shape.filters, spatial),
                     }
                     b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
                     if let Some(dx) = dx {
+                        if self.darknet_cpu.conv_overwrites_input_grad {
+                            b.fill(dx, 0.0);
+                        }
                         b.conv_backward_data(&l.delta, &c.weights.value, dx, &c.shape);
                     }
                 }
@@ -248,7 +259,7 @@ impl<B: Backend> Network<B> {
     /// mini-batch × subdivisions) that SGD divides the summed gradient by.
     pub fn update(&self, u: Update, batch: f32) {
         let b = &self.backend;
-        let frozen: Vec<*const Param<B>> = if self.darknet_cpu_bn_beta {
+        let frozen: Vec<*const Param<B>> = if self.darknet_cpu.frozen_bn_beta {
             self.layers
                 .iter()
                 .filter_map(|l| match &l.op {

@@ -16,6 +16,7 @@ pub fn gpu_or_skip() -> Option<GpuBackend> {
 }
 
 /// ‖a − b‖ / ‖a‖ (a is the reference).
+#[allow(dead_code)] // not every test crate that includes `common` uses it
 pub fn rel_norm_diff(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum::<f64>().sqrt();
     let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();

@@ -1,7 +1,7 @@
 //! Convolution, conv bias and batch normalisation checks.
 
 use super::*;
-use engine::shapes::ConvShape;
+use engine::shapes::{BnBackward, ConvShape};
 
 // ---- convolution --------------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ fn batchnorm_gradients() {
                 be.batchnorm_forward_train(&i[0], &y, &xn, &mean, &var, &rm, &rv, &i[1], &i[2], b, c, sp);
                 vec![y, xn, var]
             },
-            |be, i, s, dy, g| be.batchnorm_backward(dy, &s[1], &s[2], &i[1], &g[1], &g[2], &g[0], b, c, sp));
+            |be, i, s, dy, g| be.batchnorm_backward(dy, &s[1], &s[2], &i[1], &g[1], &g[2], &g[0], b, c, sp, BnBackward::Exact));
     }
 }
 
@@ -188,7 +188,7 @@ fn batchnorm_forward_matches_formula_and_running_stats() {
     let run = |alias: bool| {
         let (bdy, dg, db) = (upload(&be, &dy), be.alloc(c), be.alloc(c));
         let dx = if alias { bdy.clone() } else { be.alloc(n) };
-        be.batchnorm_backward(&bdy, &xn, &bv, &bg, &dg, &db, &dx, b, c, sp);
+        be.batchnorm_backward(&bdy, &xn, &bv, &bg, &dg, &db, &dx, b, c, sp, BnBackward::Exact);
         be.download(&dx)
     };
     assert_eq!(run(true), run(false), "batchnorm backward in place differs");
