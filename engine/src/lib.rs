@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cfg;
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod eval;
