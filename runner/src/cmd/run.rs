@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Write the run folder under this directory instead of the experiment's [report] out_dir
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue from the latest checkpoint of an earlier run folder of this experiment (each
+    /// backend from its own checkpoints/<backend>/); the new run gets a new folder
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
 }
 
 /// One backend's trainer, behind one type.
@@ -73,6 +77,25 @@ impl Lane {
             Lane::Cpu(t) => t.net.set_conv_params(params),
             Lane::Gpu(t) => t.net.set_conv_params(params),
         }
+    }
+    fn iteration(&self) -> u64 {
+        match self {
+            Lane::Cpu(t) => t.iteration,
+            Lane::Gpu(t) => t.iteration,
+        }
+    }
+    fn save_checkpoint(&self, path: &Path, tag: &str) -> Result<()> {
+        match self {
+            Lane::Cpu(t) => t.save_checkpoint(path, tag)?,
+            Lane::Gpu(t) => t.save_checkpoint(path, tag)?,
+        }
+        Ok(())
+    }
+    fn resume(&mut self, path: &Path) -> Result<engine::checkpoint::CheckpointInfo> {
+        Ok(match self {
+            Lane::Cpu(t) => t.resume(path)?,
+            Lane::Gpu(t) => t.resume(path)?,
+        })
     }
     fn evaluate(&self, val: &BatchPlan, classes: usize) -> Result<MapAccumulator> {
         match self {
@@ -243,7 +266,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     let sampler = MemorySampler::start();
 
     let mut run = Recorder { gpu_bytes: sampler.gpu_bytes.clone(), ..Default::default() };
-    let result = train(&exp, &cfg, &run_dir, &mut run);
+    let result = train(&exp, &cfg, &run_dir, a.resume.as_deref(), &mut run);
     let memory = sampler.stop();
     let mut summary = RunSummary {
         experiment_name: exp.experiment.name.clone(),
@@ -261,6 +284,9 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     summary.parity.loss_rel_delta_window = exp.thresholds.loss_rel_delta_window;
     if let Err(e) = &result {
         summary.extra.insert("error".into(), format!("{e:#}"));
+    }
+    if let Some(r) = &run.resumed_from {
+        summary.extra.insert("resumed_from".into(), r.clone());
     }
     let mut data = RunData::new(run.iterations, run.epochs, memory, summary, Vec::new(), exp.text.clone());
     data.gates = gates::evaluate(&exp, &data);
@@ -282,9 +308,58 @@ struct Recorder {
     iterations: Vec<IterationRecord>,
     epochs: Vec<EpochRecord>,
     devices: Vec<DeviceInfo>,
+    /// "<run folder> @ iteration N" when the run continued an earlier one.
+    resumed_from: Option<String>,
 }
 
-fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -> Result<()> {
+/// Where a backend's checkpoints live in a run folder: `checkpoints/<backend>/` (`gpu:0` → `gpu_0`).
+fn checkpoint_dir(run_dir: &Path, lane: &str) -> PathBuf {
+    let safe: String = lane.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    run_dir.join("checkpoints").join(safe)
+}
+
+/// Every lane's checkpoint `<name>_<iteration>.weights` + `.state`; with `final_copy` also a
+/// Darknet-style `<name>_final.weights`.
+fn save_checkpoints(lanes: &[(String, Lane)], run_dir: &Path, name: &str, tag: &str, final_copy: bool, progress: &mut Progress) -> Result<()> {
+    for (lane_name, lane) in lanes {
+        let dir = checkpoint_dir(run_dir, lane_name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{name}_{}.weights", lane.iteration()));
+        lane.save_checkpoint(&path, tag).with_context(|| format!("backend {lane_name}: saving a checkpoint"))?;
+        if final_copy {
+            let fin = dir.join(format!("{name}_final.weights"));
+            std::fs::copy(&path, &fin).with_context(|| format!("writing {}", fin.display()))?;
+        }
+        progress.line(&format!("{lane_name}: checkpoint {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Load every lane's latest checkpoint from an earlier run folder; returns the iteration.
+fn resume_lanes(lanes: &mut [(String, Lane)], from: &Path, name: &str, tag: &str) -> Result<u64> {
+    let mut start = None;
+    for (lane_name, lane) in lanes.iter_mut() {
+        let dir = checkpoint_dir(from, lane_name);
+        if !dir.is_dir() {
+            bail!("{}: no checkpoints of backend {lane_name} in this run folder (is it a run of this experiment with [train] checkpoint_every?)", dir.display());
+        }
+        let (it, path) = engine::checkpoint::latest(&dir, name)?
+            .ok_or_else(|| anyhow::anyhow!("{}: no checkpoint `{name}_<iteration>.weights` with its .state", dir.display()))?;
+        let info = lane.resume(&path).with_context(|| format!("backend {lane_name}"))?;
+        if info.tag != tag {
+            eprintln!("warning: {}: written by another version of the experiment file (hash {}, now {tag}); resuming anyway", path.display(), info.tag);
+        }
+        println!("{lane_name}: resuming from {} (iteration {it})", path.display());
+        match start {
+            None => start = Some(it),
+            Some(s) if s != it => bail!("{}: backends' latest checkpoints are at different iterations ({s} and {it}); resume needs one iteration for all", from.display()),
+            Some(_) => {}
+        }
+    }
+    Ok(start.unwrap_or(0))
+}
+
+fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, resume: Option<&Path>, rec: &mut Recorder) -> Result<()> {
     let (train_set, valid_set, _names) = datasets(exp, cfg, run_dir)?;
     let classes = exp.data_classes();
     let optimizer = match exp.train.optimizer {
@@ -308,6 +383,16 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
     for (_, l) in lanes.iter().skip(1) {
         l.set_conv_params(&params);
     }
+    let tag = super::hash_hex(exp.text.as_bytes());
+    let exp_name = exp.experiment.name.as_str();
+    let start = match resume {
+        Some(from) => {
+            let it = resume_lanes(&mut lanes, from, exp_name, &tag)?;
+            rec.resumed_from = Some(format!("{} @ iteration {it}", from.display()));
+            it
+        }
+        None => 0,
+    };
 
     let stop = match (exp.train.epochs, exp.train.max_batches) {
         (Some(e), _) => Stop::Epochs(e),
@@ -316,12 +401,17 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
     };
     let mut lc = LoaderConfig::training(cfg.net.batch, cfg.net.width, cfg.net.height, exp.experiment.seed, augment(exp, cfg)?, stop);
     lc.shuffle = exp.data.shuffle;
+    lc.start_batch = start;
     let mut loader = Loader::new(Arc::new(train_set), lc)?;
     let mini = cfg.net.batch / cfg.net.subdivisions;
     let val = BatchPlan::new(Arc::new(valid_set), LoaderConfig::validation(mini, cfg.net.width, cfg.net.height))?;
     let total = loader.remaining();
+    if total == 0 {
+        bail!("nothing to train: the run already reached its last iteration ({start}); raise max_batches or epochs to continue");
+    }
     let mut progress = Progress::new(&lanes.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), total);
-    let mut epoch = 0;
+    // The epoch of the first batch (not 0 when resuming); set from the first batch.
+    let mut epoch = None;
     let evaluate_epoch = |lanes: &Vec<(String, Lane)>, epoch: u64, rec: &mut Recorder, progress: &mut Progress| -> Result<()> {
         for (name, lane) in lanes {
             let acc = lane.evaluate(&val, classes)?;
@@ -343,9 +433,13 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
     while let Some(batch) = loader.next_batch() {
         let batch = batch?;
         let t_data = loader.last_wait().as_secs_f64();
-        if batch.epoch != epoch {
-            evaluate_epoch(&lanes, epoch, rec, &mut progress)?;
-            epoch = batch.epoch;
+        match epoch {
+            Some(e) if e != batch.epoch => {
+                evaluate_epoch(&lanes, e, rec, &mut progress)?;
+                epoch = Some(batch.epoch);
+            }
+            None => epoch = Some(batch.epoch),
+            Some(_) => {}
         }
         // Sequential: one backend after the other on this thread (clean timings). Concurrent:
         // every backend steps on its own thread at once, on the same batch.
@@ -403,8 +497,16 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, rec: &mut Recorder) -
             progress.step(name, &r);
             rec.iterations.push(r);
         }
+        let iteration = lanes[0].1.iteration();
+        if exp.train.checkpoint_every.is_some_and(|n| iteration % n == 0) {
+            save_checkpoints(&lanes, run_dir, exp_name, &tag, false, &mut progress)?;
+        }
     }
-    evaluate_epoch(&lanes, epoch, rec, &mut progress)?;
+    if let Some(e) = epoch {
+        evaluate_epoch(&lanes, e, rec, &mut progress)?;
+    }
+    // The final weights, always: `<name>_<last>.weights` (+ .state, resumable) and `<name>_final.weights`.
+    save_checkpoints(&lanes, run_dir, exp_name, &tag, true, &mut progress)?;
     progress.finish();
     Ok(())
 }
