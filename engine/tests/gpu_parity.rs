@@ -6,25 +6,13 @@
 //! GPU exp/log differ from libm by a few ulp); sums over K terms rtol 1e-4/atol 1e-5·scale, where
 //! scale = Σ|terms| (GPU sums in a different order, lavapipe rounds FMA differently).
 
-use std::sync::OnceLock;
 
 use engine::Backend;
 use engine::gpu::{AdapterSelector, GpuBackend, GpuBuf};
 use engine::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
 
-fn gpu() -> Option<&'static GpuBackend> {
-    static G: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
-    match G.get_or_init(|| GpuBackend::new(&AdapterSelector::default()).map_err(|e| e.to_string())) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("REQUIRE_GPU=1 but no GPU backend: {e}");
-            }
-            eprintln!("skipping GPU test: {e}");
-            None
-        }
-    }
-}
+mod common;
+use common::shared_gpu as gpu;
 
 macro_rules! gpu_or_skip {
     () => {

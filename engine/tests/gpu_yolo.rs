@@ -6,7 +6,6 @@
 //! the GPU computes them in f32); every stats field ≤ 1e-5 + 1e-4·|cpu| (GPU sums in f32 trees,
 //! the CPU in f64). Reruns on the GPU must give identical bits.
 
-use std::sync::OnceLock;
 
 use engine::Backend;
 use engine::gpu::{AdapterSelector, GpuBackend};
@@ -14,19 +13,8 @@ use engine::shapes::{IouLoss, YoloParams};
 use engine::yolo::forward_backward_cpu;
 use engine::yolo_stats as st;
 
-fn gpu() -> Option<&'static GpuBackend> {
-    static G: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
-    match G.get_or_init(|| GpuBackend::new(&AdapterSelector::default()).map_err(|e| e.to_string())) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("REQUIRE_GPU=1 but no GPU backend: {e}");
-            }
-            eprintln!("skipping GPU test: {e}");
-            None
-        }
-    }
-}
+mod common;
+use common::shared_gpu as gpu;
 
 macro_rules! gpu_or_skip {
     () => {
