@@ -282,6 +282,9 @@ pub struct Thresholds {
     /// Min GPU images/s ÷ CPU images/s.
     #[serde(default, deserialize_with = "de::positive_opt")]
     pub min_gpu_speedup: Option<f64>,
+    /// Min final-epoch mAP@0.5 on the validation split, every backend (0..1): "the model learns".
+    #[serde(default, deserialize_with = "de::unit_interval_opt")]
+    pub min_map50: Option<f64>,
 }
 
 impl Default for Thresholds {
@@ -296,6 +299,7 @@ impl Default for Thresholds {
             warmup_iterations: de::default_warmup(),
             max_swap_bytes: None,
             min_gpu_speedup: None,
+            min_map50: None,
         }
     }
 }

@@ -80,5 +80,55 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
         };
         out.push(gate("GPU/CPU speed-up", m, limit, m >= limit, detail));
     }
+    if let Some(limit) = t.min_map50 {
+        // The worst backend's final-epoch mAP@0.5; a backend without an epoch record fails.
+        let mut worst = (f64::INFINITY, String::from("no epoch was evaluated"));
+        for b in &backends {
+            let (v, detail) = match run.epochs.iter().filter(|e| &e.backend == b).next_back() {
+                Some(e) => (e.map50, format!("{b}: mAP@0.5 {:.4} after epoch {}", e.map50, e.epoch)),
+                None => (f64::NAN, format!("{b}: no epoch was evaluated")),
+            };
+            if v.is_nan() || v < worst.0 {
+                worst = (v, detail);
+            }
+        }
+        let m = if worst.0.is_infinite() { f64::NAN } else { worst.0 };
+        out.push(gate("final mAP@0.5 on the validation split", m, limit, m >= limit, worst.1));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use reports::{EpochRecord, IterationRecord, RunData, RunSummary};
+
+    fn experiment(thresholds: &str) -> crate::experiment::Experiment {
+        let dir = std::env::temp_dir().join(format!("runner-gates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.toml", thresholds.len()));
+        let text = format!(
+            "[experiment]\nname = \"g\"\n[model]\ncfg = \"yolov4-tiny\"\n[data]\nsynthetic = {{ images = 8, val_images = 2, classes = 80, min_size = 8, max_size = 32, max_objects = 2 }}\n[backends]\nlist = [\"cpu\"]\n[thresholds]\n{thresholds}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        crate::experiment::load(&path).unwrap()
+    }
+
+    fn run(maps: &[f64]) -> RunData {
+        let iterations = vec![IterationRecord { backend: "cpu".into(), iteration: 1, ..Default::default() }];
+        let epochs = maps.iter().enumerate().map(|(e, &m)| EpochRecord { backend: "cpu".into(), epoch: e as u64, map50: m, ..Default::default() }).collect();
+        RunData::new(iterations, epochs, Vec::new(), RunSummary::default(), Vec::new(), String::new())
+    }
+
+    #[test]
+    fn min_map50_gates_the_final_epoch() {
+        let exp = experiment("min_map50 = 0.5");
+        let g = |maps: &[f64]| super::evaluate(&exp, &run(maps)).into_iter().find(|g| g.name.contains("final mAP")).unwrap();
+        let pass = g(&[0.2, 0.61]);
+        assert!(pass.pass && pass.measured == 0.61, "{pass:?}");
+        // An earlier good epoch does not count; the final one does.
+        assert!(!g(&[0.7, 0.45]).pass);
+        // No evaluated epoch fails rather than passing silently.
+        let none = g(&[]);
+        assert!(!none.pass && none.measured.is_nan(), "{none:?}");
+    }
 }
