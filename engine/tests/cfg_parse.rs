@@ -189,7 +189,8 @@ fn darknet_defaults() {
     assert_eq!((n.learning_rate, n.momentum, n.decay, n.power, n.learning_rate_min), (0.001, 0.9, 0.0001, 4.0, 1e-5));
     assert_eq!((n.adam, n.b1, n.b2, n.eps), (false, 0.9, 0.999, 1e-6));
     assert_eq!((n.saturation, n.exposure, n.hue, n.angle), (1.0, 1.0, 0.0, 0.0));
-    assert_eq!((n.flip, n.mosaic, n.letter_box, n.mixup, n.blur, n.gaussian_noise), (true, false, false, false, false, false));
+    assert_eq!((n.flip, n.mosaic, n.letter_box, n.mixup, n.blur, n.gaussian_noise), (true, false, false, false, 0, 0));
+    assert!(!n.mosaic_bound);
     assert_eq!(n.policy, cfg::Policy::Constant);
     let LayerKind::Convolutional(c) = &m.layers[0].kind else { panic!() };
     assert_eq!((c.filters, c.size, c.stride, c.padding, c.groups, c.batch_normalize), (1, 1, 1, 0, 1, false));

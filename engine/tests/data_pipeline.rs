@@ -232,7 +232,7 @@ fn letterbox_keeps_aspect_and_moves_boxes() {
 }
 
 fn darknet_aug() -> Augment {
-    Augment { jitter: 0.3, resize: 1.5, hue: 0.1, saturation: 1.5, exposure: 1.5, flip: true, letter_box: false }
+    Augment { jitter: 0.3, resize: 1.5, hue: 0.1, saturation: 1.5, exposure: 1.5, flip: true, ..Augment::NONE }
 }
 
 #[test]

@@ -29,10 +29,11 @@ fn net(policy: Policy, lr: f32) -> NetConfig {
         hue: 0.0,
         flip: true,
         mosaic: false,
+        mosaic_bound: false,
         letter_box: false,
         mixup: false,
-        blur: false,
-        gaussian_noise: false,
+        blur: 0,
+        gaussian_noise: 0,
         origin: Origin::default(),
     }
 }

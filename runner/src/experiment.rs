@@ -213,8 +213,12 @@ pub struct Augment {
     pub flip: Option<bool>,
     pub mosaic: Option<bool>,
     pub mixup: Option<bool>,
-    pub blur: Option<bool>,
-    pub gaussian_noise: Option<bool>,
+    /// Darknet `blur`: 0 off, 1 background blur, N > 1 kernel size (`true`/`false` = 1/0).
+    #[serde(default, deserialize_with = "de::blur_opt")]
+    pub blur: Option<u32>,
+    /// Darknet `gaussian_noise`: standard deviation in 8-bit units (`false` = 0).
+    #[serde(default, deserialize_with = "de::noise_opt")]
+    pub gaussian_noise: Option<u32>,
 }
 
 impl Default for Augment {

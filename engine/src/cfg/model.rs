@@ -56,10 +56,14 @@ pub struct NetConfig {
     pub hue: f32,
     pub flip: bool,
     pub mosaic: bool,
+    /// Clip mosaic boxes to their own tile (Darknet `mosaic_bound`).
+    pub mosaic_bound: bool,
     pub letter_box: bool,
     pub mixup: bool,
-    pub blur: bool,
-    pub gaussian_noise: bool,
+    /// 0 off; 1 blur the background outside the boxes; N > 1 Gaussian kernel of size ~N.
+    pub blur: u32,
+    /// Standard deviation of the additive pixel noise in 8-bit units (0 off).
+    pub gaussian_noise: u32,
     pub origin: Origin,
 }
 

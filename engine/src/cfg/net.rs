@@ -11,7 +11,7 @@ const NET_IGNORED: &[&str] = &[
     "init_sequential_subdivisions", "sequential_subdivisions", "try_fix_nan", "weights_reject_freq",
     "equidistant_point", "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "ema_alpha",
     "loss_scale", "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB", "cutmix",
-    "mosaic_bound", "contrastive", "contrastive_jit_flip", "contrastive_color", "unsupervised",
+    "contrastive", "contrastive_jit_flip", "contrastive_color", "unsupervised",
     "label_smooth_eps", "resize_step", "attention", "adversarial_lr", "max_chart_loss", "seq_scales",
     "show_receptive_field", "random", "resize", "step", "scale", "steps", "scales", "gamma",
     "sgdr_cycle", "sgdr_mult",
@@ -60,10 +60,11 @@ pub(crate) fn parse_net(mut r: Reader<'_>, warnings: &mut Vec<CfgWarning>) -> Re
         hue: r.f32("hue", 0.0)?,
         flip: r.flag("flip", true)?,
         mosaic: r.flag("mosaic", false)?,
+        mosaic_bound: r.flag("mosaic_bound", false)?,
         letter_box: r.flag("letter_box", false)?,
         mixup: r.flag("mixup", false)?,
-        blur: r.flag("blur", false)?,
-        gaussian_noise: r.flag("gaussian_noise", false)?,
+        blur: r.u64("blur", 0)?.min(u32::MAX as u64) as u32,
+        gaussian_noise: r.u64("gaussian_noise", 0)?.min(u32::MAX as u64) as u32,
         origin,
     };
     r.finish(NET_IGNORED, warnings);

@@ -243,8 +243,9 @@ pub fn hsv8_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
     [sat_u8(r * 255.0), sat_u8(g * 255.0), sat_u8(b * 255.0)]
 }
 
-/// Augmentation settings (Darknet `[net]` hue/saturation/exposure/flip/letter_box and the last
-/// `[yolo]`'s jitter/resize).
+/// Augmentation settings (Darknet `[net]` hue/saturation/exposure/flip/letter_box/mosaic/mixup/
+/// blur/gaussian_noise and the last `[yolo]`'s jitter/resize). Mosaic, mixup, blur and noise are
+/// described in [`super::mosaic`] and [`super::filters`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Augment {
     pub jitter: f32,
@@ -256,12 +257,37 @@ pub struct Augment {
     /// Keep the aspect ratio: the crop is widened/heightened to the network's aspect and the
     /// added area gets the mean colour (Darknet's training letter_box).
     pub letter_box: bool,
+    /// Half of the images become a mosaic of four (Darknet `mosaic=1`); takes precedence over
+    /// `mixup`, as in Darknet's parser.
+    pub mosaic: bool,
+    /// Darknet `mosaic_bound`: boxes clipped to their tile. Tiles are aligned exactly at the cut
+    /// here, so boxes never cross it and both Darknet modes give this same clip.
+    pub mosaic_bound: bool,
+    /// Half of the images are blended 50/50 with a second one, keeping both label sets.
+    pub mixup: bool,
+    /// 0 off; 1 blur the background, keeping the boxes sharp; N > 1 also blurs whole images with
+    /// a Gaussian kernel of size (N/2)·2+1.
+    pub blur: u32,
+    /// Standard deviation (8-bit units, at most 127) of noise added to half of the images; 0 off.
+    pub gaussian_noise: u32,
 }
 
 impl Augment {
     /// No augmentation: the image is only stretched to the network size.
-    pub const NONE: Augment =
-        Augment { jitter: 0.0, resize: 1.0, hue: 0.0, saturation: 1.0, exposure: 1.0, flip: false, letter_box: false };
+    pub const NONE: Augment = Augment {
+        jitter: 0.0,
+        resize: 1.0,
+        hue: 0.0,
+        saturation: 1.0,
+        exposure: 1.0,
+        flip: false,
+        letter_box: false,
+        mosaic: false,
+        mosaic_bound: false,
+        mixup: false,
+        blur: 0,
+        gaussian_noise: 0,
+    };
 
     /// The settings of a Darknet cfg: `[net]` plus the jitter/resize of the last `[yolo]`.
     pub fn from_cfg(net: &crate::cfg::model::NetConfig, jitter: f32, resize: f32) -> Augment {
@@ -273,7 +299,17 @@ impl Augment {
             exposure: net.exposure,
             flip: net.flip,
             letter_box: net.letter_box,
+            mosaic: net.mosaic,
+            mosaic_bound: net.mosaic_bound,
+            mixup: net.mixup,
+            blur: net.blur,
+            gaussian_noise: net.gaussian_noise,
         }
+    }
+
+    /// Whether batches combine several images (mosaic or mixup).
+    pub fn combines_images(&self) -> bool {
+        self.mosaic || self.mixup
     }
 
     /// Draws one image's random parameters. The same twelve values are always drawn, in the same

@@ -4,7 +4,8 @@
 //! batch `k` takes stream positions `[k·B, (k+1)·B)`, so batches run across epoch boundaries and
 //! every image is seen once per epoch. Epoch `e`'s permutation is seeded by (seed, e); the
 //! augmentation of an image by (seed, epoch, image index). Every batch is therefore a pure
-//! function of (seed, batch index), whatever the number of worker threads.
+//! function of (seed, batch index), whatever the number of worker threads. Mosaic/mixup partners
+//! come from streams of the same tuple (see [`super::mosaic`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::darknet::{Dataset, Label};
+use rand::RngCore;
+
+use super::filters::apply_filters;
 use super::image::{Augment, AugmentDraw, Crop, RgbImage, augment_image, below};
+use super::mosaic::{Source, crop_towards_cut};
 use super::{DataError, Result, derive_seed};
 use crate::rng::{Purpose, stream};
 
@@ -185,15 +190,12 @@ impl BatchPlan {
                 *cache = Some((epoch, self.permutation(epoch)));
             }
             let image_index = cache.as_ref().map_or(k as u32, |(_, p)| p[k]) as usize;
-            let sample = &self.dataset.samples[image_index];
-            let img = RgbImage::load(&sample.image)?;
-            let (out, boxes) = self.prepare(&img, &sample.labels, epoch, image_index as u64);
-            out.to_planar(&mut images[slot * plane..(slot + 1) * plane]);
+            let boxes = self.fill_slot(&mut images[slot * plane..(slot + 1) * plane], epoch, image_index)?;
             let t = &mut truths[slot * c.max_boxes * 5..(slot + 1) * c.max_boxes * 5];
             for (dst, b) in t.chunks_exact_mut(5).zip(&boxes) {
                 dst.copy_from_slice(b);
             }
-            paths.push(sample.image.clone());
+            paths.push(self.dataset.samples[image_index].image.clone());
         }
         Ok(Batch {
             images,
@@ -208,24 +210,38 @@ impl BatchPlan {
         })
     }
 
-    /// Augments one decoded image and its labels, from the stream of (seed, epoch, image).
+    /// Augments one decoded image and its labels, from the stream of (seed, epoch, image)
+    /// (without mosaic/mixup, which [`BatchPlan::make_batch`] adds).
     pub fn prepare(&self, img: &RgbImage, labels: &[Label], epoch: u64, image_index: u64) -> (RgbImage, Vec<[f32; 5]>) {
+        let mut rng = stream(derive_seed(&[self.cfg.seed, epoch, image_index]), Purpose::Augment);
+        let s = self.prepare_source(img, labels, &mut rng, None);
+        (s.image, s.boxes)
+    }
+
+    /// One image's own augmentation from `rng`: crop/resize/flip/HSV, box shuffle and mapping,
+    /// then blur/noise. `to_cut`: the mosaic tile whose cut the crop offsets move towards.
+    pub fn prepare_source(&self, img: &RgbImage, labels: &[Label], rng: &mut impl RngCore, to_cut: Option<usize>) -> Source {
         let c = &self.cfg;
-        let mut rng = stream(derive_seed(&[c.seed, epoch, image_index]), Purpose::Augment);
         let draw = if c.augment == Augment::NONE {
             AugmentDraw::IDENTITY
         } else {
-            c.augment.draw(img.width, img.height, &mut rng)
+            c.augment.draw(img.width, img.height, rng)
         };
-        let crop = Crop::new(&draw, img.width, img.height, c.width, c.height, c.augment.letter_box);
-        let out = augment_image(img, &crop, &draw, c.width, c.height);
+        let mut crop = Crop::new(&draw, img.width, img.height, c.width, c.height, c.augment.letter_box);
+        if let Some(tile) = to_cut {
+            crop = crop_towards_cut(&crop, tile);
+        }
+        let mut out = augment_image(img, &crop, &draw, c.width, c.height);
         let mut labels = labels.to_vec();
         if c.shuffle_boxes {
             for i in (1..labels.len()).rev() {
-                labels.swap(i, below(&mut rng, i + 1));
+                labels.swap(i, below(rng, i + 1));
             }
         }
-        (out, truth_boxes(&labels, &crop, c.width, c.height, c.max_boxes))
+        let boxes = truth_boxes(&labels, &crop, c.width, c.height, c.max_boxes);
+        let filters = c.augment.draw_filters(&boxes, c.width, c.height, rng);
+        apply_filters(&mut out, &filters, &boxes, rng);
+        Source { image: out, boxes, crop }
     }
 }
 

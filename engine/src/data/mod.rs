@@ -7,19 +7,24 @@
 //! replacement); the augmentation of one image from a ChaCha stream seeded by
 //! (seed, epoch, image index). Thread count and scheduling therefore never change the data.
 //!
-//! Left out on purpose (Darknet options that are off in yolov4-tiny.cfg): mosaic, mixup, blur,
-//! gaussian_noise. Callers should reject cfgs that enable them rather than silently ignore them.
+//! Darknet's mosaic and mixup ([`mosaic`]) and blur and gaussian_noise ([`filters`]) are
+//! implemented; the extra images of a mosaic or mixup come from streams seeded by the same
+//! (seed, epoch, image index), so they keep this determinism.
 
 pub mod darknet;
+pub mod filters;
 pub mod image;
 pub mod loader;
+pub mod mosaic;
 pub mod synth;
 
 use std::path::PathBuf;
 
 pub use darknet::{DataFile, Dataset, Label, LabelPolicy, Sample, label_path_candidates};
+pub use filters::FilterDraw;
 pub use image::{Augment, RgbImage};
 pub use loader::{Batch, BatchPlan, Loader, LoaderConfig, Stop};
+pub use mosaic::{MixDraw, Source};
 pub use synth::{ShapeKind, SynthSpec};
 
 /// Errors of the data pipeline; each names the file (and line where there is one).

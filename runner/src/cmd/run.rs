@@ -169,9 +169,6 @@ fn augment(exp: &Experiment, cfg: &ModelCfg) -> Result<Augment> {
     if !a.enabled {
         return Ok(Augment { letter_box: exp.data.letterbox.unwrap_or(cfg.net.letter_box), ..Augment::NONE });
     }
-    if a.mosaic == Some(true) || a.mixup == Some(true) || a.blur == Some(true) || a.gaussian_noise == Some(true) {
-        bail!("{}: [train.augment] mosaic, mixup, blur and gaussian_noise are not implemented yet; set them to false", exp.file.display());
-    }
     let (jitter, resize) = cfg
         .layers
         .iter()
@@ -186,6 +183,10 @@ fn augment(exp: &Experiment, cfg: &ModelCfg) -> Result<Augment> {
     if let Some(v) = a.saturation { aug.saturation = v as f32; }
     if let Some(v) = a.exposure { aug.exposure = v as f32; }
     if let Some(v) = a.flip { aug.flip = v; }
+    if let Some(v) = a.mosaic { aug.mosaic = v; }
+    if let Some(v) = a.mixup { aug.mixup = v; }
+    if let Some(v) = a.blur { aug.blur = v; }
+    if let Some(v) = a.gaussian_noise { aug.gaussian_noise = v; }
     if let Some(v) = exp.data.letterbox { aug.letter_box = v; }
     Ok(aug)
 }

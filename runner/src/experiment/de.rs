@@ -162,3 +162,39 @@ impl TryFrom<RawData> for DataSection {
         Ok(DataSection { source, letterbox: r.letterbox, shuffle: r.shuffle })
     }
 }
+
+/// An augmentation strength written as a whole number ≥ 0 (Darknet's integer) or, for older
+/// experiments, a boolean: `false` = 0, `true` = `when_true` (an error where no default exists).
+fn strength<'de, D: Deserializer<'de>>(d: D, when_true: Option<u32>, what: &'static str) -> Result<Option<u32>, D::Error> {
+    struct V(Option<u32>, &'static str);
+    impl serde::de::Visitor<'_> for V {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}", self.1)
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<u32, E> {
+            match (v, self.0) {
+                (false, _) => Ok(0),
+                (true, Some(n)) => Ok(n),
+                (true, None) => Err(E::custom(format!("`true` has no strength here: give {}", self.1))),
+            }
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("must be {}, got {v}", self.1)))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("must be {}, got {v}", self.1)))
+        }
+    }
+    d.deserialize_any(V(when_true, what)).map(Some)
+}
+
+/// Darknet `blur`: 0 off, 1 (or `true`) background blur, N > 1 kernel size.
+pub fn blur_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    strength(d, Some(1), "0, 1 (background blur) or a kernel size > 1")
+}
+
+/// Darknet `gaussian_noise`: the noise standard deviation in 8-bit units (0 or `false`: off).
+pub fn noise_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    strength(d, None, "the noise standard deviation in 8-bit units (a whole number, e.g. 10)")
+}
