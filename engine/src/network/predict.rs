@@ -32,10 +32,7 @@ impl<B: Backend> Network<B> {
             classes = params.classes;
             let out = self.backend.download(&l.output);
             for (b, dets) in per_image.iter_mut().enumerate() {
-                for d in crate::yolo::decode::detections(&out, params, b, thresh) {
-                    let bb = Bbox::new(d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h);
-                    dets.push(Detection { bbox: bb, objectness: d.objectness, prob: d.prob });
-                }
+                dets.extend(crate::yolo::decode::detections(&out, params, b, thresh));
             }
         }
         if let Some((kind, beta)) = nms_kind {
