@@ -5,7 +5,8 @@
 //! copied from the implementation's output.
 
 use engine::shapes::{IouLoss, YoloParams};
-use engine::yolo::{BBox, Detection, detections, dx_box_iou, forward_backward_cpu};
+use engine::eval::{Bbox, Detection};
+use engine::yolo::{BBox, detections, dx_box_iou, forward_backward_cpu};
 use engine::yolo_stats as st;
 
 const ANCHORS: [(f32, f32); 6] = [(10., 14.), (23., 27.), (37., 58.), (81., 82.), (135., 169.), (344., 319.)];
@@ -778,8 +779,8 @@ fn decode_hand_made_output() {
     let d = detections(&out, &p, 1, 0.3);
     let want = [
         // cell-major order: cell 1 (i=1, j=0) before cell 2 (i=0, j=1)
-        Detection { bbox: BBox::new(1.25 / 2.0, 0.75 / 2.0, 2.0 * 20.0 / 64.0, 40.0 / 64.0), objectness: 0.8, prob: vec![0.4, 0.0] },
-        Detection { bbox: BBox::new(0.5 / 2.0, 1.5 / 2.0, 16.0 / 64.0, 3.0 * 16.0 / 64.0), objectness: 0.4, prob: vec![0.36, 0.38] },
+        Detection { bbox: Bbox::new(1.25 / 2.0, 0.75 / 2.0, 2.0 * 20.0 / 64.0, 40.0 / 64.0), objectness: 0.8, prob: vec![0.4, 0.0] },
+        Detection { bbox: Bbox::new(0.5 / 2.0, 1.5 / 2.0, 16.0 / 64.0, 3.0 * 16.0 / 64.0), objectness: 0.4, prob: vec![0.36, 0.38] },
     ];
     assert_eq!(d.len(), 2);
     for (g, w) in d.iter().zip(&want) {

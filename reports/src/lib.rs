@@ -3,6 +3,7 @@
 //!
 //! Layout of a run folder and every column: reports/SCHEMA.md (versioned by [`SCHEMA_VERSION`]).
 
+pub mod annotate;
 pub mod charts;
 pub mod compare;
 pub mod deltas;

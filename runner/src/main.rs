@@ -31,6 +31,8 @@ enum Command {
     Compare(cmd::report::CompareArgs),
     /// mAP of a model on a Darknet .data valid list, printed like `darknet detector map`
     Map(cmd::map::MapArgs),
+    /// Run a model on images: annotated PNGs and detections.json, like `darknet detector test`
+    Detect(cmd::detect::DetectArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Report(a) => cmd::report::report(&a),
         Command::Compare(a) => cmd::report::compare(&a),
         Command::Map(a) => cmd::map::run(&a),
+        Command::Detect(a) => cmd::detect::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -17,7 +17,8 @@ pub const MAP_NMS_THRESH: f32 = 0.45;
 
 impl<B: Backend> Network<B> {
     /// Run inference on the current input and return, per image of the mini-batch, the
-    /// detections of every head above `thresh` after the cfg's NMS (`nms` = IoU threshold).
+    /// detections of every head above `thresh` after the NMS of the cfg's last [yolo] (`nms_kind`,
+    /// `beta_nms`) with IoU threshold `nms`.
     pub fn detect(&self, thresh: f32, nms: f32) -> Vec<Vec<Detection>> {
         self.forward(Mode::Infer, 0, 0);
         let mut per_image: Vec<Vec<Detection>> = vec![Vec::new(); self.mini_batch];
@@ -26,16 +27,14 @@ impl<B: Backend> Network<B> {
         for &h in &self.heads {
             let l = &self.layers[h];
             let LayerOp::Yolo { params, .. } = &l.op else { continue };
+            // Darknet takes the NMS kind of the network's last layer, i.e. the last [yolo].
             if let LayerKind::Yolo(y) = &self.cfg.layers[h].kind {
-                nms_kind.get_or_insert((y.nms_kind, y.beta_nms));
+                nms_kind = Some((y.nms_kind, y.beta_nms));
             }
             classes = params.classes;
             let out = self.backend.download(&l.output);
             for (b, dets) in per_image.iter_mut().enumerate() {
-                for d in crate::yolo::decode::detections(&out, params, b, thresh) {
-                    let bb = Bbox::new(d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h);
-                    dets.push(Detection { bbox: bb, objectness: d.objectness, prob: d.prob });
-                }
+                dets.extend(crate::yolo::decode::detections(&out, params, b, thresh));
             }
         }
         if let Some((kind, beta)) = nms_kind {

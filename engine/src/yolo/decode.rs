@@ -2,17 +2,8 @@
 
 use super::Layout;
 use super::boxes::BBox;
+use crate::eval::{Bbox, Detection};
 use crate::shapes::YoloParams;
-
-/// One candidate box of a head.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Detection {
-    /// Centre x, y and w, h, normalised to the network input (= the stretched image).
-    pub bbox: BBox,
-    pub objectness: f32,
-    /// Per class: objectness·class probability if that exceeds the threshold, else 0.
-    pub prob: Vec<f32>,
-}
 
 /// Darknet's get_yolo_box: decode the box at `box_index` (entry 0 of an anchor at cell i, j) of
 /// `out` (the activated output), for anchor `(aw, ah)` in pixels.
@@ -38,7 +29,8 @@ pub fn get_yolo_box(out: &[f32], anchor: (f32, f32), box_index: usize, i: usize,
 
 /// Detections of image `image` in a head's activated output `out` (all images of the batch):
 /// every cell and mask anchor whose objectness is > `thresh`, in Darknet's order (cell-major,
-/// then anchor). Boxes are relative to the network input; no letterbox correction.
+/// then anchor). Boxes are relative to the network input; no letterbox correction. `prob[c]` is
+/// objectness·class probability if that exceeds `thresh`, else 0 (Darknet's get_yolo_detections).
 pub fn detections(out: &[f32], p: &YoloParams, image: usize, thresh: f32) -> Vec<Detection> {
     let l = Layout::new(p);
     let mut dets = Vec::new();
@@ -56,6 +48,7 @@ pub fn detections(out: &[f32], p: &YoloParams, image: usize, thresh: f32) -> Vec
                     if pr > thresh { pr } else { 0.0 }
                 })
                 .collect();
+            let bbox = Bbox::new(bbox.x, bbox.y, bbox.w, bbox.h);
             dets.push(Detection { bbox, objectness, prob });
         }
     }

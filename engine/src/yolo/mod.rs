@@ -9,7 +9,7 @@ pub mod decode;
 pub mod loss;
 
 pub use boxes::{BBox, DxBox, box_ciou, box_diou, box_giou, box_iou, box_iou_kind, dx_box_iou};
-pub use decode::{Detection, detections, get_yolo_box};
+pub use decode::{detections, get_yolo_box};
 
 use crate::shapes::YoloParams;
 

@@ -5,15 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use engine::cpu::CpuBackend;
 use engine::data::darknet::{DataFile, LabelPolicy};
 use engine::data::loader::{BatchPlan, LoaderConfig};
 use engine::eval::map::{MapAccumulator, format_darknet};
-use engine::gpu::{AdapterSelector, GpuBackend};
+use engine::gpu::GpuBackend;
 use engine::network::{BuildOptions, Network};
 use engine::Backend;
+
+use super::BackendChoice;
 
 #[derive(Args)]
 pub struct MapArgs {
@@ -60,16 +62,9 @@ fn evaluate<B: Backend>(backend: B, a: &MapArgs) -> Result<String> {
 }
 
 pub fn run(a: &MapArgs) -> Result<ExitCode> {
-    let text = match a.backend.as_str() {
-        "cpu" => evaluate(CpuBackend::new(), a)?,
-        b if b == "gpu" || b.starts_with("gpu:") => {
-            let sel = match b.strip_prefix("gpu:") {
-                None => AdapterSelector::default(),
-                Some(s) => s.parse().map(AdapterSelector::by_index).unwrap_or_else(|_| AdapterSelector::by_name(s)),
-            };
-            evaluate(GpuBackend::new(&sel)?, a)?
-        }
-        other => bail!("--backend {other}: expected cpu, gpu, gpu:<index> or gpu:<adapter name>"),
+    let text = match super::parse_backend(&a.backend)? {
+        BackendChoice::Cpu => evaluate(CpuBackend::new(), a)?,
+        BackendChoice::Gpu(sel) => evaluate(GpuBackend::new(&sel)?, a)?,
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

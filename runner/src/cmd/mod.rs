@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what several of them share.
 
 pub mod check;
+pub mod detect;
 pub mod devices;
 pub mod gates;
 pub mod map;
@@ -9,6 +10,26 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod run;
+
+/// A `--backend` value of the inference commands.
+pub enum BackendChoice {
+    Cpu,
+    Gpu(engine::gpu::AdapterSelector),
+}
+
+/// Parses `cpu`, `gpu`, `gpu:<index>` or `gpu:<adapter name>`. A GPU choice that finds no adapter
+/// is an error later (GpuBackend::new); nothing falls back to the CPU.
+pub fn parse_backend(spec: &str) -> anyhow::Result<BackendChoice> {
+    use engine::gpu::AdapterSelector;
+    match spec {
+        "cpu" => Ok(BackendChoice::Cpu),
+        "gpu" => Ok(BackendChoice::Gpu(AdapterSelector::default())),
+        b => match b.strip_prefix("gpu:") {
+            Some(s) => Ok(BackendChoice::Gpu(s.parse().map(AdapterSelector::by_index).unwrap_or_else(|_| AdapterSelector::by_name(s)))),
+            None => anyhow::bail!("--backend {b}: expected cpu, gpu, gpu:<index> or gpu:<adapter name>"),
+        },
+    }
+}
 
 /// FNV-1a 64-bit, hex: a stable fingerprint of an experiment file's text.
 pub fn hash_hex(bytes: &[u8]) -> String {
