@@ -35,8 +35,12 @@ fn fixture_dir() -> PathBuf {
     }
 }
 
-fn expected() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap()).expect("expected.json parses")
+/// `expected.json`, read once per test binary.
+fn expected() -> &'static serde_json::Value {
+    static EXPECTED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    EXPECTED.get_or_init(|| {
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap()).expect("expected.json parses")
+    })
 }
 
 fn num(v: &serde_json::Value) -> f64 {

@@ -319,19 +319,28 @@ fn checkpoint_dir(run_dir: &Path, lane: &str) -> PathBuf {
     run_dir.join("checkpoints").join(safe)
 }
 
-/// Every lane's checkpoint `<name>_<iteration>.weights` + `.state`; with `final_copy` also a
-/// Darknet-style `<name>_final.weights`.
-fn save_checkpoints(lanes: &[(String, Lane)], run_dir: &Path, name: &str, tag: &str, final_copy: bool, progress: &mut Progress) -> Result<()> {
+/// A lane's checkpoint `<name>_<iteration>.weights` (with its `.state` beside it).
+fn checkpoint_path(run_dir: &Path, lane_name: &str, name: &str, lane: &Lane) -> PathBuf {
+    checkpoint_dir(run_dir, lane_name).join(format!("{name}_{}.weights", lane.iteration()))
+}
+
+/// Every lane's checkpoint at its current iteration.
+fn save_checkpoints(lanes: &[(String, Lane)], run_dir: &Path, name: &str, tag: &str, progress: &mut Progress) -> Result<()> {
     for (lane_name, lane) in lanes {
         let dir = checkpoint_dir(run_dir, lane_name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{name}_{}.weights", lane.iteration()));
+        let path = checkpoint_path(run_dir, lane_name, name, lane);
         lane.save_checkpoint(&path, tag).with_context(|| format!("backend {lane_name}: saving a checkpoint"))?;
-        if final_copy {
-            let fin = dir.join(format!("{name}_final.weights"));
-            std::fs::copy(&path, &fin).with_context(|| format!("writing {}", fin.display()))?;
-        }
         progress.line(&format!("{lane_name}: checkpoint {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Darknet's `<name>_final.weights`: a copy of each lane's checkpoint at its current iteration.
+fn copy_final_weights(lanes: &[(String, Lane)], run_dir: &Path, name: &str) -> Result<()> {
+    for (lane_name, lane) in lanes {
+        let fin = checkpoint_dir(run_dir, lane_name).join(format!("{name}_final.weights"));
+        std::fs::copy(checkpoint_path(run_dir, lane_name, name, lane), &fin).with_context(|| format!("writing {}", fin.display()))?;
     }
     Ok(())
 }
@@ -413,6 +422,7 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, resume: Option<&Path>
     let mut progress = Progress::new(&lanes.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), total);
     // The epoch of the first batch (not 0 when resuming); set from the first batch.
     let mut epoch = None;
+    let checkpoint_due = |iteration: u64| exp.train.checkpoint_every.is_some_and(|n| iteration % n == 0);
     let evaluate_epoch = |lanes: &Vec<(String, Lane)>, epoch: u64, rec: &mut Recorder, progress: &mut Progress| -> Result<()> {
         for (name, lane) in lanes {
             let acc = lane.evaluate(&val, classes)?;
@@ -434,14 +444,10 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, resume: Option<&Path>
     while let Some(batch) = loader.next_batch() {
         let batch = batch?;
         let t_data = loader.last_wait().as_secs_f64();
-        match epoch {
-            Some(e) if e != batch.epoch => {
-                evaluate_epoch(&lanes, e, rec, &mut progress)?;
-                epoch = Some(batch.epoch);
-            }
-            None => epoch = Some(batch.epoch),
-            Some(_) => {}
+        if let Some(e) = epoch.filter(|&e| e != batch.epoch) {
+            evaluate_epoch(&lanes, e, rec, &mut progress)?;
         }
+        epoch = Some(batch.epoch);
         // Sequential: one backend after the other on this thread (clean timings). Concurrent:
         // every backend steps on its own thread at once, on the same batch.
         let steps: Vec<(Result<StepRecord>, f64, u64)> = if exp.backends.mode == RunMode::Concurrent {
@@ -498,16 +504,19 @@ fn train(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path, resume: Option<&Path>
             progress.step(name, &r);
             rec.iterations.push(r);
         }
-        let iteration = lanes[0].1.iteration();
-        if exp.train.checkpoint_every.is_some_and(|n| iteration % n == 0) {
-            save_checkpoints(&lanes, run_dir, exp_name, &tag, false, &mut progress)?;
+        if checkpoint_due(lanes[0].1.iteration()) {
+            save_checkpoints(&lanes, run_dir, exp_name, &tag, &mut progress)?;
         }
     }
     if let Some(e) = epoch {
         evaluate_epoch(&lanes, e, rec, &mut progress)?;
     }
-    // The final weights, always: `<name>_<last>.weights` (+ .state, resumable) and `<name>_final.weights`.
-    save_checkpoints(&lanes, run_dir, exp_name, &tag, true, &mut progress)?;
+    // The final weights, always: `<name>_<last>.weights` (+ .state, resumable) unless the last
+    // iteration was just saved, and `<name>_final.weights`.
+    if !checkpoint_due(lanes[0].1.iteration()) {
+        save_checkpoints(&lanes, run_dir, exp_name, &tag, &mut progress)?;
+    }
+    copy_final_weights(&lanes, run_dir, exp_name)?;
     progress.finish();
     Ok(())
 }
