@@ -9,8 +9,6 @@ struct P {
     o2: u32,
     o3: u32,
     o4: u32,
-    pad0: u32,
-    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

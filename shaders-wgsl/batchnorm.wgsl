@@ -15,7 +15,6 @@ struct P {
     o7: u32,
     // bn_backward only: 0 exact derivative, 1 Darknet's CPU formula (see BnBackward).
     form: u32,
-    pad1: u32,
 }
 
 const EPS: f32 = 1e-5;

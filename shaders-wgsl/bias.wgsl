@@ -8,9 +8,6 @@ struct P {
     spatial: u32,
     o1: u32,
     o2: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

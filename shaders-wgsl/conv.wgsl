@@ -32,7 +32,7 @@ struct P {
     kchunk: u32,   // K per split (multiple of 16); = k rounded up when not split
     splits: u32,   // number of K splits (backward weights); 1 = write C directly
     total: u32,    // conv_splitk_reduce: number of weights
-    pad0: u32,
+    has_bias: u32, // unused by this kernel
 }
 
 @group(0) @binding(0) var<uniform> p: P;

@@ -16,8 +16,6 @@ struct P {
     eps: f32,
     bc1: f32,        // 1 - b1^t
     bc2: f32,        // 1 - b2^t
-    pad0: u32,
-    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

@@ -17,9 +17,6 @@ struct P {
     o2: u32,
     o3: u32,
     spatial: u32,  // avgpool
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

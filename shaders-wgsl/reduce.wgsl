@@ -11,7 +11,6 @@ struct P {
     o1: u32,
     o2: u32,
     index: u32,
-    pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

@@ -14,9 +14,6 @@ struct P {
     o3: u32,
     o4: u32,
     o5: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

@@ -34,7 +34,6 @@ struct P {
     iou_thresh_kind: u32,
     parts: u32,
     len: u32,
-    pad0: u32,
     scale_x_y: f32,
     beta: f32,
     ignore_thresh: f32,
@@ -44,9 +43,6 @@ struct P {
     obj_normalizer: f32,
     label_smooth_eps: f32,
     max_delta: f32,
-    pad1: f32,
-    pad2: f32,
-    pad3: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

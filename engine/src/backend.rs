@@ -14,10 +14,26 @@
 //! - "accumulate" means `+=`; every other output is overwritten.
 //! - Gradients are ordinary gradients (dL/dx), not Darknet's negated `delta`.
 
+use crate::profile::{DispatchTime, Scope};
 use crate::shapes::{
-    BnBackward,
-    Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
+    Activation, BnBackward, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
 };
+
+/// The tensors of one batch-normalised layer, as the composite ops take them.
+#[derive(Clone, Copy, Debug)]
+pub struct BnTensors<'a, T> {
+    pub x_norm: &'a T,
+    /// Batch statistics of the last training forward.
+    pub mean: &'a T,
+    pub var: &'a T,
+    pub rolling_mean: &'a T,
+    pub rolling_var: &'a T,
+    /// Scale and shift, and their gradients (accumulated by the backward).
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub dgamma: &'a T,
+    pub dbeta: &'a T,
+}
 
 /// A device that can run every op the engine needs.
 pub trait Backend {
@@ -42,6 +58,17 @@ pub trait Backend {
     fn flush(&self);
     /// Bytes currently allocated on the device by this backend, and the peak so far.
     fn memory_bytes(&self) -> (u64, u64);
+
+    // ---- profiling ------------------------------------------------------------------------------
+    /// Label the ops recorded from now on (layer, type, phase) for [`Backend::take_timings`].
+    /// Backends that do not time their work ignore it.
+    fn set_scope(&self, _scope: Scope) {}
+    /// Device time of every kernel launch recorded since the last call, if this backend measures
+    /// it (the GPU through timestamp queries). Call after the step's download: the times arrive
+    /// with it, so this does not wait for anything the download did not.
+    fn take_timings(&self) -> Option<Vec<DispatchTime>> {
+        None
+    }
 
     // ---- elementwise (blas-like) --------------------------------------------------------------
     fn fill(&self, x: &Self::Buf, value: f32);
@@ -168,6 +195,62 @@ pub trait Backend {
     /// w -= lr * (m/(1-b1^t)) / (√(v/(1-b2^t)) + eps); upd = 0.
     #[allow(clippy::too_many_arguments)]
     fn adam_update(&self, w: &Self::Buf, upd: &Self::Buf, m: &Self::Buf, v: &Self::Buf, lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, batch: f32, t: u32);
+
+    // ---- composite ops: the fusion seam ---------------------------------------------------------
+    // The network calls these. Their default bodies are the plain ops above (the CPU backend keeps
+    // them: it is the readable reference); a backend may override one with a fused kernel, and the
+    // parity tests check every override against the CPU's plain ops.
+
+    /// A convolution without batch norm: `y = act(conv(x, w) + bias)`. `pre_act` receives the
+    /// pre-activation when given (activations whose backward needs it); otherwise the
+    /// activation runs in place on `y`.
+    fn conv_bias_activation_forward(
+        &self, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, act: Activation, s: &ConvShape,
+    ) {
+        let target = pre_act.unwrap_or(y);
+        self.conv_forward(x, w, target, s);
+        self.bias_add(target, bias, s.batch, s.filters, s.out_h * s.out_w);
+        if act != Activation::Linear || pre_act.is_some() {
+            self.activation_forward(target, y, act);
+        }
+    }
+
+    /// Batch norm in training (batch statistics, running statistics updated) followed by `act`:
+    /// `y = act(gamma·x_norm + beta)`. `x` may alias `y`. `pre_act` as in
+    /// [`Backend::conv_bias_activation_forward`].
+    fn batchnorm_activation_forward(
+        &self, x: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
+    ) {
+        let target = pre_act.unwrap_or(y);
+        self.batchnorm_forward_train(
+            x, target, bn.x_norm, bn.mean, bn.var, bn.rolling_mean, bn.rolling_var, bn.gamma, bn.beta, s.batch, s.channels, s.spatial,
+        );
+        if act != Activation::Linear || pre_act.is_some() {
+            self.activation_forward(target, y, act);
+        }
+    }
+
+    /// Backward of [`Backend::batchnorm_activation_forward`]: `delta` holds dL/dy and is
+    /// overwritten with dL/dx; dgamma and dbeta accumulate.
+    #[allow(clippy::too_many_arguments)]
+    fn activation_batchnorm_backward(
+        &self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
+        form: BnBackward,
+    ) {
+        if act != Activation::Linear {
+            self.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
+        }
+        self.batchnorm_backward(delta, bn.x_norm, bn.var, bn.gamma, bn.dgamma, bn.dbeta, delta, s.batch, s.channels, s.spatial, form);
+    }
+
+    /// Backward of the activation and bias of [`Backend::conv_bias_activation_forward`]:
+    /// `delta` (dL/dy) becomes dL/d(conv output) in place; dbias accumulates.
+    fn activation_bias_backward(&self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, dbias: &Self::Buf, act: Activation, s: &ChannelShape) {
+        if act != Activation::Linear {
+            self.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
+        }
+        self.bias_backward(delta, dbias, s.batch, s.channels, s.spatial);
+    }
 
     // ---- reductions into a small result buffer -------------------------------------------------
     /// out[index] = Σ x (deterministic order).

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the repository root for the code map and invariants.
 
 pub mod backend;
+pub mod bench;
 pub mod cfg;
 pub mod checkpoint;
 pub mod cpu;
@@ -11,6 +12,7 @@ pub mod eval;
 pub mod gpu;
 pub mod lr;
 pub mod network;
+pub mod profile;
 pub mod rng;
 pub mod shapes;
 pub mod train;

@@ -61,6 +61,28 @@ impl Activation {
     }
 }
 
+/// A `[batch][channels][spatial]` tensor as per-channel ops see it (batch norm, bias, pooling
+/// over the whole map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelShape {
+    pub batch: usize,
+    pub channels: usize,
+    /// Values per channel and image (height × width).
+    pub spatial: usize,
+}
+
+impl ChannelShape {
+    pub fn new(batch: usize, channels: usize, spatial: usize) -> ChannelShape {
+        ChannelShape { batch, channels, spatial }
+    }
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A 2-D convolution over a batch. `pad` is the padding in pixels on each side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {

@@ -8,6 +8,7 @@ use crate::backend::Backend;
 use crate::lr::learning_rate;
 use crate::network::pass::Update;
 use crate::network::{Mode, Network, NetworkError};
+use crate::profile::{DispatchTime, Phase, Scope};
 use crate::yolo_stats as ys;
 
 /// Which optimiser a trainer runs.
@@ -56,6 +57,16 @@ pub struct StepRecord {
     pub t_backward: f64,
     pub t_update: f64,
     pub t_sync: f64,
+    /// Device time of every kernel launch of the step, where the backend measures it (GPU
+    /// timestamps); empty otherwise.
+    pub timings: Vec<DispatchTime>,
+}
+
+impl StepRecord {
+    /// Device seconds of the step's launches in `phase` (0 without timings).
+    pub fn device_seconds(&self, phase: Phase) -> f64 {
+        self.timings.iter().filter(|t| t.scope.phase == phase).map(|t| t.seconds).sum()
+    }
 }
 
 /// Errors of a training step.
@@ -126,11 +137,15 @@ impl<B: Backend> Trainer<B> {
         // previous pass first) and waits, so `t_sync` holds the device's execution time.
         let stats = b.download(&net.stats);
         let t_sync = t3.elapsed().as_secs_f64();
+        // Timestamps were resolved in the same submission: reading them waits for nothing more.
+        let timings = b.take_timings().unwrap_or_default();
+        b.set_scope(Scope::NONE);
         let mut rec = self.record(&stats, iteration, lr);
         rec.t_forward = t_forward;
         rec.t_backward = t_backward;
         rec.t_update = (t3 - t2).as_secs_f64();
         rec.t_sync = t_sync;
+        rec.timings = timings;
         self.iteration = iteration;
         if !rec.loss.is_finite() {
             return Err(self.diagnose_nonfinite(iteration, rec.loss));

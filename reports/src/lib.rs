@@ -10,6 +10,7 @@ pub mod deltas;
 pub mod demo;
 pub mod gate;
 pub mod html;
+pub mod kernels;
 pub mod records;
 pub mod run_dir;
 pub mod tables;

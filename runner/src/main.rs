@@ -33,6 +33,8 @@ enum Command {
     Map(cmd::map::MapArgs),
     /// Run a model on images: annotated PNGs and detections.json, like `darknet detector test`
     Detect(cmd::detect::DetectArgs),
+    /// Training throughput on random data, with GPU time per layer and kernel
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd::report::compare(&a),
         Command::Map(a) => cmd::map::run(&a),
         Command::Detect(a) => cmd::detect::run(&a),
+        Command::Bench(a) => cmd::bench::run(&a),
     };
     match result {
         Ok(code) => code,

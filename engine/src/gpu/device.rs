@@ -204,7 +204,7 @@ pub(crate) fn select_adapter(sel: &AdapterSelector) -> Result<wgpu::Adapter, Gpu
 }
 
 /// wgpu's default limits, except the buffer-size limits raised to what the adapter offers
-/// (real networks need buffers far above the 128/256 MiB defaults). No optional features.
+/// (real networks need buffers far above the 128/256 MiB defaults).
 pub(crate) fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
     let have = adapter.limits();
     let mut want = wgpu::Limits::default();
@@ -220,11 +220,20 @@ pub(crate) fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
     want
 }
 
+/// Optional features the backend uses where the adapter has them: timestamp queries for
+/// per-dispatch GPU time (inside passes where possible). Nothing a kernel needs to run.
+pub(crate) fn wanted_features(adapter: &wgpu::Adapter) -> wgpu::Features {
+    let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let have = adapter.features() & want;
+    // Inside-pass timestamps are useless without timestamp queries themselves.
+    if have.contains(wgpu::Features::TIMESTAMP_QUERY) { have } else { wgpu::Features::empty() }
+}
+
 pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Limits), GpuError> {
     let limits = required_limits(adapter);
     let desc = wgpu::DeviceDescriptor {
         label: Some("engine"),
-        required_features: wgpu::Features::empty(),
+        required_features: wanted_features(adapter),
         required_limits: limits.clone(),
         ..Default::default()
     };

@@ -3,8 +3,10 @@
 //!
 //! - device.rs: adapter listing and selection, device limits.
 //! - buffers.rs: storage, views ([`GpuBuf`]) and byte accounting.
-//! - pipelines.rs: shader registry, bind layouts and the pipeline cache.
-//! - encoder.rs: recording dispatches into one command encoder, params arena, bind-group cache.
+//! - pipelines.rs: shader registry (generated preamble + .wgsl), bind layouts, pipeline cache.
+//! - params.rs: typed kernel parameter records, one per WGSL `struct P`.
+//! - encoder.rs: recording dispatches into one command encoder, params arena, bind-group cache,
+//!   timestamp queries.
 //! - ops.rs: the trait implementation (shapes → params → dispatches).
 //! - yolo.rs: the [yolo] head's passes and their cached scratch.
 //!
@@ -13,9 +15,11 @@
 //! two runs on one device give the same bits.
 
 mod buffers;
+mod conv;
 mod device;
 mod encoder;
 mod ops;
+mod params;
 mod pipelines;
 mod yolo;
 
@@ -24,10 +28,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use buffers::GpuBuf;
 pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, list_adapters};
+pub use pipelines::shader_sources;
 
 use buffers::MemoryStats;
 use encoder::{Recorder, grid_1d};
-use pipelines::{Kernel, Pipelines};
+use params::KernelParams;
+use pipelines::{CompileOptions, GemmTile, Kernel, Pipelines};
+
+use crate::profile::{DispatchTime, Scope, Work};
 
 /// Counters describing how the backend has been driven (for reports and tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +64,8 @@ pub struct GpuBackend {
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
     unsupported_calls: AtomicU64,
+    /// The device offers timestamp queries (per-dispatch timing is possible).
+    timestamps: bool,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -75,8 +85,17 @@ impl GpuBackend {
         let adapter = device::select_adapter(&sel)?;
         let info = device::describe(&adapter);
         let (device, queue, limits) = device::request_device(&adapter)?;
-        let pipelines = Pipelines::new(&device);
-        let rec = Mutex::new(Recorder::new(&device, &limits));
+        let options = CompileOptions {
+            // Measuring aid only (see CompileOptions): ENGINE_GPU_UNCHECKED=1.
+            checked: std::env::var("ENGINE_GPU_UNCHECKED").map_or(true, |v| v != "1"),
+            ..Default::default()
+        };
+        let pipelines = Pipelines::new(&device, options);
+        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut recorder = Recorder::new(&device, &limits);
+        // Timing is on by default where the device can time: it costs little (see set_timing).
+        recorder.set_timing(&device, &queue, timestamps);
+        let rec = Mutex::new(recorder);
         let stats = Arc::new(MemoryStats::default());
         let internal = Arc::new(MemoryStats::default());
         let max_binding = limits.max_storage_buffer_binding_size;
@@ -95,6 +114,7 @@ impl GpuBackend {
             splitk_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             unsupported_calls: AtomicU64::new(0),
+            timestamps,
         })
     }
 
@@ -106,6 +126,27 @@ impl GpuBackend {
     /// The limits the device was created with.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Whether the device can time dispatches (`TIMESTAMP_QUERY`). Without it, steps return no
+    /// device times and callers should say that only host time is recorded.
+    pub fn timestamps_supported(&self) -> bool {
+        self.timestamps
+    }
+
+    /// Turns per-dispatch GPU timing on or off (on by default where supported). Work already
+    /// recorded keeps its setting; call between steps.
+    pub fn set_timing(&self, on: bool) {
+        let mut rec = self.lock();
+        if rec.has_work() {
+            rec.flush(&self.device, &self.queue);
+        }
+        rec.set_timing(&self.device, &self.queue, on && self.timestamps);
+    }
+
+    /// Whether dispatches are being timed.
+    pub fn timing(&self) -> bool {
+        self.lock().timing()
     }
 
     /// Compiles every kernel now instead of at first use.
@@ -135,21 +176,26 @@ impl GpuBackend {
 
     /// Records one dispatch with the recorder already locked (ops made of several dispatches
     /// that share scratch memory hold the lock across them).
-    fn dispatch_locked(&self, rec: &mut Recorder, k: Kernel, bufs: &[&GpuBuf], params: &[u32], grid: [u32; 3]) {
-        rec.dispatch(&self.device, &self.queue, &self.pipelines, &[&self.stats, &self.internal], k, bufs, params, grid);
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_locked<P: KernelParams>(
+        &self, rec: &mut Recorder, k: Kernel, tile: GemmTile, bufs: &[&GpuBuf], params: &P, grid: [u32; 3], work: Work,
+    ) {
+        debug_assert_eq!(k.module(), P::MODULE, "{k:?} given params of another module");
+        let stats = [&self.stats, &self.internal];
+        rec.dispatch(&self.device, &self.queue, &self.pipelines, &stats, k, tile, bufs, bytemuck::bytes_of(params), grid, work);
     }
 
-    fn dispatch(&self, k: Kernel, bufs: &[&GpuBuf], params: &[u32], grid: [u32; 3]) {
+    fn dispatch<P: KernelParams>(&self, k: Kernel, bufs: &[&GpuBuf], params: &P, grid: [u32; 3], work: Work) {
         let mut rec = self.lock();
-        self.dispatch_locked(&mut rec, k, bufs, params, grid);
+        self.dispatch_locked(&mut rec, k, GemmTile::DEFAULT, bufs, params, grid, work);
     }
 
     /// One invocation per element of `n`, 256 per workgroup.
-    fn dispatch_1d(&self, k: Kernel, bufs: &[&GpuBuf], params: &[u32], n: usize) {
+    fn dispatch_1d<P: KernelParams>(&self, k: Kernel, bufs: &[&GpuBuf], params: &P, n: usize, work: Work) {
         if n == 0 {
             return;
         }
-        self.dispatch(k, bufs, params, self.grid((n as u64).div_ceil(256)));
+        self.dispatch(k, bufs, params, self.grid((n as u64).div_ceil(256)), work);
     }
 
     /// `groups` workgroups laid out 2-D (kernels recover the flat id as wid.y * nwg.x + wid.x).
@@ -177,7 +223,22 @@ impl GpuBackend {
     }
 
     fn flush_recorded(&self) {
-        self.lock().flush(&self.queue);
+        self.lock().flush(&self.device, &self.queue);
+    }
+
+    fn set_scope_label(&self, scope: Scope) {
+        self.lock().scope = scope;
+    }
+
+    fn take_dispatch_times(&self) -> Option<Vec<DispatchTime>> {
+        let mut rec = self.lock();
+        if !rec.timing() {
+            return None;
+        }
+        if rec.has_work() {
+            rec.flush(&self.device, &self.queue);
+        }
+        Some(rec.take_times(&self.device))
     }
 
     fn upload_data(&self, buf: &GpuBuf, data: &[f32]) {
@@ -189,7 +250,7 @@ impl GpuBackend {
         // recorded (which may read the old contents) must be submitted first.
         let mut rec = self.lock();
         if rec.has_work() {
-            rec.flush(&self.queue);
+            rec.flush(&self.device, &self.queue);
         }
         self.queue.write_buffer(buf.buffer(), buf.offset as u64 * 4, bytemuck::cast_slice(data));
     }
@@ -208,7 +269,7 @@ impl GpuBackend {
         {
             let mut rec = self.lock();
             rec.encoder(&self.device).copy_buffer_to_buffer(buf.buffer(), buf.offset as u64 * 4, &staging, 0, bytes);
-            rec.flush(&self.queue);
+            rec.flush(&self.device, &self.queue);
         }
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -227,35 +288,5 @@ impl GpuBackend {
         drop(view);
         staging.unmap();
         out
-    }
-}
-
-/// Params block builder: u32 words, f32 stored as bits, in WGSL struct field order.
-#[derive(Default)]
-struct Params(Vec<u32>);
-
-impl Params {
-    fn new() -> Params {
-        Params(Vec::with_capacity(24))
-    }
-    fn u(mut self, v: usize) -> Params {
-        assert!(v <= u32::MAX as usize, "kernel parameter {v} exceeds u32");
-        self.0.push(v as u32);
-        self
-    }
-    fn f(mut self, v: f32) -> Params {
-        self.0.push(v.to_bits());
-        self
-    }
-    /// A view's float offset.
-    fn o(mut self, b: &GpuBuf) -> Params {
-        self.0.push(b.off());
-        self
-    }
-    fn pad_to(mut self, words: usize) -> Params {
-        while self.0.len() < words {
-            self.0.push(0);
-        }
-        self
     }
 }

@@ -1,8 +1,10 @@
 //! `Backend` for `GpuBackend`: checks shapes, packs params in WGSL field order, dispatches.
 
-use super::pipelines::Kernel;
-use super::{GpuBackend, GpuBuf, Params, REDUCE_PARTS};
+use super::params::{ActP, BiasP, BlasP, BnP, ConvP, DropoutP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
+use super::pipelines::{GemmTile, Kernel, bn_form_code};
+use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
 use crate::backend::Backend;
+use crate::profile::{DispatchTime, Scope, Work};
 use crate::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
 fn check(what: &str, buf: &GpuBuf, want: usize) {
@@ -18,51 +20,46 @@ const SPLITK_MIN_K: usize = 1024;
 const SPLITK_MAX_SCRATCH: usize = 16 << 20;
 
 impl GpuBackend {
-    fn blas(&self, k: Kernel, n: usize, bufs: &[&GpuBuf], a: f32) {
-        let mut p = Params::new().u(n);
-        for i in 0..5 {
-            p = match bufs.get(i) {
-                Some(b) => p.o(b),
-                None => p.u(0),
-            };
-        }
+    /// An elementwise blas.wgsl kernel over `n` floats of `bufs`; `writes` of them are outputs.
+    fn blas(&self, k: Kernel, n: usize, bufs: &[&GpuBuf], a: f32, writes: usize) {
         for b in bufs {
             check(k.entry(), b, n);
         }
-        let p = p.f(a).f(0.0);
-        self.dispatch_1d(k, bufs, &p.0, n);
+        let o = |i: usize| bufs.get(i).map_or(0, |b| off(b));
+        let p = BlasP { n: u(n), o1: o(0), o2: o(1), o3: o(2), o4: o(3), o5: o(4), a, b: 0.0 };
+        let work = Work::elementwise(n, bufs.len().saturating_sub(writes), writes, 1);
+        self.dispatch_1d(k, bufs, &p, n, work);
     }
 
     /// Params shared by the three conv GEMMs (conv.wgsl `P`).
     #[allow(clippy::too_many_arguments)]
-    fn conv_params(&self, s: &ConvShape, m: usize, n: usize, k: usize, bufs: [&GpuBuf; 4], kchunk: usize, splits: usize) -> Params {
-        let cg = s.c / s.groups;
-        let mg = s.filters / s.groups;
-        Params::new()
-            .u(s.batch)
-            .u(s.c)
-            .u(s.h)
-            .u(s.w)
-            .u(s.filters)
-            .u(s.size)
-            .u(s.stride)
-            .u(s.pad)
-            .u(s.out_h)
-            .u(s.out_w)
-            .u(cg)
-            .u(mg)
-            .u(m)
-            .u(n)
-            .u(k)
-            .u(m.div_ceil(TILE))
-            .o(bufs[0])
-            .o(bufs[1])
-            .o(bufs[2])
-            .o(bufs[3])
-            .u(kchunk)
-            .u(splits)
-            .u(s.weight_len())
-            .pad_to(24)
+    fn conv_params(&self, s: &ConvShape, m: usize, n: usize, k: usize, bufs: [&GpuBuf; 4], kchunk: usize, splits: usize) -> ConvP {
+        ConvP {
+            batch: u(s.batch),
+            c: u(s.c),
+            h: u(s.h),
+            w: u(s.w),
+            filters: u(s.filters),
+            size: u(s.size),
+            stride: u(s.stride),
+            pad: u(s.pad),
+            oh: u(s.out_h),
+            ow: u(s.out_w),
+            cg: u(s.c / s.groups),
+            mg: u(s.filters / s.groups),
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            m_tiles: u(m.div_ceil(TILE)),
+            o1: off(bufs[0]),
+            o2: off(bufs[1]),
+            o3: off(bufs[2]),
+            o4: off(bufs[3]),
+            kchunk: u(kchunk),
+            splits: u(splits),
+            total: u(s.weight_len()),
+            has_bias: 0,
+        }
     }
 
     fn check_conv(&self, s: &ConvShape) {
@@ -86,7 +83,8 @@ impl GpuBackend {
         let y = m_tiles * s.groups;
         assert!(y as u64 <= max && z <= max, "gpu conv: shape {s:?} too large for one dispatch");
         // Binding 4 (split-K scratch) is statically reachable in conv.wgsl but unused here: bind c.
-        self.dispatch(k, &[a, b, c, c], &p.0, [x as u32, y as u32, z as u32]);
+        let work = gemm_work(s, m, n, kdim);
+        self.dispatch(k, &[a, b, c, c], &p, [x as u32, y as u32, z as u32], work);
     }
 }
 
@@ -118,52 +116,58 @@ impl Backend for GpuBackend {
     fn memory_bytes(&self) -> (u64, u64) {
         self.stats.current()
     }
+    fn set_scope(&self, scope: Scope) {
+        self.set_scope_label(scope);
+    }
+    fn take_timings(&self) -> Option<Vec<DispatchTime>> {
+        self.take_dispatch_times()
+    }
 
     // ---- elementwise ------------------------------------------------------------------------
     fn fill(&self, x: &GpuBuf, value: f32) {
-        self.blas(Kernel::Fill, x.len(), &[x], value);
+        self.blas(Kernel::Fill, x.len(), &[x], value, 1);
     }
     fn copy(&self, src: &GpuBuf, dst: &GpuBuf) {
-        self.blas(Kernel::Copy, src.len(), &[src, dst], 0.0);
+        self.blas(Kernel::Copy, src.len(), &[src, dst], 0.0, 1);
     }
     fn axpy(&self, a: f32, x: &GpuBuf, y: &GpuBuf) {
-        self.blas(Kernel::Axpy, x.len(), &[x, y], a);
+        self.blas(Kernel::Axpy, x.len(), &[x, y], a, 1);
     }
     fn scal(&self, a: f32, x: &GpuBuf) {
-        self.blas(Kernel::Scal, x.len(), &[x], a);
+        self.blas(Kernel::Scal, x.len(), &[x], a, 1);
     }
     fn add(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Add, a.len(), &[a, b, out], 0.0);
+        self.blas(Kernel::Add, a.len(), &[a, b, out], 0.0, 1);
     }
     fn mul(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Mul, a.len(), &[a, b, out], 0.0);
+        self.blas(Kernel::Mul, a.len(), &[a, b, out], 0.0, 1);
     }
     fn div(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Div, a.len(), &[a, b, out], 0.0);
+        self.blas(Kernel::Div, a.len(), &[a, b, out], 0.0, 1);
     }
     fn exp(&self, x: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Exp, x.len(), &[x, out], 0.0);
+        self.blas(Kernel::Exp, x.len(), &[x, out], 0.0, 1);
     }
     fn log(&self, x: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Log, x.len(), &[x, out], 0.0);
+        self.blas(Kernel::Log, x.len(), &[x, out], 0.0, 1);
     }
     fn pow(&self, x: &GpuBuf, p: f32, out: &GpuBuf) {
-        self.blas(Kernel::Pow, x.len(), &[x, out], p);
+        self.blas(Kernel::Pow, x.len(), &[x, out], p, 1);
     }
     fn mul_backward(&self, a: &GpuBuf, b: &GpuBuf, g: &GpuBuf, da: &GpuBuf, db: &GpuBuf) {
-        self.blas(Kernel::MulBackward, a.len(), &[a, b, g, da, db], 0.0);
+        self.blas(Kernel::MulBackward, a.len(), &[a, b, g, da, db], 0.0, 2);
     }
     fn div_backward(&self, a: &GpuBuf, b: &GpuBuf, g: &GpuBuf, da: &GpuBuf, db: &GpuBuf) {
-        self.blas(Kernel::DivBackward, a.len(), &[a, b, g, da, db], 0.0);
+        self.blas(Kernel::DivBackward, a.len(), &[a, b, g, da, db], 0.0, 2);
     }
     fn exp_backward(&self, y: &GpuBuf, g: &GpuBuf, dx: &GpuBuf) {
-        self.blas(Kernel::ExpBackward, y.len(), &[y, g, dx], 0.0);
+        self.blas(Kernel::ExpBackward, y.len(), &[y, g, dx], 0.0, 1);
     }
     fn log_backward(&self, x: &GpuBuf, g: &GpuBuf, dx: &GpuBuf) {
-        self.blas(Kernel::LogBackward, x.len(), &[x, g, dx], 0.0);
+        self.blas(Kernel::LogBackward, x.len(), &[x, g, dx], 0.0, 1);
     }
     fn pow_backward(&self, x: &GpuBuf, p: f32, g: &GpuBuf, dx: &GpuBuf) {
-        self.blas(Kernel::PowBackward, x.len(), &[x, g, dx], p);
+        self.blas(Kernel::PowBackward, x.len(), &[x, g, dx], p, 1);
     }
 
     // ---- convolution ------------------------------------------------------------------------
@@ -213,26 +217,29 @@ impl Backend for GpuBackend {
         let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, splits as u32];
         let scratch = if splits > 1 { self.splitk(splits * s.weight_len()) } else { self.splitk(1) };
         let p = self.conv_params(s, m, n, k, [x, dy, dw, &scratch], kchunk, splits);
+        let t = GemmTile::DEFAULT;
         let mut rec = self.lock();
-        self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, &[x, dy, dw, &scratch], &p.0, grid);
+        let work = gemm_work(s, m, n, k);
+        self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, t, &[x, dy, dw, &scratch], &p, grid, work);
         if splits > 1 {
             let groups = self.grid((s.weight_len() as u64).div_ceil(256));
-            self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, &[x, dy, dw, &scratch], &p.0, groups);
+            let work = Work::elementwise(s.weight_len(), splits + 1, 1, splits);
+            self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &[x, dy, dw, &scratch], &p, groups, work);
         }
     }
 
     fn bias_add(&self, y: &GpuBuf, bias: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
         check("bias_add y", y, batch * channels * spatial);
         check("bias_add bias", bias, channels);
-        let p = Params::new().u(batch).u(channels).u(spatial).o(y).o(bias).pad_to(8);
-        self.dispatch_1d(Kernel::BiasAdd, &[y, bias], &p.0, y.len());
+        let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(y), o2: off(bias) };
+        self.dispatch_1d(Kernel::BiasAdd, &[y, bias], &p, y.len(), Work::elementwise(y.len(), 1, 1, 1));
     }
 
     fn bias_backward(&self, dy: &GpuBuf, dbias: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
         check("bias_backward dy", dy, batch * channels * spatial);
         check("bias_backward dbias", dbias, channels);
-        let p = Params::new().u(batch).u(channels).u(spatial).o(dy).o(dbias).pad_to(8);
-        self.dispatch(Kernel::BiasBackward, &[dy, dbias], &p.0, self.grid(channels as u64));
+        let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(dy), o2: off(dbias) };
+        self.dispatch(Kernel::BiasBackward, &[dy, dbias], &p, self.grid(channels as u64), Work::elementwise(dy.len(), 1, 0, 1));
     }
 
     // ---- batch normalisation ------------------------------------------------------------------
@@ -247,10 +254,12 @@ impl Backend for GpuBackend {
         for (w, b) in [("mean", mean), ("var", var), ("rolling_mean", rolling_mean), ("rolling_var", rolling_var), ("gamma", gamma), ("beta", beta)] {
             check(&format!("batchnorm {w}"), b, channels);
         }
-        let p = Params::new().u(batch).u(channels).u(spatial).o(x).o(mean).o(var).o(rolling_mean).o(rolling_var).pad_to(12);
-        self.dispatch(Kernel::BnStats, &[x, mean, var, rolling_mean, rolling_var], &p.0, self.grid(channels as u64));
-        let p = Params::new().u(batch).u(channels).u(spatial).o(x).o(y).o(x_norm).o(mean).o(var).o(gamma).o(beta).pad_to(12);
-        self.dispatch_1d(Kernel::BnNormalize, &[x, y, x_norm, mean, var, gamma, beta], &p.0, n);
+        let dims = BnP { batch: u(batch), channels: u(channels), spatial: u(spatial), ..Default::default() };
+        let p = BnP { o1: off(x), o2: off(mean), o3: off(var), o4: off(rolling_mean), o5: off(rolling_var), ..dims };
+        let work = Work::elementwise(n, 2, 0, 3);
+        self.dispatch(Kernel::BnStats, &[x, mean, var, rolling_mean, rolling_var], &p, self.grid(channels as u64), work);
+        let p = BnP { o1: off(x), o2: off(y), o3: off(x_norm), o4: off(mean), o5: off(var), o6: off(gamma), o7: off(beta), ..dims };
+        self.dispatch_1d(Kernel::BnNormalize, &[x, y, x_norm, mean, var, gamma, beta], &p, n, Work::elementwise(n, 1, 2, 4));
     }
 
     fn batchnorm_forward_infer(
@@ -263,8 +272,12 @@ impl Backend for GpuBackend {
         for b in [rolling_mean, rolling_var, gamma, beta] {
             check("batchnorm per-channel", b, channels);
         }
-        let p = Params::new().u(batch).u(channels).u(spatial).o(x).o(y).o(rolling_mean).o(rolling_var).o(gamma).o(beta).pad_to(12);
-        self.dispatch_1d(Kernel::BnInfer, &[x, y, rolling_mean, rolling_var, gamma, beta], &p.0, n);
+        let p = BnP {
+            batch: u(batch), channels: u(channels), spatial: u(spatial),
+            o1: off(x), o2: off(y), o3: off(rolling_mean), o4: off(rolling_var), o5: off(gamma), o6: off(beta),
+            ..Default::default()
+        };
+        self.dispatch_1d(Kernel::BnInfer, &[x, y, rolling_mean, rolling_var, gamma, beta], &p, n, Work::elementwise(n, 1, 1, 4));
     }
 
     fn batchnorm_backward(
@@ -278,27 +291,28 @@ impl Backend for GpuBackend {
         for b in [var, gamma, dgamma, dbeta] {
             check("batchnorm_backward per-channel", b, channels);
         }
-        let form = match form {
-            BnBackward::Exact => 0,
-            BnBackward::DarknetCpu => 1,
+        let p = BnP {
+            batch: u(batch), channels: u(channels), spatial: u(spatial),
+            o1: off(dy), o2: off(x_norm), o3: off(var), o4: off(gamma), o5: off(dgamma), o6: off(dbeta), o7: off(dx),
+            form: bn_form_code(form),
         };
-        let p = Params::new().u(batch).u(channels).u(spatial).o(dy).o(x_norm).o(var).o(gamma).o(dgamma).o(dbeta).o(dx).u(form).pad_to(12);
-        self.dispatch(Kernel::BnBackward, &[dy, x_norm, var, gamma, dgamma, dbeta, dx], &p.0, self.grid(channels as u64));
+        let work = Work::elementwise(n, 4, 1, 8);
+        self.dispatch(Kernel::BnBackward, &[dy, x_norm, var, gamma, dgamma, dbeta, dx], &p, self.grid(channels as u64), work);
     }
 
     // ---- activations ----------------------------------------------------------------------------
     fn activation_forward(&self, x: &GpuBuf, y: &GpuBuf, act: Activation) {
         check("activation y", y, x.len());
-        let p = Params::new().u(x.len()).u(act.code() as usize).o(x).o(y).u(0).u(0).pad_to(8);
-        self.dispatch_1d(Kernel::ActForward, &[x, y], &p.0, x.len());
+        let p = ActP { n: u(x.len()), act: act.code(), o1: off(x), o2: off(y), o3: 0, o4: 0 };
+        self.dispatch_1d(Kernel::ActForward, &[x, y], &p, x.len(), Work::elementwise(x.len(), 1, 1, 1));
     }
 
     fn activation_backward(&self, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, act: Activation) {
         for b in [y, dy, dx] {
             check("activation_backward", b, x.len());
         }
-        let p = Params::new().u(x.len()).u(act.code() as usize).o(x).o(y).o(dy).o(dx).pad_to(8);
-        self.dispatch_1d(Kernel::ActBackward, &[x, y, dy, dx], &p.0, x.len());
+        let p = ActP { n: u(x.len()), act: act.code(), o1: off(x), o2: off(y), o3: off(dy), o4: off(dx) };
+        self.dispatch_1d(Kernel::ActBackward, &[x, y, dy, dx], &p, x.len(), Work::elementwise(x.len(), 2, 1, 1));
     }
 
     // ---- pooling / resampling -------------------------------------------------------------------
@@ -306,7 +320,8 @@ impl Backend for GpuBackend {
         check("maxpool x", x, s.input_len());
         check("maxpool y", y, s.output_len());
         let p = pool_params(s, x, y, y);
-        self.dispatch_1d(Kernel::MaxpoolForward, &[x, y], &p.0, s.output_len());
+        let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((s.input_len() + s.output_len()) * 4) as f64 };
+        self.dispatch_1d(Kernel::MaxpoolForward, &[x, y], &p, s.output_len(), work);
     }
 
     fn maxpool_backward(&self, x: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, s: &PoolShape) {
@@ -314,51 +329,54 @@ impl Backend for GpuBackend {
         check("maxpool_backward dy", dy, s.output_len());
         check("maxpool_backward dx", dx, s.input_len());
         let p = pool_params(s, x, dy, dx);
-        self.dispatch_1d(Kernel::MaxpoolBackward, &[x, dy, dx], &p.0, s.input_len());
+        let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
+        self.dispatch_1d(Kernel::MaxpoolBackward, &[x, dy, dx], &p, s.input_len(), work);
     }
 
     fn avgpool_forward(&self, x: &GpuBuf, y: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
         check("avgpool x", x, batch * channels * spatial);
         check("avgpool y", y, batch * channels);
         let p = avg_params(batch, channels, spatial, x, y);
-        self.dispatch(Kernel::AvgpoolForward, &[x, y], &p.0, self.grid((batch * channels) as u64));
+        self.dispatch(Kernel::AvgpoolForward, &[x, y], &p, self.grid((batch * channels) as u64), Work::elementwise(x.len(), 1, 0, 1));
     }
 
     fn avgpool_backward(&self, dy: &GpuBuf, dx: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
         check("avgpool_backward dy", dy, batch * channels);
         check("avgpool_backward dx", dx, batch * channels * spatial);
         let p = avg_params(batch, channels, spatial, dy, dx);
-        self.dispatch_1d(Kernel::AvgpoolBackward, &[dy, dx], &p.0, dx.len());
+        self.dispatch_1d(Kernel::AvgpoolBackward, &[dy, dx], &p, dx.len(), Work::elementwise(dx.len(), 1, 1, 1));
     }
 
     fn upsample_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &UpsampleShape) {
         check("upsample x", x, s.input_len());
         check("upsample y", y, s.output_len());
-        let p = Params::new().u(s.batch).u(s.c).u(s.h).u(s.w).u(s.stride).o(x).o(y).f(s.scale);
-        self.dispatch_1d(Kernel::UpsampleForward, &[x, y], &p.0, s.output_len());
+        let p = resample_params(s.batch, s.c, s.h, s.w, s.stride, x, y, s.scale);
+        let work = Work { flops: 0.0, bytes: ((s.input_len() + s.output_len()) * 4) as f64 };
+        self.dispatch_1d(Kernel::UpsampleForward, &[x, y], &p, s.output_len(), work);
     }
 
     fn upsample_backward(&self, dy: &GpuBuf, dx: &GpuBuf, s: &UpsampleShape) {
         check("upsample_backward dy", dy, s.output_len());
         check("upsample_backward dx", dx, s.input_len());
-        let p = Params::new().u(s.batch).u(s.c).u(s.h).u(s.w).u(s.stride).o(dy).o(dx).f(s.scale);
-        self.dispatch_1d(Kernel::UpsampleBackward, &[dy, dx], &p.0, s.input_len());
+        let p = resample_params(s.batch, s.c, s.h, s.w, s.stride, dy, dx, s.scale);
+        let work = Work { flops: s.output_len() as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
+        self.dispatch_1d(Kernel::UpsampleBackward, &[dy, dx], &p, s.input_len(), work);
     }
 
     fn reorg_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &ReorgShape) {
         assert!(s.stride > 0 && s.c % (s.stride * s.stride) == 0, "gpu reorg: channels {} not divisible by stride²", s.c);
         check("reorg x", x, s.len());
         check("reorg y", y, s.len());
-        let p = Params::new().u(s.batch).u(s.c).u(s.h).u(s.w).u(s.stride).o(x).o(y).f(0.0);
-        self.dispatch_1d(Kernel::ReorgForward, &[x, y], &p.0, s.len());
+        let p = resample_params(s.batch, s.c, s.h, s.w, s.stride, x, y, 0.0);
+        self.dispatch_1d(Kernel::ReorgForward, &[x, y], &p, s.len(), Work::elementwise(s.len(), 1, 1, 0));
     }
 
     fn reorg_backward(&self, dy: &GpuBuf, dx: &GpuBuf, s: &ReorgShape) {
         assert!(s.stride > 0 && s.c % (s.stride * s.stride) == 0, "gpu reorg: channels {} not divisible by stride²", s.c);
         check("reorg_backward dy", dy, s.len());
         check("reorg_backward dx", dx, s.len());
-        let p = Params::new().u(s.batch).u(s.c).u(s.h).u(s.w).u(s.stride).o(dy).o(dx).f(0.0);
-        self.dispatch_1d(Kernel::ReorgBackward, &[dy, dx], &p.0, s.len());
+        let p = resample_params(s.batch, s.c, s.h, s.w, s.stride, dy, dx, 0.0);
+        self.dispatch_1d(Kernel::ReorgBackward, &[dy, dx], &p, s.len(), Work::elementwise(s.len(), 2, 1, 1));
     }
 
     // ---- route / scale_channels -----------------------------------------------------------------
@@ -369,19 +387,20 @@ impl Backend for GpuBackend {
         let last = s.batch - 1;
         assert!(last * s.src_stride + s.src_offset + s.len <= src.len(), "gpu copy_slices: {s:?} reads past src ({})", src.len());
         assert!(last * s.dst_stride + s.dst_offset + s.len <= dst.len(), "gpu copy_slices: {s:?} writes past dst ({})", dst.len());
-        let p = Params::new()
-            .u(s.batch)
-            .u(s.len)
-            .u(s.src_stride)
-            .u(s.src_offset)
-            .u(s.dst_stride)
-            .u(s.dst_offset)
-            .u(usize::from(s.accumulate))
-            .u(0)
-            .o(src)
-            .o(dst)
-            .pad_to(16);
-        self.dispatch_1d(Kernel::CopySlices, &[src, dst], &p.0, s.batch * s.len);
+        let p = RouteP {
+            batch: u(s.batch),
+            len: u(s.len),
+            src_stride: u(s.src_stride),
+            src_offset: u(s.src_offset),
+            dst_stride: u(s.dst_stride),
+            dst_offset: u(s.dst_offset),
+            accumulate: u32::from(s.accumulate),
+            o1: off(src),
+            o2: off(dst),
+            ..Default::default()
+        };
+        let n = s.batch * s.len;
+        self.dispatch_1d(Kernel::CopySlices, &[src, dst], &p, n, Work::elementwise(n, 1 + usize::from(s.accumulate), 1, 0));
     }
 
     fn scale_channels_forward(&self, x: &GpuBuf, scale: &GpuBuf, y: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
@@ -389,7 +408,7 @@ impl Backend for GpuBackend {
         check("scale_channels scale", scale, batch * channels);
         check("scale_channels y", y, batch * channels * spatial);
         let p = route_params(batch, channels, spatial, &[x, scale, y]);
-        self.dispatch_1d(Kernel::ScaleChannelsForward, &[x, scale, y], &p.0, x.len());
+        self.dispatch_1d(Kernel::ScaleChannelsForward, &[x, scale, y], &p, x.len(), Work::elementwise(x.len(), 1, 1, 1));
     }
 
     fn scale_channels_backward(
@@ -403,20 +422,20 @@ impl Backend for GpuBackend {
         check("scale_channels_backward dscale", dscale, batch * channels);
         let p = route_params(batch, channels, spatial, &[x, scale, dy, dx, dscale]);
         let grid = self.grid((batch * channels) as u64);
-        self.dispatch(Kernel::ScaleChannelsBackward, &[x, scale, dy, dx, dscale], &p.0, grid);
+        self.dispatch(Kernel::ScaleChannelsBackward, &[x, scale, dy, dx, dscale], &p, grid, Work::elementwise(x.len(), 3, 1, 4));
     }
 
     // ---- dropout ----------------------------------------------------------------------------------
     fn dropout_forward(&self, x: &GpuBuf, y: &GpuBuf, p: f32, seed: u64) {
         check("dropout y", y, x.len());
         let params = dropout_params(x.len(), seed, x, y, p);
-        self.dispatch_1d(Kernel::DropoutForward, &[x, y], &params.0, x.len());
+        self.dispatch_1d(Kernel::DropoutForward, &[x, y], &params, x.len(), Work::elementwise(x.len(), 1, 1, 1));
     }
 
     fn dropout_backward(&self, dy: &GpuBuf, dx: &GpuBuf, p: f32, seed: u64) {
         check("dropout dx", dx, dy.len());
         let params = dropout_params(dy.len(), seed, dy, dx, p);
-        self.dispatch_1d(Kernel::DropoutBackward, &[dy, dx], &params.0, dy.len());
+        self.dispatch_1d(Kernel::DropoutBackward, &[dy, dx], &params, dy.len(), Work::elementwise(dy.len(), 2, 1, 1));
     }
 
     // ---- yolo -------------------------------------------------------------------------------------
@@ -427,18 +446,17 @@ impl Backend for GpuBackend {
     // ---- optimisers -------------------------------------------------------------------------------
     fn sgd_update(&self, w: &GpuBuf, upd: &GpuBuf, lr: f32, momentum: f32, decay: f32, batch: f32) {
         check("sgd upd", upd, w.len());
-        let p = Params::new()
-            .u(w.len())
-            .o(w)
-            .o(upd)
-            .u(0)
-            .u(0)
-            .f(lr)
-            .f(momentum)
-            .f(decay * batch)
-            .f(lr / batch)
-            .pad_to(16);
-        self.dispatch_1d(Kernel::SgdUpdate, &[w, upd], &p.0, w.len());
+        let p = OptimP {
+            n: u(w.len()),
+            o1: off(w),
+            o2: off(upd),
+            lr,
+            momentum,
+            decay_b: decay * batch,
+            lr_over_b: lr / batch,
+            ..Default::default()
+        };
+        self.dispatch_1d(Kernel::SgdUpdate, &[w, upd], &p, w.len(), Work::elementwise(w.len(), 2, 2, 4));
     }
 
     fn adam_update(
@@ -449,23 +467,23 @@ impl Backend for GpuBackend {
             check("adam state", b, w.len());
         }
         let t = t.min(i32::MAX as u32) as i32;
-        let p = Params::new()
-            .u(w.len())
-            .o(w)
-            .o(upd)
-            .o(m)
-            .o(v)
-            .f(lr)
-            .f(0.0)
-            .f(decay * batch)
-            .f(0.0)
-            .f(b1)
-            .f(b2)
-            .f(eps)
-            .f(1.0 - b1.powi(t))
-            .f(1.0 - b2.powi(t))
-            .pad_to(16);
-        self.dispatch_1d(Kernel::AdamUpdate, &[w, upd, m, v], &p.0, w.len());
+        let p = OptimP {
+            n: u(w.len()),
+            o1: off(w),
+            o2: off(upd),
+            o3: off(m),
+            o4: off(v),
+            lr,
+            momentum: 0.0,
+            decay_b: decay * batch,
+            lr_over_b: 0.0,
+            b1,
+            b2,
+            eps,
+            bc1: 1.0 - b1.powi(t),
+            bc2: 1.0 - b2.powi(t),
+        };
+        self.dispatch_1d(Kernel::AdamUpdate, &[w, upd, m, v], &p, w.len(), Work::elementwise(w.len(), 4, 4, 14));
     }
 
     // ---- reductions -------------------------------------------------------------------------------
@@ -482,63 +500,72 @@ impl Backend for GpuBackend {
 
 impl GpuBackend {
     /// Two-pass deterministic reduction (reduce.wgsl); the partition depends only on x's length.
-    fn reduce(&self, x: &GpuBuf, out: &GpuBuf, index: usize, mode: usize) {
+    fn reduce(&self, x: &GpuBuf, out: &GpuBuf, index: usize, mode: u32) {
         assert!(index < out.len(), "gpu reduction: index {index} outside a result buffer of {}", out.len());
         let n = x.len();
         let parts = n.div_ceil(2048).clamp(1, REDUCE_PARTS);
         let chunk = n.div_ceil(parts).max(1);
         let parts = n.div_ceil(chunk).max(1);
         let scratch = &self.reduce_scratch;
-        let p1 = Params::new().u(n).u(chunk).u(parts).u(mode).o(x).o(scratch).u(0).u(0);
-        let p2 = Params::new().u(n).u(chunk).u(parts).u(mode).o(scratch).o(out).u(index).u(0);
+        let p1 = ReduceP { n: u(n), chunk: u(chunk), parts: u(parts), mode, o1: off(x), o2: off(scratch), index: 0 };
+        let p2 = ReduceP { o1: off(scratch), o2: off(out), index: u(index), ..p1 };
+        let t = GemmTile::DEFAULT;
         let mut rec = self.lock();
-        self.dispatch_locked(&mut rec, Kernel::ReducePartial, &[x, scratch], &p1.0, [parts as u32, 1, 1]);
-        self.dispatch_locked(&mut rec, Kernel::ReduceFinal, &[scratch, out], &p2.0, [1, 1, 1]);
+        self.dispatch_locked(&mut rec, Kernel::ReducePartial, t, &[x, scratch], &p1, [parts as u32, 1, 1], Work::elementwise(n, 1, 0, 1));
+        self.dispatch_locked(&mut rec, Kernel::ReduceFinal, t, &[scratch, out], &p2, [1, 1, 1], Work::elementwise(parts, 1, 0, 1));
     }
 }
 
-fn pool_params(s: &PoolShape, b1: &GpuBuf, b2: &GpuBuf, b3: &GpuBuf) -> Params {
+fn pool_params(s: &PoolShape, b1: &GpuBuf, b2: &GpuBuf, b3: &GpuBuf) -> PoolP {
     assert!(s.stride > 0 && s.size > 0, "gpu maxpool: bad shape {s:?}");
-    Params::new()
-        .u(s.batch)
-        .u(s.c)
-        .u(s.h)
-        .u(s.w)
-        .u(s.size)
-        .u(s.stride)
-        .u(s.padding / 2)
-        .u(s.out_h)
-        .u(s.out_w)
-        .o(b1)
-        .o(b2)
-        .o(b3)
-        .u(s.h * s.w)
-        .pad_to(16)
-}
-
-fn avg_params(batch: usize, channels: usize, spatial: usize, b1: &GpuBuf, b2: &GpuBuf) -> Params {
-    Params::new().u(batch).u(channels).u(0).u(0).u(0).u(0).u(0).u(0).u(0).o(b1).o(b2).u(0).u(spatial).pad_to(16)
-}
-
-fn route_params(batch: usize, channels: usize, spatial: usize, bufs: &[&GpuBuf]) -> Params {
-    let mut p = Params::new().u(batch).u(channels).u(0).u(0).u(0).u(0).u(0).u(spatial);
-    for i in 0..5 {
-        p = match bufs.get(i) {
-            Some(b) => p.o(b),
-            None => p.u(0),
-        };
+    PoolP {
+        batch: u(s.batch),
+        c: u(s.c),
+        h: u(s.h),
+        w: u(s.w),
+        size: u(s.size),
+        stride: u(s.stride),
+        off: u(s.padding / 2),
+        oh: u(s.out_h),
+        ow: u(s.out_w),
+        o1: off(b1),
+        o2: off(b2),
+        o3: off(b3),
+        spatial: u(s.h * s.w),
     }
-    p.pad_to(16)
 }
 
-fn dropout_params(n: usize, seed: u64, b1: &GpuBuf, b2: &GpuBuf, p: f32) -> Params {
-    Params::new()
-        .u(n)
-        .u((seed & 0xffff_ffff) as usize)
-        .u((seed >> 32) as usize)
-        .o(b1)
-        .o(b2)
-        .f(p)
-        .f(1.0 / (1.0 - p))
-        .f(1.0 - p)
+fn avg_params(batch: usize, channels: usize, spatial: usize, b1: &GpuBuf, b2: &GpuBuf) -> PoolP {
+    PoolP { batch: u(batch), c: u(channels), o1: off(b1), o2: off(b2), spatial: u(spatial), ..Default::default() }
+}
+
+fn route_params(batch: usize, channels: usize, spatial: usize, bufs: &[&GpuBuf]) -> RouteP {
+    let o = |i: usize| bufs.get(i).map_or(0, |b| off(b));
+    RouteP { batch: u(batch), len: u(channels), spatial: u(spatial), o1: o(0), o2: o(1), o3: o(2), o4: o(3), o5: o(4), ..Default::default() }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resample_params(batch: usize, c: usize, h: usize, w: usize, stride: usize, b1: &GpuBuf, b2: &GpuBuf, scale: f32) -> ResampleP {
+    ResampleP { batch: u(batch), c: u(c), h: u(h), w: u(w), stride: u(stride), o1: off(b1), o2: off(b2), scale }
+}
+
+fn dropout_params(n: usize, seed: u64, b1: &GpuBuf, b2: &GpuBuf, p: f32) -> DropoutP {
+    DropoutP {
+        n: u(n),
+        s0: (seed & 0xffff_ffff) as u32,
+        s1: (seed >> 32) as u32,
+        o1: off(b1),
+        o2: off(b2),
+        prob: p,
+        scale: 1.0 / (1.0 - p),
+        keep: 1.0 - p,
+    }
+}
+
+/// Counted work of a convolution GEMM: 2·M·N·K FLOPs (per group), each operand read once and C
+/// written once.
+fn gemm_work(s: &ConvShape, m: usize, n: usize, k: usize) -> Work {
+    let g = s.groups as f64;
+    let (m, n, k) = (m as f64, n as f64, k as f64);
+    Work { flops: 2.0 * g * m * n * k, bytes: 4.0 * g * (m * k + k * n + m * n) }
 }

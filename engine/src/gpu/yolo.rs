@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use super::buffers;
-use super::pipelines::Kernel;
-use super::{GpuBackend, GpuBuf, Params};
-use crate::shapes::{IouLoss, YoloParams};
+use super::params::{YoloP, off, u};
+use super::pipelines::{GemmTile, Kernel, iou_code};
+use super::GpuBackend;
+use super::GpuBuf;
+use crate::profile::Work;
+use crate::shapes::YoloParams;
 use crate::yolo_stats::STATS_LEN;
 
 /// Floats of one image's tally in the scratch (yolo.wgsl `TALLY`).
@@ -31,16 +34,6 @@ pub(crate) struct ScratchKey {
 
 /// Scratch buffers of the yolo heads, one per distinct [`ScratchKey`].
 pub(crate) type ScratchCache = HashMap<ScratchKey, GpuBuf>;
-
-fn iou_code(k: IouLoss) -> usize {
-    match k {
-        IouLoss::Mse => 0,
-        IouLoss::Iou => 1,
-        IouLoss::Giou => 2,
-        IouLoss::Diou => 3,
-        IouLoss::Ciou => 4,
-    }
-}
 
 /// Workgroups of the per-anchor-cell passes = loss partials of a head.
 fn parts(p: &YoloParams) -> usize {
@@ -96,65 +89,70 @@ impl GpuBackend {
         let wh = p.w * p.h;
         let n = p.mask.len();
         let total = p.batch * n * wh;
-        let flags = p.new_coords as usize
-            | (p.focal_loss as usize) << 1
-            | (p.objectness_smooth as usize) << 2
-            | ((p.max_delta != f32::MAX) as usize) << 3
-            | ((p.iou_thresh < 1.0) as usize) << 4;
-        let params = Params::new()
-            .u(p.batch)
-            .u(p.w)
-            .u(p.h)
-            .u(p.classes)
-            .u(n)
-            .u(p.anchors.len())
-            .u(p.net_w)
-            .u(p.net_h)
-            .u(p.max_boxes)
-            .u(wh)
-            .u(n * (5 + p.classes) * wh)
-            .u(total)
-            .o(x)
-            .o(out)
-            .o(truths)
-            .o(dx)
-            .o(stats)
-            .o(&scratch)
-            .u(flags)
-            .u(iou_code(p.iou_loss))
-            .u(iou_code(p.iou_thresh_kind))
-            .u(parts(p))
-            .u(len)
-            .u(0)
-            .f(p.scale_x_y)
+        let flags = p.new_coords as u32
+            | (p.focal_loss as u32) << 1
+            | (p.objectness_smooth as u32) << 2
+            | ((p.max_delta != f32::MAX) as u32) << 3
+            | ((p.iou_thresh < 1.0) as u32) << 4;
+        let params = YoloP {
+            batch: u(p.batch),
+            w: u(p.w),
+            h: u(p.h),
+            classes: u(p.classes),
+            n: u(n),
+            num_anchors: u(p.anchors.len()),
+            net_w: u(p.net_w),
+            net_h: u(p.net_h),
+            max_boxes: u(p.max_boxes),
+            wh: u(wh),
+            outputs: u(n * (5 + p.classes) * wh),
+            total: u(total),
+            o1: off(x),
+            o2: off(out),
+            o3: off(truths),
+            o4: off(dx),
+            o5: off(stats),
+            o6: off(&scratch),
+            flags,
+            iou_loss: iou_code(p.iou_loss),
+            iou_thresh_kind: iou_code(p.iou_thresh_kind),
+            parts: u(parts(p)),
+            len: u(len),
+            scale_x_y: p.scale_x_y,
             // Darknet computes the offset in double and passes it as float.
-            .f((-0.5 * (p.scale_x_y as f64 - 1.0)) as f32)
-            .f(p.ignore_thresh)
-            .f(p.truth_thresh)
-            .f(p.iou_thresh)
-            .f(p.iou_normalizer)
-            .f(p.obj_normalizer)
-            .f(p.label_smooth_eps)
-            .f(p.max_delta)
-            .pad_to(36);
+            beta: (-0.5 * (p.scale_x_y as f64 - 1.0)) as f32,
+            ignore_thresh: p.ignore_thresh,
+            truth_thresh: p.truth_thresh,
+            iou_thresh: p.iou_thresh,
+            iou_normalizer: p.iou_normalizer,
+            obj_normalizer: p.obj_normalizer,
+            label_smooth_eps: p.label_smooth_eps,
+            max_delta: p.max_delta,
+        };
         let bufs = [x, out, truths, dx, stats, &scratch];
         let per_cell = self.grid(total.div_ceil(GROUP) as u64);
         // One lock for the whole op: its passes share the scratch.
+        // Counted work: the activation reads x and writes out; the loss passes read out and
+        // write dx; the matching passes compare each anchor-cell with every truth slot.
+        let t = GemmTile::DEFAULT;
+        let elementwise = Work::elementwise(len, 1, 1, 4);
+        let matching = Work { flops: (total * p.max_boxes * 20) as f64, bytes: (len * 4) as f64 };
         let mut rec = self.lock();
         if len > 0 {
             let g = self.grid(len.div_ceil(GROUP) as u64);
-            self.dispatch_locked(&mut rec, Kernel::YoloActivate, &bufs, &params.0, g);
+            self.dispatch_locked(&mut rec, Kernel::YoloActivate, t, &bufs, &params, g, elementwise);
         }
         if total > 0 {
-            self.dispatch_locked(&mut rec, Kernel::YoloNegatives, &bufs, &params.0, per_cell);
+            self.dispatch_locked(&mut rec, Kernel::YoloNegatives, t, &bufs, &params, per_cell, matching);
         }
         if p.batch > 0 {
             let g = [p.batch.div_ceil(POSITIVES_GROUP) as u32, 1, 1];
-            self.dispatch_locked(&mut rec, Kernel::YoloPositives, &bufs, &params.0, g);
+            let work = Work { flops: (p.batch * p.max_boxes * p.anchors.len() * 20) as f64, bytes: 0.0 };
+            self.dispatch_locked(&mut rec, Kernel::YoloPositives, t, &bufs, &params, g, work);
         }
         if total > 0 {
-            self.dispatch_locked(&mut rec, Kernel::YoloFinish, &bufs, &params.0, per_cell);
+            self.dispatch_locked(&mut rec, Kernel::YoloFinish, t, &bufs, &params, per_cell, elementwise);
         }
-        self.dispatch_locked(&mut rec, Kernel::YoloStats, &bufs, &params.0, [1, 1, 1]);
+        self.dispatch_locked(&mut rec, Kernel::YoloStats, t, &bufs, &params, [1, 1, 1], Work::default());
     }
 }

@@ -1,10 +1,11 @@
 //! Forward, backward and the optimiser update, recorded on the backend without readback.
 
-use super::layer::{Layer, LayerOp, Param};
+use super::layer::{BatchNorm, Conv, Layer, LayerOp, Param};
 use super::{Mode, Network};
-use crate::backend::Backend;
+use crate::backend::{Backend, BnTensors};
+use crate::profile::{Phase, Scope};
 use crate::rng::dropout_seed;
-use crate::shapes::{Activation, BnBackward, SliceCopy};
+use crate::shapes::{Activation, BnBackward, ChannelShape, SliceCopy};
 use crate::yolo_stats::STATS_LEN;
 
 /// Optimiser settings for one update (learning rate already from the policy).
@@ -14,6 +15,21 @@ pub enum Update {
     Sgd { lr: f32, momentum: f32, decay: f32 },
     /// Darknet Adam (`t` = 1-based iteration for the bias correction).
     Adam { lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, t: u32 },
+}
+
+/// A conv layer's batch-norm tensors as the composite ops take them.
+fn bn_tensors<'a, B: Backend>(c: &'a Conv<B>, bn: &'a BatchNorm<B>) -> BnTensors<'a, B::Buf> {
+    BnTensors {
+        x_norm: &bn.x_norm,
+        mean: &bn.mean,
+        var: &bn.variance,
+        rolling_mean: &bn.rolling_mean,
+        rolling_var: &bn.rolling_variance,
+        gamma: &bn.scales.value,
+        beta: &c.biases.value,
+        dgamma: &bn.scales.grad,
+        dbeta: &c.biases.grad,
+    }
 }
 
 impl<B: Backend> Network<B> {
@@ -35,33 +51,34 @@ impl<B: Backend> Network<B> {
         for (i, l) in self.layers.iter().enumerate() {
             let x = self.input_of(i);
             let spatial_in = l.input.h * l.input.w;
+            let phase = if matches!(l.op, LayerOp::Yolo { .. }) { Phase::Loss } else { Phase::Forward };
+            b.set_scope(Scope::layer(i, l.kind_name(), phase));
             match &l.op {
                 LayerOp::Conv(c) => {
-                    let target = c.pre_act.as_ref().unwrap_or(&l.output);
-                    let conv_out = b.view(&self.scratch, 0, c.shape.output_len());
-                    let spatial = c.shape.out_h * c.shape.out_w;
+                    let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
                     match &c.bn {
                         Some(bn) => {
+                            let conv_out = b.view(&self.scratch, 0, c.shape.output_len());
                             b.conv_forward(x, &c.weights.value, &conv_out, &c.shape);
                             match mode {
-                                Mode::Train => b.batchnorm_forward_train(
-                                    &conv_out, target, &bn.x_norm, &bn.mean, &bn.variance,
-                                    &bn.rolling_mean, &bn.rolling_variance, &bn.scales.value,
-                                    &c.biases.value, mb, c.shape.filters, spatial,
+                                Mode::Train => b.batchnorm_activation_forward(
+                                    &conv_out, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs,
                                 ),
-                                Mode::Infer => b.batchnorm_forward_infer(
-                                    &conv_out, target, &bn.rolling_mean, &bn.rolling_variance,
-                                    &bn.scales.value, &c.biases.value, mb, c.shape.filters, spatial,
-                                ),
+                                Mode::Infer => {
+                                    let target = c.pre_act.as_ref().unwrap_or(&l.output);
+                                    b.batchnorm_forward_infer(
+                                        &conv_out, target, &bn.rolling_mean, &bn.rolling_variance, &bn.scales.value,
+                                        &c.biases.value, mb, c.shape.filters, cs.spatial,
+                                    );
+                                    if c.activation != Activation::Linear || c.pre_act.is_some() {
+                                        b.activation_forward(target, &l.output, c.activation);
+                                    }
+                                }
                             }
                         }
-                        None => {
-                            b.conv_forward(x, &c.weights.value, target, &c.shape);
-                            b.bias_add(target, &c.biases.value, mb, c.shape.filters, spatial);
-                        }
-                    }
-                    if c.activation != Activation::Linear || c.pre_act.is_some() {
-                        b.activation_forward(target, &l.output, c.activation);
+                        None => b.conv_bias_activation_forward(
+                            x, &c.weights.value, &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape,
+                        ),
                     }
                 }
                 LayerOp::Route { inputs, groups, group_id } => {
@@ -134,6 +151,7 @@ impl<B: Backend> Network<B> {
     pub fn backward_seeded(&self, iteration: u64, output_grad: Option<&B::Buf>) {
         let b = &self.backend;
         let mb = self.mini_batch;
+        b.set_scope(Scope::network(Phase::Backward));
         for l in &self.layers {
             // A [yolo] head writes its whole delta in the forward pass.
             let zeroed = match l.op {
@@ -154,20 +172,18 @@ impl<B: Backend> Network<B> {
             let x = self.input_of(i);
             let dx = self.input_delta_of(i);
             let spatial_in = l.input.h * l.input.w;
+            b.set_scope(Scope::layer(i, l.kind_name(), Phase::Backward));
             match &l.op {
                 LayerOp::Conv(c) => {
-                    let spatial = c.shape.out_h * c.shape.out_w;
-                    let pre = c.pre_act.as_ref().unwrap_or(&l.output);
-                    if c.activation != Activation::Linear {
-                        b.activation_backward(pre, &l.output, &l.delta, &l.delta, c.activation);
-                    }
+                    let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
                     match &c.bn {
-                        Some(bn) => b.batchnorm_backward(
-                            &l.delta, &bn.x_norm, &bn.variance, &bn.scales.value, &bn.scales.grad,
-                            &c.biases.grad, &l.delta, mb, c.shape.filters, spatial,
-                            if self.darknet_cpu.bn_backward { BnBackward::DarknetCpu } else { BnBackward::Exact },
-                        ),
-                        None => b.bias_backward(&l.delta, &c.biases.grad, mb, c.shape.filters, spatial),
+                        Some(bn) => {
+                            let form = if self.darknet_cpu.bn_backward { BnBackward::DarknetCpu } else { BnBackward::Exact };
+                            b.activation_batchnorm_backward(
+                                &l.delta, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs, form,
+                            );
+                        }
+                        None => b.activation_bias_backward(&l.delta, &l.output, c.pre_act.as_ref(), &c.biases.grad, c.activation, &cs),
                     }
                     b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
                     if let Some(dx) = dx {
@@ -270,6 +286,7 @@ impl<B: Backend> Network<B> {
         } else {
             Vec::new()
         };
+        b.set_scope(Scope::network(Phase::Update));
         for p in self.params() {
             if frozen.contains(&(p as *const Param<B>)) {
                 // Darknet-CPU never updates BN beta (darknet-spec §0); its gradient is dropped.
@@ -289,6 +306,7 @@ impl<B: Backend> Network<B> {
 
     /// Zero every parameter gradient (and so SGD momentum).
     pub fn zero_grads(&self) {
+        self.backend.set_scope(Scope::network(Phase::Update));
         for p in self.params() {
             self.backend.fill(&p.grad, 0.0);
         }

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what several of them share.
 
+pub mod bench;
 pub mod check;
 pub mod detect;
 pub mod devices;
@@ -29,6 +30,21 @@ pub fn parse_backend(spec: &str) -> anyhow::Result<BackendChoice> {
             None => anyhow::bail!("--backend {b}: expected cpu, gpu, gpu:<index> or gpu:<adapter name>"),
         },
     }
+}
+
+/// A new run folder `<out>/<name>-<n>` that did not exist before (never overwrites a run).
+pub fn new_run_dir(out: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for n in 1.. {
+        let dir = out.join(format!("{name}-{n:03}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("an unbounded range always yields")
 }
 
 /// FNV-1a 64-bit, hex: a stable fingerprint of an experiment file's text.

@@ -22,7 +22,7 @@ use engine::train::{StepRecord, Trainer};
 use engine::Backend;
 use reports::{DeviceInfo, EpochRecord, IterationRecord, OutputFormats, RunData, RunSummary};
 
-use super::gates;
+use super::{gates, new_run_dir};
 use super::memory::MemorySampler;
 use super::progress::Progress;
 use crate::experiment::{self, BackendSpec, DataSource, Experiment, GpuSelector, ModelSource, RunMode};
@@ -189,20 +189,6 @@ fn augment(exp: &Experiment, cfg: &ModelCfg) -> Result<Augment> {
     if let Some(v) = a.gaussian_noise { aug.gaussian_noise = v; }
     if let Some(v) = exp.data.letterbox { aug.letter_box = v; }
     Ok(aug)
-}
-
-/// A new run folder `<out>/<name>-<n>` that did not exist before (never overwrites a run).
-fn new_run_dir(out: &Path, name: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for n in 1.. {
-        let dir = out.join(format!("{name}-{n:03}"));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    unreachable!()
 }
 
 fn datasets(exp: &Experiment, cfg: &ModelCfg, run_dir: &Path) -> Result<(Dataset, Dataset, Vec<String>)> {

@@ -1,0 +1,175 @@
+//! `runner bench [MODEL]`: training throughput of one backend on random data, with the GPU's
+//! device time per layer × phase × kernel (timestamp queries). Prints images/s, the top kernels
+//! and peak device bytes; writes `bench.json` and `tables/kernels.{parquet,csv}` into a new run
+//! folder (`runs/bench-NNN` unless `--out` names one).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use engine::bench::BenchResult;
+use engine::cpu::CpuBackend;
+use engine::gpu::GpuBackend;
+use engine::profile::{KernelTable, Phase};
+use reports::kernels::{KernelRecord, write_kernels};
+use serde_json::json;
+
+use super::{BackendChoice, parse_backend};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A .cfg path or a built-in name (yolov4-tiny, yolov4-tiny-3l, yolov3-tiny, yolov7-tiny)
+    #[arg(default_value = "yolov4-tiny")]
+    pub model: String,
+    /// Network width and height
+    #[arg(long, default_value_t = 416)]
+    pub size: usize,
+    /// Images per step
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Passes per step (Darknet's subdivisions; batch must divide by it)
+    #[arg(long, default_value_t = 1)]
+    pub subdivisions: usize,
+    /// Steps measured (after the warm-up)
+    #[arg(long, default_value_t = 10)]
+    pub iterations: usize,
+    /// Steps run first and not measured (pipeline compilation, first-use allocation)
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// cpu, gpu, gpu:<index> or gpu:<adapter name>
+    #[arg(long, default_value = "gpu")]
+    pub backend: String,
+    /// Override the number of classes (default: the cfg's)
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Turn off GPU timestamp queries (measures what timing costs; no kernels table)
+    #[arg(long)]
+    pub no_timestamps: bool,
+    /// Seed of the weights and the random data
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Folder to write into (default: a new runs/bench-NNN)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The kernels table rows of one backend (per-step means).
+pub fn kernel_records(backend: &str, k: &KernelTable) -> Vec<KernelRecord> {
+    let steps = k.steps.max(1) as f64;
+    k.rows()
+        .into_iter()
+        .map(|r| KernelRecord {
+            backend: backend.to_string(),
+            layer: r.layer.map_or(-1, |l| l as i64),
+            layer_type: r.layer_type.clone(),
+            phase: r.phase.name().to_string(),
+            kernel: r.kernel.clone(),
+            dispatches: r.dispatches as f64 / steps,
+            gpu_s: r.gpu_s / steps,
+            gflops: r.gflops(),
+            gbytes_per_s: r.gbytes_per_s(),
+        })
+        .collect()
+}
+
+pub fn run(a: &BenchArgs) -> Result<ExitCode> {
+    anyhow::ensure!(a.iterations > 0, "--iterations must be at least 1");
+    anyhow::ensure!(a.size > 0 && a.size % 32 == 0, "--size {}: must be a positive multiple of 32", a.size);
+    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
+    let (mut cfg, warnings) = engine::cfg::load(&a.model)?;
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    if let Some(c) = a.classes {
+        cfg.set_classes(c)?;
+    }
+    cfg.set_size(a.size, a.size)?;
+    cfg.set_batch(a.batch, a.subdivisions)?;
+    let mut timed = false;
+    let mut adapter = String::from("cpu");
+    let r = match parse_backend(&a.backend)? {
+        BackendChoice::Cpu => engine::bench::run(CpuBackend::new(), cfg, a.iterations, a.warmup, a.seed)?,
+        BackendChoice::Gpu(sel) => {
+            let gpu = GpuBackend::new(&sel)?;
+            adapter = gpu.adapter_info().to_string();
+            if !gpu.timestamps_supported() {
+                eprintln!("note: {} has no timestamp queries: recording host time only (no kernels table)", gpu.adapter_info().name);
+            }
+            gpu.set_timing(!a.no_timestamps);
+            timed = gpu.timing();
+            gpu.warm_up();
+            engine::bench::run(gpu, cfg, a.iterations, a.warmup, a.seed)?
+        }
+    };
+    let dir = match &a.out {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => super::new_run_dir(Path::new("runs"), "bench")?,
+    };
+    print_result(a, &r, timed);
+    let records = kernel_records(&a.backend, &r.kernels);
+    if timed {
+        write_kernels(&dir.join("tables"), &records, true, true)?;
+    }
+    let per_step = |p: Phase| r.kernels.by_phase().iter().find(|(q, _)| *q == p).map_or(0.0, |(_, s)| s / r.kernels.steps.max(1) as f64);
+    let summary = json!({
+        "model": a.model,
+        "size": a.size,
+        "batch": a.batch,
+        "subdivisions": a.subdivisions,
+        "iterations": a.iterations,
+        "warmup": a.warmup,
+        "seed": a.seed,
+        "backend": a.backend,
+        "device": r.backend,
+        "adapter": adapter,
+        "timestamps": timed,
+        "images_per_s": r.images_per_s,
+        "step_s": r.step_s,
+        "first_step_s": r.first_step_s,
+        "build_s": r.build_s,
+        "device_s_per_step": if timed { json!({
+            "total": r.kernels.total_s() / r.kernels.steps.max(1) as f64,
+            "forward": per_step(Phase::Forward),
+            "loss": per_step(Phase::Loss),
+            "backward": per_step(Phase::Backward),
+            "update": per_step(Phase::Update),
+            "other": per_step(Phase::Other),
+        }) } else { serde_json::Value::Null },
+        "device_bytes": r.bytes,
+        "peak_device_bytes": r.peak_bytes,
+        "last_loss": r.last_loss,
+        "commit": super::git_commit(),
+        "versions": super::versions(),
+    });
+    let path = dir.join("bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
+    println!(
+        "{} {}x{} batch {} on {}: {:.1} images/s ({} steps, {:.1} ms per step; first step {:.2} s)",
+        a.model,
+        a.size,
+        a.size,
+        a.batch,
+        r.backend,
+        r.images_per_s,
+        r.steps,
+        r.step_s * 1e3,
+        r.first_step_s
+    );
+    if timed {
+        let steps = r.kernels.steps.max(1) as f64;
+        let phases: Vec<String> =
+            r.kernels.by_phase().iter().filter(|(_, s)| *s > 0.0).map(|(p, s)| format!("{} {:.2}", p.name(), s / steps * 1e3)).collect();
+        println!("device time {:.2} ms per step ({})", r.kernels.total_s() / steps * 1e3, phases.join(", "));
+        print!("{}", r.kernels.top_kernels_text(15));
+    }
+    println!("device bytes {} (peak {})", r.bytes, r.peak_bytes);
+}
