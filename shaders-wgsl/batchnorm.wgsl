@@ -1,6 +1,14 @@
 // Batch normalisation (darknet-spec §0): batch variance Σ(x−mean)²/(N−1) with N = batch·spatial,
 // eps 1e-5 inside the root, running stats r = 0.99 r + 0.01 batch_stat, exact backward.
-// Per-channel reductions: one workgroup per channel, fixed strided partial sums + fixed tree.
+//
+// Statistics: bn_partials gives every (channel, chunk) a workgroup (include/reduce.wgsl) that
+// writes the chunk's mean and Σ(x−mean_chunk)²; bn_combine merges a channel's chunks in chunk
+// order (Chan's pairwise update, as exact as the two-pass formula). bn_normalize then writes
+// x_norm and y = act(gamma·x_norm + beta), the activation fused in (ACT_LINEAR: plain batch norm).
+// Backward mirrors it: bn_backward_partials sums dz and dz·x_norm per chunk, where dz is the
+// gradient before the fused activation (recomputing the pre-activation gamma·x_norm + beta where
+// the activation's derivative needs it); bn_backward_combine accumulates dgamma/dbeta and the
+// channel's coefficients; bn_backward_apply writes dx elementwise.
 
 struct P {
     batch: u32,
@@ -13,8 +21,20 @@ struct P {
     o5: u32,
     o6: u32,
     o7: u32,
-    // bn_backward only: 0 exact derivative, 1 Darknet's CPU formula (see BnBackward).
+    o8: u32,
+    // bn_backward_*: BN_EXACT or BN_DARKNET_CPU (see BnBackward).
     form: u32,
+    // Fused activation (ACT_*); ACT_LINEAR for plain batch norm.
+    act: u32,
+    // bn_normalize: 1 = also write the pre-activation to b8.
+    has_pre: u32,
+    // Chunking of each channel (include/reduce.wgsl), and where the backward coefficients sit in
+    // the scratch (float index after the partials).
+    chunks: u32,
+    ppc: u32,
+    pieces: u32,
+    piece_len: u32,
+    coefs: u32,
 }
 
 const EPS: f32 = 1e-5;
@@ -27,137 +47,185 @@ const EPS: f32 = 1e-5;
 @group(0) @binding(5) var<storage, read_write> b5: array<f32>;
 @group(0) @binding(6) var<storage, read_write> b6: array<f32>;
 @group(0) @binding(7) var<storage, read_write> b7: array<f32>;
+@group(0) @binding(8) var<storage, read_write> b8: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red2: array<f32, 256>;
-
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
+fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 256u + lid;
 }
 
-// Two sums at once (same tree shape as tree_sum).
-fn tree_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    red[lid] = v.x;
-    red2[lid] = v.y;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-            red2[lid] = red2[lid] + red2[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red[0], red2[0]);
-    workgroupBarrier();
-    return r;
+// The activation's derivative needs its input (not only its output).
+fn needs_input(act: u32) -> bool {
+    return act == ACT_MISH || act == ACT_SWISH || act == ACT_HARD_MISH;
 }
 
-fn channel_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
+fn chunk_of(q: u32) -> vec4<u32> {
+    return chunk_range(q, p.batch, p.spatial, p.ppc, p.pieces, p.piece_len);
 }
 
-// x = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
+// x = b1 → scratch (b2) [o2 + (c·chunks + q)·2 ..] = (chunk mean, Σ(x − chunk mean)²).
+// Workgroup (flat) = c·chunks + q.
 @compute @workgroup_size(256)
-fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = channel_of(wid, nwg);
-    let valid = c < p.channels;
-    let n = f32(p.batch * p.spatial);
+fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    let valid = g < p.channels * p.chunks;
+    let c = g / p.chunks;
+    let r = chunk_of(g % p.chunks);
+    let len = r.w - r.z;
     var s = 0.0;
     if (valid) {
-        for (var b = 0u; b < p.batch; b++) {
-            let base = p.o1 + (b * p.channels + c) * p.spatial;
-            for (var i = lid.x; i < p.spatial; i += 256u) {
+        for (var b = r.x; b < r.y; b++) {
+            let base = p.o1 + (b * p.channels + c) * p.spatial + r.z;
+            for (var i = lid; i < len; i += 256u) {
                 s = s + b1[base + i];
             }
         }
     }
-    let mean = tree_sum(lid.x, s) / n;
+    let mean = tree_sum(lid, s) / f32(max(chunk_count(r), 1u));
     var q = 0.0;
     if (valid) {
-        for (var b = 0u; b < p.batch; b++) {
-            let base = p.o1 + (b * p.channels + c) * p.spatial;
-            for (var i = lid.x; i < p.spatial; i += 256u) {
+        for (var b = r.x; b < r.y; b++) {
+            let base = p.o1 + (b * p.channels + c) * p.spatial + r.z;
+            for (var i = lid; i < len; i += 256u) {
                 let d = b1[base + i] - mean;
                 q = q + d * d;
             }
         }
     }
-    let variance = tree_sum(lid.x, q) / (n - 1.0);
-    if (lid.x == 0u && valid) {
-        b2[p.o2 + c] = mean;
-        b3[p.o3 + c] = variance;
-        b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
-        b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+    let m2 = tree_sum(lid, q);
+    if (lid == 0u && valid) {
+        b2[p.o2 + 2u * g] = mean;
+        b2[p.o2 + 2u * g + 1u] = m2;
     }
 }
 
-// x = b1, y = b2, x_norm = b3, mean = b4, var = b5, gamma = b6, beta = b7. x may alias y.
+// scratch = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
+// One invocation per channel merges its chunks in order.
 @compute @workgroup_size(256)
-fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+fn bn_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = flat(wid, nwg, lid);
+    if (c >= p.channels) { return; }
+    var n = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    for (var q = 0u; q < p.chunks; q++) {
+        let nq = f32(chunk_count(chunk_of(q)));
+        let mq = b1[p.o1 + 2u * (c * p.chunks + q)];
+        let m2q = b1[p.o1 + 2u * (c * p.chunks + q) + 1u];
+        let total = n + nq;
+        let d = mq - mean;
+        mean = mean + d * (nq / total);
+        m2 = m2 + m2q + d * d * (n * nq / total);
+        n = total;
+    }
+    // N = 1 would divide by zero; the divisor is then 1, as on the CPU.
+    let variance = m2 / max(n - 1.0, 1.0);
+    b2[p.o2 + c] = mean;
+    b3[p.o3 + c] = variance;
+    b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
+    b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+}
+
+// x = b1, y = b2, x_norm = b3, mean = b4, var = b5, gamma = b6, beta = b7, pre-activation = b8
+// (written when has_pre). x may alias y.
+@compute @workgroup_size(256)
+fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
     if (i >= p.batch * p.channels * p.spatial) { return; }
     let c = (i / p.spatial) % p.channels;
     let xn = (b1[p.o1 + i] - b4[p.o4 + c]) / sqrt(b5[p.o5 + c] + EPS);
     b3[p.o3 + i] = xn;
-    b2[p.o2 + i] = b6[p.o6 + c] * xn + b7[p.o7 + c];
+    let z = b6[p.o6 + c] * xn + b7[p.o7 + c];
+    if (p.has_pre != 0u) {
+        b8[p.o8 + i] = z;
+    }
+    b2[p.o2 + i] = activate(z, p.act);
 }
 
 // x = b1, y = b2, rolling_mean = b3, rolling_var = b4, gamma = b5, beta = b6. x may alias y.
 @compute @workgroup_size(256)
-fn bn_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+fn bn_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
     if (i >= p.batch * p.channels * p.spatial) { return; }
     let c = (i / p.spatial) % p.channels;
     let xn = (b1[p.o1 + i] - b3[p.o3 + c]) / sqrt(b4[p.o4 + c] + EPS);
     b2[p.o2 + i] = b5[p.o5 + c] * xn + b6[p.o6 + c];
 }
 
-// dy = b1, x_norm = b2, var = b3, gamma = b4, dgamma = b5 (+=), dbeta = b6 (+=), dx = b7 (=).
-// dx may alias dy: each invocation rewrites exactly the elements it read in the reduction phase.
+// Gradient w.r.t. the batch-norm output z at element i of channel c: dy (b1) through the fused
+// activation (output y = b2; input z = gamma·x_norm + beta, recomputed from b3, b4, b5).
+fn grad_z(i: u32, c: u32) -> f32 {
+    let dy = b1[p.o1 + i];
+    if (p.act == ACT_LINEAR) {
+        return dy;
+    }
+    var z = 0.0;
+    if (needs_input(p.act)) {
+        z = b4[p.o4 + c] * b3[p.o3 + i] + b5[p.o5 + c];
+    }
+    return dy * gradient(z, b2[p.o2 + i], p.act);
+}
+
+// dy = b1, y = b2, x_norm = b3, gamma = b4, beta = b5 → scratch (b6) [o6 + (c·chunks + q)·2 ..]
+// = (Σ dz, Σ dz·x_norm) over the chunk.
 @compute @workgroup_size(256)
-fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = channel_of(wid, nwg);
-    let valid = c < p.channels;
+fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    let valid = g < p.channels * p.chunks;
+    let c = g / p.chunks;
+    let r = chunk_of(g % p.chunks);
+    let len = r.w - r.z;
     var s = vec2<f32>(0.0, 0.0);
     if (valid) {
-        for (var b = 0u; b < p.batch; b++) {
-            let base = (b * p.channels + c) * p.spatial;
-            for (var i = lid.x; i < p.spatial; i += 256u) {
-                let dy = b1[p.o1 + base + i];
-                s = s + vec2<f32>(dy, dy * b2[p.o2 + base + i]);
+        for (var b = r.x; b < r.y; b++) {
+            let base = (b * p.channels + c) * p.spatial + r.z;
+            for (var k = lid; k < len; k += 256u) {
+                let dz = grad_z(base + k, c);
+                s = s + vec2<f32>(dz, dz * b3[p.o3 + base + k]);
             }
         }
     }
-    let sums = tree_sum2(lid.x, s);
-    if (!valid) {
-        return;
+    let sums = tree_sum2(lid, s);
+    if (lid == 0u && valid) {
+        b6[p.o6 + 2u * g] = sums.x;
+        b6[p.o6 + 2u * g + 1u] = sums.y;
     }
-    if (lid.x == 0u) {
-        b5[p.o5 + c] = b5[p.o5 + c] + sums.y;
-        b6[p.o6 + c] = b6[p.o6 + c] + sums.x;
+}
+
+// scratch = b1, var = b2, gamma = b3, dgamma = b4 (+=), dbeta = b5 (+=). One invocation per
+// channel sums its chunks in order and leaves the coefficients of bn_backward_apply in the
+// scratch: (k_direct, k, mean(dz), projection).
+@compute @workgroup_size(256)
+fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = flat(wid, nwg, lid);
+    if (c >= p.channels) { return; }
+    var s = vec2<f32>(0.0, 0.0);
+    for (var q = 0u; q < p.chunks; q++) {
+        let at = p.o1 + 2u * (c * p.chunks + q);
+        s = s + vec2<f32>(b1[at], b1[at + 1u]);
     }
+    b4[p.o4 + c] = b4[p.o4 + c] + s.y;
+    b5[p.o5 + c] = b5[p.o5 + c] + s.x;
     let n = f32(p.batch * p.spatial);
-    let mean_dy = sums.x / n;
-    let darknet_cpu = p.form == 1u;
-    let proj = select(sums.y / max(n - 1.0, 1.0), sums.y / n, darknet_cpu);
-    let k = b4[p.o4 + c] / sqrt(b3[p.o3 + c] + EPS);
-    let k_direct = select(k, b4[p.o4 + c] / (sqrt(b3[p.o3 + c]) + EPS), darknet_cpu);
-    for (var b = 0u; b < p.batch; b++) {
-        let base = (b * p.channels + c) * p.spatial;
-        for (var i = lid.x; i < p.spatial; i += 256u) {
-            let dy = b1[p.o1 + base + i];
-            let xn = b2[p.o2 + base + i];
-            b7[p.o7 + base + i] = k_direct * dy - k * (mean_dy + xn * proj);
-        }
-    }
+    let darknet_cpu = p.form == BN_DARKNET_CPU;
+    let proj = select(s.y / max(n - 1.0, 1.0), s.y / n, darknet_cpu);
+    let gamma = b3[p.o3 + c];
+    let k = gamma / sqrt(b2[p.o2 + c] + EPS);
+    let k_direct = select(k, gamma / (sqrt(b2[p.o2 + c]) + EPS), darknet_cpu);
+    let at = p.o1 + p.coefs + 4u * c;
+    b1[at] = k_direct;
+    b1[at + 1u] = k;
+    b1[at + 2u] = s.x / n;
+    b1[at + 3u] = proj;
+}
+
+// dy = b1, y = b2, x_norm = b3, gamma = b4, beta = b5, scratch = b6 → dx (b7) =
+// k_direct·dz − k·(mean(dz) + x_norm·projection). dx may alias dy.
+@compute @workgroup_size(256)
+fn bn_backward_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, nwg, lid);
+    if (i >= p.batch * p.channels * p.spatial) { return; }
+    let c = (i / p.spatial) % p.channels;
+    let at = p.o6 + p.coefs + 4u * c;
+    let dz = grad_z(i, c);
+    b7[p.o7 + i] = b6[at] * dz - b6[at + 1u] * (b6[at + 2u] + b3[p.o3 + i] * b6[at + 3u]);
 }

@@ -26,7 +26,6 @@ struct P {
 
 const NEG_FLT_MAX: f32 = -3.40282347e+38;
 
-var<workgroup> red: array<f32, 256>;
 
 // Index (within the (b, c) plane) of the maximum of output (oy, ox), reading x from b1.
 fn argmax(plane: u32, oy: u32, ox: u32) -> i32 {
@@ -120,16 +119,9 @@ fn avgpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             s = s + b1[p.o1 + bc * p.spatial + i];
         }
     }
-    red[lid.x] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k >> 1u) {
-        if (lid.x < k) {
-            red[lid.x] = red[lid.x] + red[lid.x + k];
-        }
-        workgroupBarrier();
-    }
+    let total = tree_sum(lid.x, s);
     if (lid.x == 0u && valid) {
-        b2[p.o2 + bc] = red[0] / f32(p.spatial);
+        b2[p.o2 + bc] = total / f32(p.spatial);
     }
 }
 

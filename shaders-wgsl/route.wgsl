@@ -23,7 +23,6 @@ struct P {
 @group(0) @binding(4) var<storage, read_write> b4: array<f32>;
 @group(0) @binding(5) var<storage, read_write> b5: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
 
 fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
@@ -69,15 +68,8 @@ fn scale_channels_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             b4[p.o4 + k] = b4[p.o4 + k] + dy * sc;
         }
     }
-    red[lid.x] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k = k >> 1u) {
-        if (lid.x < k) {
-            red[lid.x] = red[lid.x] + red[lid.x + k];
-        }
-        workgroupBarrier();
-    }
+    let total = tree_sum(lid.x, s);
     if (lid.x == 0u && valid) {
-        b5[p.o5 + bc] = b5[p.o5 + bc] + red[0];
+        b5[p.o5 + bc] = b5[p.o5 + bc] + total;
     }
 }

@@ -8,8 +8,10 @@
 
 
 use engine::Backend;
+use engine::backend::BnTensors;
 use engine::gpu::{AdapterSelector, GpuBackend, GpuBuf};
-use engine::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
+use engine::network::layer::needs_pre_activation;
+use engine::shapes::{Activation, BnBackward, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
 
 mod common;
 use common::shared_gpu as gpu;
@@ -863,6 +865,11 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
         ConvShape::new(2, 6, 6, 6, 6, 3, 1, 1, 6),
         ConvShape::new(1, 8, 5, 5, 67, 1, 1, 0, 1),
         ConvShape::new(2, 3, 36, 36, 4, 3, 1, 1, 1), // split-K on the GPU
+        // One shape per GEMM tile of the GPU (128, 64 and 32 rows; 1×1, 3×3 and generic sizes).
+        ConvShape::new(2, 16, 12, 12, 130, 3, 1, 1, 1),
+        ConvShape::new(2, 40, 9, 9, 48, 1, 1, 0, 1),
+        ConvShape::new(1, 3, 17, 17, 8, 5, 2, 2, 1),
+        ConvShape::new(2, 130, 6, 6, 20, 3, 2, 1, 1),
     ]
     .into_iter()
     .enumerate()
@@ -912,6 +919,49 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     put("bn dx, Darknet-CPU form (aliasing dy)", Tol::Sum, b.download(&dx_dn));
     put("bn dgamma", Tol::Sum, b.download(&dgamma));
     put("bn dbeta", Tol::Sum, b.download(&dbeta));
+
+    // composite ops: fused kernels on the GPU, the plain ops above on the CPU
+    let cs = ChannelShape::new(3, 6, 47);
+    let nn = cs.len();
+    for (i, act) in [Activation::Leaky, Activation::Linear, Activation::Logistic, Activation::Mish, Activation::Swish].into_iter().enumerate() {
+        let seed = 480 + 20 * i as u64;
+        let x = upb(b, &data(nn, seed, -2.0, 3.0));
+        let y = b.alloc(nn);
+        let pre = needs_pre_activation(act).then(|| b.alloc(nn));
+        let (xn, mean, var) = (b.alloc(nn), b.alloc(cs.channels), b.alloc(cs.channels));
+        let (rm, rv) = (upb(b, &data(cs.channels, seed + 1, -0.1, 0.1)), upb(b, &data(cs.channels, seed + 2, 0.5, 1.0)));
+        let (gamma, beta) = (upb(b, &data(cs.channels, seed + 3, 0.5, 1.5)), upb(b, &data(cs.channels, seed + 4, -0.5, 0.5)));
+        let (dgamma, dbeta) = (upb(b, &data(cs.channels, seed + 5, -1.0, 1.0)), upb(b, &data(cs.channels, seed + 6, -1.0, 1.0)));
+        let bn = BnTensors { x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
+        b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs);
+        let delta = upb(b, &data(nn, seed + 7, -1.0, 1.0));
+        let form = if i == 0 { BnBackward::DarknetCpu } else { BnBackward::Exact };
+        b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form);
+        let mut outs = vec![("y", &y), ("x_norm", &xn), ("mean", &mean), ("var", &var), ("rolling_mean", &rm), ("rolling_var", &rv)];
+        outs.extend([("dx", &delta), ("dgamma", &dgamma), ("dbeta", &dbeta)]);
+        if let Some(p) = &pre {
+            outs.push(("pre-activation", p));
+        }
+        for (name, buf) in outs {
+            put(&format!("batchnorm_activation {act:?} {name}"), Tol::Sum, b.download(buf));
+        }
+    }
+    for (i, act) in [Activation::Linear, Activation::Leaky].into_iter().enumerate() {
+        let s = ConvShape::new(2, 8, 7, 6, 67, 1, 1, 0, 1);
+        let seed = 600 + 10 * i as u64;
+        let x = upb(b, &data(s.input_len(), seed, -1.0, 1.0));
+        let w = upb(b, &data(s.weight_len(), seed + 1, -0.5, 0.5));
+        let bias = upb(b, &data(s.filters, seed + 2, -1.0, 1.0));
+        let y = b.alloc(s.output_len());
+        b.conv_bias_activation_forward(&x, &w, &bias, &y, None, act, &s);
+        put(&format!("conv_bias_activation {act:?}"), Tol::Sum, b.download(&y));
+        let delta = upb(b, &data(s.output_len(), seed + 3, -1.0, 1.0));
+        let dbias = upb(b, &data(s.filters, seed + 4, -1.0, 1.0));
+        let cs = ChannelShape::new(s.batch, s.filters, s.out_h * s.out_w);
+        b.activation_bias_backward(&delta, &y, None, &dbias, act, &cs);
+        put(&format!("activation_bias_backward {act:?} delta"), Tol::Elem, b.download(&delta));
+        put(&format!("activation_bias_backward {act:?} dbias"), Tol::Sum, b.download(&dbias));
+    }
 
     // activations
     let mut hx = data(509, 410, -9.0, 9.0);

@@ -1,8 +1,253 @@
-//! The convolution GEMMs' tile choice (conv.wgsl).
+//! The convolution GEMMs (conv.wgsl): tile choice per shape, split-K, params and dispatches.
+//!
+//! Tile rule (measured on the H200, see the issue notes): a workgroup owns a BM × BN block of C.
+//! The widest BM that the GEMM's rows fill is taken (128, 64 or 32 rows), BN is 128 columns, and
+//! the index arithmetic is specialised for 1×1 and 3×3 kernels. Backward weights has few rows and
+//! columns (the weights) and a very long K (every pixel of the batch): it walks K 16 at a time and
+//! splits it over enough workgroups to fill the GPU, summing the splits in a fixed order.
 
-use super::pipelines::GemmTile;
+use super::params::{ConvP, off, u};
+use super::pipelines::{GemmTile, Kernel};
+use super::{GpuBackend, GpuBuf};
+use crate::profile::Work;
+use crate::shapes::ConvShape;
 
-/// Every tile variant the backend may build.
+/// Workgroups a backward-weights dispatch should reach before K is split further.
+const SPLITK_TARGET_GROUPS: usize = 1024;
+/// Fewest K tiles per split (each split writes a partial of every weight).
+const SPLITK_MIN_TILES: usize = 8;
+/// Most scratch floats the split-K partials may use.
+const SPLITK_MAX_SCRATCH: usize = 16 << 20;
+
+const fn tile(ty: u32, tx: u32, tm: u32, tn: u32, bk: u32) -> GemmTile {
+    GemmTile { ty, tx, tm, tn, bk, ks: 0 }
+}
+
+/// Forward / backward-data tiles by row count, widest first.
+const ROW_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 8, 8), tile(8, 32, 4, 4, 8)];
+/// Backward-weights tiles.
+const WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 16), tile(16, 16, 4, 4, 16), tile(8, 32, 4, 4, 16)];
+/// Further tiles the sweep (`cargo bench --bench conv_tiles`) measures against the rule's.
+const EXTRA_ROW_TILES: [GemmTile; 4] = [tile(16, 16, 8, 8, 16), tile(16, 16, 8, 4, 8), tile(16, 16, 4, 8, 16), tile(16, 16, 4, 4, 8)];
+const EXTRA_WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 4, 32), tile(16, 16, 4, 8, 16)];
+/// Kernel sizes with specialised index arithmetic (others read the size from the params).
+const SPECIAL_SIZES: [u32; 2] = [1, 3];
+
+/// The three convolution GEMMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmKind {
+    Forward,
+    BackwardData,
+    BackwardWeights,
+}
+
+impl GemmKind {
+    pub const ALL: [GemmKind; 3] = [GemmKind::Forward, GemmKind::BackwardData, GemmKind::BackwardWeights];
+
+    /// Every tile this GEMM can run with (the rule's and the sweep's).
+    pub fn candidates(self) -> Vec<GemmTile> {
+        match self {
+            GemmKind::Forward | GemmKind::BackwardData => ROW_TILES.iter().chain(&EXTRA_ROW_TILES).copied().collect(),
+            GemmKind::BackwardWeights => WEIGHT_TILES.iter().chain(&EXTRA_WEIGHT_TILES).copied().collect(),
+        }
+    }
+}
+
+/// Every tile variant the backend may build (for the shader translation tests).
 pub(crate) fn all_tiles() -> Vec<GemmTile> {
-    Vec::new()
+    let mut out = Vec::new();
+    for kind in [GemmKind::Forward, GemmKind::BackwardWeights] {
+        for t in kind.candidates() {
+            for ks in [0].into_iter().chain(SPECIAL_SIZES) {
+                out.push(GemmTile { ks, ..t });
+            }
+        }
+    }
+    out
+}
+
+fn specialise(t: GemmTile, size: usize) -> GemmTile {
+    let ks = SPECIAL_SIZES.iter().copied().find(|&k| k as usize == size).unwrap_or(0);
+    GemmTile { ks, ..t }
+}
+
+/// The tile for a forward or backward-data GEMM with `m` rows.
+fn row_tile(m: usize, size: usize) -> GemmTile {
+    let t = if m >= 128 {
+        ROW_TILES[0]
+    } else if m > 32 {
+        ROW_TILES[1]
+    } else {
+        ROW_TILES[2]
+    };
+    specialise(t, size)
+}
+
+/// The tile for a backward-weights GEMM of `m` × `n` weights.
+fn weight_tile(m: usize, n: usize, size: usize) -> GemmTile {
+    let t = if m >= 128 && n >= 128 {
+        WEIGHT_TILES[0]
+    } else if m > 32 {
+        WEIGHT_TILES[1]
+    } else {
+        WEIGHT_TILES[2]
+    };
+    specialise(t, size)
+}
+
+/// Counted work of a convolution GEMM: 2·M·N·K FLOPs (per group), each operand read once and C
+/// written once.
+fn gemm_work(s: &ConvShape, m: usize, n: usize, k: usize) -> Work {
+    let g = s.groups as f64;
+    let (m, n, k) = (m as f64, n as f64, k as f64);
+    Work { flops: 2.0 * g * m * n * k, bytes: 4.0 * g * (m * k + k * n + m * n) }
+}
+
+impl GpuBackend {
+    /// Runs `kind` with `tile` instead of the rule's choice until called with `None` (for the
+    /// tile sweep; the kernel size specialisation is still applied).
+    #[doc(hidden)]
+    pub fn force_gemm_tile(&self, kind: GemmKind, tile: Option<GemmTile>) {
+        let mut f = self.forced_tiles.lock().unwrap_or_else(|e| e.into_inner());
+        f.retain(|(k, _)| *k != kind);
+        if let Some(t) = tile {
+            f.push((kind, t));
+        }
+    }
+
+    /// The rule's tile, or the one forced for `kind`.
+    fn tile_for(&self, kind: GemmKind, rule: GemmTile, size: usize) -> GemmTile {
+        let f = self.forced_tiles.lock().unwrap_or_else(|e| e.into_inner());
+        f.iter().find(|(k, _)| *k == kind).map_or(rule, |&(_, t)| specialise(t, size))
+    }
+
+    fn check_conv(&self, s: &ConvShape) {
+        assert!(
+            s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0 && s.size > 0,
+            "gpu conv: bad shape {s:?}"
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_params(&self, s: &ConvShape, m: usize, n: usize, k: usize, t: GemmTile, bufs: [&GpuBuf; 4]) -> ConvP {
+        ConvP {
+            batch: u(s.batch),
+            c: u(s.c),
+            h: u(s.h),
+            w: u(s.w),
+            filters: u(s.filters),
+            size: u(s.size),
+            stride: u(s.stride),
+            pad: u(s.pad),
+            oh: u(s.out_h),
+            ow: u(s.out_w),
+            cg: u(s.c / s.groups),
+            mg: u(s.filters / s.groups),
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            m_tiles: u(m.div_ceil(t.bm())),
+            o1: off(bufs[0]),
+            o2: off(bufs[1]),
+            o3: off(bufs[2]),
+            o4: off(bufs[3]),
+            kchunk: 0,
+            splits: 1,
+            total: u(s.weight_len()),
+            has_bias: 0,
+        }
+    }
+
+    /// Forward or backward-data GEMM: grid x (·z) over column tiles, y over row tiles × groups.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_gemm(&self, k: Kernel, s: &ConvShape, m: usize, n: usize, kdim: usize, bufs: [&GpuBuf; 4], bias: bool) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        let kind = if k == Kernel::ConvForward { GemmKind::Forward } else { GemmKind::BackwardData };
+        let t = self.tile_for(kind, row_tile(m, s.size), s.size);
+        let mut p = self.conv_params(s, m, n, kdim, t, bufs);
+        p.has_bias = u32::from(bias);
+        let n_tiles = n.div_ceil(t.bn()) as u64;
+        let max = self.limits.max_compute_workgroups_per_dimension as u64;
+        let x = n_tiles.min(max);
+        let z = n_tiles.div_ceil(x);
+        let y = (p.m_tiles as usize * s.groups) as u64;
+        assert!(y <= max && z <= max, "gpu conv: shape {s:?} too large for one dispatch");
+        let mut work = gemm_work(s, m, n, kdim);
+        if bias {
+            work.flops += (m * n * s.groups) as f64;
+        }
+        let mut rec = self.lock();
+        self.dispatch_locked(&mut rec, k, t, &bufs, &p, [x as u32, y as u32, z as u32], work);
+    }
+
+    /// y = conv(x, w) (+ bias per filter when given).
+    pub(super) fn conv_forward_into(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, bias: Option<&GpuBuf>, s: &ConvShape) {
+        self.check_conv(s);
+        super::ops::check("conv_forward x", x, s.input_len());
+        super::ops::check("conv_forward w", w, s.weight_len());
+        super::ops::check("conv_forward y", y, s.output_len());
+        if let Some(b) = bias {
+            super::ops::check("conv_forward bias", b, s.filters);
+        }
+        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
+        let ss = s.size * s.size;
+        // Binding 4 is the bias; without one, bind y (the kernel does not read it then).
+        let b4 = bias.unwrap_or(y);
+        self.conv_gemm(Kernel::ConvForward, s, mg, s.batch * s.out_h * s.out_w, cg * ss, [x, w, y, b4], bias.is_some());
+    }
+
+    pub(super) fn conv_backward_data_into(&self, dy: &GpuBuf, w: &GpuBuf, dx: &GpuBuf, s: &ConvShape) {
+        self.check_conv(s);
+        super::ops::check("conv_backward_data dy", dy, s.output_len());
+        super::ops::check("conv_backward_data w", w, s.weight_len());
+        super::ops::check("conv_backward_data dx", dx, s.input_len());
+        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
+        let ss = s.size * s.size;
+        self.conv_gemm(Kernel::ConvBackwardData, s, cg, s.batch * s.h * s.w, mg * ss, [dy, w, dx, dx], false);
+    }
+
+    pub(super) fn conv_backward_weights_into(&self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape) {
+        self.check_conv(s);
+        super::ops::check("conv_backward_weights x", x, s.input_len());
+        super::ops::check("conv_backward_weights dy", dy, s.output_len());
+        super::ops::check("conv_backward_weights dw", dw, s.weight_len());
+        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
+        let (m, n) = (mg, cg * s.size * s.size);
+        let ohw = s.out_h * s.out_w;
+        if m == 0 || n == 0 || s.batch * ohw == 0 {
+            return;
+        }
+        let t = self.tile_for(GemmKind::BackwardWeights, weight_tile(m, n, s.size), s.size);
+        let m_tiles = m.div_ceil(t.bm());
+        let n_tiles = n.div_ceil(t.bn());
+        let groups = m_tiles * n_tiles * s.groups;
+        // K as (image, pixel tile) pairs; few output tiles and a long K (early layers: few
+        // weights, many pixels) would leave the GPU idle, so K is split into per-split partials
+        // that conv_splitk_reduce adds up in split order.
+        let k_tiles = s.batch * ohw.div_ceil(t.bk as usize);
+        let want = SPLITK_TARGET_GROUPS.div_ceil(groups);
+        let by_k = (k_tiles / SPLITK_MIN_TILES).max(1);
+        let by_mem = (SPLITK_MAX_SCRATCH / s.weight_len().max(1)).max(1);
+        let splits = want.min(by_k).min(by_mem).clamp(1, 65_535);
+        let kchunk = k_tiles.div_ceil(splits);
+        let splits = k_tiles.div_ceil(kchunk);
+        let max = self.limits.max_compute_workgroups_per_dimension as usize;
+        assert!(n_tiles <= max && m_tiles * s.groups <= max, "gpu conv: shape {s:?} too large for one dispatch");
+        let scratch = self.splitk(if splits > 1 { splits * s.weight_len() } else { 1 });
+        let bufs = [x, dy, dw, &scratch];
+        let mut p = self.conv_params(s, m, n, s.batch * ohw, t, bufs);
+        p.kchunk = u(kchunk);
+        p.splits = u(splits);
+        let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, splits as u32];
+        let work = gemm_work(s, m, n, s.batch * ohw);
+        let mut rec = self.lock();
+        self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, t, &bufs, &p, grid, work);
+        if splits > 1 {
+            let groups = self.grid((s.weight_len() as u64).div_ceil(256));
+            let work = Work::elementwise(s.weight_len(), splits + 1, 1, splits);
+            self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &bufs, &p, groups, work);
+        }
+    }
 }

@@ -75,16 +75,13 @@ pub(crate) struct Recorder {
 /// The kernel's name in timing tables: GEMM variants carry their tile (`conv_forward 128x128k8`).
 fn kernel_name(kernel: Kernel, tile: GemmTile) -> &'static str {
     use std::sync::{Mutex, OnceLock};
-    if kernel.module() != super::pipelines::Module::Conv || tile == GemmTile::DEFAULT {
+    if kernel.module() != super::pipelines::Module::Conv {
         return kernel.entry();
     }
     // A handful of variants exist per process: intern their names once.
     static NAMES: OnceLock<Mutex<HashMap<(Kernel, GemmTile), &'static str>>> = OnceLock::new();
     let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    names.entry((kernel, tile)).or_insert_with(|| {
-        let ks = if tile.ks == 0 { String::new() } else { format!("s{}", tile.ks) };
-        Box::leak(format!("{} {}x{}k{}{ks}", kernel.entry(), tile.bm(), tile.bn(), tile.bk).into_boxed_str())
-    })
+    names.entry((kernel, tile)).or_insert_with(|| Box::leak(format!("{} {tile}", kernel.entry()).into_boxed_str()))
 }
 
 /// Work-group counts for `groups` 1-D workgroups: x ≤ 65,535, the rest spilled into y.

@@ -15,6 +15,7 @@
 //! two runs on one device give the same bits.
 
 mod buffers;
+mod channels;
 mod conv;
 mod device;
 mod encoder;
@@ -28,12 +29,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use buffers::GpuBuf;
 pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, list_adapters};
-pub use pipelines::shader_sources;
+pub use conv::GemmKind;
+pub use pipelines::{GemmTile, shader_sources};
 
 use buffers::MemoryStats;
 use encoder::{Recorder, grid_1d};
 use params::KernelParams;
-use pipelines::{CompileOptions, GemmTile, Kernel, Pipelines};
+use pipelines::{CompileOptions, Kernel, Pipelines};
 
 use crate::profile::{DispatchTime, Scope, Work};
 
@@ -61,11 +63,14 @@ pub struct GpuBackend {
     internal: Arc<MemoryStats>,
     reduce_scratch: GpuBuf,
     splitk_scratch: Mutex<GpuBuf>,
+    channel_scratch: Mutex<GpuBuf>,
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
     unsupported_calls: AtomicU64,
     /// The device offers timestamp queries (per-dispatch timing is possible).
     timestamps: bool,
+    /// GEMM tiles forced by a tile sweep (`force_gemm_tile`), overriding the rule.
+    forced_tiles: Mutex<Vec<(conv::GemmKind, GemmTile)>>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -101,6 +106,7 @@ impl GpuBackend {
         let max_binding = limits.max_storage_buffer_binding_size;
         let reduce_scratch = buffers::alloc(&device, &internal, REDUCE_PARTS, max_binding, "reduce partials");
         let splitk_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, max_binding, "split-k partials"));
+        let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, max_binding, "channel partials"));
         Ok(GpuBackend {
             device,
             queue,
@@ -112,9 +118,11 @@ impl GpuBackend {
             internal,
             reduce_scratch,
             splitk_scratch,
+            channel_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             unsupported_calls: AtomicU64::new(0),
             timestamps,
+            forced_tiles: Mutex::new(Vec::new()),
         })
     }
 
@@ -203,19 +211,24 @@ impl GpuBackend {
         grid_1d(groups, self.limits.max_compute_workgroups_per_dimension)
     }
 
-    /// The split-K scratch, grown to at least `len` floats.
-    fn splitk(&self, len: usize) -> GpuBuf {
-        let mut s = self.splitk_scratch.lock().unwrap_or_else(|e| e.into_inner());
+    /// A scratch buffer of the backend, grown to at least `len` floats. Ops that use one record
+    /// all their dispatches before the next op can reuse it, and the GPU runs them in order.
+    fn scratch(&self, slot: &Mutex<GpuBuf>, len: usize, label: &str) -> GpuBuf {
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
         if s.len() < len {
-            *s = buffers::alloc(
-                &self.device,
-                &self.internal,
-                len,
-                self.limits.max_storage_buffer_binding_size,
-                "split-k partials",
-            );
+            *s = buffers::alloc(&self.device, &self.internal, len, self.limits.max_storage_buffer_binding_size, label);
         }
         s.clone()
+    }
+
+    /// The split-K partials of the backward-weights GEMM.
+    fn splitk(&self, len: usize) -> GpuBuf {
+        self.scratch(&self.splitk_scratch, len, "split-k partials")
+    }
+
+    /// The per-channel reduction partials (batch norm, bias).
+    fn channel_scratch(&self, len: usize) -> GpuBuf {
+        self.scratch(&self.channel_scratch, len, "channel partials")
     }
 
     fn alloc_buf(&self, len: usize) -> GpuBuf {

@@ -1,23 +1,15 @@
 //! `Backend` for `GpuBackend`: checks shapes, packs params in WGSL field order, dispatches.
 
-use super::params::{ActP, BiasP, BlasP, BnP, ConvP, DropoutP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
-use super::pipelines::{GemmTile, Kernel, bn_form_code};
+use super::params::{ActP, BiasP, BlasP, BnP, DropoutP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
+use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
-use crate::backend::Backend;
+use crate::backend::{Backend, BnTensors};
 use crate::profile::{DispatchTime, Scope, Work};
-use crate::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, BnBackward, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
-fn check(what: &str, buf: &GpuBuf, want: usize) {
+pub(super) fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
 }
-
-/// Tile edge of the conv GEMM kernels (conv.wgsl).
-const TILE: usize = 64;
-/// Target number of workgroups for a backward-weights dispatch before splitting K.
-const SPLITK_TARGET_GROUPS: usize = 512;
-/// Least K per split, and the most scratch floats split-K may use.
-const SPLITK_MIN_K: usize = 1024;
-const SPLITK_MAX_SCRATCH: usize = 16 << 20;
 
 impl GpuBackend {
     /// An elementwise blas.wgsl kernel over `n` floats of `bufs`; `writes` of them are outputs.
@@ -29,62 +21,6 @@ impl GpuBackend {
         let p = BlasP { n: u(n), o1: o(0), o2: o(1), o3: o(2), o4: o(3), o5: o(4), a, b: 0.0 };
         let work = Work::elementwise(n, bufs.len().saturating_sub(writes), writes, 1);
         self.dispatch_1d(k, bufs, &p, n, work);
-    }
-
-    /// Params shared by the three conv GEMMs (conv.wgsl `P`).
-    #[allow(clippy::too_many_arguments)]
-    fn conv_params(&self, s: &ConvShape, m: usize, n: usize, k: usize, bufs: [&GpuBuf; 4], kchunk: usize, splits: usize) -> ConvP {
-        ConvP {
-            batch: u(s.batch),
-            c: u(s.c),
-            h: u(s.h),
-            w: u(s.w),
-            filters: u(s.filters),
-            size: u(s.size),
-            stride: u(s.stride),
-            pad: u(s.pad),
-            oh: u(s.out_h),
-            ow: u(s.out_w),
-            cg: u(s.c / s.groups),
-            mg: u(s.filters / s.groups),
-            m: u(m),
-            n: u(n),
-            k: u(k),
-            m_tiles: u(m.div_ceil(TILE)),
-            o1: off(bufs[0]),
-            o2: off(bufs[1]),
-            o3: off(bufs[2]),
-            o4: off(bufs[3]),
-            kchunk: u(kchunk),
-            splits: u(splits),
-            total: u(s.weight_len()),
-            has_bias: 0,
-        }
-    }
-
-    fn check_conv(&self, s: &ConvShape) {
-        assert!(
-            s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0,
-            "gpu conv: bad shape {s:?}"
-        );
-    }
-
-    /// Forward or backward-data GEMM: grid x·z over n tiles, y over m tiles × groups.
-    fn conv_gemm(&self, k: Kernel, s: &ConvShape, m: usize, n: usize, kdim: usize, a: &GpuBuf, b: &GpuBuf, c: &GpuBuf) {
-        if m == 0 || n == 0 {
-            return;
-        }
-        let p = self.conv_params(s, m, n, kdim, [a, b, c, c], kdim.div_ceil(16) * 16, 1);
-        let m_tiles = m.div_ceil(TILE);
-        let n_tiles = n.div_ceil(TILE) as u64;
-        let max = self.limits.max_compute_workgroups_per_dimension as u64;
-        let x = n_tiles.min(max);
-        let z = n_tiles.div_ceil(x);
-        let y = m_tiles * s.groups;
-        assert!(y as u64 <= max && z <= max, "gpu conv: shape {s:?} too large for one dispatch");
-        // Binding 4 (split-K scratch) is statically reachable in conv.wgsl but unused here: bind c.
-        let work = gemm_work(s, m, n, kdim);
-        self.dispatch(k, &[a, b, c, c], &p, [x as u32, y as u32, z as u32], work);
     }
 }
 
@@ -170,76 +106,26 @@ impl Backend for GpuBackend {
         self.blas(Kernel::PowBackward, x.len(), &[x, g, dx], p, 1);
     }
 
-    // ---- convolution ------------------------------------------------------------------------
+    // ---- convolution (gpu/conv.rs) -------------------------------------------------------------
     fn conv_forward(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, s: &ConvShape) {
-        self.check_conv(s);
-        check("conv_forward x", x, s.input_len());
-        check("conv_forward w", w, s.weight_len());
-        check("conv_forward y", y, s.output_len());
-        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
-        let ss = s.size * s.size;
-        self.conv_gemm(Kernel::ConvForward, s, mg, s.batch * s.out_h * s.out_w, cg * ss, x, w, y);
+        self.conv_forward_into(x, w, y, None, s);
     }
-
     fn conv_backward_data(&self, dy: &GpuBuf, w: &GpuBuf, dx: &GpuBuf, s: &ConvShape) {
-        self.check_conv(s);
-        check("conv_backward_data dy", dy, s.output_len());
-        check("conv_backward_data w", w, s.weight_len());
-        check("conv_backward_data dx", dx, s.input_len());
-        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
-        let ss = s.size * s.size;
-        self.conv_gemm(Kernel::ConvBackwardData, s, cg, s.batch * s.h * s.w, mg * ss, dy, w, dx);
+        self.conv_backward_data_into(dy, w, dx, s);
     }
-
     fn conv_backward_weights(&self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape) {
-        self.check_conv(s);
-        check("conv_backward_weights x", x, s.input_len());
-        check("conv_backward_weights dy", dy, s.output_len());
-        check("conv_backward_weights dw", dw, s.weight_len());
-        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
-        let (m, n, k) = (mg, cg * s.size * s.size, s.batch * s.out_h * s.out_w);
-        if m == 0 || n == 0 || k == 0 {
-            return;
-        }
-        let m_tiles = m.div_ceil(TILE);
-        let n_tiles = n.div_ceil(TILE);
-        let tiles = m_tiles * n_tiles * s.groups;
-        // Few output tiles and a long K (early layers: few weights, many pixels) would leave the
-        // GPU idle: split K, write per-split partials, then add them up in split order.
-        let want = SPLITK_TARGET_GROUPS.div_ceil(tiles);
-        let by_k = (k / SPLITK_MIN_K).max(1);
-        let by_mem = (SPLITK_MAX_SCRATCH / s.weight_len().max(1)).max(1);
-        let mut splits = want.min(by_k).min(by_mem).clamp(1, 1024);
-        let kchunk = k.div_ceil(splits).div_ceil(16) * 16;
-        splits = k.div_ceil(kchunk);
-        let max = self.limits.max_compute_workgroups_per_dimension as usize;
-        assert!(n_tiles <= max && m_tiles * s.groups <= max, "gpu conv: shape {s:?} too large for one dispatch");
-        let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, splits as u32];
-        let scratch = if splits > 1 { self.splitk(splits * s.weight_len()) } else { self.splitk(1) };
-        let p = self.conv_params(s, m, n, k, [x, dy, dw, &scratch], kchunk, splits);
-        let t = GemmTile::DEFAULT;
-        let mut rec = self.lock();
-        let work = gemm_work(s, m, n, k);
-        self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, t, &[x, dy, dw, &scratch], &p, grid, work);
-        if splits > 1 {
-            let groups = self.grid((s.weight_len() as u64).div_ceil(256));
-            let work = Work::elementwise(s.weight_len(), splits + 1, 1, splits);
-            self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &[x, dy, dw, &scratch], &p, groups, work);
-        }
+        self.conv_backward_weights_into(x, dy, dw, s);
     }
 
     fn bias_add(&self, y: &GpuBuf, bias: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
         check("bias_add y", y, batch * channels * spatial);
         check("bias_add bias", bias, channels);
-        let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(y), o2: off(bias) };
+        let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(y), o2: off(bias), ..Default::default() };
         self.dispatch_1d(Kernel::BiasAdd, &[y, bias], &p, y.len(), Work::elementwise(y.len(), 1, 1, 1));
     }
 
     fn bias_backward(&self, dy: &GpuBuf, dbias: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
-        check("bias_backward dy", dy, batch * channels * spatial);
-        check("bias_backward dbias", dbias, channels);
-        let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(dy), o2: off(dbias) };
-        self.dispatch(Kernel::BiasBackward, &[dy, dbias], &p, self.grid(channels as u64), Work::elementwise(dy.len(), 1, 0, 1));
+        self.bias_backward_chunked(dy, dbias, &ChannelShape::new(batch, channels, spatial));
     }
 
     // ---- batch normalisation ------------------------------------------------------------------
@@ -247,19 +133,9 @@ impl Backend for GpuBackend {
         &self, x: &GpuBuf, y: &GpuBuf, x_norm: &GpuBuf, mean: &GpuBuf, var: &GpuBuf, rolling_mean: &GpuBuf,
         rolling_var: &GpuBuf, gamma: &GpuBuf, beta: &GpuBuf, batch: usize, channels: usize, spatial: usize,
     ) {
-        let n = batch * channels * spatial;
-        for (w, b) in [("x", x), ("y", y), ("x_norm", x_norm)] {
-            check(&format!("batchnorm {w}"), b, n);
-        }
-        for (w, b) in [("mean", mean), ("var", var), ("rolling_mean", rolling_mean), ("rolling_var", rolling_var), ("gamma", gamma), ("beta", beta)] {
-            check(&format!("batchnorm {w}"), b, channels);
-        }
-        let dims = BnP { batch: u(batch), channels: u(channels), spatial: u(spatial), ..Default::default() };
-        let p = BnP { o1: off(x), o2: off(mean), o3: off(var), o4: off(rolling_mean), o5: off(rolling_var), ..dims };
-        let work = Work::elementwise(n, 2, 0, 3);
-        self.dispatch(Kernel::BnStats, &[x, mean, var, rolling_mean, rolling_var], &p, self.grid(channels as u64), work);
-        let p = BnP { o1: off(x), o2: off(y), o3: off(x_norm), o4: off(mean), o5: off(var), o6: off(gamma), o7: off(beta), ..dims };
-        self.dispatch_1d(Kernel::BnNormalize, &[x, y, x_norm, mean, var, gamma, beta], &p, n, Work::elementwise(n, 1, 2, 4));
+        // The gradient slots are not touched by the forward.
+        let bn = BnTensors { x_norm, mean, var, rolling_mean, rolling_var, gamma, beta, dgamma: gamma, dbeta: beta };
+        self.bn_forward_fused(x, y, None, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial));
     }
 
     fn batchnorm_forward_infer(
@@ -284,20 +160,9 @@ impl Backend for GpuBackend {
         &self, dy: &GpuBuf, x_norm: &GpuBuf, var: &GpuBuf, gamma: &GpuBuf, dgamma: &GpuBuf, dbeta: &GpuBuf,
         dx: &GpuBuf, batch: usize, channels: usize, spatial: usize, form: BnBackward,
     ) {
-        let n = batch * channels * spatial;
-        for b in [dy, x_norm, dx] {
-            check("batchnorm_backward tensor", b, n);
-        }
-        for b in [var, gamma, dgamma, dbeta] {
-            check("batchnorm_backward per-channel", b, channels);
-        }
-        let p = BnP {
-            batch: u(batch), channels: u(channels), spatial: u(spatial),
-            o1: off(dy), o2: off(x_norm), o3: off(var), o4: off(gamma), o5: off(dgamma), o6: off(dbeta), o7: off(dx),
-            form: bn_form_code(form),
-        };
-        let work = Work::elementwise(n, 4, 1, 8);
-        self.dispatch(Kernel::BnBackward, &[dy, x_norm, var, gamma, dgamma, dbeta, dx], &p, self.grid(channels as u64), work);
+        // Without an activation neither y nor beta is read: bind views that have the right length.
+        let bn = BnTensors { x_norm, mean: var, var, rolling_mean: var, rolling_var: var, gamma, beta: gamma, dgamma, dbeta };
+        self.bn_backward_fused(dy, dy, dx, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial), form);
     }
 
     // ---- activations ----------------------------------------------------------------------------
@@ -486,6 +351,33 @@ impl Backend for GpuBackend {
         self.dispatch_1d(Kernel::AdamUpdate, &[w, upd, m, v], &p, w.len(), Work::elementwise(w.len(), 4, 4, 14));
     }
 
+    // ---- composite ops: fused kernels (the CPU keeps the plain-op defaults) -------------------------
+    fn conv_bias_activation_forward(
+        &self, x: &GpuBuf, w: &GpuBuf, bias: &GpuBuf, y: &GpuBuf, pre_act: Option<&GpuBuf>, act: Activation, s: &ConvShape,
+    ) {
+        // The bias is added in the GEMM's write-out.
+        let target = pre_act.unwrap_or(y);
+        self.conv_forward_into(x, w, target, Some(bias), s);
+        if act != Activation::Linear || pre_act.is_some() {
+            self.activation_forward(target, y, act);
+        }
+    }
+
+    fn batchnorm_activation_forward(
+        &self, x: &GpuBuf, y: &GpuBuf, pre_act: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
+    ) {
+        self.bn_forward_fused(x, y, pre_act, bn, act, s);
+    }
+
+    fn activation_batchnorm_backward(
+        &self, delta: &GpuBuf, y: &GpuBuf, _pre_act: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
+        form: BnBackward,
+    ) {
+        // The fused kernels recompute the pre-activation (gamma·x_norm + beta) where the
+        // activation's derivative needs it, so pre_act is not read.
+        self.bn_backward_fused(delta, y, delta, bn, act, s, form);
+    }
+
     // ---- reductions -------------------------------------------------------------------------------
     fn sum_into(&self, x: &GpuBuf, out: &GpuBuf, index: usize) {
         self.reduce(x, out, index, 0);
@@ -560,12 +452,4 @@ fn dropout_params(n: usize, seed: u64, b1: &GpuBuf, b2: &GpuBuf, p: f32) -> Drop
         scale: 1.0 / (1.0 - p),
         keep: 1.0 - p,
     }
-}
-
-/// Counted work of a convolution GEMM: 2·M·N·K FLOPs (per group), each operand read once and C
-/// written once.
-fn gemm_work(s: &ConvShape, m: usize, n: usize, k: usize) -> Work {
-    let g = s.groups as f64;
-    let (m, n, k) = (m as f64, n as f64, k as f64);
-    Work { flops: 2.0 * g * m * n * k, bytes: 4.0 * g * (m * k + k * n + m * n) }
 }

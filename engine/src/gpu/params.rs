@@ -65,17 +65,27 @@ params! {
 }
 
 params! {
-    /// bias.wgsl.
-    BiasP for Bias { batch: u32, channels: u32, spatial: u32, o1: u32, o2: u32 }
+    /// bias.wgsl: bias add and the chunked bias gradient.
+    BiasP for Bias {
+        batch: u32, channels: u32, spatial: u32, o1: u32, o2: u32,
+        /// Chunking of each channel (include/reduce.wgsl, gpu/channels.rs).
+        chunks: u32, ppc: u32, pieces: u32, piece_len: u32,
+    }
 }
 
 params! {
-    /// batchnorm.wgsl: statistics, normalisation, backward.
+    /// batchnorm.wgsl: statistics, normalisation with a fused activation, backward.
     BnP for Batchnorm {
         batch: u32, channels: u32, spatial: u32,
-        o1: u32, o2: u32, o3: u32, o4: u32, o5: u32, o6: u32, o7: u32,
-        /// bn_backward only: [`crate::shapes::BnBackward`] code.
+        o1: u32, o2: u32, o3: u32, o4: u32, o5: u32, o6: u32, o7: u32, o8: u32,
+        /// bn_backward_*: [`crate::shapes::BnBackward`] code.
         form: u32,
+        /// Fused activation code (linear for plain batch norm).
+        act: u32,
+        /// bn_normalize: write the pre-activation too.
+        has_pre: u32,
+        /// Chunking of each channel, and where the backward coefficients start in the scratch.
+        chunks: u32, ppc: u32, pieces: u32, piece_len: u32, coefs: u32,
     }
 }
 

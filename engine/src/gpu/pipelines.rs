@@ -89,11 +89,27 @@ impl Module {
         }
     }
 
-    /// The full WGSL source of this module built for `tile` (ignored by modules without tiles).
+    /// Shared WGSL this module is built with (shaders-wgsl/include/).
+    fn includes(self) -> &'static [&'static str] {
+        const ACT: &str = include_str!("../../../shaders-wgsl/include/act.wgsl");
+        const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
+        match self {
+            Module::Activation => &[ACT],
+            Module::Batchnorm => &[ACT, REDUCE],
+            Module::Bias | Module::Pool | Module::Route => &[REDUCE],
+            _ => &[],
+        }
+    }
+
+    /// The full WGSL source of this module built for `tile` (ignored by modules without tiles):
+    /// the generated preamble, the includes, then the module's file.
     pub(crate) fn source(self, tile: GemmTile) -> String {
         let mut s = preamble();
         if self == Module::Conv {
             s += &tile.constants();
+        }
+        for inc in self.includes() {
+            s += inc;
         }
         s += self.file();
         s
@@ -145,7 +161,7 @@ pub(crate) fn iou_code(k: IouLoss) -> u32 {
 /// K `bk` at a time. `ks` is the kernel size the index arithmetic is specialised for (0 = any,
 /// read from the params at run time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct GemmTile {
+pub struct GemmTile {
     pub ty: u32,
     pub tx: u32,
     pub tm: u32,
@@ -154,13 +170,25 @@ pub(crate) struct GemmTile {
     pub ks: u32,
 }
 
-impl GemmTile {
-    pub(crate) const DEFAULT: GemmTile = GemmTile { ty: 16, tx: 16, tm: 4, tn: 4, bk: 16, ks: 0 };
+impl std::fmt::Display for GemmTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}k{}", self.bm(), self.bn(), self.bk)?;
+        if self.ks != 0 {
+            write!(f, "s{}", self.ks)?;
+        }
+        Ok(())
+    }
+}
 
-    pub(crate) fn bm(self) -> usize {
+impl GemmTile {
+    /// The tile non-GEMM modules are built with (their sources ignore it) and tests parse.
+    pub(crate) const DEFAULT: GemmTile = GemmTile { ty: 16, tx: 16, tm: 4, tn: 8, bk: 8, ks: 0 };
+
+    /// Rows and columns of C one workgroup owns.
+    pub fn bm(self) -> usize {
         (self.ty * self.tm) as usize
     }
-    pub(crate) fn bn(self) -> usize {
+    pub fn bn(self) -> usize {
         (self.tx * self.tn) as usize
     }
 
@@ -216,11 +244,15 @@ kernels! {
     ConvBackwardWeights => (Conv, "conv_backward_weights", 4),
     ConvSplitkReduce => (Conv, "conv_splitk_reduce", 4),
     BiasAdd => (Bias, "bias_add", 2),
-    BiasBackward => (Bias, "bias_backward", 2),
-    BnStats => (Batchnorm, "bn_stats", 5),
-    BnNormalize => (Batchnorm, "bn_normalize", 7),
+    BiasPartials => (Bias, "bias_partials", 2),
+    BiasCombine => (Bias, "bias_combine", 2),
+    BnPartials => (Batchnorm, "bn_partials", 2),
+    BnCombine => (Batchnorm, "bn_combine", 5),
+    BnNormalize => (Batchnorm, "bn_normalize", 8),
     BnInfer => (Batchnorm, "bn_infer", 6),
-    BnBackward => (Batchnorm, "bn_backward", 7),
+    BnBackwardPartials => (Batchnorm, "bn_backward_partials", 6),
+    BnBackwardCombine => (Batchnorm, "bn_backward_combine", 5),
+    BnBackwardApply => (Batchnorm, "bn_backward_apply", 7),
     ActForward => (Activation, "act_forward", 2),
     ActBackward => (Activation, "act_backward", 4),
     MaxpoolForward => (Pool, "maxpool_forward", 2),

@@ -1,0 +1,57 @@
+// Deterministic per-channel reductions, shared by batchnorm.wgsl and bias.wgsl.
+//
+// A channel's values are batch planes of `spatial` floats ([b][c][pixel] layout). They are cut into
+// chunks fixed by the shape alone (engine/src/gpu/reduce.rs chooses them): either `ppc` whole
+// planes per chunk, or (ppc = 0) each plane cut into `pieces` pieces of `piece_len` pixels. One
+// workgroup sums one chunk: each invocation a fixed strided subset in order, then a fixed tree;
+// a second kernel combines a channel's chunks in chunk order. No float atomics: reruns give the
+// same bits.
+
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Two sums at once (same tree shape as tree_sum).
+fn tree_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    red[lid] = v.x;
+    red2[lid] = v.y;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+            red2[lid] = red2[lid] + red2[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red[0], red2[0]);
+    workgroupBarrier();
+    return r;
+}
+
+// Chunk q of a channel: planes [r.x, r.y) and pixels [r.z, r.w) of each.
+fn chunk_range(q: u32, batch: u32, spatial: u32, ppc: u32, pieces: u32, piece_len: u32) -> vec4<u32> {
+    if (ppc > 0u) {
+        let b0 = q * ppc;
+        return vec4<u32>(b0, min(b0 + ppc, batch), 0u, spatial);
+    }
+    let b = q / pieces;
+    let s0 = (q % pieces) * piece_len;
+    return vec4<u32>(b, b + 1u, s0, min(s0 + piece_len, spatial));
+}
+
+fn chunk_count(r: vec4<u32>) -> u32 {
+    return (r.y - r.x) * (r.w - r.z);
+}
