@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! RUN_DIR/experiment.toml   summary.json   gate.json   junit.xml   gate.md   report.html
-//! RUN_DIR/tables/{iterations,epochs,memory,summary,deltas}.{parquet,csv}
-//! RUN_DIR/charts/{loss,loss_delta,map,throughput,memory}.{png,svg}
+//! RUN_DIR/tables/{iterations,epochs,memory,summary,deltas,kernels}.{parquet,csv}
+//! RUN_DIR/charts/{loss,loss_delta,map,throughput,memory,layer_time}.{png,svg}
 //! ```
 
 use crate::deltas::{DeltaRecord, compute_deltas};
 use crate::gate::GateReport;
+use crate::kernels::{KernelRecord, read_kernels, write_kernels};
 use crate::records::{EpochRecord, GateResult, IterationRecord, MemorySample, RunSummary};
 use crate::{ReportError, SCHEMA_VERSION, charts, html, tables};
 use polars::prelude::DataFrame;
@@ -25,6 +26,8 @@ pub struct RunData {
     pub gates: Vec<GateResult>,
     /// The experiment file's text, shown verbatim in the report.
     pub experiment_toml: String,
+    /// GPU time per layer × phase × kernel (empty when no backend was timed).
+    pub kernels: Vec<KernelRecord>,
 }
 
 impl RunData {
@@ -37,8 +40,16 @@ impl RunData {
         gates: Vec<GateResult>,
         experiment_toml: String,
     ) -> Self {
-        let mut run =
-            RunData { iterations, epochs, memory, deltas: Vec::new(), summary, gates, experiment_toml };
+        let mut run = RunData {
+            iterations,
+            epochs,
+            memory,
+            deltas: Vec::new(),
+            summary,
+            gates,
+            experiment_toml,
+            kernels: Vec::new(),
+        };
         run.refresh();
         run
     }
@@ -154,6 +165,9 @@ pub fn write_run(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<Ru
             files.files.push(p);
         }
     }
+    if !run.kernels.is_empty() {
+        files.files.extend(write_kernels(&tdir, &run.kernels, formats.parquet, formats.csv)?);
+    }
     let p = dir.join("summary.json");
     write_text(p.clone(), &to_json(&run.summary, &p)?, &mut files)?;
     write_text(dir.join("experiment.toml"), &run.experiment_toml, &mut files)?;
@@ -222,5 +236,6 @@ pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
     };
     let experiment_toml = std::fs::read_to_string(dir.join("experiment.toml")).unwrap_or_default();
     let deltas = compute_deltas(&iterations, summary.parity.window);
-    Ok(RunData { iterations, epochs, memory, deltas, summary, gates, experiment_toml })
+    let kernels = read_kernels(&tdir)?.unwrap_or_default();
+    Ok(RunData { iterations, epochs, memory, deltas, summary, gates, experiment_toml, kernels })
 }

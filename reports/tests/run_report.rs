@@ -31,11 +31,11 @@ fn all_files_exist_and_are_not_empty() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for t in ["iterations", "epochs", "memory", "summary", "deltas"] {
+    for t in ["iterations", "epochs", "memory", "summary", "deltas", "kernels"] {
         expected.push(format!("tables/{t}.parquet"));
         expected.push(format!("tables/{t}.csv"));
     }
-    for c in ["loss", "loss_delta", "map", "throughput", "memory"] {
+    for c in ["loss", "loss_delta", "map", "throughput", "memory", "layer_time"] {
         expected.push(format!("charts/{c}.png"));
         expected.push(format!("charts/{c}.svg"));
     }
@@ -58,6 +58,7 @@ fn parquet_round_trips_exactly() {
     assert_eq!(back.epochs, run.epochs);
     assert_eq!(back.memory, run.memory);
     assert_eq!(back.summary, run.summary);
+    assert_eq!(back.kernels, run.kernels);
     assert_eq!(back.gates, run.gates);
     assert_eq!(back.deltas, run.deltas);
     assert_eq!(back.experiment_toml, run.experiment_toml);
@@ -116,7 +117,7 @@ fn html_is_self_contained_with_verdict_first() {
     let first_svg = html.find("<svg").expect("inline svg");
     assert!(verdict < first_svg, "verdict must come before the charts");
     assert!(html.contains(">PASS<") && html.contains(">FAIL<"));
-    assert_eq!(html.matches("<svg").count(), 5);
+    assert_eq!(html.matches("<svg").count(), 6);
     assert!(!html.contains("<?xml"), "inline SVG must not carry an XML declaration");
     for forbidden in ["<script", "<link", "src=\"http", "@import", "url(http"] {
         assert!(!html.contains(forbidden), "HTML reaches out: {forbidden}");

@@ -3,6 +3,7 @@
 //! font library is needed.
 
 mod bars;
+mod layers;
 mod lines;
 
 use crate::ReportError;
@@ -37,7 +38,7 @@ pub const SIZE: (u32, u32) = (960, 480);
 /// One rendered chart.
 #[derive(Clone, Debug)]
 pub struct Chart {
-    /// File stem: "loss", "loss_delta", "map", "throughput", "memory".
+    /// File stem: "loss", "loss_delta", "map", "throughput", "memory", "layer_time".
     pub name: &'static str,
     pub title: String,
     /// The SVG document (inlined into the HTML report).
@@ -131,6 +132,7 @@ pub fn render_all(
         render!("map", "mAP per epoch", run, dir, png, svg, draw_map),
         render!("throughput", "Throughput and time per phase", run, dir, png, svg, draw_throughput),
         render!("memory", "Memory over time", run, dir, png, svg, draw_memory),
+        render!("layer_time", "GPU time per layer (forward and backward)", run, dir, png, svg, draw_layer_time),
     ])
 }
 
@@ -148,6 +150,10 @@ fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) ->
 
 fn draw_memory<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
     lines::draw(root, &lines::memory_spec(run))
+}
+
+fn draw_layer_time<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
+    layers::draw_layer_time(root, &run.kernels)
 }
 
 fn draw_throughput<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
