@@ -1,6 +1,8 @@
 // Batch normalisation (darknet-spec §0): batch variance Σ(x−mean)²/(N−1) with N = batch·spatial,
 // eps 1e-5 inside the root, running stats r = 0.99 r + 0.01 batch_stat, exact backward.
 // Per-channel reductions: one workgroup per channel, fixed strided partial sums + fixed tree.
+// bn_stats with form 1 instead sums as Darknet's CPU build does (BnStats::DarknetCpu, for fidelity
+// tests only).
 
 struct P {
     batch: u32,
@@ -13,7 +15,9 @@ struct P {
     o5: u32,
     o6: u32,
     o7: u32,
-    // bn_backward only: 0 exact derivative, 1 Darknet's CPU formula (see BnBackward).
+    // bn_backward: 0 exact derivative, 1 Darknet's CPU formula (see BnBackward).
+    // bn_stats: 0 accurate sums, 1 Darknet's CPU sums (see BnStats) with the f32 bits of its
+    // scales 1/N and 1/(N−1) in o6 and o7.
     form: u32,
     pad1: u32,
 }
@@ -67,11 +71,68 @@ fn channel_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
+// Batch statistics of channel c → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
+fn store_stats(c: u32, mean: f32, variance: f32) {
+    b2[p.o2 + c] = mean;
+    b3[p.o3 + c] = variance;
+    b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
+    b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+}
+
+// Darknet's mean_cpu/variance_cpu: one f32 running sum over the channel's N values, element by
+// element in (image, position) order (squares: of x − mean). Darknet adds each double pow(d, 2)
+// to the f32 sum with one rounding; fma does the same where the device fuses it (else d·d is
+// rounded once more, far below the sum's own rounding).
+// llvmpipe silently ends a loop after 65535 iterations of the SIMD group running it (8 or 16
+// invocations), so the sum is cut into turns of ≤ 16384 values, handed along the workgroup: turn
+// t, values [t·chunk, (t+1)·chunk), belongs to invocation (t % 16)·16 + t / 16, which adds it
+// after turn t − 1; up to 16 turns land in 16 different SIMD groups (exact up to N = 2^19 there).
+fn darknet_cpu_sum(lid: u32, c: u32, mean: f32, squares: bool) -> f32 {
+    let n = p.batch * p.spatial;
+    let turns = clamp((n + 16383u) / 16384u, 1u, 256u);
+    let chunk = (n + turns - 1u) / turns;
+    if (lid == 0u) {
+        red[0] = 0.0;
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < turns; t++) {
+        if (lid == (t % 16u) * 16u + t / 16u) {
+            var s = red[0];
+            for (var k = t * chunk; k < min((t + 1u) * chunk, n); k++) {
+                let v = b1[p.o1 + ((k / p.spatial) * p.channels + c) * p.spatial + k % p.spatial];
+                if (squares) {
+                    let d = v - mean;
+                    s = fma(d, d, s);
+                } else {
+                    s = s + v;
+                }
+            }
+            red[0] = s;
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
 // x = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
 @compute @workgroup_size(256)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = channel_of(wid, nwg);
     let valid = c < p.channels;
+    if (p.form == 1u) {
+        if (!valid) {
+            return;
+        }
+        // Darknet's f32 scales, 1/N and 1/(N−1), multiplied rather than divided.
+        let mean = darknet_cpu_sum(lid.x, c, 0.0, false) * bitcast<f32>(p.o6);
+        let variance = darknet_cpu_sum(lid.x, c, mean, true) * bitcast<f32>(p.o7);
+        if (lid.x == 0u) {
+            store_stats(c, mean, variance);
+        }
+        return;
+    }
     let n = f32(p.batch * p.spatial);
     var s = 0.0;
     if (valid) {
@@ -95,10 +156,7 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let variance = tree_sum(lid.x, q) / (n - 1.0);
     if (lid.x == 0u && valid) {
-        b2[p.o2 + c] = mean;
-        b3[p.o3 + c] = variance;
-        b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
-        b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+        store_stats(c, mean, variance);
     }
 }
 

@@ -15,7 +15,7 @@
 //! - Gradients are ordinary gradients (dL/dx), not Darknet's negated `delta`.
 
 use crate::shapes::{
-    BnBackward,
+    BnBackward, BnStats,
     Activation, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
 };
 
@@ -89,12 +89,13 @@ pub trait Backend {
     // ---- batch normalisation (darknet-spec §0: unbiased variance, eps 1e-5 inside the root,
     //      running stats r = 0.99 r + 0.01 batch_stat, beta trained) ----------------------------
     /// Training forward: computes batch mean/var (written to `mean`, `var`), updates the running
-    /// statistics, writes `x_norm` and `y = gamma*x_norm + beta`. `x` may alias `y`.
+    /// statistics, writes `x_norm` and `y = gamma*x_norm + beta`. `x` may alias `y`. `stats`:
+    /// how mean and variance are summed ([`BnStats::DarknetCpu`] only to reproduce Darknet-CPU).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_forward_train(
         &self, x: &Self::Buf, y: &Self::Buf, x_norm: &Self::Buf, mean: &Self::Buf, var: &Self::Buf,
         rolling_mean: &Self::Buf, rolling_var: &Self::Buf, gamma: &Self::Buf, beta: &Self::Buf,
-        batch: usize, channels: usize, spatial: usize,
+        batch: usize, channels: usize, spatial: usize, stats: BnStats,
     );
     /// Inference forward with the running statistics. `x` may alias `y`.
     #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,7 @@
 use super::pipelines::Kernel;
 use super::{GpuBackend, GpuBuf, Params, REDUCE_PARTS};
 use crate::backend::Backend;
-use crate::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, BnBackward, BnStats, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
 fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
@@ -239,6 +239,7 @@ impl Backend for GpuBackend {
     fn batchnorm_forward_train(
         &self, x: &GpuBuf, y: &GpuBuf, x_norm: &GpuBuf, mean: &GpuBuf, var: &GpuBuf, rolling_mean: &GpuBuf,
         rolling_var: &GpuBuf, gamma: &GpuBuf, beta: &GpuBuf, batch: usize, channels: usize, spatial: usize,
+        stats: BnStats,
     ) {
         let n = batch * channels * spatial;
         for (w, b) in [("x", x), ("y", y), ("x_norm", x_norm)] {
@@ -247,7 +248,15 @@ impl Backend for GpuBackend {
         for (w, b) in [("mean", mean), ("var", var), ("rolling_mean", rolling_mean), ("rolling_var", rolling_var), ("gamma", gamma), ("beta", beta)] {
             check(&format!("batchnorm {w}"), b, channels);
         }
-        let p = Params::new().u(batch).u(channels).u(spatial).o(x).o(mean).o(var).o(rolling_mean).o(rolling_var).pad_to(12);
+        // Darknet-CPU form: its f32 scales, 1/N and 1/(N−1) rounded from double, ride in the two
+        // slots bn_stats has no buffer for.
+        let m = batch * spatial;
+        let (form, inv_n, inv_n1) = match stats {
+            BnStats::Accurate => (0, 0.0, 0.0),
+            BnStats::DarknetCpu => (1, (1.0 / m as f64) as f32, (1.0 / (m.max(2) - 1) as f64) as f32),
+        };
+        let p = Params::new().u(batch).u(channels).u(spatial).o(x).o(mean).o(var).o(rolling_mean).o(rolling_var)
+            .f(inv_n).f(inv_n1).u(form).pad_to(12);
         self.dispatch(Kernel::BnStats, &[x, mean, var, rolling_mean, rolling_var], &p.0, self.grid(channels as u64));
         let p = Params::new().u(batch).u(channels).u(spatial).o(x).o(y).o(x_norm).o(mean).o(var).o(gamma).o(beta).pad_to(12);
         self.dispatch_1d(Kernel::BnNormalize, &[x, y, x_norm, mean, var, gamma, beta], &p.0, n);

@@ -4,7 +4,7 @@ use super::layer::{Layer, LayerOp, Param};
 use super::{Mode, Network};
 use crate::backend::Backend;
 use crate::rng::dropout_seed;
-use crate::shapes::{Activation, BnBackward, SliceCopy};
+use crate::shapes::{Activation, BnBackward, BnStats, SliceCopy};
 use crate::yolo_stats::STATS_LEN;
 
 /// Optimiser settings for one update (learning rate already from the policy).
@@ -48,6 +48,7 @@ impl<B: Backend> Network<B> {
                                     &conv_out, target, &bn.x_norm, &bn.mean, &bn.variance,
                                     &bn.rolling_mean, &bn.rolling_variance, &bn.scales.value,
                                     &c.biases.value, mb, c.shape.filters, spatial,
+                                    if self.darknet_cpu.bn_f32_stats { BnStats::DarknetCpu } else { BnStats::Accurate },
                                 ),
                                 Mode::Infer => b.batchnorm_forward_infer(
                                     &conv_out, target, &bn.rolling_mean, &bn.rolling_variance,
