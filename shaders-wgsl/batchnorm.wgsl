@@ -9,6 +9,8 @@
 // gradient before the fused activation (recomputing the pre-activation gamma·x_norm + beta where
 // the activation's derivative needs it); bn_backward_combine accumulates dgamma/dbeta and the
 // channel's coefficients; bn_backward_apply writes dx elementwise.
+// bn_stats_darknet_cpu instead sums the statistics as Darknet's CPU build does (BnStats::DarknetCpu,
+// for fidelity tests only).
 
 struct P {
     batch: u32,
@@ -35,6 +37,9 @@ struct P {
     pieces: u32,
     piece_len: u32,
     coefs: u32,
+    // bn_stats_darknet_cpu: Darknet's f32 scales 1/N and 1/(N − 1).
+    inv_n: f32,
+    inv_n1: f32,
 }
 
 const EPS: f32 = 1e-5;
@@ -123,6 +128,61 @@ fn bn_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     b3[p.o3 + c] = variance;
     b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
     b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+}
+
+// Darknet's mean_cpu/variance_cpu: one f32 running sum over the channel's N values, element by
+// element in (image, position) order (squares: of x − mean). Darknet adds each double pow(d, 2)
+// to the f32 sum with one rounding; fma does the same where the device fuses it (else d·d is
+// rounded once more, far below the sum's own rounding).
+// llvmpipe silently ends a loop after 65535 iterations of the SIMD group running it (8 or 16
+// invocations), so the sum is cut into turns of ≤ 16384 values, handed along the workgroup: turn
+// t, values [t·chunk, (t+1)·chunk), belongs to invocation (t % 16)·16 + t / 16, which adds it
+// after turn t − 1; up to 16 turns land in 16 different SIMD groups (exact up to N = 2^19 there).
+fn darknet_cpu_sum(lid: u32, c: u32, mean: f32, squares: bool) -> f32 {
+    let n = p.batch * p.spatial;
+    let turns = clamp((n + 16383u) / 16384u, 1u, 256u);
+    let chunk = (n + turns - 1u) / turns;
+    if (lid == 0u) {
+        red[0] = 0.0;
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < turns; t++) {
+        if (lid == (t % 16u) * 16u + t / 16u) {
+            var s = red[0];
+            for (var k = t * chunk; k < min((t + 1u) * chunk, n); k++) {
+                let v = b1[p.o1 + ((k / p.spatial) * p.channels + c) * p.spatial + k % p.spatial];
+                if (squares) {
+                    let d = v - mean;
+                    s = fma(d, d, s);
+                } else {
+                    s = s + v;
+                }
+            }
+            red[0] = s;
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// x = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated, with Darknet-CPU's
+// sums and its f32 scales multiplied rather than divided. One workgroup per channel.
+@compute @workgroup_size(256)
+fn bn_stats_darknet_cpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.y * nwg.x + wid.x;
+    if (c >= p.channels) {
+        return;
+    }
+    let mean = darknet_cpu_sum(lid, c, 0.0, false) * p.inv_n;
+    let variance = darknet_cpu_sum(lid, c, mean, true) * p.inv_n1;
+    if (lid == 0u) {
+        b2[p.o2 + c] = mean;
+        b3[p.o3 + c] = variance;
+        b4[p.o4 + c] = 0.99 * b4[p.o4 + c] + 0.01 * mean;
+        b5[p.o5 + c] = 0.99 * b5[p.o5 + c] + 0.01 * variance;
+    }
 }
 
 // x = b1, y = b2, x_norm = b3, mean = b4, var = b5, gamma = b6, beta = b7, pre-activation = b8

@@ -16,7 +16,7 @@
 
 use crate::profile::{DispatchTime, Scope};
 use crate::shapes::{
-    Activation, BnBackward, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
+    Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
 };
 
 /// The tensors of one batch-normalised layer, as the composite ops take them.
@@ -116,12 +116,13 @@ pub trait Backend {
     // ---- batch normalisation (darknet-spec §0: unbiased variance, eps 1e-5 inside the root,
     //      running stats r = 0.99 r + 0.01 batch_stat, beta trained) ----------------------------
     /// Training forward: computes batch mean/var (written to `mean`, `var`), updates the running
-    /// statistics, writes `x_norm` and `y = gamma*x_norm + beta`. `x` may alias `y`.
+    /// statistics, writes `x_norm` and `y = gamma*x_norm + beta`. `x` may alias `y`. `stats`:
+    /// how mean and variance are summed ([`BnStats::DarknetCpu`] only to reproduce Darknet-CPU).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_forward_train(
         &self, x: &Self::Buf, y: &Self::Buf, x_norm: &Self::Buf, mean: &Self::Buf, var: &Self::Buf,
         rolling_mean: &Self::Buf, rolling_var: &Self::Buf, gamma: &Self::Buf, beta: &Self::Buf,
-        batch: usize, channels: usize, spatial: usize,
+        batch: usize, channels: usize, spatial: usize, stats: BnStats,
     );
     /// Inference forward with the running statistics. `x` may alias `y`.
     #[allow(clippy::too_many_arguments)]
@@ -215,15 +216,19 @@ pub trait Backend {
         }
     }
 
-    /// Batch norm in training (batch statistics, running statistics updated) followed by `act`:
-    /// `y = act(gamma·x_norm + beta)`. `x` may alias `y`. `pre_act` as in
-    /// [`Backend::conv_bias_activation_forward`].
+    /// Batch norm in training (batch statistics summed as `stats` says, running statistics
+    /// updated) followed by `act`: `y = act(gamma·x_norm + beta)`. `x` may alias `y`. `pre_act`
+    /// as in [`Backend::conv_bias_activation_forward`]; it must be given for activations whose
+    /// backward needs their input (`network::layer::needs_pre_activation`).
+    #[allow(clippy::too_many_arguments)]
     fn batchnorm_activation_forward(
         &self, x: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
+        stats: BnStats,
     ) {
         let target = pre_act.unwrap_or(y);
         self.batchnorm_forward_train(
             x, target, bn.x_norm, bn.mean, bn.var, bn.rolling_mean, bn.rolling_var, bn.gamma, bn.beta, s.batch, s.channels, s.spatial,
+            stats,
         );
         if act != Activation::Linear || pre_act.is_some() {
             self.activation_forward(target, y, act);

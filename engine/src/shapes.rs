@@ -201,6 +201,21 @@ pub struct SliceCopy {
     pub accumulate: bool,
 }
 
+/// How a batch-normalisation training forward sums its batch mean and variance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BnStats {
+    /// As accurately as the device allows (f64 on the CPU; f32 partial sums and a fixed tree on
+    /// the GPU): every backend trains so.
+    #[default]
+    Accurate,
+    /// Darknet's CPU build (`mean_cpu`, `variance_cpu`): one f32 running sum per channel, element
+    /// by element in (image, position) order, each squared deviation added in double and rounded
+    /// back to f32, then multiplied by the f32 reciprocal of N (resp. N − 1). Its rounding error
+    /// grows with N: at 2·160·160 it moves yolov3-tiny's outputs by ~3e-5. Only for reproducing
+    /// numbers of Darknet's CPU build (see `DarknetCpuQuirks`).
+    DarknetCpu,
+}
+
 /// Which batch-normalisation backward a kernel computes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BnBackward {

@@ -75,7 +75,7 @@ fn bn<B: Backend>(b: &B, x: &[f32], dy: &[f32], gamma: &[f32], batch: usize, ch:
     let (mean, var, rm, rv, g, beta, dg, dbeta) = (b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch));
     b.upload(&bx, x);
     b.upload(&g, gamma);
-    b.batchnorm_forward_train(&bx, &by, &xn, &mean, &var, &rm, &rv, &g, &beta, batch, ch, spatial);
+    b.batchnorm_forward_train(&bx, &by, &xn, &mean, &var, &rm, &rv, &g, &beta, batch, ch, spatial, engine::shapes::BnStats::Accurate);
     let d = b.alloc(n);
     b.upload(&d, dy);
     b.batchnorm_backward(&d, &xn, &var, &g, &dg, &dbeta, &d, batch, ch, spatial, engine::shapes::BnBackward::Exact);

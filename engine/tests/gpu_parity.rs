@@ -9,9 +9,10 @@
 
 use engine::Backend;
 use engine::backend::BnTensors;
+use engine::cpu::CpuBackend;
 use engine::gpu::{AdapterSelector, GpuBackend, GpuBuf};
 use engine::network::layer::needs_pre_activation;
-use engine::shapes::{Activation, BnBackward, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
+use engine::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
 
 mod common;
 use common::shared_gpu as gpu;
@@ -290,6 +291,44 @@ fn bias_add_and_backward() {
     assert_sum_close("bias_backward", &g.download(&db), &want, &abs);
 }
 
+/// `BnStats::DarknetCpu` on the GPU sums as the CPU twin does (f32, Darknet's order): channel 0
+/// starts with 2^24 and then holds only 1s, so its f32 running sum stays 2^24 (each +1 rounds back,
+/// ties to even) and its mean is 2^24 × (float)(1/N), not the accurate (2^24 + N − 1)/N. Every
+/// output within float rounding of the CPU's. The second shape has N = 80000 per channel: more
+/// loop iterations than llvmpipe lets one invocation run (65535), so a kernel that summed on one
+/// thread would come out short there.
+#[test]
+fn batchnorm_darknet_cpu_stats() {
+    let g = gpu_or_skip!();
+    for (k, (batch, ch, sp)) in [(2, 3, 157), (2, 2, 40_000)].into_iter().enumerate() {
+        let mut hx = data(batch * ch * sp, 98 + k as u64, -2.0, 3.0);
+        hx[..sp].fill(1.0);
+        hx[ch * sp..ch * sp + sp].fill(1.0);
+        hx[0] = 16_777_216.0;
+        let gpu = bn_darknet_stats_on(g, &hx, batch, ch, sp);
+        let cpu = bn_darknet_stats_on(&CpuBackend::new(), &hx, batch, ch, sp);
+        let f32_sum_mean = 16_777_216.0f32 * (1.0 / (batch * sp) as f64) as f32;
+        assert_eq!(cpu.0[0], f32_sum_mean, "CPU mean of the channel starting with 2^24, spatial {sp}");
+        assert_eq!(gpu.0[0], f32_sum_mean, "GPU mean of the channel starting with 2^24, spatial {sp}");
+        let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        assert_close(&format!("darknet-cpu bn mean, spatial {sp}"), &gpu.0, &as64(&cpu.0), 1e-6, 1e-6);
+        assert_close(&format!("darknet-cpu bn var, spatial {sp}"), &gpu.1, &as64(&cpu.1), 1e-6, 1e-6);
+        assert_close(&format!("darknet-cpu bn y, spatial {sp}"), &gpu.2, &as64(&cpu.2), 1e-5, 1e-6);
+    }
+}
+
+/// Mean, variance and output of a Darknet-CPU-stats training forward (gamma 1, beta 0).
+fn bn_darknet_stats_on<B: Backend>(b: &B, hx: &[f32], batch: usize, ch: usize, sp: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = hx.len();
+    let x = b.alloc(n);
+    b.upload(&x, hx);
+    let (y, xn, mean, var) = (b.alloc(n), b.alloc(n), b.alloc(ch), b.alloc(ch));
+    let (rm, rv, gamma, beta) = (b.alloc(ch), b.alloc(ch), b.alloc(ch), b.alloc(ch));
+    b.upload(&gamma, &vec![1.0; ch]);
+    b.batchnorm_forward_train(&x, &y, &xn, &mean, &var, &rm, &rv, &gamma, &beta, batch, ch, sp, BnStats::DarknetCpu);
+    (b.download(&mean), b.download(&var), b.download(&y))
+}
+
 #[test]
 fn batchnorm_train_infer_backward() {
     let g = gpu_or_skip!();
@@ -302,7 +341,7 @@ fn batchnorm_train_infer_backward() {
     let rv0 = data(ch, 94, 0.5, 1.0);
     let (x, gamma, beta, rm, rv) = (up(g, &hx), up(g, &gamma_h), up(g, &beta_h), up(g, &rm0), up(g, &rv0));
     let (y, xn, mean, var) = (g.alloc(n), g.alloc(n), g.alloc(ch), g.alloc(ch));
-    g.batchnorm_forward_train(&x, &y, &xn, &mean, &var, &rm, &rv, &gamma, &beta, batch, ch, sp);
+    g.batchnorm_forward_train(&x, &y, &xn, &mean, &var, &rm, &rv, &gamma, &beta, batch, ch, sp, BnStats::Accurate);
 
     let m = (batch * sp) as f64;
     let idx = |b: usize, c: usize, i: usize| (b * ch + c) * sp + i;
@@ -902,7 +941,7 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     let (rm, rv) = (upb(b, &data(ch, 402, -0.1, 0.1)), upb(b, &data(ch, 403, 0.5, 1.0)));
     let (gamma, beta) = (upb(b, &data(ch, 404, 0.5, 1.5)), upb(b, &data(ch, 405, -0.5, 0.5)));
     let yb = b.alloc(nn);
-    b.batchnorm_forward_train(&y, &yb, &xn, &mean, &var, &rm, &rv, &gamma, &beta, bt, ch, sp);
+    b.batchnorm_forward_train(&y, &yb, &xn, &mean, &var, &rm, &rv, &gamma, &beta, bt, ch, sp, BnStats::Accurate);
     for (name, buf) in [("bn y", &yb), ("bn x_norm", &xn), ("bn mean", &mean), ("bn var", &var), ("bn rolling_mean", &rm), ("bn rolling_var", &rv)] {
         put(name, Tol::Sum, b.download(buf));
     }
@@ -933,7 +972,7 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
         let (gamma, beta) = (upb(b, &data(cs.channels, seed + 3, 0.5, 1.5)), upb(b, &data(cs.channels, seed + 4, -0.5, 0.5)));
         let (dgamma, dbeta) = (upb(b, &data(cs.channels, seed + 5, -1.0, 1.0)), upb(b, &data(cs.channels, seed + 6, -1.0, 1.0)));
         let bn = BnTensors { x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
-        b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs);
+        b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, BnStats::Accurate);
         let delta = upb(b, &data(nn, seed + 7, -1.0, 1.0));
         let form = if i == 0 { BnBackward::DarknetCpu } else { BnBackward::Exact };
         b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form);

@@ -1,12 +1,13 @@
 //! Batch normalisation (shaders-wgsl/batchnorm.wgsl), darknet-spec §0/§b:
 //! mean and unbiased variance Σ(x−mean)²/(N−1) over N = batch·spatial per channel, eps 1e-5
 //! inside the root, running statistics `r = 0.99·r + 0.01·batch_stat`.
-//! Sums are accumulated in f64 (deterministic, and the reference the GPU is compared to).
+//! Sums are accumulated in f64 (deterministic, and the reference the GPU is compared to); the
+//! training forward can instead sum as Darknet's CPU build does ([`BnStats::DarknetCpu`]).
 //! N = 1 would divide by zero; the divisor is then taken as 1 (Darknet gives NaN there).
 
 use std::cell::Cell;
 
-use crate::shapes::BnBackward;
+use crate::shapes::{BnBackward, BnStats};
 
 pub(super) const EPS: f32 = 1e-5;
 const MOMENTUM: f32 = 0.99;
@@ -47,21 +48,47 @@ fn unbiased_divisor(n: usize) -> f64 {
     (n.max(2) - 1) as f64
 }
 
-pub(super) fn forward_train(t: &TrainBufs<'_>, batch: usize, channels: usize, spatial: usize) {
+/// Batch mean and unbiased variance of channel `c`, summed in f64.
+fn accurate_stats(x: &C, c: usize, batch: usize, channels: usize, spatial: usize) -> (f32, f32) {
+    let n = batch * spatial;
+    let sum: f64 = channel_indices(c, batch, channels, spatial).map(|i| x[i].get() as f64).sum();
+    let mean = sum / n as f64;
+    let ss: f64 = channel_indices(c, batch, channels, spatial)
+        .map(|i| {
+            let d = x[i].get() as f64 - mean;
+            d * d
+        })
+        .sum();
+    (mean as f32, (ss / unbiased_divisor(n)) as f32)
+}
+
+/// The same statistics as Darknet's CPU build sums them (`mean_cpu`, `variance_cpu`): an f32
+/// running sum, element by element; `pow(d, 2)` is a double that the f32 sum absorbs with one
+/// rounding; the scales are `(float)(1.0/N)` and `(float)(1.0/(N−1))`, multiplied, not divided.
+fn darknet_cpu_stats(x: &C, c: usize, batch: usize, channels: usize, spatial: usize) -> (f32, f32) {
+    let n = batch * spatial;
+    let mut mean = 0.0f32;
+    for i in channel_indices(c, batch, channels, spatial) {
+        mean += x[i].get();
+    }
+    mean *= (1.0 / n as f64) as f32;
+    let mut var = 0.0f32;
+    for i in channel_indices(c, batch, channels, spatial) {
+        let d = (x[i].get() - mean) as f64;
+        var = (var as f64 + d * d) as f32;
+    }
+    var *= (1.0 / unbiased_divisor(n)) as f32;
+    (mean, var)
+}
+
+pub(super) fn forward_train(t: &TrainBufs<'_>, batch: usize, channels: usize, spatial: usize, stats: BnStats) {
     let per_channel = [t.mean, t.var, t.rolling_mean, t.rolling_var, t.gamma, t.beta];
     check("batchnorm_forward_train", t.x.len(), &per_channel, batch, channels, spatial, &[t.y, t.x_norm]);
-    let n = batch * spatial;
     for c in 0..channels {
-        let sum: f64 = channel_indices(c, batch, channels, spatial).map(|i| t.x[i].get() as f64).sum();
-        let mean = sum / n as f64;
-        let ss: f64 = channel_indices(c, batch, channels, spatial)
-            .map(|i| {
-                let d = t.x[i].get() as f64 - mean;
-                d * d
-            })
-            .sum();
-        let mean = mean as f32;
-        let var = (ss / unbiased_divisor(n)) as f32;
+        let (mean, var) = match stats {
+            BnStats::Accurate => accurate_stats(t.x, c, batch, channels, spatial),
+            BnStats::DarknetCpu => darknet_cpu_stats(t.x, c, batch, channels, spatial),
+        };
         t.mean[c].set(mean);
         t.var[c].set(var);
         t.rolling_mean[c].set(MOMENTUM * t.rolling_mean[c].get() + (1.0 - MOMENTUM) * mean);
@@ -131,6 +158,38 @@ mod tests {
         v.iter().map(|&x| Cell::new(x)).collect()
     }
 
+    /// Darknet's f32 running sum, in (image, position) order: next to 2^24, adding 1 rounds back
+    /// to 2^24 (ties to even), so the mean depends on where the large value sits. Channel 0 has
+    /// it first: 2^24 + 1 + … stays 2^24, mean 2^21. Channel 1 has it last: the seven 1s sum to
+    /// 7 exactly, 7 + 2^24 rounds to 2^24 + 8, mean 2^21 + 1. The accurate mean is 2^21 + 7/8 for
+    /// both; ordinary data (channel 2) keeps both forms within float rounding of each other.
+    #[test]
+    fn darknet_cpu_stats_sum_in_f32_in_darknets_order() {
+        let (batch, channels, spatial) = (2, 3, 4);
+        let big = 16_777_216.0f32;
+        let mut x = vec![1.0f32; batch * channels * spatial];
+        x[0] = big; // image 0, channel 0, position 0: the first value of channel 0
+        x[(channels + 1) * spatial + spatial - 1] = big; // image 1, channel 1, last position
+        for (k, i) in channel_indices(2, batch, channels, spatial).enumerate() {
+            x[i] = 0.25 + 0.37 * k as f32;
+        }
+        let run = |stats: BnStats| {
+            let z = vec![0.0f32; channels];
+            let (xc, y, xn) = (cells(&x), cells(&vec![0.0; x.len()]), cells(&vec![0.0; x.len()]));
+            let (mean, var, rm, rv, g, b) = (cells(&z), cells(&z), cells(&z), cells(&z), cells(&[1.0; 3]), cells(&z));
+            let t = TrainBufs { x: &xc, y: &y, x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &g, beta: &b };
+            forward_train(&t, batch, channels, spatial, stats);
+            (mean.iter().map(Cell::get).collect::<Vec<_>>(), var.iter().map(Cell::get).collect::<Vec<_>>())
+        };
+        let (dm, dv) = run(BnStats::DarknetCpu);
+        let (am, av) = run(BnStats::Accurate);
+        assert_eq!(dm[0], 2_097_152.0);
+        assert_eq!(dm[1], 2_097_153.0);
+        assert_eq!(am[0], 2_097_152.875);
+        assert_eq!(am[1], 2_097_152.875);
+        assert!(((dm[2] - am[2]) / am[2]).abs() < 1e-6 && ((dv[2] - av[2]) / av[2]).abs() < 1e-6, "{dm:?} {dv:?} vs {am:?} {av:?}");
+    }
+
     /// The Darknet-CPU form equals Darknet's three steps written out from their formulas
     /// (mean_delta, variance_delta, normalize_delta on the pre-normalisation x), in f64, also for a
     /// channel of tiny variance where eps outside the root matters most.
@@ -151,7 +210,7 @@ mod tests {
         let (xc, y, xn) = (cells(&x), cells(&vec![0.0; n]), cells(&vec![0.0; n]));
         let (mean, var, rm, rv, g, beta) = (cells(&z), cells(&z), cells(&z), cells(&z), cells(&gamma), cells(&z));
         let t = TrainBufs { x: &xc, y: &y, x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &g, beta: &beta };
-        forward_train(&t, batch, channels, spatial);
+        forward_train(&t, batch, channels, spatial, BnStats::Accurate);
         let (d, dg, db) = (cells(&dy), cells(&z), cells(&z));
         backward(&d, &xn, &var, &g, &dg, &db, &d, batch, channels, spatial, BnBackward::DarknetCpu);
         let dx_cells = d;

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::Backend;
-use crate::shapes::{Activation, BnBackward, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, BnBackward, BnStats, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
 /// State shared by a backend and every storage it allocated.
 struct Shared {
@@ -319,7 +319,7 @@ impl Backend for CpuBackend {
     fn batchnorm_forward_train(
         &self, x: &CpuBuf, y: &CpuBuf, x_norm: &CpuBuf, mean: &CpuBuf, var: &CpuBuf,
         rolling_mean: &CpuBuf, rolling_var: &CpuBuf, gamma: &CpuBuf, beta: &CpuBuf,
-        batch: usize, channels: usize, spatial: usize,
+        batch: usize, channels: usize, spatial: usize, stats: BnStats,
     ) {
         let _q = self.begin(&[x, y, x_norm, mean, var, rolling_mean, rolling_var, gamma, beta]);
         let bufs = batchnorm::TrainBufs {
@@ -327,7 +327,7 @@ impl Backend for CpuBackend {
             rolling_mean: rolling_mean.cells(), rolling_var: rolling_var.cells(),
             gamma: gamma.cells(), beta: beta.cells(),
         };
-        batchnorm::forward_train(&bufs, batch, channels, spatial);
+        batchnorm::forward_train(&bufs, batch, channels, spatial, stats);
     }
     fn batchnorm_forward_infer(
         &self, x: &CpuBuf, y: &CpuBuf, rolling_mean: &CpuBuf, rolling_var: &CpuBuf,

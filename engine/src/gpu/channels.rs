@@ -11,7 +11,7 @@ use super::pipelines::{GemmTile, Kernel, bn_form_code};
 use super::{GpuBackend, GpuBuf};
 use crate::backend::BnTensors;
 use crate::profile::Work;
-use crate::shapes::{Activation, BnBackward, ChannelShape};
+use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape};
 
 /// Values one workgroup of a chunked reduction sums (16 per invocation).
 const CHUNK: usize = 4096;
@@ -60,8 +60,26 @@ fn bn_params(s: &ChannelShape, ch: Chunks) -> BnP {
 }
 
 impl GpuBackend {
-    /// Batch statistics (partials + combine) and the running statistics' update.
-    fn bn_statistics(&self, x: &GpuBuf, bn: &BnTensors<'_, GpuBuf>, s: &ChannelShape) {
+    /// Batch statistics (partials + combine, or Darknet-CPU's serial f32 sums) and the running
+    /// statistics' update.
+    fn bn_statistics(&self, x: &GpuBuf, bn: &BnTensors<'_, GpuBuf>, s: &ChannelShape, stats: BnStats) {
+        if stats == BnStats::DarknetCpu {
+            // Darknet's f32 scales 1/N and 1/(N−1), rounded from double as its CPU build does.
+            let m = s.batch * s.spatial;
+            let p = BnP {
+                o1: off(x),
+                o2: off(bn.mean),
+                o3: off(bn.var),
+                o4: off(bn.rolling_mean),
+                o5: off(bn.rolling_var),
+                inv_n: (1.0 / m as f64) as f32,
+                inv_n1: (1.0 / (m.max(2) - 1) as f64) as f32,
+                ..bn_params(s, Chunks::of(s))
+            };
+            let bufs = [x, bn.mean, bn.var, bn.rolling_mean, bn.rolling_var];
+            self.dispatch(Kernel::BnStatsDarknetCpu, &bufs, &p, self.grid(s.channels as u64), Work::elementwise(s.len(), 2, 0, 3));
+            return;
+        }
         let ch = Chunks::of(s);
         let scratch = self.channel_scratch(2 * s.channels * ch.count);
         let base = bn_params(s, ch);
@@ -86,8 +104,10 @@ impl GpuBackend {
 
     /// Training forward of batch norm with `act` fused into the write-out; `pre` receives the
     /// pre-activation when given.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn bn_forward_fused(
         &self, x: &GpuBuf, y: &GpuBuf, pre: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
+        stats: BnStats,
     ) {
         let n = s.len();
         for (w, b) in [("x", x), ("y", y), ("x_norm", bn.x_norm)] {
@@ -99,7 +119,7 @@ impl GpuBackend {
         for (w, b) in [("mean", bn.mean), ("var", bn.var), ("rolling_mean", bn.rolling_mean), ("rolling_var", bn.rolling_var), ("gamma", bn.gamma), ("beta", bn.beta)] {
             check(&format!("batchnorm {w}"), b, s.channels);
         }
-        self.bn_statistics(x, bn, s);
+        self.bn_statistics(x, bn, s, stats);
         let pre_buf = pre.unwrap_or(y);
         let p = BnP {
             o1: off(x),

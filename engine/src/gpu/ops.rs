@@ -5,7 +5,7 @@ use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
 use crate::backend::{Backend, BnTensors};
 use crate::profile::{DispatchTime, Scope, Work};
-use crate::shapes::{Activation, BnBackward, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
 
 pub(super) fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
@@ -132,10 +132,11 @@ impl Backend for GpuBackend {
     fn batchnorm_forward_train(
         &self, x: &GpuBuf, y: &GpuBuf, x_norm: &GpuBuf, mean: &GpuBuf, var: &GpuBuf, rolling_mean: &GpuBuf,
         rolling_var: &GpuBuf, gamma: &GpuBuf, beta: &GpuBuf, batch: usize, channels: usize, spatial: usize,
+        stats: BnStats,
     ) {
         // The gradient slots are not touched by the forward.
         let bn = BnTensors { x_norm, mean, var, rolling_mean, rolling_var, gamma, beta, dgamma: gamma, dbeta: beta };
-        self.bn_forward_fused(x, y, None, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial));
+        self.bn_forward_fused(x, y, None, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial), stats);
     }
 
     fn batchnorm_forward_infer(
@@ -365,8 +366,9 @@ impl Backend for GpuBackend {
 
     fn batchnorm_activation_forward(
         &self, x: &GpuBuf, y: &GpuBuf, pre_act: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
+        stats: BnStats,
     ) {
-        self.bn_forward_fused(x, y, pre_act, bn, act, s);
+        self.bn_forward_fused(x, y, pre_act, bn, act, s, stats);
     }
 
     fn activation_batchnorm_backward(

@@ -86,6 +86,8 @@ params! {
         has_pre: u32,
         /// Chunking of each channel, and where the backward coefficients start in the scratch.
         chunks: u32, ppc: u32, pieces: u32, piece_len: u32, coefs: u32,
+        /// bn_stats_darknet_cpu: Darknet's f32 scales 1/N and 1/(N − 1).
+        inv_n: f32, inv_n1: f32,
     }
 }
 

@@ -248,6 +248,7 @@ kernels! {
     BiasCombine => (Bias, "bias_combine", 2),
     BnPartials => (Batchnorm, "bn_partials", 2),
     BnCombine => (Batchnorm, "bn_combine", 5),
+    BnStatsDarknetCpu => (Batchnorm, "bn_stats_darknet_cpu", 5),
     BnNormalize => (Batchnorm, "bn_normalize", 8),
     BnInfer => (Batchnorm, "bn_infer", 6),
     BnBackwardPartials => (Batchnorm, "bn_backward_partials", 6),

@@ -5,7 +5,7 @@ use super::{Mode, Network};
 use crate::backend::{Backend, BnTensors};
 use crate::profile::{Phase, Scope};
 use crate::rng::dropout_seed;
-use crate::shapes::{Activation, BnBackward, ChannelShape, SliceCopy};
+use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, SliceCopy};
 use crate::yolo_stats::STATS_LEN;
 
 /// Optimiser settings for one update (learning rate already from the policy).
@@ -63,6 +63,7 @@ impl<B: Backend> Network<B> {
                             match mode {
                                 Mode::Train => b.batchnorm_activation_forward(
                                     &conv_out, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs,
+                                    if self.darknet_cpu.bn_f32_stats { BnStats::DarknetCpu } else { BnStats::Accurate },
                                 ),
                                 Mode::Infer => {
                                     let target = c.pre_act.as_ref().unwrap_or(&l.output);

@@ -40,3 +40,5 @@ pub fn shared_gpu() -> Option<&'static GpuBackend> {
         }
     }
 }
+
+pub mod darknet;

@@ -1,7 +1,7 @@
 //! Convolution, conv bias and batch normalisation checks.
 
 use super::*;
-use engine::shapes::{BnBackward, ConvShape};
+use engine::shapes::{BnBackward, BnStats, ConvShape};
 
 // ---- convolution --------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ fn batchnorm_gradients() {
             |be, i| {
                 let (y, xn) = (be.alloc(n), be.alloc(n));
                 let (mean, var, rm, rv) = (be.alloc(c), be.alloc(c), be.alloc(c), be.alloc(c));
-                be.batchnorm_forward_train(&i[0], &y, &xn, &mean, &var, &rm, &rv, &i[1], &i[2], b, c, sp);
+                be.batchnorm_forward_train(&i[0], &y, &xn, &mean, &var, &rm, &rv, &i[1], &i[2], b, c, sp, BnStats::Accurate);
                 vec![y, xn, var]
             },
             |be, i, s, dy, g| be.batchnorm_backward(dy, &s[1], &s[2], &i[1], &g[1], &g[2], &g[0], b, c, sp, BnBackward::Exact));
@@ -163,7 +163,7 @@ fn batchnorm_forward_matches_formula_and_running_stats() {
     let bx = upload(&be, &x);
     let (xn, bm, bv) = (be.alloc(n), be.alloc(c), be.alloc(c));
     let (rm, rv, bg, bb) = (upload(&be, &rm0), upload(&be, &rv0), upload(&be, &gamma), upload(&be, &beta));
-    be.batchnorm_forward_train(&bx, &bx, &xn, &bm, &bv, &rm, &rv, &bg, &bb, b, c, sp);
+    be.batchnorm_forward_train(&bx, &bx, &xn, &bm, &bv, &rm, &rv, &bg, &bb, b, c, sp, BnStats::Accurate);
     assert_close("batchnorm mean", &be.download(&bm), &mean, 1e-6);
     assert_close("batchnorm unbiased var", &be.download(&bv), &var, 1e-6);
     assert_close("batchnorm x_norm", &be.download(&xn), &want_xn, 1e-5);
