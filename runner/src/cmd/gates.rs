@@ -11,8 +11,13 @@ fn gate(name: &str, measured: f64, limit: f64, pass: bool, detail: String) -> Ga
 pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
     let t = &exp.thresholds;
     let mut out = Vec::new();
-    if run.summary.extra.contains_key("error") {
-        out.push(gate("run completed", 0.0, 1.0, false, run.summary.extra["error"].clone()));
+    // A run that did not finish fails here whatever its numbers say.
+    let at = run.summary.stopped_at_iteration.map(|i| format!(" after iteration {i}")).unwrap_or_default();
+    if let Some(e) = run.summary.extra.get("error") {
+        out.push(gate("run completed", 0.0, 1.0, false, format!("stopped{at}: {e}")));
+    } else if run.summary.status == reports::RunStatus::Interrupted {
+        let by = run.summary.extra.get("interrupted").cloned().unwrap_or_default();
+        out.push(gate("run completed", 0.0, 1.0, false, format!("interrupted{at} ({by})")));
     }
     let backends = reports::records::backend_names(&run.iterations);
     if let Some(limit) = t.loss_rel_delta_iter {
