@@ -17,6 +17,7 @@ pub mod overrides;
 #[path = "experiment/validate.rs"]
 mod validate;
 
+#[allow(unused_imports)] // GpuSelector: used by the CLI and the tests, not by every crate that includes this module
 pub use backend::{BackendSpec, GpuSelector};
 use serde::Deserialize;
 use std::fmt;

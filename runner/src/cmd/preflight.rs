@@ -2,7 +2,7 @@
 //! checks (plus a full decode of every image), so a run that `check` passes does not stop on
 //! something that could be known before training.
 //!
-//! - the model: cfg overrides apply, the graph is consistent, it has a loss layer, it reads RGB,
+//! - the model: it has a loss layer, cfg overrides apply, the graph is consistent, it reads RGB,
 //!   no `[yolo] random=1` (multi-scale training is not implemented);
 //! - the data: synthetic-set limits, or for a Darknet dataset every list entry, label line and
 //!   image header (classes agreeing with the model's heads);
@@ -61,9 +61,6 @@ fn check_model(exp: &Experiment, cfg: &ModelCfg) -> Result<()> {
         .iter()
         .filter_map(|l| if let LayerKind::Yolo(y) = &l.kind { Some((y, &l.origin)) } else { None })
         .collect();
-    if heads.is_empty() {
-        bail!("{name}: the model has no loss layer ([yolo]); training it would optimise nothing (is the cfg cut short?)");
-    }
     if let Some((_, origin)) = heads.iter().find(|(y, _)| y.random != 0.0) {
         bail!("{origin}: [yolo] random=1 asks for multi-scale training, which this engine does not implement; set random=0 (the network then trains at {}×{})", cfg.net.width, cfg.net.height);
     }
@@ -81,36 +78,28 @@ pub fn head_classes(cfg: &ModelCfg) -> Option<usize> {
 }
 
 fn check_data(exp: &Experiment, cfg: &ModelCfg) -> Result<Data> {
-    let model_classes = head_classes(cfg);
+    // The data's class count must be the heads'; `source` names where the data's count is set.
+    let same_classes = |source: String, classes: usize| -> Result<()> {
+        match head_classes(cfg) {
+            Some(c) if c == classes => Ok(()),
+            heads => bail!(
+                "{source}: classes = {classes} but {}'s [yolo] layers have classes={} (set [model] classes = {classes} to retrain the heads)",
+                cfg_name(exp),
+                heads.map_or("(several)".into(), |c| c.to_string()),
+            ),
+        }
+    };
     match &exp.data.source {
         DataSource::Synthetic(s) => {
             let spec = synth_spec(exp, s, cfg);
             spec.validate().map_err(|e| anyhow::anyhow!("{}: `data.synthetic`: {e}", exp.file.display()))?;
-            if model_classes != Some(s.classes) {
-                bail!(
-                    "{}: the synthetic data has {} classes but {}'s [yolo] layers have classes={} (set [model] classes = {})",
-                    exp.file.display(),
-                    s.classes,
-                    cfg_name(exp),
-                    model_classes.map_or("(several)".into(), |c| c.to_string()),
-                    s.classes
-                );
-            }
+            same_classes(format!("{} (data.synthetic)", exp.file.display()), s.classes)?;
             Ok(Data::Synthetic(spec))
         }
         DataSource::Darknet(d) => {
             let data = DataFile::load(&d.data_file)?;
             data.class_names()?;
-            if model_classes != Some(data.classes) {
-                bail!(
-                    "{}: classes = {} but {}'s [yolo] layers have classes={} (set [model] classes = {} to retrain the heads)",
-                    d.data_file.display(),
-                    data.classes,
-                    cfg_name(exp),
-                    model_classes.map_or("(several)".into(), |c| c.to_string()),
-                    data.classes
-                );
-            }
+            same_classes(d.data_file.display().to_string(), data.classes)?;
             let train = data.train_set(LabelPolicy::Strict)?;
             let valid = if data.valid.is_some() { data.valid_set(LabelPolicy::Strict)? } else { train.clone() };
             for set in [&train, &valid] {

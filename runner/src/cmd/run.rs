@@ -166,7 +166,7 @@ fn finish(
     }
     match outcome {
         Outcome::Failed(e) => {
-            let mut e = e.context(format!("run stopped after iteration {last}; partial results in {}", run_dir.display()));
+            let mut e = e.context(format!("run stopped at iteration {last}; partial results in {}", run_dir.display()));
             if let Err(w) = written {
                 e = e.context(format!("writing the results also failed: {w:#}"));
             }

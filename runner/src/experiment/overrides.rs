@@ -19,6 +19,14 @@ pub fn model_cfg(exp: &Experiment) -> Result<ModelCfg> {
     for w in warnings {
         eprintln!("{w}");
     }
+    // Before the overrides (which would fail on it less clearly): training needs a loss layer.
+    if !cfg.layers.iter().any(|l| matches!(l.kind, engine::cfg::LayerKind::Yolo(_))) {
+        let name = match &exp.model.source {
+            ModelSource::File(p) => p.display().to_string(),
+            _ => exp.model.cfg.clone(),
+        };
+        bail!("{name}: the model has no loss layer ([yolo]); training it would optimise nothing (is the cfg cut short?)");
+    }
     if let Some(c) = exp.model.classes {
         cfg.set_classes(c)?;
     }
