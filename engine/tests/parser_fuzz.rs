@@ -170,3 +170,24 @@ fn data_file_parser_never_panics() {
         })
         .unwrap();
 }
+
+/// Inputs the long run found panicking (integer overflow in shape inference and the memory
+/// plan, a huge allocation for `num`): each is now a one-line error.
+#[test]
+fn inputs_found_by_fuzzing_are_errors() {
+    let net = "[net]\nbatch=2\nwidth=64\nheight=64\nchannels=3\n";
+    let cases = [
+        "[net]\nbatch=13324259252576\nwidth=64\nheight=64\n".to_string(),
+        format!("{net}[convolutional]\nfilters=9223372036854775807\nsize=3\n"),
+        format!("{net}[convolutional]\nfilters=16\nsize=3\npad=4611686018427387904\nstride=4611686018427387904\n"),
+        format!("{net}[upsample]\nstride=4611686018427387904\n"),
+        format!("{net}[convolutional]\nfilters=18\nsize=1\n[yolo]\nnum=4611686018427387904\nanchors=1,1\n"),
+        "[net]\nwidth=4611686018427387904\nheight=4611686018427387904\n".to_string(),
+    ];
+    for text in cases {
+        match parse_str(&text, "found.cfg") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => assert!(e.to_string().starts_with("found.cfg"), "{e}"),
+        }
+    }
+}
