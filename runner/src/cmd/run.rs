@@ -166,11 +166,12 @@ fn finish(
     }
     match outcome {
         Outcome::Failed(e) => {
-            let mut e = e.context(format!("run stopped at iteration {last}; partial results in {}", run_dir.display()));
-            if let Err(w) = written {
-                e = e.context(format!("writing the results also failed: {w:#}"));
+            let e = e.context(format!("run stopped at iteration {last}; partial results in {}", run_dir.display()));
+            match written {
+                // The first failure first (a full disk stops the checkpoint, then the tables).
+                Err(w) => Err(anyhow::anyhow!("{e:#}; writing the results also failed: {w:#}")),
+                Ok(_) => Err(e),
             }
-            Err(e)
         }
         Outcome::Interrupted(sig) => {
             eprintln!("interrupted at iteration {last} ({}); checkpoint, tables and report in {}", sig.name(), run_dir.display());
