@@ -38,6 +38,8 @@ pub enum CheckpointError {
     Optimizer { file: String, found: Optimizer, expected: Optimizer },
     #[error("{file}: no `.state` file next to it ({state}); a Darknet .weights alone restarts training, it cannot resume it")]
     MissingState { file: String, state: String },
+    #[error("{file}: not written: {what}")]
+    NonFinite { file: String, what: String },
 }
 
 /// What a `.state` file records besides the buffers.
@@ -57,29 +59,41 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io { file: path.display().to_string(), source }
 }
 
-/// Write `bytes` under `path` via a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), CheckpointError>) -> Result<(), CheckpointError> {
+/// Write `bytes` under `path` via a temporary file in the same folder and a rename; a failed
+/// write (disk full) removes the temporary file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CheckpointError::Io { file: path.display().to_string(), source: e });
+    }
+    Ok(())
 }
 
 impl<B: Backend> Trainer<B> {
     /// Save `weights` (Darknet `.weights`, `seen` = iteration × batch) and its `.state` file.
     /// `tag` is stored and given back by [`Trainer::resume`] (callers use it to check that a
     /// checkpoint belongs to the same experiment).
+    /// Nothing is written when a parameter, running statistic or optimiser buffer holds a NaN or
+    /// Inf (a checkpoint of a diverged network would only spread the damage).
     pub fn save_checkpoint(&self, weights: &Path, tag: &str) -> Result<(), CheckpointError> {
         let net = &self.net;
         let seen = self.iteration * self.step_images() as u64;
-        write_atomic(weights, |tmp| Ok(net.save_weights(tmp, seen)?))?;
+        let params = net.conv_params();
+        if let Some(bad) = weights::nonfinite(&params) {
+            return Err(CheckpointError::NonFinite { file: weights.display().to_string(), what: bad.to_string() });
+        }
         let state = state_path(weights);
-        let bytes = self.state_bytes(tag);
-        write_atomic(&state, |tmp| std::fs::write(tmp, &bytes).map_err(io_err(tmp)))
+        let bytes = self.state_bytes(tag).map_err(|what| CheckpointError::NonFinite { file: state.display().to_string(), what })?;
+        // The .weights file is written atomically by write_weights (temporary file + rename).
+        weights::write_weights(weights, seen, &net.conv_dims(), &params, None)?;
+        write_atomic(&state, &bytes)
     }
 
-    fn state_bytes(&self, tag: &str) -> Vec<u8> {
+    /// The `.state` bytes; an error names the first optimiser buffer holding a NaN or Inf.
+    fn state_bytes(&self, tag: &str) -> Result<Vec<u8>, String> {
         let b = &self.net.backend;
         let params = self.net.params();
         let mut out = Vec::new();
@@ -93,16 +107,24 @@ impl<B: Backend> Trainer<B> {
         out.extend_from_slice(&(tag.len() as u64).to_le_bytes());
         out.extend_from_slice(tag.as_bytes());
         out.extend_from_slice(&(params.len() as u32).to_le_bytes());
-        for p in params {
+        for (i, p) in params.iter().enumerate() {
             out.extend_from_slice(&(p.len as u64).to_le_bytes());
-            let mut put = |buf: &B::Buf| out.extend_from_slice(bytemuck::cast_slice(&b.download(buf)));
-            put(&p.grad);
+            let mut put = |buf: &B::Buf, what: &str| {
+                let values = b.download(buf);
+                let bad = values.iter().filter(|v| !v.is_finite()).count();
+                if bad > 0 {
+                    return Err(format!("{bad} non-finite value(s) (NaN or Inf) in the {what} of trainable tensor {i}"));
+                }
+                out.extend_from_slice(bytemuck::cast_slice(&values));
+                Ok(())
+            };
+            put(&p.grad, "optimiser buffer")?;
             if let (Optimizer::Adam, Some((m, v))) = (self.optimizer, &p.adam) {
-                put(m);
-                put(v);
+                put(m, "Adam first moment")?;
+                put(v, "Adam second moment")?;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Load a checkpoint written by [`Trainer::save_checkpoint`]: parameters, running

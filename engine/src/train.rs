@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::Backend;
 use crate::lr::learning_rate;
 use crate::network::pass::Update;
-use crate::network::{Mode, Network, NetworkError};
+use crate::network::{LayerOp, Mode, Network, NetworkError};
 use crate::profile::{DispatchTime, Phase, Scope};
 use crate::yolo_stats as ys;
 
@@ -78,8 +78,14 @@ pub enum TrainError {
     NonFinite { iteration: u64, loss: f64, layer: usize, kind: &'static str, what: &'static str },
     #[error("iteration {iteration}: the loss became {loss} (no layer output or gradient is non-finite: the loss itself overflowed)")]
     NonFiniteLoss { iteration: u64, loss: f64 },
-    #[error("batch has {got} images, the step needs {expected} (batch × subdivisions)")]
-    BatchSize { got: usize, expected: usize },
+    /// The loss stayed finite but the update left a parameter, BN running statistic or optimiser
+    /// buffer non-finite (training diverged): found by the per-step check.
+    #[error("iteration {iteration}: training diverged: layer {layer} ({kind}) {tensor} holds {count} non-finite value(s) (NaN or Inf) after the update, although the loss ({loss}) is finite; lower the learning rate")]
+    NonFiniteState { iteration: u64, loss: f64, layer: usize, kind: &'static str, tensor: String, count: usize },
+    #[error("batch has {got_floats} floats, the step needs {expected_floats}: {expected} images of {channels}×{height}×{width} (batch × subdivisions images, channels × height × width floats each)")]
+    BatchSize { got_floats: usize, expected_floats: usize, expected: usize, channels: usize, height: usize, width: usize },
+    #[error("the model has no loss layer ([yolo]): there is nothing to train")]
+    NoLossLayer,
 }
 
 /// Drives a [`Network`] through Darknet's training iterations.
@@ -107,8 +113,19 @@ impl<B: Backend> Trainer<B> {
         let per_img = net.cfg.net.channels * net.cfg.net.height * net.cfg.net.width;
         let per_truth = net.max_boxes * 5;
         let n = self.step_images();
+        if net.heads.is_empty() {
+            return Err(TrainError::NoLossLayer);
+        }
         if images.len() != n * per_img || truths.len() != n * per_truth {
-            return Err(TrainError::BatchSize { got: images.len() / per_img.max(1), expected: n });
+            let c = &net.cfg.net;
+            return Err(TrainError::BatchSize {
+                got_floats: images.len(),
+                expected_floats: n * per_img,
+                expected: n,
+                channels: c.channels,
+                height: c.height,
+                width: c.width,
+            });
         }
         let iteration = self.iteration + 1;
         let lr = learning_rate(&net.cfg.net, iteration);
@@ -131,6 +148,12 @@ impl<B: Backend> Trainer<B> {
             Optimizer::Adam => Update::Adam { lr, b1: c.b1, b2: c.b2, eps: c.eps, decay: c.decay, t: iteration as u32 },
         };
         net.update(update, n as f32);
+        // Divergence that keeps the loss finite (an Inf running variance, an exploding Adam
+        // moment) shows only in the state: one reduction per state arena (two dispatches on a
+        // GPU) writes a flag beside the statistics, read back with them.
+        for (k, arena) in net.state_arenas.iter().enumerate() {
+            b.nonfinite_into(arena, &net.stats, net.health_slot + k);
+        }
         let t3 = Instant::now();
         // The only read of the step. On a GPU it submits everything recorded since the last
         // upload in one submission (with subdivisions, each pass's input upload submits the
@@ -150,7 +173,45 @@ impl<B: Backend> Trainer<B> {
         if !rec.loss.is_finite() {
             return Err(self.diagnose_nonfinite(iteration, rec.loss));
         }
+        if stats[net.health_slot..].iter().any(|&f| f != 0.0) {
+            return Err(self.diagnose_state(iteration, rec.loss));
+        }
         Ok(rec)
+    }
+
+    /// Slow path, only after the state check raised a flag: the first conv layer and tensor
+    /// (in layer order) holding a non-finite value, and how many it holds.
+    fn diagnose_state(&self, iteration: u64, loss: f64) -> TrainError {
+        let b = &self.net.backend;
+        for (layer, l) in self.net.layers.iter().enumerate() {
+            let LayerOp::Conv(c) = &l.op else { continue };
+            // SGD keeps its momentum in the gradient buffer (Darknet's `*_updates`).
+            let grad = if self.optimizer == Optimizer::Sgd { "momentum" } else { "gradient" };
+            let mut tensors: Vec<(String, &B::Buf)> = Vec::new();
+            for (name, p) in [("weights", &c.weights), ("biases", &c.biases)]
+                .into_iter()
+                .chain(c.bn.as_ref().map(|bn| ("scales", &bn.scales)))
+            {
+                tensors.push((name.to_string(), &p.value));
+                tensors.push((format!("{name} {grad}"), &p.grad));
+                if let Some((m, v)) = &p.adam {
+                    tensors.push((format!("{name} Adam first moment"), m));
+                    tensors.push((format!("{name} Adam second moment"), v));
+                }
+            }
+            if let Some(bn) = &c.bn {
+                tensors.push(("rolling_mean".into(), &bn.rolling_mean));
+                tensors.push(("rolling_variance".into(), &bn.rolling_variance));
+            }
+            for (tensor, buf) in tensors {
+                let count = b.download(buf).iter().filter(|v| !v.is_finite()).count();
+                if count > 0 {
+                    return TrainError::NonFiniteState { iteration, loss, layer, kind: l.kind_name(), tensor, count };
+                }
+            }
+        }
+        // A flag without a culprit cannot happen (the arenas hold exactly these tensors).
+        TrainError::NonFiniteState { iteration, loss, layer: 0, kind: "conv", tensor: "state".into(), count: 0 }
     }
 
     /// Sum the per-pass statistics into a record.

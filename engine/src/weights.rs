@@ -61,6 +61,8 @@ pub enum WeightsError {
     },
     #[error("{file}: layer {layer} is convolutional but no parameters were given for it")]
     MissingParams { file: String, layer: usize },
+    #[error("{file}: header says version {major}.{minor}.{revision}; Darknet .weights files are version 0.x (this is not a .weights file, or a damaged one)")]
+    Version { file: String, major: i32, minor: i32, revision: i32 },
     #[error("{file}: cutoff {cutoff} is beyond the {layers} layers of the cfg")]
     BadCutoff {
         file: String,
@@ -158,6 +160,55 @@ impl ConvParams {
     }
 }
 
+/// Where non-finite values (NaN, ±Inf) sit in a set of parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonFinite {
+    /// How many values are not finite, over every layer.
+    pub count: usize,
+    /// The first layer (index in the cfg) and tensor holding one.
+    pub layer: usize,
+    pub tensor: &'static str,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} non-finite value(s) (NaN or Inf), the first in layer {} {}", self.count, self.layer, self.tensor)
+    }
+}
+
+impl ConvParams {
+    /// The tensors in file order with Darknet's names.
+    pub fn tensors(&self) -> impl Iterator<Item = (&'static str, &[f32])> {
+        [
+            ("biases", Some(self.biases.as_slice())),
+            ("scales", self.scales.as_deref()),
+            ("rolling_mean", self.rolling_mean.as_deref()),
+            ("rolling_variance", self.rolling_variance.as_deref()),
+            ("weights", Some(self.weights.as_slice())),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| (n, v)))
+    }
+}
+
+/// The non-finite values of per-layer parameters (as `conv_params` or a file gives them), if any.
+pub fn nonfinite(layers: &[Option<ConvParams>]) -> Option<NonFinite> {
+    let mut found: Option<NonFinite> = None;
+    for (layer, p) in layers.iter().enumerate() {
+        let Some(p) = p else { continue };
+        for (tensor, values) in p.tensors() {
+            let n = values.iter().filter(|v| !v.is_finite()).count();
+            if n > 0 {
+                match &mut found {
+                    Some(f) => f.count += n,
+                    None => found = Some(NonFinite { count: n, layer, tensor }),
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Which layers a read covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Extent {
@@ -232,6 +283,10 @@ pub fn parse_weights(
         revision,
         seen: 0,
     };
+    // Darknet has only ever written major version 0 (0.1, 0.2); anything else is not its format.
+    if major != 0 || !(0..1000).contains(&minor) || !(0..1000).contains(&revision) {
+        return Err(WeightsError::Version { file, major, minor, revision });
+    }
     let header_len = header.byte_len();
     if bytes.len() < header_len {
         return Err(WeightsError::ShortHeader {
@@ -472,6 +527,10 @@ pub fn write_weights(
         file: file.clone(),
         source,
     };
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    // A failed write (disk full) leaves no `.part` file behind.
+    if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(())
 }

@@ -384,3 +384,28 @@ fn writer_checks_parameter_lengths() {
     let bytes = encode_weights("w", 0, &dims, &params, Some(3)).unwrap();
     assert_eq!(bytes.len(), 20 + 4 * (124 + 76));
 }
+
+/// A write that fails (here the rename: the target is a non-empty folder; on a full disk, the
+/// write) names the file and leaves no `.part` file behind.
+#[test]
+fn failed_write_leaves_no_temporary_file() {
+    let (dims, params) = small_model();
+    let target = tmp("blocked.weights");
+    std::fs::create_dir_all(target.join("inside")).unwrap();
+    let err = write_weights(&target, 0, &dims, &params, None).unwrap_err().to_string();
+    assert!(err.contains("blocked.weights"), "{err}");
+    assert!(!target.with_extension("weights.part").exists(), "temporary file left behind");
+    std::fs::remove_dir_all(&target).unwrap();
+}
+
+/// A header that is not Darknet's (major version 99) is refused, not read as weights.
+#[test]
+fn unknown_major_version_is_refused() {
+    let (dims, params) = small_model();
+    let mut bytes = encode_weights("x", 0, &dims, &params, None).unwrap();
+    bytes[..4].copy_from_slice(&99i32.to_le_bytes());
+    match parse_weights(&bytes, "odd.weights", &dims, Extent::All) {
+        Err(e @ WeightsError::Version { .. }) => assert!(e.to_string().contains("odd.weights: header says version 99.2.5"), "{e}"),
+        other => panic!("expected a version error, got {other:?}"),
+    }
+}

@@ -2,7 +2,7 @@
 
 use crate::ReportError;
 use crate::gate::fmt_num;
-use crate::records::BackendSummary;
+use crate::records::{BackendSummary, RunStatus};
 use crate::run_dir::{RunData, read_run};
 use std::fmt::Write;
 use std::path::Path;
@@ -34,6 +34,9 @@ pub struct Comparison {
     pub changes: Vec<MetricChange>,
     /// Backends present in only one of the runs.
     pub unmatched_backends: Vec<String>,
+    /// Why run B cannot stand in for run A whatever its numbers: it failed, was interrupted or
+    /// killed, or ran fewer iterations. Each is a regression.
+    pub run_regressions: Vec<String>,
 }
 
 impl Comparison {
@@ -42,14 +45,20 @@ impl Comparison {
     }
 
     pub fn has_regression(&self) -> bool {
-        self.changes.iter().any(|c| c.regression)
+        !self.run_regressions.is_empty() || self.changes.iter().any(|c| c.regression)
     }
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let n = self.regressions().len();
+        let n = self.regressions().len() + self.run_regressions.len();
         let verdict = if n == 0 { "no regression".to_string() } else { format!("{n} regression(s)") };
         let _ = writeln!(s, "# Comparison: {verdict}\n");
+        for r in &self.run_regressions {
+            let _ = writeln!(s, "- **REGRESSION**: {r}");
+        }
+        if !self.run_regressions.is_empty() {
+            s.push('\n');
+        }
         let _ = writeln!(
             s,
             "A = `{}`, B = `{}`, noise margin {} (relative; absolute for mAP).\n",
@@ -111,8 +120,42 @@ fn change_of(a: f64, b: f64, relative: bool) -> f64 {
     }
 }
 
-/// Compares every metric of every backend present in both runs.
+/// A run's own problems, as sentences; `name` says which run ("B").
+fn run_problems(run: &RunData, name: &str) -> Vec<String> {
+    let s = &run.summary;
+    let at = s.stopped_at_iteration.map(|i| format!(" at iteration {i}")).unwrap_or_default();
+    let mut out = Vec::new();
+    match s.status {
+        RunStatus::Failed => {
+            let why = s.extra.get("error").map(|e| format!(": {e}")).unwrap_or_default();
+            out.push(format!("run {name} failed{at}{why}"));
+        }
+        RunStatus::Interrupted => out.push(format!("run {name} was interrupted{at}")),
+        RunStatus::Running => out.push(format!("run {name} did not finish (killed, or still running)")),
+        RunStatus::Completed => {
+            // Runs written before statuses existed record an error only in `extra`.
+            if let Some(e) = s.extra.get("error") {
+                out.push(format!("run {name} stopped with an error: {e}"));
+            }
+        }
+    }
+    out
+}
+
+/// Compares every metric of every backend present in both runs. Run B is also a regression when
+/// it failed, was interrupted or killed, or a backend ran fewer iterations than in run A.
 pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Comparison {
+    let mut run_regressions = run_problems(run_b, "B");
+    for ba in &run_a.summary.backends {
+        if let Some(bb) = run_b.summary.backend(&ba.backend)
+            && bb.iterations < ba.iterations
+        {
+            run_regressions.push(format!(
+                "backend {} ran {} iterations in B but {} in A",
+                ba.backend, bb.iterations, ba.iterations
+            ));
+        }
+    }
     let mut changes = Vec::new();
     let mut unmatched = Vec::new();
     for ba in &run_a.summary.backends {
@@ -152,11 +195,23 @@ pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Compariso
         noise_margin,
         changes,
         unmatched_backends: unmatched,
+        run_regressions,
+    }
+}
+
+/// Checks a noise margin: a finite fraction in [0, 1] (NaN would make every change "within
+/// noise", a negative margin would turn gains into regressions).
+pub fn check_noise_margin(noise_margin: f64) -> Result<(), String> {
+    if noise_margin.is_finite() && (0.0..=1.0).contains(&noise_margin) {
+        Ok(())
+    } else {
+        Err(format!("noise margin {noise_margin}: expected a fraction in [0, 1] (0.05 = 5 %)"))
     }
 }
 
 /// [`compare`] on two run folders; the names in the output are the folder paths.
 pub fn compare_dirs(a: &Path, b: &Path, noise_margin: f64) -> Result<Comparison, ReportError> {
+    check_noise_margin(noise_margin).map_err(ReportError::Argument)?;
     let (ra, rb) = (read_run(a)?, read_run(b)?);
     let mut c = compare(&ra, &rb, noise_margin);
     c.a_name = a.display().to_string();

@@ -5,19 +5,55 @@ use crate::records::{GateResult, RunSummary};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
+/// The outcome of a run's gates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    #[serde(rename = "pass")]
+    Pass,
+    #[serde(rename = "fail")]
+    Fail,
+    /// The experiment has no `[thresholds]` (and the run completed): nothing was checked, so there
+    /// is neither a pass nor a failure to report.
+    #[serde(rename = "no gates defined")]
+    NoGates,
+}
+
+impl Verdict {
+    /// How people read it: "PASS", "FAIL", "NO GATES".
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::NoGates => "NO GATES",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateReport {
     pub schema_version: u32,
-    /// True when every gate passed (and there was at least one).
-    pub pass: bool,
+    /// `pass`, `fail` or `no gates defined`.
+    pub verdict: Verdict,
+    /// True when every gate passed, false when one failed, null when there are no gates.
+    pub pass: Option<bool>,
     pub gates: Vec<GateResult>,
 }
 
 impl GateReport {
     pub fn new(gates: Vec<GateResult>) -> Self {
-        // No gate at all is not a pass: a run that checked nothing proves nothing.
-        let pass = !gates.is_empty() && gates.iter().all(|g| g.pass);
-        GateReport { schema_version: SCHEMA_VERSION, pass, gates }
+        // No gate at all is no verdict: neither a pass (nothing was checked) nor a failure.
+        let verdict = if gates.is_empty() {
+            Verdict::NoGates
+        } else if gates.iter().all(|g| g.pass) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        let pass = match verdict {
+            Verdict::NoGates => None,
+            v => Some(v == Verdict::Pass),
+        };
+        GateReport { schema_version: SCHEMA_VERSION, verdict, pass, gates }
     }
 
     pub fn failures(&self) -> usize {
@@ -28,13 +64,23 @@ impl GateReport {
     pub fn junit_xml(&self, suite: &str) -> String {
         let suite = if suite.is_empty() { "parity" } else { suite };
         let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        // No gates: one skipped test case says so, so CI shows "no gates defined", not "0 tests".
+        let skipped = usize::from(self.verdict == Verdict::NoGates);
         let _ = writeln!(
             s,
-            "<testsuites name=\"{0}\" tests=\"{1}\" failures=\"{2}\">\n  <testsuite name=\"{0}\" tests=\"{1}\" failures=\"{2}\" errors=\"0\" skipped=\"0\">",
+            "<testsuites name=\"{0}\" tests=\"{1}\" failures=\"{2}\" skipped=\"{3}\">\n  <testsuite name=\"{0}\" tests=\"{1}\" failures=\"{2}\" errors=\"0\" skipped=\"{3}\">",
             xml_escape(suite),
-            self.gates.len(),
-            self.failures()
+            self.gates.len() + skipped,
+            self.failures(),
+            skipped
         );
+        if skipped == 1 {
+            let _ = writeln!(
+                s,
+                "    <testcase classname=\"{}.gates\" name=\"no gates defined\"><skipped message=\"the experiment has no [thresholds]\"/></testcase>",
+                xml_escape(suite)
+            );
+        }
         for g in &self.gates {
             let _ = write!(
                 s,
@@ -60,16 +106,13 @@ impl GateReport {
     /// Markdown: verdict line, then one table row per gate.
     pub fn markdown(&self, summary: &RunSummary) -> String {
         let mut s = String::new();
-        let verdict = if self.pass { "PASS" } else { "FAIL" };
-        let _ = writeln!(s, "# {verdict}: {}\n", md_escape(&summary.experiment_name));
-        let _ = writeln!(
-            s,
-            "{} of {} gates passed. Commit `{}`, experiment hash `{}`.\n",
-            self.gates.len() - self.failures(),
-            self.gates.len(),
-            summary.git_commit,
-            summary.experiment_hash
-        );
+        let _ = writeln!(s, "# {}: {}\n", self.verdict.label(), md_escape(&summary.experiment_name));
+        let counts = if self.verdict == Verdict::NoGates {
+            "No gates defined: the experiment has no [thresholds].".to_string()
+        } else {
+            format!("{} of {} gates passed.", self.gates.len() - self.failures(), self.gates.len())
+        };
+        let _ = writeln!(s, "{counts} Commit `{}`, experiment hash `{}`.\n", summary.git_commit, summary.experiment_hash);
         s.push_str("| gate | result | measured | limit | detail |\n|---|---|---:|---:|---|\n");
         for g in &self.gates {
             let _ = writeln!(
@@ -134,10 +177,26 @@ mod tests {
     }
 
     #[test]
-    fn empty_gate_list_is_not_a_pass() {
-        assert!(!GateReport::new(vec![]).pass);
-        assert!(GateReport::new(vec![gate("a", true)]).pass);
-        assert!(!GateReport::new(vec![gate("a", true), gate("b", false)]).pass);
+    fn empty_gate_list_is_no_verdict() {
+        let none = GateReport::new(vec![]);
+        assert_eq!((none.verdict, none.pass), (Verdict::NoGates, None));
+        assert_eq!(GateReport::new(vec![gate("a", true)]).pass, Some(true));
+        let fail = GateReport::new(vec![gate("a", true), gate("b", false)]);
+        assert_eq!((fail.verdict, fail.pass), (Verdict::Fail, Some(false)));
+    }
+
+    /// gate.json, gate.md and junit.xml say the same thing when there is no gate.
+    #[test]
+    fn no_gates_is_said_the_same_way_everywhere() {
+        let r = GateReport::new(vec![]);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"verdict\":\"no gates defined\"") && json.contains("\"pass\":null"), "{json}");
+        let md = r.markdown(&RunSummary::default());
+        assert!(md.starts_with("# NO GATES") && md.contains("No gates defined") && !md.contains("FAIL"), "{md}");
+        let x = r.junit_xml("exp");
+        assert!(x.contains("failures=\"0\" skipped=\"1\"") && x.contains("name=\"no gates defined\"><skipped"), "{x}");
+        let back: GateReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

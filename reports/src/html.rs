@@ -16,6 +16,7 @@ body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0 auto;max-widt
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:4px}
 .verdict{font-size:2em;font-weight:bold;padding:10px 18px;border-radius:6px;display:inline-block;margin:8px 0}
 .PASS{background:#e3f5ec;color:#0b6b3a;border:2px solid #0b6b3a}.FAIL{background:#fde8e8;color:#a11;border:2px solid #a11}
+.NONE{background:#f4f4f4;color:#555;border:2px solid #999}
 table{border-collapse:collapse;margin:8px 0;font-size:.85em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}td.PASS,td.FAIL{font-weight:bold;text-align:center;border-radius:0}
 .scroll{overflow-x:auto}figure{margin:12px 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
@@ -41,7 +42,12 @@ pub fn escape(s: &str) -> String {
 pub fn render(run: &RunData, charts: &[Chart]) -> String {
     let s = &run.summary;
     let gate = GateReport::new(run.gates.clone());
-    let verdict = if gate.pass { "PASS" } else { "FAIL" };
+    let verdict = gate.verdict.label();
+    let verdict_class = match gate.verdict {
+        crate::gate::Verdict::Pass => "PASS",
+        crate::gate::Verdict::Fail => "FAIL",
+        crate::gate::Verdict::NoGates => "NONE",
+    };
     let mut h = String::new();
     let _ = write!(
         h,
@@ -64,7 +70,7 @@ pub fn render(run: &RunData, charts: &[Chart]) -> String {
     // Verdict first: what a reader needs before anything else.
     let _ = writeln!(
         h,
-        "<div class=\"verdict {verdict}\">{verdict}</div> <span class=\"meta\">{} of {} gates passed</span>",
+        "<div class=\"verdict {verdict_class}\">{verdict}</div> <span class=\"meta\">{} of {} gates passed</span>",
         gate.gates.len() - gate.failures(),
         gate.gates.len()
     );
@@ -81,7 +87,7 @@ pub fn render(run: &RunData, charts: &[Chart]) -> String {
         );
     }
     if gate.gates.is_empty() {
-        h.push_str("<tr><td class=\"l\" colspan=\"5\">no gates were evaluated</td></tr>\n");
+        h.push_str("<tr><td class=\"l\" colspan=\"5\">no gates defined: the experiment has no [thresholds]</td></tr>\n");
     }
     h.push_str("</table>\n<h2>Charts</h2>\n");
     for c in charts {

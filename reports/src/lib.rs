@@ -11,6 +11,7 @@ pub mod demo;
 pub mod gate;
 pub mod html;
 pub mod kernels;
+pub mod journal;
 pub mod records;
 pub mod run_dir;
 pub mod tables;
@@ -20,13 +21,18 @@ pub use deltas::{DeltaRecord, compute_deltas};
 pub use gate::GateReport;
 pub use records::{
     BackendSummary, DeviceInfo, EpochRecord, GateResult, IterationRecord, MemorySample,
-    ParityLimits, PhaseTimes, RunSummary,
+    ParityLimits, PhaseTimes, ResumedFrom, RunStatus, RunSummary,
 };
-pub use run_dir::{OutputFormats, RunData, RunFiles, read_run, render_run, write_run};
+pub use gate::Verdict;
+pub use journal::Journal;
+pub use run_dir::{
+    OutputFormats, RunData, RunFiles, read_run, read_run_with_history, render_run, with_history, write_run,
+    write_summary, write_tables,
+};
 
 /// Version of the run-folder schema (tables, summary.json, gate.json). Bump on any
 /// incompatible change (renamed/removed column, changed unit) and note it in SCHEMA.md.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -42,4 +48,7 @@ pub enum ReportError {
     Chart { name: String, message: String },
     #[error("{path}: {message}")]
     Json { path: String, message: String },
+    /// A bad argument (e.g. a noise margin), as one line.
+    #[error("{0}")]
+    Argument(String),
 }

@@ -177,6 +177,41 @@ impl Default for ParityLimits {
     }
 }
 
+/// How a run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Written when training starts; a folder still saying so was killed (or is still running).
+    Running,
+    /// Every iteration ran (a summary.json without a status, from before statuses, also reads so).
+    #[default]
+    Completed,
+    /// Stopped by SIGINT/SIGTERM at an iteration boundary; tables, checkpoint and report written.
+    Interrupted,
+    /// Stopped by an error (see `extra.error`).
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Where a resumed run continued from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResumedFrom {
+    /// The earlier run folder, relative to this run folder when they share a parent, else absolute.
+    pub run_dir: String,
+    /// The checkpoint's iteration: this run's records start at `iteration + 1`.
+    pub iteration: u64,
+}
+
 /// Run metadata. Stored as summary.json (authoritative) and flattened to the key/value summary table.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -184,7 +219,20 @@ pub struct RunSummary {
     pub experiment_name: String,
     /// Hash of the experiment TOML text (hex), so two runs of one experiment can be matched.
     pub experiment_hash: String,
+    /// The commit the runner binary was built from (embedded at build time), "unknown" when built
+    /// outside a git checkout.
     pub git_commit: String,
+    /// The commit of the repository holding the experiment file at run time (`+modified` when the
+    /// file differs from it), empty when the file is in no git repository.
+    #[serde(default)]
+    pub experiment_commit: String,
+    #[serde(default)]
+    pub status: RunStatus,
+    /// Last iteration completed when the run was interrupted or failed.
+    #[serde(default)]
+    pub stopped_at_iteration: Option<u64>,
+    #[serde(default)]
+    pub resumed_from: Option<ResumedFrom>,
     pub seed: u64,
     /// Start time as the runner formats it (RFC 3339 suggested).
     pub started_at: String,
@@ -231,6 +279,8 @@ impl RunSummary {
             ("experiment.name".into(), self.experiment_name.clone(), ""),
             ("experiment.hash".into(), self.experiment_hash.clone(), ""),
             ("git.commit".into(), self.git_commit.clone(), ""),
+            ("experiment.commit".into(), self.experiment_commit.clone(), ""),
+            ("status".into(), self.status.as_str().into(), ""),
             ("seed".into(), self.seed.to_string(), ""),
             ("started_at".into(), self.started_at.clone(), ""),
             ("wall_time".into(), fmt_f(self.wall_time_s), "s"),
@@ -239,6 +289,13 @@ impl RunSummary {
             ("peak.gpu".into(), self.peak_gpu_bytes.to_string(), "bytes"),
             ("parity.window".into(), self.parity.window.to_string(), "iterations"),
         ];
+        if let Some(it) = self.stopped_at_iteration {
+            rows.push(("stopped_at_iteration".into(), it.to_string(), "iterations"));
+        }
+        if let Some(r) = &self.resumed_from {
+            rows.push(("resumed_from.run_dir".into(), r.run_dir.clone(), ""));
+            rows.push(("resumed_from.iteration".into(), r.iteration.to_string(), "iterations"));
+        }
         if let Some(v) = self.parity.loss_rel_delta_iter {
             rows.push(("parity.loss_rel_delta_iter".into(), fmt_f(v), "ratio"));
         }

@@ -143,6 +143,25 @@ fn to_json<T: serde::Serialize>(value: &T, path: &Path) -> Result<String, Report
 
 /// Writes tables, summary.json, experiment.toml, then everything [`render_run`] writes.
 pub fn write_run(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<RunFiles, ReportError> {
+    let mut files = write_tables(dir, run, formats)?;
+    files.files.extend(render_run(dir, run, formats)?.files);
+    Ok(files)
+}
+
+/// Writes summary.json alone (a run writes it when training starts, with status `running`, so a
+/// killed run's folder can still be read back).
+pub fn write_summary(dir: &Path, summary: &RunSummary) -> Result<PathBuf, ReportError> {
+    let p = dir.join("summary.json");
+    let text = to_json(summary, &p)?;
+    // Through a temporary file and a rename: a kill during the write leaves the previous one.
+    let tmp = dir.join("summary.json.partial");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &p).map_err(io(&p))?;
+    Ok(p)
+}
+
+/// Writes the tables, summary.json and experiment.toml (what [`read_run`] reads back).
+pub fn write_tables(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<RunFiles, ReportError> {
     let mut files = RunFiles::default();
     let tdir = dir.join("tables");
     std::fs::create_dir_all(&tdir).map_err(io(&tdir))?;
@@ -168,10 +187,8 @@ pub fn write_run(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<Ru
     if !run.kernels.is_empty() {
         files.files.extend(write_kernels(&tdir, &run.kernels, formats.parquet, formats.csv)?);
     }
-    let p = dir.join("summary.json");
-    write_text(p.clone(), &to_json(&run.summary, &p)?, &mut files)?;
+    files.files.push(write_summary(dir, &run.summary)?);
     write_text(dir.join("experiment.toml"), &run.experiment_toml, &mut files)?;
-    files.files.extend(render_run(dir, run, formats)?.files);
     Ok(files)
 }
 
@@ -223,8 +240,10 @@ pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
     }
     let tdir = dir.join("tables");
     let iterations = tables::iterations_from_frame(&tables::read_table(&tdir, "iterations")?)?;
-    let epochs = tables::epochs_from_frame(&tables::read_table(&tdir, "epochs")?)?;
-    let memory = tables::memory_from_frame(&tables::read_table(&tdir, "memory")?)?;
+    // A run that was killed has only the tables it appends as it goes (iterations, epochs).
+    let optional = |stem: &str| tables::table_exists(&tdir, stem).then(|| tables::read_table(&tdir, stem)).transpose();
+    let epochs = optional("epochs")?.map(|df| tables::epochs_from_frame(&df)).transpose()?.unwrap_or_default();
+    let memory = optional("memory")?.map(|df| tables::memory_from_frame(&df)).transpose()?.unwrap_or_default();
     let gp = dir.join("gate.json");
     let gates = if gp.exists() {
         let text = std::fs::read_to_string(&gp).map_err(io(&gp))?;
@@ -238,4 +257,50 @@ pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
     let deltas = compute_deltas(&iterations, summary.parity.window);
     let kernels = read_kernels(&tdir)?.unwrap_or_default();
     Ok(RunData { iterations, epochs, memory, deltas, summary, gates, experiment_toml, kernels })
+}
+
+/// Earlier runs a resumed run may chain through (a guard against a folder naming itself).
+const MAX_RESUME_CHAIN: usize = 1000;
+
+/// [`read_run`], with the records of the runs it was resumed from put before its own, so charts
+/// and the report show the whole training: of each earlier run, the iterations up to the
+/// checkpoint this one continued from, and the epochs evaluated before this one's first epoch.
+/// The folder's own tables are not changed. An earlier folder that cannot be read is a warning
+/// in the returned list, not an error (it may have been moved or deleted).
+pub fn read_run_with_history(dir: &Path) -> Result<(RunData, Vec<String>), ReportError> {
+    Ok(with_history(read_run(dir)?, dir))
+}
+
+/// `run` (the records of the run folder `dir`) with the earlier parts of the run put before
+/// them, as [`read_run_with_history`] describes.
+pub fn with_history(mut run: RunData, dir: &Path) -> (RunData, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut from = run.summary.resumed_from.clone().map(|r| (dir.to_path_buf(), r));
+    let mut depth = 0;
+    while let Some((base, r)) = from.take() {
+        depth += 1;
+        if depth > MAX_RESUME_CHAIN {
+            warnings.push(format!("{}: more than {MAX_RESUME_CHAIN} resumed runs in a chain; the earliest are left out", dir.display()));
+            break;
+        }
+        let prev_dir = base.join(&r.run_dir);
+        let prev = match read_run(&prev_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                warnings.push(format!("earlier part of the run not shown: {e}"));
+                break;
+            }
+        };
+        let first_epoch = run.iterations.iter().map(|i| i.epoch).min();
+        let mut iterations: Vec<IterationRecord> = prev.iterations.into_iter().filter(|i| i.iteration <= r.iteration).collect();
+        let mut epochs: Vec<EpochRecord> =
+            prev.epochs.into_iter().filter(|e| first_epoch.is_none_or(|f| e.epoch < f)).collect();
+        iterations.append(&mut run.iterations);
+        epochs.append(&mut run.epochs);
+        run.iterations = iterations;
+        run.epochs = epochs;
+        from = prev.summary.resumed_from.map(|r| (prev_dir, r));
+    }
+    run.refresh();
+    (run, warnings)
 }

@@ -248,16 +248,26 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame, ReportError> {
     ParquetReader::new(file).finish().map_err(|e| polars_err(path, e))
 }
 
+/// Reads a CSV table. Only whole lines count: a last line without its line break (a run killed
+/// while appending it) is left out.
 pub fn read_csv(path: &Path) -> Result<DataFrame, ReportError> {
-    if !path.exists() {
-        return Err(io_err(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+    let mut bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    bytes.truncate(whole);
+    if bytes.is_empty() {
+        return Err(ReportError::Table { path: path.display().to_string(), message: "no header line".into() });
     }
     CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(None)
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|r| r.finish())
+        .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+        .finish()
         .map_err(|e| polars_err(path, e))
+}
+
+/// Whether `dir/<stem>.parquet` or `dir/<stem>.csv` exists.
+pub fn table_exists(dir: &Path, stem: &str) -> bool {
+    dir.join(format!("{stem}.parquet")).exists() || dir.join(format!("{stem}.csv")).exists()
 }
 
 /// Reads `dir/<stem>.parquet`, or `dir/<stem>.csv` when the run was written without Parquet.

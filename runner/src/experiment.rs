@@ -6,15 +6,19 @@
 // The CLI uses these types field by field as it grows; until then parts are unused in the binary.
 #![allow(dead_code)]
 
+#[path = "experiment/backend.rs"]
+mod backend;
 #[path = "experiment/de.rs"]
 mod de;
 #[path = "experiment/locate.rs"]
 mod locate;
+#[path = "experiment/overrides.rs"]
+pub mod overrides;
 #[path = "experiment/validate.rs"]
 mod validate;
 
-#[allow(unused_imports)] // GpuSelector: used by the CLI and the tests, not yet by main.rs
-pub use de::{BackendSpec, GpuSelector};
+#[allow(unused_imports)] // GpuSelector: used by the CLI and the tests, not by every crate that includes this module
+pub use backend::{BackendSpec, GpuSelector};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -343,10 +347,11 @@ impl fmt::Display for ExperimentError {
         if self.line > 0 {
             write!(f, ":{}:{}", self.line, self.column)?;
         }
+        // Quoted user text is cut: a 100 MB key or value is not printed whole.
         if !self.key.is_empty() {
-            write!(f, ": `{}`", self.key)?;
+            write!(f, ": `{}`", engine::cfg::error::clip_to(&self.key, 4 * engine::cfg::error::CLIP_CHARS))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", engine::cfg::error::clip_to(&self.message, 4 * engine::cfg::error::CLIP_CHARS))
     }
 }
 

@@ -3,43 +3,59 @@
 
 use super::model::Origin;
 
+/// Characters of user text a message quotes; the rest is cut (a 100 MB line is not printed).
+pub const CLIP_CHARS: usize = 120;
+
+/// `s` cut to [`CLIP_CHARS`] characters, with how much was left out.
+pub fn clip(s: &str) -> String {
+    clip_to(s, CLIP_CHARS)
+}
+
+/// `s` cut to `max` characters, with how much was left out.
+pub fn clip_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}… ({} more bytes)", &s[..end], s.len() - end),
+    }
+}
+
 /// Why a cfg cannot be used. `Display` is one line, `file:line: message`.
 #[derive(Debug, thiserror::Error)]
 pub enum CfgError {
     #[error("{path}: cannot read cfg: {err}")]
     Io { path: String, err: std::io::Error },
 
-    #[error("{origin}: expected `key=value`, found `{text}`")]
+    #[error("{origin}: expected `key=value`, found `{}`", clip(.text))]
     MissingEquals { origin: Origin, text: String },
 
-    #[error("{origin}: `{key}={value}`: {expected}")]
+    #[error("{origin}: `{}={}`: {expected}", clip(.key), clip(.value))]
     BadValue { origin: Origin, key: String, value: String, expected: String },
 
-    #[error("{origin}: [{section}] needs `{key}=`")]
+    #[error("{origin}: [{}] needs `{key}=`", clip(.section))]
     MissingKey { origin: Origin, section: String, key: &'static str },
 
-    #[error("{origin}: section [{section}] is Darknet's but this engine cannot run it")]
+    #[error("{origin}: section [{}] is Darknet's but this engine cannot run it", clip(.section))]
     UnsupportedSection { origin: Origin, section: String },
 
-    #[error("{origin}: unknown section [{section}]")]
+    #[error("{origin}: unknown section [{}]", clip(.section))]
     UnknownSection { origin: Origin, section: String },
 
-    #[error("{origin}: `{key}={value}` is not supported by this engine ({why})")]
+    #[error("{origin}: `{}={}` is not supported by this engine ({why})", clip(.key), clip(.value))]
     UnsupportedKey { origin: Origin, key: String, value: String, why: &'static str },
 
     /// Layout problems of the file itself (key before any section, no [net], no layers, ...).
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {}", clip_to(.message, 4 * CLIP_CHARS))]
     Structure { origin: Origin, message: String },
 
     /// Shape inference found an impossible graph.
-    #[error("{origin}: layer {index} [{section}]: {message}")]
+    #[error("{origin}: layer {index} [{section}]: {}", clip_to(.message, 4 * CLIP_CHARS))]
     Graph { origin: Origin, index: usize, section: &'static str, message: String },
 
     /// An override (`set_classes`, `set_size`, `set_batch`) cannot be applied.
-    #[error("{file}: {message}")]
+    #[error("{file}: {}", clip_to(.message, 4 * CLIP_CHARS))]
     Override { file: String, message: String },
 
-    #[error("`{name}` is neither a built-in model ({builtins}) nor a readable file")]
+    #[error("`{}` is neither a built-in model ({builtins}) nor a readable file", clip(.name))]
     UnknownModel { name: String, builtins: String },
 }
 
@@ -71,6 +87,6 @@ pub struct CfgWarning {
 
 impl std::fmt::Display for CfgWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: warning: {}", self.origin, self.message)
+        write!(f, "{}: warning: {}", self.origin, clip_to(&self.message, 4 * CLIP_CHARS))
     }
 }

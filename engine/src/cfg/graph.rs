@@ -4,6 +4,22 @@
 use super::error::CfgError;
 use super::model::{Chw, LayerKind, LayerShape, ModelCfg};
 
+/// Largest width, height or channel count of any tensor, and largest floats per image: far
+/// beyond any real network, and small enough that no size arithmetic (× batch included) can
+/// overflow. The formulas below saturate, so an absurd cfg value lands here as an error.
+pub const MAX_DIM: usize = 1 << 24;
+pub const MAX_PER_IMAGE: usize = 1 << 40;
+
+/// Why `s` is too large to exist, if it is.
+fn too_large(s: Chw) -> Option<String> {
+    let len = s.c.checked_mul(s.h).and_then(|v| v.checked_mul(s.w));
+    if s.c > MAX_DIM || s.h > MAX_DIM || s.w > MAX_DIM || len.is_none_or(|l| l > MAX_PER_IMAGE) {
+        Some(format!("{}x{}x{} is too large (at most {MAX_DIM} per side and 2^40 values per image)", s.w, s.h, s.c))
+    } else {
+        None
+    }
+}
+
 impl ModelCfg {
     /// The network's input, per image.
     pub fn input_shape(&self) -> Chw {
@@ -15,6 +31,9 @@ impl ModelCfg {
     /// the previous layer's output (the network input for layer 0).
     pub fn shapes(&self) -> Result<Vec<LayerShape>, CfgError> {
         let net = self.input_shape();
+        if let Some(why) = too_large(net) {
+            return Err(CfgError::Structure { origin: self.net.origin.clone(), message: format!("input {why}") });
+        }
         if net.is_empty() {
             return Err(CfgError::Structure { origin: self.net.origin.clone(), message: format!("empty input {}x{}x{}", net.w, net.h, net.c) });
         }
@@ -37,30 +56,39 @@ impl ModelCfg {
                     if input.c % c.groups != 0 || c.filters % c.groups != 0 {
                         return Err(err(format!("groups={} must divide input channels {} and filters {}", c.groups, input.c, c.filters)));
                     }
-                    if input.w + 2 * c.padding < c.size || input.h + 2 * c.padding < c.size {
+                    if c.size > MAX_DIM || c.stride > MAX_DIM || c.padding > MAX_DIM {
+                        return Err(err(format!("size, stride and padding must be at most {MAX_DIM}")));
+                    }
+                    let weights = c.filters.checked_mul(input.c / c.groups).and_then(|v| v.checked_mul(c.size * c.size));
+                    if weights.is_none_or(|w| w > MAX_PER_IMAGE) {
+                        return Err(err(format!("filters={} × size²={} × channels is too many weights", c.filters, c.size * c.size)));
+                    }
+                    let pad = c.padding.saturating_mul(2);
+                    let (ph, pw) = (input.h.saturating_add(pad), input.w.saturating_add(pad));
+                    if pw < c.size || ph < c.size {
                         return Err(err(format!("kernel {} is larger than the padded input {}x{}", c.size, input.w, input.h)));
                     }
-                    Chw {
-                        c: c.filters,
-                        h: (input.h + 2 * c.padding - c.size) / c.stride + 1,
-                        w: (input.w + 2 * c.padding - c.size) / c.stride + 1,
-                    }
+                    Chw { c: c.filters, h: (ph - c.size) / c.stride + 1, w: (pw - c.size) / c.stride + 1 }
                 }
                 LayerKind::Maxpool(p) => {
                     if p.size == 0 || p.stride == 0 {
                         return Err(err("size and stride must be positive".into()));
                     }
-                    if input.w + p.padding < p.size || input.h + p.padding < p.size {
+                    if p.size > MAX_DIM || p.stride > MAX_DIM || p.padding > MAX_DIM {
+                        return Err(err(format!("size, stride and padding must be at most {MAX_DIM}")));
+                    }
+                    let (ph, pw) = (input.h.saturating_add(p.padding), input.w.saturating_add(p.padding));
+                    if pw < p.size || ph < p.size {
                         return Err(err(format!("window {} is larger than the padded input {}x{}", p.size, input.w, input.h)));
                     }
-                    Chw { c: input.c, h: (input.h + p.padding - p.size) / p.stride + 1, w: (input.w + p.padding - p.size) / p.stride + 1 }
+                    Chw { c: input.c, h: (ph - p.size) / p.stride + 1, w: (pw - p.size) / p.stride + 1 }
                 }
                 LayerKind::Avgpool => Chw { c: input.c, h: 1, w: 1 },
                 LayerKind::Upsample { stride, .. } => {
                     if *stride == 0 {
                         return Err(err("stride must be positive".into()));
                     }
-                    Chw { c: input.c, h: input.h * stride, w: input.w * stride }
+                    Chw { c: input.c, h: input.h.saturating_mul(*stride), w: input.w.saturating_mul(*stride) }
                 }
                 LayerKind::Route(r) => {
                     if r.layers.is_empty() {
@@ -82,7 +110,7 @@ impl ModelCfg {
                         if s.c % r.groups != 0 {
                             return Err(err(format!("layer {j} has {} channels, not divisible by groups={}", s.c, r.groups)));
                         }
-                        c += s.c / r.groups;
+                        c = usize::saturating_add(c, s.c / r.groups);
                     }
                     Chw { c, h: first.h, w: first.w }
                 }
@@ -105,7 +133,7 @@ impl ModelCfg {
                     if *stride == 0 || input.w % stride != 0 || input.h % stride != 0 {
                         return Err(err(format!("input {}x{} is not divisible by stride {stride}", input.w, input.h)));
                     }
-                    Chw { c: input.c * stride * stride, h: input.h / stride, w: input.w / stride }
+                    Chw { c: input.c.saturating_mul(*stride).saturating_mul(*stride), h: input.h / stride, w: input.w / stride }
                 }
                 LayerKind::ScaleChannels { from } => {
                     // Darknet: the previous layer holds one scale per channel (C×1×1); it multiplies
@@ -133,7 +161,7 @@ impl ModelCfg {
                     if let Some(&m) = y.mask.iter().find(|&&m| m >= y.anchors.len()) {
                         return Err(err(format!("mask index {m} is out of range of {} anchors", y.anchors.len())));
                     }
-                    let want = (y.classes + 5) * y.mask.len();
+                    let want = y.classes.saturating_add(5).saturating_mul(y.mask.len());
                     if input.c != want {
                         return Err(err(format!(
                             "the [convolutional] before it (layer {}, {}) has filters={}, expected (classes+5)*len(mask) = ({}+5)*{} = {want}",
@@ -147,6 +175,9 @@ impl ModelCfg {
                     input
                 }
             };
+            if let Some(why) = too_large(output) {
+                return Err(err(format!("output {why}")));
+            }
             if output.is_empty() {
                 return Err(err(format!("empty output {}x{}x{}", output.w, output.h, output.c)));
             }

@@ -16,7 +16,7 @@ pub mod summary;
 mod yolo;
 
 pub use builtin::{BUILTIN_NAMES, builtin};
-pub use error::{CfgError, CfgWarning};
+pub use error::{CfgError, CfgWarning, clip};
 pub use model::*;
 pub use parse::{load, parse_file, parse_str};
 pub use summary::layer_bflops;

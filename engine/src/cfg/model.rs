@@ -67,6 +67,14 @@ pub struct NetConfig {
     pub origin: Origin,
 }
 
+impl NetConfig {
+    /// Images per forward/backward pass (Darknet's `net->batch`): `batch / subdivisions`. The
+    /// one place this split is computed; the parser and `set_batch` keep `batch` divisible.
+    pub fn mini_batch(&self) -> usize {
+        self.batch / self.subdivisions.max(1)
+    }
+}
+
 /// `[convolutional]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvCfg {

@@ -17,10 +17,17 @@ const NET_IGNORED: &[&str] = &[
     "sgdr_cycle", "sgdr_mult",
 ];
 
+/// Most images per iteration a cfg may ask for (Darknet's own cfgs use 64; this bound keeps
+/// batch × tensor sizes far from integer overflow).
+pub const MAX_BATCH: usize = 1 << 16;
+
 pub(crate) fn parse_net(mut r: Reader<'_>, warnings: &mut Vec<CfgWarning>) -> Result<NetConfig, CfgError> {
     let origin = r.origin();
     let batch = r.positive("batch", 1)?;
     let subdivisions = r.positive("subdivisions", 1)?;
+    if batch > MAX_BATCH {
+        return Err(CfgError::Structure { origin: origin.clone(), message: format!("batch={batch} is more than {MAX_BATCH} images") });
+    }
     if batch % subdivisions != 0 {
         // Darknet would silently train on batch/subdivisions*subdivisions images per iteration.
         return Err(CfgError::Structure {

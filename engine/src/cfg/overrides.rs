@@ -62,9 +62,10 @@ impl ModelCfg {
 
     /// Sets `batch` (images per iteration) and `subdivisions` (passes it is split into).
     pub fn set_batch(&mut self, batch: usize, subdivisions: usize) -> Result<(), CfgError> {
-        if batch == 0 || subdivisions == 0 || batch % subdivisions != 0 {
+        if batch == 0 || subdivisions == 0 || batch % subdivisions != 0 || batch > super::net::MAX_BATCH {
             return Err(self.override_err(format!(
-                "batch={batch} must be a positive multiple of subdivisions={subdivisions}"
+                "batch={batch} must be a positive multiple of subdivisions={subdivisions}, at most {}",
+                super::net::MAX_BATCH
             )));
         }
         self.net.batch = batch;

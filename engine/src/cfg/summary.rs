@@ -13,11 +13,12 @@ use super::model::{Chw, LayerKind, LayerShape, ModelCfg};
 pub fn layer_bflops(kind: &LayerKind, shape: &LayerShape) -> f64 {
     let (i, o) = (shape.input, shape.output);
     match kind {
+        // In floating point: a (huge) kernel size times filters may not fit an integer.
         LayerKind::Convolutional(c) => {
-            let weights = (c.filters * c.size * c.size * (i.c / c.groups)) as f64;
-            2.0 * weights * (o.h * o.w) as f64 / 1e9
+            let weights = c.filters as f64 * (c.size as f64).powi(2) * (i.c / c.groups.max(1)) as f64;
+            2.0 * weights * o.h as f64 * o.w as f64 / 1e9
         }
-        LayerKind::Maxpool(p) => (p.size * p.size * i.c * o.h * o.w) as f64 / 1e9,
+        LayerKind::Maxpool(p) => (p.size as f64).powi(2) * i.c as f64 * o.h as f64 * o.w as f64 / 1e9,
         _ => 0.0,
     }
 }

@@ -5,6 +5,9 @@ use super::model::{NmsKind, YoloCfg};
 use super::parse::Reader;
 use crate::shapes::IouLoss;
 
+/// Most anchors a [yolo] layer may have.
+const MAX_ANCHORS: usize = 4096;
+
 /// [yolo] keys Darknet knows that only matter for its tracking/embedding/display features.
 pub(crate) const YOLO_IGNORED: &[&str] = &[
     "map", "embedding_layer", "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show",
@@ -24,6 +27,11 @@ fn iou_kind(r: &mut Reader<'_>, key: &str, default: IouLoss, allow_mse: bool) ->
 pub(crate) fn parse_yolo(r: &mut Reader<'_>) -> Result<YoloCfg, CfgError> {
     let classes = r.positive("classes", 20)?;
     let num = r.positive("num", 1)?;
+    // Darknet's anchor sets have a handful of entries; a huge `num` would only allocate.
+    if num > MAX_ANCHORS {
+        let (v, line) = r.get("num").unwrap_or_default();
+        return Err(r.bad("num", &v, line, format!("at most {MAX_ANCHORS} anchors")));
+    }
     let mask = match r.list::<usize>("mask", "non-negative integers")? {
         None => (0..num).collect(),
         Some((mask, line)) => {

@@ -212,6 +212,33 @@ impl Dataset {
         self.samples.is_empty()
     }
 
+    /// Opens every image: its header (`full = false`), or a whole decode (`full = true`, what
+    /// training does, so a damaged body is found too). Runs on every core; the error is that of
+    /// the first bad image in list order.
+    pub fn check_images(&self, full: bool) -> Result<()> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
+        let chunk = self.samples.len().div_ceil(threads).max(1);
+        let check = |s: &Sample| -> Result<()> {
+            if full {
+                super::image::RgbImage::load(&s.image).map(|_| ())
+            } else {
+                super::image::RgbImage::check_header(&s.image).map(|_| ())
+            }
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .samples
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().try_for_each(check)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(DataError::Loader("an image check thread panicked".into()))))
+                .collect::<Result<Vec<()>>>()
+                .map(|_| ())
+        })
+    }
+
     /// Number of ground-truth boxes per class.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes];
@@ -259,6 +286,11 @@ pub fn find_label_file(image: &Path) -> Option<PathBuf> {
 /// image are kept here and clamped later, like Darknet.
 pub fn read_labels(path: &Path, classes: usize, policy: LabelPolicy, warnings: &mut Vec<String>) -> Result<Vec<Label>> {
     let text = fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    parse_labels(&text, path, classes, policy, warnings)
+}
+
+/// [`read_labels`] on text already read (`path` names it in errors and warnings).
+pub fn parse_labels(text: &str, path: &Path, classes: usize, policy: LabelPolicy, warnings: &mut Vec<String>) -> Result<Vec<Label>> {
     let mut labels = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -270,7 +302,7 @@ pub fn read_labels(path: &Path, classes: usize, policy: LabelPolicy, warnings: &
             Err(msg) => match policy {
                 LabelPolicy::Strict => return Err(DataError::parse(path, i + 1, msg)),
                 LabelPolicy::SkipWithWarning => {
-                    warnings.push(format!("{}:{}: {msg} (line skipped)", path.display(), i + 1))
+                    warnings.push(format!("{}:{}: {} (line skipped)", path.display(), i + 1, crate::cfg::clip(&msg)))
                 }
             },
         }

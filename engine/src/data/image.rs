@@ -45,6 +45,24 @@ impl RgbImage {
         Ok(RgbImage { width: w as usize, height: h as usize, data: img.into_raw() })
     }
 
+    /// Reads only the header: the file opens, its format is one we decode and it has pixels.
+    /// Much cheaper than [`RgbImage::load`] (a damaged body is found only by decoding).
+    pub fn check_header(path: &Path) -> Result<(usize, usize)> {
+        let err = |msg: String| DataError::Image { path: path.to_path_buf(), msg };
+        let reader = ::image::ImageReader::open(path)
+            .map_err(|e| DataError::io(path, e))?
+            .with_guessed_format()
+            .map_err(|e| DataError::io(path, e))?;
+        if reader.format().is_none() {
+            return Err(err("not a JPEG, PNG or BMP file".into()));
+        }
+        let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
+        if w == 0 || h == 0 {
+            return Err(err("image has no pixels".into()));
+        }
+        Ok((w as usize, h as usize))
+    }
+
     /// Writes the image as PNG (deterministic bytes for equal pixels).
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let err = |msg: String| DataError::Encode { path: path.to_path_buf(), msg };

@@ -141,7 +141,8 @@ impl BatchPlan {
     pub fn num_batches(&self) -> u64 {
         match self.cfg.stop {
             Stop::Batches(n) => n,
-            Stop::Epochs(e) => (e * self.dataset.len() as u64).div_ceil(self.cfg.batch as u64),
+            // Saturating: a caller's absurd epoch count must not wrap to a short run.
+            Stop::Epochs(e) => e.saturating_mul(self.dataset.len() as u64).div_ceil(self.cfg.batch as u64),
         }
     }
 
@@ -150,7 +151,7 @@ impl BatchPlan {
         let b = self.cfg.batch as u64;
         match self.cfg.stop {
             Stop::Epochs(e) if self.cfg.partial_last => {
-                let total = e * self.dataset.len() as u64;
+                let total = e.saturating_mul(self.dataset.len() as u64);
                 total.saturating_sub(index * b).min(b) as usize
             }
             _ => b as usize,

@@ -36,7 +36,7 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {msg}")]
+    #[error("{path}:{line}: {}", crate::cfg::error::clip_to(.msg, 4 * crate::cfg::error::CLIP_CHARS))]
     Parse { path: PathBuf, line: usize, msg: String },
     #[error("{path}: cannot decode image: {msg}")]
     Image { path: PathBuf, msg: String },

@@ -107,10 +107,11 @@ impl Default for SynthSpec {
 }
 
 impl SynthSpec {
-    fn validate(&self) -> Result<()> {
+    /// Checks the limits the generator has (classes, sizes, objects) without writing anything.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(DataError::Config(format!("synthetic dataset: {m}")));
         if self.classes == 0 || self.classes > ShapeKind::ALL.len() {
-            return bad("classes must be 1..=6");
+            return bad(&format!("classes must be 1..={} (one per shape kind), got {}", ShapeKind::ALL.len(), self.classes));
         }
         if self.width < 8 || self.height < 8 {
             return bad("images must be at least 8×8");

@@ -6,7 +6,7 @@ use rand::Rng;
 use super::layer::{needs_pre_activation, BatchNorm, Conv, Layer, LayerOp, Param};
 use super::{Network, NetworkError};
 use crate::backend::Backend;
-use crate::cfg::{LayerKind, ModelCfg};
+use crate::cfg::{LayerKind, LayerShape, ModelCfg};
 use crate::rng::{stream, Purpose};
 use crate::shapes::{ConvShape, PoolShape, ReorgShape, UpsampleShape, YoloParams};
 use crate::yolo_stats::STATS_LEN;
@@ -28,13 +28,160 @@ impl Default for BuildOptions {
     }
 }
 
-fn param<B: Backend>(b: &B, len: usize, decay: bool, adam: bool) -> Param<B> {
-    Param {
-        value: b.alloc(len),
-        grad: b.alloc(len),
-        adam: if adam { Some((b.alloc(len), b.alloc(len))) } else { None },
-        decay,
-        len,
+/// Floats per state arena: 64 MiB, half of wgpu's default storage-binding limit, so an arena
+/// binds on every adapter. A tensor larger than this gets an arena of its own.
+pub const STATE_ARENA_FLOATS: usize = 1 << 24;
+
+/// One trainable tensor's buffers before they become a [`Param`]: `T` is a length while
+/// planning, a view once the arenas exist.
+struct ParamParts<T> {
+    value: T,
+    grad: T,
+    adam: Option<(T, T)>,
+    len: usize,
+}
+
+/// A convolutional layer's persistent state: weights, biases, and with batch normalisation its
+/// scales and running mean and variance.
+struct ConvState<T> {
+    weights: ParamParts<T>,
+    biases: ParamParts<T>,
+    bn: Option<(ParamParts<T>, T, T)>,
+}
+
+/// The one place that lists a conv layer's state tensors, in arena order; `take(len)` makes each.
+fn conv_state<T>(weight_len: usize, filters: usize, bn: bool, adam: bool, take: &mut impl FnMut(usize) -> T) -> ConvState<T> {
+    let weights = param_parts(weight_len, adam, take);
+    let biases = param_parts(filters, adam, take);
+    let bn = bn.then(|| {
+        let scales = param_parts(filters, adam, take);
+        (scales, take(filters), take(filters))
+    });
+    ConvState { weights, biases, bn }
+}
+
+fn param_parts<T>(len: usize, adam: bool, take: &mut impl FnMut(usize) -> T) -> ParamParts<T> {
+    ParamParts { value: take(len), grad: take(len), adam: if adam { Some((take(len), take(len))) } else { None }, len }
+}
+
+fn param<B: Backend>(p: ParamParts<B::Buf>, decay: bool) -> Param<B> {
+    Param { value: p.value, grad: p.grad, adam: p.adam, decay, len: p.len }
+}
+
+/// Places tensors of `lens` (in order) into arenas: returns each tensor's (arena, offset) and
+/// each arena's length.
+fn pack(lens: &[usize]) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let (mut places, mut arenas) = (Vec::with_capacity(lens.len()), Vec::<usize>::new());
+    for &len in lens {
+        let last = arenas.len().wrapping_sub(1);
+        match arenas.last_mut() {
+            Some(used) if *used + len <= STATE_ARENA_FLOATS => {
+                places.push((last, *used));
+                *used += len;
+            }
+            _ => {
+                places.push((arenas.len(), 0));
+                arenas.push(len);
+            }
+        }
+    }
+    (places, arenas)
+}
+
+/// Every conv layer's (weight length, filters, batch-normalised) for mini-batches of `mb`.
+fn conv_layers(cfg: &ModelCfg, shapes: &[LayerShape], mb: usize) -> Vec<(ConvShape, usize, bool)> {
+    cfg.layers
+        .iter()
+        .zip(shapes)
+        .filter_map(|(lc, sh)| match &lc.kind {
+            LayerKind::Convolutional(c) => {
+                let inp = sh.input;
+                let shape = ConvShape::new(mb, inp.c, inp.h, inp.w, c.filters, c.size, c.stride, c.padding, c.groups);
+                Some((shape, c.filters, c.batch_normalize))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lengths (floats) of the state tensors of every conv layer, in arena order.
+fn state_lens(convs: &[(ConvShape, usize, bool)], adam: bool) -> Vec<usize> {
+    let mut lens = Vec::new();
+    for (shape, filters, bn) in convs {
+        conv_state(shape.weight_len(), *filters, *bn, adam, &mut |len| lens.push(len));
+    }
+    lens
+}
+
+/// What a network allocates when it is built, in floats, computed from the cfg alone (nothing is
+/// allocated): for checking that a run fits before it starts. `engine/tests/memory_plan.rs`
+/// proves it equals what [`Network::build`] allocates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Parameters, gradients/momentum, Adam moments, BN running statistics (the state arenas).
+    pub state: usize,
+    /// Layer outputs and gradients, BN batch statistics and normalised values, pre-activations,
+    /// input, truths, statistics, the shared conv scratch.
+    pub activations: usize,
+    /// The largest single buffer (arena or activation).
+    pub largest: usize,
+    /// Scratch a backend may add for the largest convolution (the CPU's im2col columns), not
+    /// allocated at build time.
+    pub workspace: usize,
+}
+
+impl MemoryPlan {
+    /// The plan of `cfg` (batch, subdivisions and size as set) with `opts`.
+    pub fn of(cfg: &ModelCfg, opts: &BuildOptions) -> Result<MemoryPlan, NetworkError> {
+        let shapes = cfg.shapes()?;
+        let net = &cfg.net;
+        if net.subdivisions == 0 || net.batch % net.subdivisions != 0 {
+            return Err(NetworkError::Subdivisions { batch: net.batch, subdivisions: net.subdivisions });
+        }
+        let mb = net.mini_batch();
+        let convs = conv_layers(cfg, &shapes, mb);
+        let (_, arenas) = pack(&state_lens(&convs, opts.adam));
+        let mut plan = MemoryPlan { state: arenas.iter().sum(), largest: arenas.iter().copied().max().unwrap_or(0), ..Default::default() };
+        let add = |plan: &mut MemoryPlan, len: usize| {
+            plan.activations = plan.activations.saturating_add(len);
+            plan.largest = plan.largest.max(len);
+        };
+        let mut scratch = 1;
+        let mut heads = 0;
+        let mut conv = convs.iter();
+        for (lc, sh) in cfg.layers.iter().zip(&shapes) {
+            let out_len = mb.saturating_mul(sh.output.len());
+            match &lc.kind {
+                LayerKind::Convolutional(c) => {
+                    let Some((shape, _, _)) = conv.next() else { break };
+                    scratch = scratch.max(shape.output_len());
+                    if c.batch_normalize {
+                        add(&mut plan, 2 * c.filters);
+                        add(&mut plan, shape.output_len());
+                    }
+                    if needs_pre_activation(c.activation) {
+                        add(&mut plan, shape.output_len());
+                    }
+                    let k = shape.c / shape.groups.max(1) * shape.size * shape.size;
+                    plan.workspace = plan.workspace.max(k.saturating_mul(shape.out_h * shape.out_w));
+                }
+                LayerKind::Shortcut { activation, .. } if needs_pre_activation(*activation) => add(&mut plan, out_len),
+                LayerKind::Yolo(_) => heads += 1,
+                _ => {}
+            }
+            add(&mut plan, out_len);
+            add(&mut plan, out_len);
+        }
+        add(&mut plan, mb.saturating_mul(net.channels * net.height * net.width));
+        add(&mut plan, mb * opts.max_boxes * 5);
+        add(&mut plan, (net.subdivisions * heads * STATS_LEN).max(1) + arenas.len());
+        add(&mut plan, scratch);
+        Ok(plan)
+    }
+
+    /// Bytes the network allocates at build time.
+    pub fn build_bytes(&self) -> u64 {
+        4 * (self.state as u64 + self.activations as u64)
     }
 }
 
@@ -47,8 +194,19 @@ impl<B: Backend> Network<B> {
         if net.subdivisions == 0 || net.batch % net.subdivisions != 0 {
             return Err(NetworkError::Subdivisions { batch: net.batch, subdivisions: net.subdivisions });
         }
-        let mb = net.batch / net.subdivisions;
+        let mb = net.mini_batch();
         let b = &backend;
+        // Persistent state first, packed into arenas (see STATE_ARENA_FLOATS).
+        let convs = conv_layers(&cfg, &shapes, mb);
+        let (places, arena_lens) = pack(&state_lens(&convs, opts.adam));
+        let state_arenas: Vec<B::Buf> = arena_lens.iter().map(|&len| b.alloc(len)).collect();
+        let mut place = places.into_iter();
+        let mut take = |len: usize| {
+            let (arena, offset) = place.next().expect("the state plan lists every state tensor");
+            b.view(&state_arenas[arena], offset, len)
+        };
+        let mut states: std::collections::VecDeque<ConvState<B::Buf>> =
+            convs.iter().map(|(shape, filters, bn)| conv_state(shape.weight_len(), *filters, *bn, opts.adam, &mut take)).collect();
         let mut layers = Vec::with_capacity(cfg.layers.len());
         let mut heads = Vec::new();
         let mut scratch_len = 1;
@@ -58,23 +216,20 @@ impl<B: Backend> Network<B> {
                 LayerKind::Convolutional(c) => {
                     let shape = ConvShape::new(mb, inp.c, inp.h, inp.w, c.filters, c.size, c.stride, c.padding, c.groups);
                     scratch_len = scratch_len.max(shape.output_len());
-                    let bn = if c.batch_normalize {
-                        Some(BatchNorm {
-                            scales: param(b, c.filters, false, opts.adam),
-                            rolling_mean: b.alloc(c.filters),
-                            rolling_variance: b.alloc(c.filters),
-                            mean: b.alloc(c.filters),
-                            variance: b.alloc(c.filters),
-                            x_norm: b.alloc(shape.output_len()),
-                        })
-                    } else {
-                        None
-                    };
+                    let state = states.pop_front().expect("one state per conv layer");
+                    let bn = state.bn.map(|(scales, rolling_mean, rolling_variance)| BatchNorm {
+                        scales: param(scales, false),
+                        rolling_mean,
+                        rolling_variance,
+                        mean: b.alloc(c.filters),
+                        variance: b.alloc(c.filters),
+                        x_norm: b.alloc(shape.output_len()),
+                    });
                     LayerOp::Conv(Conv {
                         shape,
                         activation: c.activation,
-                        weights: param(b, shape.weight_len(), true, opts.adam),
-                        biases: param(b, c.filters, false, opts.adam),
+                        weights: param(state.weights, true),
+                        biases: param(state.biases, false),
                         bn,
                         pre_act: needs_pre_activation(c.activation).then(|| b.alloc(shape.output_len())),
                     })
@@ -136,7 +291,9 @@ impl<B: Backend> Network<B> {
         let input_len = mb * net.channels * net.height * net.width;
         let input = b.alloc(input_len);
         let truths = b.alloc(mb * opts.max_boxes * 5);
-        let stats = b.alloc((net.subdivisions * heads.len() * STATS_LEN).max(1));
+        // The step's statistics, then one non-finite flag per state arena (read back together).
+        let health_slot = (net.subdivisions * heads.len() * STATS_LEN).max(1);
+        let stats = b.alloc(health_slot + state_arenas.len());
         let scratch = b.alloc(scratch_len);
         let subdivisions = net.subdivisions;
         let mut network = Network {
@@ -152,6 +309,8 @@ impl<B: Backend> Network<B> {
             subdivisions,
             heads,
             scratch,
+            state_arenas,
+            health_slot,
             seed: opts.seed,
             darknet_cpu: Default::default(),
         };

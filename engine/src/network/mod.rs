@@ -16,7 +16,7 @@ use crate::cfg::{CfgError, LayerShape, ModelCfg};
 use crate::yolo_stats::STATS_LEN;
 pub use layer::{Layer, LayerOp, Param};
 pub use pass::Update;
-pub use build::BuildOptions;
+pub use build::{BuildOptions, MemoryPlan, STATE_ARENA_FLOATS};
 
 /// Errors building or running a network.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +51,20 @@ pub struct Network<B: Backend> {
     /// Truth boxes `[mini_batch][max_boxes][5]`.
     pub truths: B::Buf,
     pub max_boxes: usize,
-    /// Per-pass statistics: `[subdivisions][heads][STATS_LEN]`, downloaded once per step.
+    /// Per-pass statistics `[subdivisions][heads][STATS_LEN]`, then one non-finite flag per state
+    /// arena (from `health_slot`), downloaded once per step.
     pub stats: B::Buf,
     pub subdivisions: usize,
     /// Indices of the [yolo] layers, in order.
     pub heads: Vec<usize>,
     /// Scratch shared by every conv layer for the pre-normalisation output.
     pub(crate) scratch: B::Buf,
+    /// The arenas holding every parameter, gradient/momentum, Adam moment and BN running
+    /// statistic (the views in `layers` point into them): the state a checkpoint saves.
+    pub state_arenas: Vec<B::Buf>,
+    /// Index in `stats` of the first of the per-arena non-finite flags (one per arena, after the
+    /// per-pass head statistics).
+    pub health_slot: usize,
     /// Seed for dropout masks (combined with iteration and layer index).
     pub seed: u64,
     /// Reproduce Darknet-CPU's training bugs. All off by default (this project's semantics,

@@ -15,7 +15,7 @@ use engine::profile::{KernelTable, Phase};
 use reports::kernels::{KernelRecord, write_kernels};
 use serde_json::json;
 
-use super::{BackendChoice, parse_backend};
+use crate::experiment::BackendSpec;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -39,7 +39,7 @@ pub struct BenchArgs {
     pub warmup: usize,
     /// cpu, gpu, gpu:<index> or gpu:<adapter name>
     #[arg(long, default_value = "gpu")]
-    pub backend: String,
+    pub backend: BackendSpec,
     /// Override the number of classes (default: the cfg's)
     #[arg(long)]
     pub classes: Option<usize>,
@@ -88,10 +88,10 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     cfg.set_batch(a.batch, a.subdivisions)?;
     let mut timed = false;
     let mut adapter = String::from("cpu");
-    let r = match parse_backend(&a.backend)? {
-        BackendChoice::Cpu => engine::bench::run(CpuBackend::new(), cfg, a.iterations, a.warmup, a.seed)?,
-        BackendChoice::Gpu(sel) => {
-            let gpu = GpuBackend::new(&sel)?;
+    let r = match &a.backend {
+        BackendSpec::Cpu => engine::bench::run(CpuBackend::new(), cfg, a.iterations, a.warmup, a.seed)?,
+        BackendSpec::Gpu(sel) => {
+            let gpu = GpuBackend::new(&sel.adapter_selector())?;
             adapter = gpu.adapter_info().to_string();
             if !gpu.timestamps_supported() {
                 eprintln!("note: {} has no timestamp queries: recording host time only (no kernels table)", gpu.adapter_info().name);
@@ -110,7 +110,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         None => super::new_run_dir(Path::new("runs"), "bench")?,
     };
     print_result(a, &r, timed);
-    let records = kernel_records(&a.backend, &r.kernels);
+    let records = kernel_records(&a.backend.to_string(), &r.kernels);
     if timed {
         write_kernels(&dir.join("tables"), &records, true, true)?;
     }
@@ -123,7 +123,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         "iterations": a.iterations,
         "warmup": a.warmup,
         "seed": a.seed,
-        "backend": a.backend,
+        "backend": a.backend.to_string(),
         "device": r.backend,
         "adapter": adapter,
         "timestamps": timed,
@@ -142,7 +142,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         "device_bytes": r.bytes,
         "peak_device_bytes": r.peak_bytes,
         "last_loss": r.last_loss,
-        "commit": super::git_commit(),
+        "commit": super::BUILD_COMMIT,
         "versions": super::versions(),
     });
     let path = dir.join("bench.json");

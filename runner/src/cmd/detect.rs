@@ -18,11 +18,10 @@ use engine::data::image::RgbImage;
 use engine::eval::Detection;
 use engine::gpu::GpuBackend;
 use engine::network::{BuildOptions, Network};
-use engine::weights::{Extent, read_weights};
 use reports::annotate::{Annotation, annotate};
 use serde::Serialize;
 
-use super::BackendChoice;
+use crate::experiment::BackendSpec;
 use inputs::{Geometry, collect_images, output_paths};
 
 #[derive(Args)]
@@ -40,8 +39,8 @@ pub struct DetectArgs {
     /// Class names from a Darknet .data file's `names`
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Confidence threshold (Darknet's -thresh)
-    #[arg(long, default_value_t = 0.25)]
+    /// Confidence threshold, in [0, 1) (Darknet's -thresh)
+    #[arg(long, default_value_t = 0.25, value_parser = super::map::confidence_threshold)]
     pub thresh: f32,
     /// NMS threshold; the kind (IoU, greedy or DIoU) is the cfg's last [yolo] nms_kind
     #[arg(long, default_value_t = 0.45)]
@@ -57,7 +56,7 @@ pub struct DetectArgs {
     pub force: bool,
     /// Backend: cpu, gpu, gpu:<index> or gpu:<adapter name> (never falls back to the CPU)
     #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    pub backend: BackendSpec,
 }
 
 /// One (detection, class) above the threshold, in pixels of the original image.
@@ -166,9 +165,7 @@ fn detect_all<B: Backend>(backend: B, a: &DetectArgs, images: &[(PathBuf, PathBu
     let names = class_names(a, classes)?;
     let letterbox = a.letterbox || cfg.net.letter_box;
     let net = Network::build(backend, cfg, &BuildOptions::default())?;
-    // The whole file, not a prefix: a backbone-only file (yolov4-tiny.conv.29) would detect noise.
-    let file = read_weights(&a.weights, &net.conv_dims(), Extent::All)?;
-    net.set_conv_params(&file.layers);
+    super::load_inference_weights(&net, &a.weights)?;
     let (nw, nh) = (net.cfg.net.width, net.cfg.net.height);
     let truths = vec![0.0; net.backend.len(&net.truths)];
     let mut planar = vec![0.0; 3 * nw * nh];
@@ -205,13 +202,9 @@ fn detect_all<B: Backend>(backend: B, a: &DetectArgs, images: &[(PathBuf, PathBu
 }
 
 pub fn run(a: &DetectArgs) -> Result<ExitCode> {
-    if !(0.0..1.0).contains(&a.thresh) {
-        bail!("--thresh {}: expected a value in [0, 1)", a.thresh);
-    }
     if !(0.0..=1.0).contains(&a.nms) {
         bail!("--nms {}: expected a value in [0, 1]", a.nms);
     }
-    let choice = super::parse_backend(&a.backend)?;
     let images = collect_images(&a.inputs)?;
     let json = a.out.join("detections.json");
     let plan = output_paths(&images, &a.out)?;
@@ -222,10 +215,10 @@ pub fn run(a: &DetectArgs) -> Result<ExitCode> {
             }
         }
     }
-    let ((results, letterbox), backend) = match choice {
-        BackendChoice::Cpu => (detect_all(CpuBackend::new(), a, &plan)?, "cpu".to_string()),
-        BackendChoice::Gpu(sel) => {
-            let gpu = GpuBackend::new(&sel)?;
+    let ((results, letterbox), backend) = match &a.backend {
+        BackendSpec::Cpu => (detect_all(CpuBackend::new(), a, &plan)?, "cpu".to_string()),
+        BackendSpec::Gpu(sel) => {
+            let gpu = GpuBackend::new(&sel.adapter_selector())?;
             let info = gpu.adapter_info();
             let name = format!("gpu ({}, {}, {})", info.name, info.backend, info.device_type);
             eprintln!("backend: {name}");

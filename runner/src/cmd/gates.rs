@@ -11,8 +11,13 @@ fn gate(name: &str, measured: f64, limit: f64, pass: bool, detail: String) -> Ga
 pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
     let t = &exp.thresholds;
     let mut out = Vec::new();
-    if run.summary.extra.contains_key("error") {
-        out.push(gate("run completed", 0.0, 1.0, false, run.summary.extra["error"].clone()));
+    // A run that did not finish fails here whatever its numbers say.
+    let at = run.summary.stopped_at_iteration.map(|i| format!(" at iteration {i}")).unwrap_or_default();
+    if let Some(e) = run.summary.extra.get("error") {
+        out.push(gate("run completed", 0.0, 1.0, false, format!("stopped{at}: {e}")));
+    } else if run.summary.status == reports::RunStatus::Interrupted {
+        let by = run.summary.extra.get("interrupted").cloned().unwrap_or_default();
+        out.push(gate("run completed", 0.0, 1.0, false, format!("interrupted{at} ({by})")));
     }
     let backends = reports::records::backend_names(&run.iterations);
     if let Some(limit) = t.loss_rel_delta_iter {
@@ -107,7 +112,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}.toml", thresholds.len()));
         let text = format!(
-            "[experiment]\nname = \"g\"\n[model]\ncfg = \"yolov4-tiny\"\n[data]\nsynthetic = {{ images = 8, val_images = 2, classes = 80, min_size = 8, max_size = 32, max_objects = 2 }}\n[backends]\nlist = [\"cpu\"]\n[thresholds]\n{thresholds}\n"
+            "[experiment]\nname = \"g\"\n[model]\ncfg = \"yolov4-tiny\"\n[data]\nsynthetic = {{ images = 8, val_images = 2, classes = 2, min_size = 8, max_size = 32, max_objects = 2 }}\n[backends]\nlist = [\"cpu\"]\n[thresholds]\n{thresholds}\n"
         );
         std::fs::write(&path, text).unwrap();
         crate::experiment::load(&path).unwrap()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use engine::cpu::CpuBackend;
 use engine::data::darknet::{DataFile, LabelPolicy};
@@ -15,7 +15,7 @@ use engine::gpu::GpuBackend;
 use engine::network::{BuildOptions, Network};
 use engine::Backend;
 
-use super::BackendChoice;
+use crate::experiment::BackendSpec;
 
 #[derive(Args)]
 pub struct MapArgs {
@@ -26,17 +26,39 @@ pub struct MapArgs {
     /// Darknet .weights
     pub weights: PathBuf,
     /// Recall points for AP: 0 = area under the curve (Darknet's default), 11 (VOC2007), 101 (COCO)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = recall_points)]
     pub points: usize,
-    /// IoU threshold for a true positive (Darknet's -iou_thresh)
-    #[arg(long, default_value_t = 0.5)]
+    /// IoU threshold for a true positive, in (0, 1] (Darknet's -iou_thresh)
+    #[arg(long, default_value_t = 0.5, value_parser = iou_threshold)]
     pub iou_thresh: f32,
-    /// Confidence threshold for precision/recall/F1/TP/FP (Darknet's -thresh)
-    #[arg(long, default_value_t = 0.25)]
+    /// Confidence threshold for precision/recall/F1/TP/FP, in [0, 1) (Darknet's -thresh)
+    #[arg(long, default_value_t = 0.25, value_parser = confidence_threshold)]
     pub thresh: f32,
     /// Backend: cpu, gpu, gpu:<index> or gpu:<adapter name>
     #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    pub backend: BackendSpec,
+}
+
+fn number(s: &str) -> Result<f32, String> {
+    s.parse::<f32>().map_err(|_| format!("`{s}` is not a number"))
+}
+
+fn recall_points(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(p @ (0 | 11 | 101)) => Ok(p),
+        _ => Err(format!("{s}: expected 0 (area under the curve), 11 (VOC2007) or 101 (COCO)")),
+    }
+}
+
+fn iou_threshold(s: &str) -> Result<f32, String> {
+    let v = number(s)?;
+    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(format!("{s}: expected an IoU in (0, 1]")) }
+}
+
+/// Also `detect --thresh`: a confidence in [0, 1).
+pub fn confidence_threshold(s: &str) -> Result<f32, String> {
+    let v = number(s)?;
+    if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("{s}: expected a confidence in [0, 1)")) }
 }
 
 fn evaluate<B: Backend>(backend: B, a: &MapArgs) -> Result<String> {
@@ -48,8 +70,17 @@ fn evaluate<B: Backend>(backend: B, a: &MapArgs) -> Result<String> {
     let names = data.class_names()?;
     cfg.set_batch(1, 1)?;
     let classes = names.len();
+    match super::preflight::head_classes(&cfg) {
+        Some(c) if c == classes => {}
+        heads => bail!(
+            "{}: classes = {classes} but {}'s [yolo] layers have classes={}; the .data and the cfg must describe the same classes",
+            a.data.display(),
+            a.cfg,
+            heads.map_or("(none or several)".into(), |c| c.to_string())
+        ),
+    }
     let net = Network::build(backend, cfg, &BuildOptions::default())?;
-    net.load_weights(&a.weights)?;
+    super::load_inference_weights(&net, &a.weights)?;
     let set = if data.valid.is_some() { data.valid_set(LabelPolicy::Strict)? } else { data.train_set(LabelPolicy::Strict)? };
     let plan = BatchPlan::new(Arc::new(set), LoaderConfig::validation(1, net.cfg.net.width, net.cfg.net.height))?;
     let mut acc = MapAccumulator::new(classes);
@@ -62,9 +93,9 @@ fn evaluate<B: Backend>(backend: B, a: &MapArgs) -> Result<String> {
 }
 
 pub fn run(a: &MapArgs) -> Result<ExitCode> {
-    let text = match super::parse_backend(&a.backend)? {
-        BackendChoice::Cpu => evaluate(CpuBackend::new(), a)?,
-        BackendChoice::Gpu(sel) => evaluate(GpuBackend::new(&sel)?, a)?,
+    let text = match &a.backend {
+        BackendSpec::Cpu => evaluate(CpuBackend::new(), a)?,
+        BackendSpec::Gpu(sel) => evaluate(GpuBackend::new(&sel.adapter_selector())?, a)?,
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

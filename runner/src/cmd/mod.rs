@@ -8,28 +8,21 @@ pub mod gates;
 pub mod map;
 pub mod memory;
 pub mod model;
+pub mod preflight;
 pub mod progress;
 pub mod report;
 pub mod run;
 
-/// A `--backend` value of the inference commands.
-pub enum BackendChoice {
-    Cpu,
-    Gpu(engine::gpu::AdapterSelector),
-}
-
-/// Parses `cpu`, `gpu`, `gpu:<index>` or `gpu:<adapter name>`. A GPU choice that finds no adapter
-/// is an error later (GpuBackend::new); nothing falls back to the CPU.
-pub fn parse_backend(spec: &str) -> anyhow::Result<BackendChoice> {
-    use engine::gpu::AdapterSelector;
-    match spec {
-        "cpu" => Ok(BackendChoice::Cpu),
-        "gpu" => Ok(BackendChoice::Gpu(AdapterSelector::default())),
-        b => match b.strip_prefix("gpu:") {
-            Some(s) => Ok(BackendChoice::Gpu(s.parse().map(AdapterSelector::by_index).unwrap_or_else(|_| AdapterSelector::by_name(s)))),
-            None => anyhow::bail!("--backend {b}: expected cpu, gpu, gpu:<index> or gpu:<adapter name>"),
-        },
+/// Loads a `.weights` file for inference (`map`, `detect`): it must cover every layer of the cfg
+/// (a backbone-only file such as yolov4-tiny.conv.29 would evaluate noise), and NaN/Inf values
+/// (a diverged training) get a warning.
+pub fn load_inference_weights<B: engine::Backend>(net: &engine::network::Network<B>, path: &std::path::Path) -> anyhow::Result<()> {
+    let file = engine::weights::read_weights(path, &net.conv_dims(), engine::weights::Extent::All)?;
+    if let Some(bad) = engine::weights::nonfinite(&file.layers) {
+        eprintln!("warning: {}: {bad}; results from these weights are meaningless (the training that wrote them diverged)", path.display());
     }
+    net.set_conv_params(&file.layers);
+    Ok(())
 }
 
 /// A new run folder `<out>/<name>-<n>` that did not exist before (never overwrites a run).
@@ -57,15 +50,33 @@ pub fn hash_hex(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// The git commit of the working directory, or "unknown".
-pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// The commit this binary was built from (runner/build.rs), whatever directory it runs in.
+pub const BUILD_COMMIT: &str = env!("RUNNER_BUILD_COMMIT");
+
+/// The state of the git repository holding `file` at run time: `<commit>`, `<commit>+modified`
+/// when the file differs from that commit, or "" when the file is in no repository.
+pub fn experiment_commit(file: &std::path::Path) -> String {
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else { return String::new() };
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Untracked or changed: the commit alone does not reproduce the experiment.
+    match git(&["status", "--porcelain", "--", &name]) {
+        Some(s) if s.is_empty() => commit,
+        _ => format!("{commit}+modified"),
+    }
 }
 
 /// Current UTC time as RFC 3339 (no date crate needed for one timestamp).

@@ -81,59 +81,6 @@ pub fn formats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     Ok(v)
 }
 
-/// Which GPU a `gpu` backend uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GpuSelector {
-    /// The first (preferred high-performance) adapter.
-    First,
-    Index(usize),
-    /// Case-insensitive substring of the adapter name.
-    Name(String),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum BackendSpec {
-    Cpu,
-    Gpu(GpuSelector),
-}
-
-impl TryFrom<String> for BackendSpec {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        let bad = || {
-            format!("unknown backend `{s}` (expected \"cpu\", \"gpu\", \"gpu:<index>\" or \"gpu:<adapter name>\")")
-        };
-        match s.as_str() {
-            "cpu" => Ok(BackendSpec::Cpu),
-            "gpu" => Ok(BackendSpec::Gpu(GpuSelector::First)),
-            _ => {
-                let sel = s.strip_prefix("gpu:").ok_or_else(bad)?.trim();
-                if sel.is_empty() {
-                    Err(bad())
-                } else if let Ok(i) = sel.parse::<usize>() {
-                    Ok(BackendSpec::Gpu(GpuSelector::Index(i)))
-                } else {
-                    Ok(BackendSpec::Gpu(GpuSelector::Name(sel.to_string())))
-                }
-            }
-        }
-    }
-}
-
-/// The label used in records and reports: the spelling of the experiment file.
-impl fmt::Display for BackendSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackendSpec::Cpu => write!(f, "cpu"),
-            BackendSpec::Gpu(GpuSelector::First) => write!(f, "gpu"),
-            BackendSpec::Gpu(GpuSelector::Index(i)) => write!(f, "gpu:{i}"),
-            BackendSpec::Gpu(GpuSelector::Name(n)) => write!(f, "gpu:{n}"),
-        }
-    }
-}
-
 /// `[data]` as written; exactly one of `synthetic` and `darknet`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

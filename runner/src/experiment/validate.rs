@@ -77,8 +77,12 @@ fn validate_data(exp: &mut Experiment, base: &Path, loc: &Locator) -> Result<(),
             if s.images == 0 {
                 return Err(loc.at(&format!("{k}.images"), "must be at least 1"));
             }
-            if s.classes == 0 {
-                return Err(loc.at(&format!("{k}.classes"), "must be at least 1"));
+            let kinds = engine::data::ShapeKind::ALL.len();
+            if s.classes == 0 || s.classes > kinds {
+                return Err(loc.at(
+                    &format!("{k}.classes"),
+                    format!("must be 1..={kinds} (one per shape the synthetic generator draws), got {}", s.classes),
+                ));
             }
             if s.max_objects == 0 {
                 return Err(loc.at(&format!("{k}.max_objects"), "must be at least 1"));
@@ -186,6 +190,11 @@ pub fn read_darknet_data(path: &Path) -> Result<DarknetData, String> {
     Ok(DarknetData { data_file: path.to_path_buf(), classes, train_list, valid_list: valid, names_file, names })
 }
 
+/// Upper bounds that keep iteration arithmetic (epochs × images) far from overflow: a million
+/// epochs, and Darknet's own limit on `max_batches` (a C int).
+pub const MAX_EPOCHS: u64 = 1_000_000;
+pub const MAX_ITERATIONS: u64 = i32::MAX as u64;
+
 fn validate_train(exp: &Experiment, loc: &Locator) -> Result<(), ExperimentError> {
     let t = &exp.train;
     if t.batch == Some(0) {
@@ -203,9 +212,25 @@ fn validate_train(exp: &Experiment, loc: &Locator) -> Result<(), ExperimentError
         (Some(_), Some(_)) => {
             return Err(loc.at("train.max_batches", "set either `epochs` or `max_batches`, not both"));
         }
-        (Some(0), _) => return Err(loc.at("train.epochs", "must be at least 1")),
-        (_, Some(0)) => return Err(loc.at("train.max_batches", "must be at least 1")),
+        (Some(e), _) if !(1..=MAX_EPOCHS).contains(&e) => {
+            return Err(loc.at("train.epochs", format!("must be 1..={MAX_EPOCHS}, got {e}")));
+        }
+        (_, Some(n)) if !(1..=MAX_ITERATIONS).contains(&n) => {
+            return Err(loc.at("train.max_batches", format!("must be 1..={MAX_ITERATIONS}, got {n}")));
+        }
         _ => {}
+    }
+    for (key, v) in [("train.burn_in", t.burn_in), ("train.checkpoint_every", t.checkpoint_every), ("train.step", t.step), ("train.sgdr_cycle", t.sgdr_cycle)] {
+        if let Some(v) = v
+            && v > MAX_ITERATIONS
+        {
+            return Err(loc.at(key, format!("must be at most {MAX_ITERATIONS} iterations, got {v}")));
+        }
+    }
+    if let Some(steps) = &t.steps
+        && let Some(&big) = steps.iter().find(|&&s| s > MAX_ITERATIONS)
+    {
+        return Err(loc.at("train.steps", format!("must be at most {MAX_ITERATIONS} iterations, got {big}")));
     }
     if t.checkpoint_every == Some(0) {
         return Err(loc.at("train.checkpoint_every", "must be at least 1 (leave it out for no checkpoints)"));

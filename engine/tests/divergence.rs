@@ -1,0 +1,129 @@
+//! Divergence that keeps the loss finite is caught: a NaN/Inf in a parameter, a BN running
+//! statistic or an optimiser buffer stops the step that leaves it there, naming layer and tensor
+//! (the check runs on the device, CPU and GPU alike), and no checkpoint is written with it.
+
+mod common;
+
+use engine::Backend;
+use engine::checkpoint::CheckpointError;
+use engine::cpu::CpuBackend;
+use engine::data::synth::SynthSpec;
+use engine::network::{BuildOptions, LayerOp, MemoryPlan, Network};
+use engine::train::{Optimizer, TrainError, Trainer};
+
+const SIZE: usize = 64;
+
+fn trainer<B: Backend>(backend: B, optimizer: Optimizer) -> Trainer<B> {
+    let (mut cfg, _) = engine::cfg::load("yolov4-tiny").expect("built-in cfg");
+    cfg.set_classes(2).unwrap();
+    cfg.set_size(SIZE, SIZE).unwrap();
+    cfg.set_batch(2, 1).unwrap();
+    cfg.net.learning_rate = 1e-3;
+    cfg.net.burn_in = 0;
+    let opts = BuildOptions { seed: 4, adam: optimizer == Optimizer::Adam, ..Default::default() };
+    Trainer::new(Network::build(backend, cfg, &opts).unwrap(), optimizer)
+}
+
+/// One synthetic batch of two images.
+fn batch() -> (Vec<f32>, Vec<f32>) {
+    let spec = SynthSpec { classes: 2, width: SIZE, height: SIZE, seed: 9, ..Default::default() };
+    let mut images = Vec::new();
+    let mut truths = vec![0.0; 2 * 200 * 5];
+    for i in 0..2 {
+        let (img, labels) = spec.render(0, i);
+        let mut planar = vec![0.0; 3 * SIZE * SIZE];
+        img.to_planar(&mut planar);
+        images.extend(planar);
+        for (k, l) in labels.iter().enumerate() {
+            truths[(i as usize * 200 + k) * 5..][..5].copy_from_slice(&[l.x, l.y, l.w, l.h, l.class as f32]);
+        }
+    }
+    (images, truths)
+}
+
+/// The `n`-th conv layer (index in the network).
+fn conv_layer<B: Backend>(t: &Trainer<B>, n: usize) -> usize {
+    t.net.layers.iter().enumerate().filter(|(_, l)| matches!(l.op, LayerOp::Conv(_))).nth(n).unwrap().0
+}
+
+/// Puts `value` into element 1 of a state tensor of layer `layer`: one the loss of the next step
+/// never reads (its running variance, or the weights' Adam second moment, whose Inf only makes
+/// the update 0).
+fn poison<B: Backend>(t: &Trainer<B>, layer: usize, tensor: &str, value: f32) {
+    let LayerOp::Conv(c) = &t.net.layers[layer].op else { panic!("not a conv layer") };
+    let buf = match tensor {
+        "rolling_variance" => &c.bn.as_ref().unwrap().rolling_variance,
+        "weights Adam second moment" => &c.weights.adam.as_ref().unwrap().1,
+        _ => unreachable!(),
+    };
+    let b = &t.net.backend;
+    let mut v = b.download(buf);
+    v[1] = value;
+    b.upload(buf, &v);
+}
+
+/// A healthy step passes; after a non-finite value is put into `tensor` of the 5th conv layer
+/// (a place the loss never reads), the next step stops naming both, with the loss finite.
+fn caught<B: Backend>(make: impl Fn() -> B, optimizer: Optimizer, tensor: &str) {
+    let (images, truths) = batch();
+    let mut t = trainer(make(), optimizer);
+    t.step(&images, &truths).expect("a healthy step");
+    let layer = conv_layer(&t, 4);
+    poison(&t, layer, tensor, f32::INFINITY);
+    match t.step(&images, &truths) {
+        Err(TrainError::NonFiniteState { iteration, loss, layer: l, tensor: what, count, .. }) => {
+            assert_eq!((iteration, l), (2, layer));
+            assert!(loss.is_finite(), "the loss stayed finite: only the state check can see this");
+            assert!(what.contains(tensor.split(' ').next_back().unwrap()), "{what}");
+            assert!(count >= 1);
+        }
+        other => panic!("expected a non-finite state error, got {other:?}"),
+    }
+    // Never a checkpoint with it.
+    let dir = std::env::temp_dir().join(format!("engine-divergence-{}-{}", tensor.replace(' ', "-"), std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("x_2.weights");
+    match t.save_checkpoint(&w, "tag") {
+        Err(CheckpointError::NonFinite { .. }) => {}
+        other => panic!("expected a refused checkpoint, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "a file was left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cpu_catches_an_inf_running_variance() {
+    caught(CpuBackend::new, Optimizer::Sgd, "rolling_variance");
+}
+
+#[test]
+fn cpu_catches_an_inf_adam_moment() {
+    caught(CpuBackend::new, Optimizer::Adam, "weights Adam second moment");
+}
+
+#[test]
+fn gpu_catches_an_inf_running_variance_on_the_device() {
+    if common::gpu_or_skip().is_none() {
+        return;
+    }
+    caught(|| common::gpu_or_skip().expect("adapter seen above"), Optimizer::Sgd, "rolling_variance");
+}
+
+/// The memory plan is what `Network::build` allocates, byte for byte (CPU accounting), for every
+/// built-in model, with SGD and Adam; and the state sits in as few arenas as the plan says.
+#[test]
+fn memory_plan_matches_the_build() {
+    for name in engine::cfg::BUILTIN_NAMES {
+        for adam in [false, true] {
+            let (mut cfg, _) = engine::cfg::load(name).unwrap();
+            cfg.set_size(64, 64).unwrap();
+            cfg.set_batch(4, 2).unwrap();
+            let opts = BuildOptions { adam, ..Default::default() };
+            let plan = MemoryPlan::of(&cfg, &opts).unwrap();
+            let net = Network::build(CpuBackend::new(), cfg, &opts).unwrap();
+            assert_eq!(net.memory_bytes().0, plan.build_bytes(), "{name} adam={adam}");
+            let state: usize = net.state_arenas.iter().map(|a| net.backend.len(a)).sum();
+            assert_eq!(state, plan.state, "{name} adam={adam}");
+        }
+    }
+}
