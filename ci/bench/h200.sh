@@ -1,17 +1,57 @@
 #!/usr/bin/env bash
-# One device call on the H200 (see the issue notes): Vulkan loader, GPU test suite, training
-# benchmark of yolov4-tiny 416×416 batch 64 on the GPU backend and on the CPU backend, and the
-# PyTorch peer at the same size. Expects release binaries in .devbin/ and loader debs in .gl/.
+# One device call on the H200 machine (the `device` tool of this workplace; see README "Speed").
+# Expects xz-compressed x86_64 release binaries in .devbin/ (runner, and optionally
+# runner-before, conv_tiles and test binaries named gpu_*) and the Vulkan loader debs in .gl/.
+# Steps (each optional part runs only when its binary is there), then a summary table:
+#   1. runner bench (and runner-before bench) on yolov4-tiny 416x416 batch 64, GPU timestamps on;
+#   2. the same without timestamps (what profiling costs) and with unchecked shader modules;
+#   3. the PyTorch peer at the same size and batch (fp32, TF32 off), in the same call;
+#   4. the GEMM tile sweep; 5. the GPU test binaries; 6. the CPU backend (CPU_ITERS=0 skips it).
+# Writes logs and kernels tables to $OUT (at most 8 files come back).
 set -u
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export REQUIRE_GPU=1 WGPU_BACKEND=vulkan
-mkdir -p "$OUT"
-ls /usr/local/nvidia/share/vulkan/icd.d/ 2>&1; ldconfig -p | grep -E "libvulkan|libGLX_nvidia" | head -5
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-echo "== bench gpu"; timeout 170 .devbin/train_step gpu 416 64 50 2>&1 | tail -3 | tee "$OUT/bench_gpu.json"
-echo "== torch peer"; timeout 90 python3 ci/bench/torch_peer.py engine/cfg/yolov4-tiny.cfg --width 416 --height 416 --batch 64 --iters 50 2>&1 | tail -3 | tee "$OUT/torch.json"
-for t in gpu_parity gpu_yolo gpu_network; do
-  echo "== $t"; timeout 90 .devbin/$t --test-threads 1 2>&1 | grep -E "test result|FAILED|panicked" | tee -a "$OUT/tests.txt"
+export WGPU_BACKEND=vulkan REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp
+BIN=/tmp/devbin
+mkdir -p "$BIN" "$OUT"
+for f in .devbin/*.xz; do
+  n=$(basename "$f" .xz)
+  python3 -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f" "$BIN/$n" && chmod +x "$BIN/$n"
 done
-echo "== bench cpu (2 iterations)"; [ -n "${SKIP_CPU:-}" ] || timeout 120 .devbin/train_step cpu 416 64 2 2>&1 | tail -2 | tee "$OUT/bench_cpu.json"
+LOG="$OUT/log.txt"
+SIZE=${SIZE:-416}
+BATCH=${BATCH:-64}
+ITERS=${ITERS:-10}
+{
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+bench() { # name, binary, extra args
+  local name=$1 bin=$2; shift 2
+  echo "== $name"
+  timeout 240 "$BIN/$bin" bench yolov4-tiny --size "$SIZE" --batch "$BATCH" --out "/tmp/$name" "$@" 2>&1
+  [ -f "/tmp/$name/tables/kernels.csv" ] && cp "/tmp/$name/tables/kernels.csv" "$OUT/${name}_kernels.csv"
+}
+[ -x "$BIN/runner-before" ] && bench before runner-before --iterations "${BEFORE_ITERS:-3}"
+bench after runner --iterations "$ITERS"
+[ -n "${SKIP_VARIANTS:-}" ] || {
+  bench no_timestamps runner --iterations "$ITERS" --no-timestamps
+  ENGINE_GPU_UNCHECKED=1 bench unchecked runner --iterations "$ITERS"
+}
+echo "== torch peer"
+timeout 180 python3 ci/bench/torch_peer.py engine/cfg/yolov4-tiny.cfg --width "$SIZE" --height "$SIZE" --batch "$BATCH" --iters 30 2>&1 | tail -3
+if [ -x "$BIN/conv_tiles" ]; then
+  echo "== conv tile sweep"
+  timeout 300 "$BIN/conv_tiles" "$SIZE" "$BATCH" 2>&1 | tee "$OUT/conv_tiles.txt"
+fi
+for t in "$BIN"/gpu_*; do
+  [ -x "$t" ] || continue
+  echo "== $(basename "$t")"
+  timeout 240 "$t" --test-threads 1 2>&1 | grep -E "^test |test result|FAILED|panicked" | tail -40
+done
+if [ "${CPU_ITERS:-0}" != 0 ]; then
+  echo "== cpu backend"
+  timeout 300 "$BIN/runner" bench yolov4-tiny --size "$SIZE" --batch "$BATCH" --backend cpu --iterations "$CPU_ITERS" --warmup 1 --out /tmp/cpu 2>&1
+fi
+} 2>&1 | tee "$LOG"
+echo "== summary"
+grep -E "^== |images/s|device time|^\{.*images_per_s|test result|all GEMMs" "$LOG"

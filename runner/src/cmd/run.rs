@@ -131,6 +131,7 @@ fn finish(
         Outcome::Completed => {}
     }
     let mut data = RunData::new(iterations, epochs, memory, summary, Vec::new(), exp.text.clone());
+    data.kernels = slots.iter().flat_map(|s| super::bench::kernel_records(&s.name, &s.kernels)).collect();
     data.gates = gates::evaluate(exp, &data);
     let written = reports::write_tables(&run_dir, &data, formats).map_err(anyhow::Error::from).and_then(|_| {
         // The charts and the report show the whole run, earlier parts of a resumed run included.
@@ -320,6 +321,9 @@ impl<'e> Training<'e> {
             for (i, (s, dt, gpu_bytes)) in steps.into_iter().enumerate() {
                 let name = self.slots[i].name.clone();
                 let s = s.with_context(|| format!("backend {name}"))?;
+                if !s.timings.is_empty() {
+                    self.slots[i].kernels.add_step(&s.timings);
+                }
                 let r = IterationRecord {
                     backend: name,
                     iteration: s.iteration,

@@ -11,6 +11,7 @@ use engine::data::loader::BatchPlan;
 use engine::eval::map::MapAccumulator;
 use engine::gpu::GpuBackend;
 use engine::network::{BuildOptions, Network};
+use engine::profile::KernelTable;
 use engine::train::{StepRecord, TrainError, Trainer};
 use engine::weights::ConvParams;
 use engine::cfg::ModelCfg;
@@ -86,6 +87,8 @@ pub struct Slot {
     pub lane: Box<dyn Lane>,
     pub device: DeviceInfo,
     pub is_gpu: bool,
+    /// Device time per layer × phase × kernel over the run's steps (GPU timestamps).
+    pub kernels: KernelTable,
 }
 
 impl Slot {
@@ -105,16 +108,21 @@ pub fn build(spec: &BackendSpec, cfg: &ModelCfg, opts: &BuildOptions, optimizer:
             let mut details = std::collections::BTreeMap::new();
             details.insert("threads".into(), threads.to_string());
             let device = DeviceInfo { backend: name.clone(), name: std::env::consts::ARCH.into(), details };
-            Slot { name, lane: Box::new(Trainer::new(net, optimizer)), device, is_gpu: false }
+            Slot { name, lane: Box::new(Trainer::new(net, optimizer)), device, is_gpu: false, kernels: KernelTable::default() }
         }
         BackendSpec::Gpu(sel) => {
             let backend = GpuBackend::new(&sel.adapter_selector())?;
             let info = backend.adapter_info().clone();
             let mut details = std::collections::BTreeMap::new();
             details.insert("adapter".into(), info.to_string());
+            let timed = backend.timing();
+            details.insert("timestamps".into(), if timed { "on" } else { "unsupported: host time only" }.into());
+            if !timed {
+                eprintln!("note: {} has no timestamp queries: {name} records host time only (no per-layer GPU time)", info.name);
+            }
             let net = Network::build(backend, cfg.clone(), opts)?;
             let device = DeviceInfo { backend: name.clone(), name: info.name.clone(), details };
-            Slot { name, lane: Box::new(Trainer::new(net, optimizer)), device, is_gpu: true }
+            Slot { name, lane: Box::new(Trainer::new(net, optimizer)), device, is_gpu: true, kernels: KernelTable::default() }
         }
     })
 }
