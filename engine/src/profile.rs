@@ -193,12 +193,12 @@ impl KernelTable {
         let total = self.total_s().max(f64::MIN_POSITIVE);
         let steps = self.steps.max(1) as f64;
         let mut s = format!(
-            "{:<28} {:>9} {:>11} {:>7} {:>10} {:>9}\n",
+            "{:<40} {:>9} {:>11} {:>7} {:>10} {:>9}\n",
             "kernel", "launches", "ms/step", "share", "GFLOP/s", "GB/s"
         );
         for r in self.by_kernel().iter().take(n) {
             s += &format!(
-                "{:<28} {:>9} {:>11.3} {:>6.1}% {:>10.1} {:>9.1}\n",
+                "{:<40} {:>9} {:>11.3} {:>6.1}% {:>10.1} {:>9.1}\n",
                 r.kernel,
                 (r.dispatches as f64 / steps).round(),
                 r.gpu_s / steps * 1e3,
