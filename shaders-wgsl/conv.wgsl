@@ -42,6 +42,16 @@ struct P {
     splits: u32,   // conv_backward_weights: number of K splits; 1 = add into dw directly
     total: u32,    // number of weights (split-K partial layout, conv_splitk_reduce)
     has_bias: u32, // conv_forward: add bias (b4) in the write-out
+    // conv_backward_data, one stride phase: input pixels (py + stride·qy, px + stride·qx) for
+    // qy < qh, qx < qw receive taps ky = ky0 + stride·jy (jy < nky), kx = kx0 + stride·jx (jx < nkx).
+    py: u32,
+    px: u32,
+    qh: u32,
+    qw: u32,
+    ky0: u32,
+    kx0: u32,
+    nky: u32,
+    nkx: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -241,42 +251,59 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // ---- backward data: dx[b][g·cg + m][iy][ix] += Σ_(f,ky,kx) w[g·mg + f][m][ky][kx] · dy[b][g·mg + f][oy][ox]
-//      with oy·stride = iy + pad − ky (only where that divides) --------------------------------
+//      with oy·stride = iy + pad − ky. With stride > 1 the host runs one dispatch per stride phase
+//      (iy mod stride, ix mod stride): within a phase only every stride-th tap can reach a pixel,
+//      so K holds just those taps and no multiply is wasted on the taps that never divide. ------
+
+// Taps per row and column of this phase, and the stride; constants where the kernel size is
+// specialised (then the host uses it for stride 1 only: every tap in one phase).
+fn phase_nky() -> u32 {
+    return select(p.nky, KS, KS != 0u);
+}
+fn phase_nkx() -> u32 {
+    return select(p.nkx, KS, KS != 0u);
+}
+fn phase_stride() -> u32 {
+    return select(p.stride, 1u, KS != 0u);
+}
 
 fn load_bwd_data(t: u32, g: u32, m0: u32, k0: u32, n_ok: bool, dybase: u32, yp: i32, xp: i32) {
-    let ks = ksize();
-    let ss = ks * ks;
+    let ss = p.size * p.size;
+    let nkx = phase_nkx();
+    let nk = phase_nky() * nkx;
+    let st = phase_stride();
     // A = wᵀ: all of this invocation's A values share one k (NT is a multiple of BK).
     let ka = k0 + t % BK;
-    let fa = ka / ss;
-    let ra_ = ka - fa * ss;
+    let fa = ka / nk;
+    let ra_ = ka - fa * nk;
+    let kya = p.ky0 + st * (ra_ / nkx);
+    let kxa = p.kx0 + st * (ra_ % nkx);
     for (var i = 0u; i < LA; i++) {
         let m = m0 + (t + NT * i) / BK;
         var v = 0.0;
         if (m < p.m && ka < p.k) {
-            v = b2[p.o2 + ((g * p.mg + fa) * p.cg + m) * ss + ra_];
+            v = b2[p.o2 + ((g * p.mg + fa) * p.cg + m) * ss + kya * p.size + kxa];
         }
         ra[i] = v;
     }
     let ohw = p.oh * p.ow;
     for (var i = 0u; i < LB; i++) {
         let k = k0 + t / BN + (NT / BN) * i;
-        let f = k / ss;
-        let r = k - f * ss;
-        let ky = r / ks;
-        let kx = r - ky * ks;
-        var ty_ = yp - i32(ky);
-        var tx_ = xp - i32(kx);
-        var ok = n_ok && k < p.k && ty_ >= 0 && tx_ >= 0;
-        if (p.stride != 1u) {
-            ok = ok && u32(ty_) % p.stride == 0u && u32(tx_) % p.stride == 0u;
-            ty_ = ty_ / i32(p.stride);
-            tx_ = tx_ / i32(p.stride);
-        }
-        ok = ok && ty_ < i32(p.oh) && tx_ < i32(p.ow);
+        let f = k / nk;
+        let r = k - f * nk;
+        let jy = r / nkx;
+        let ky = p.ky0 + st * jy;
+        let kx = p.kx0 + st * (r - jy * nkx);
+        // Within the phase, yp − ky is a multiple of the stride: the division is exact.
+        let ty_ = yp - i32(ky);
+        let tx_ = xp - i32(kx);
         var v = 0.0;
-        if (ok) {
-            v = b1[dybase + f * ohw + u32(ty_) * p.ow + u32(tx_)];
+        if (n_ok && k < p.k && ty_ >= 0 && tx_ >= 0) {
+            let oy = u32(ty_) / st;
+            let ox = u32(tx_) / st;
+            if (oy < p.oh && ox < p.ow) {
+                v = b1[dybase + f * ohw + oy * p.ow + ox];
+            }
         }
         rb[i] = v;
     }
@@ -290,13 +317,15 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let ty = t / TX;
     let tx = t % TX;
     let hw = p.h * p.w;
-    // This invocation's B column: input pixel (b, iy, ix).
+    let qhw = p.qh * p.qw;
+    let st = phase_stride();
+    // This invocation's B column: input pixel (b, py + stride·qy, px + stride·qx) of the phase.
     let n = n0 + t % BN;
     let n_ok = n < p.n;
-    let b = n / hw;
-    let pix = n % hw;
-    let yp = i32(pix / p.w + p.pad);
-    let xp = i32(pix % p.w + p.pad);
+    let b = n / qhw;
+    let q = n % qhw;
+    let yp = i32(p.py + st * (q / p.qw) + p.pad);
+    let xp = i32(p.px + st * (q % p.qw) + p.pad);
     let dybase = p.o1 + (b * p.filters + g * p.mg) * p.oh * p.ow;
     let tiles = (p.k + BK - 1u) / BK;
 
@@ -320,9 +349,11 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 
     for (var j = 0u; j < TN4; j++) {
-        for (var q = 0u; q < 4u; q++) {
-            let nn = n0 + col_of(tx, j, q);
-            ccol[j * 4u + q] = select(0xffffffffu, (nn / hw) * p.c * hw + nn % hw, nn < p.n);
+        for (var qq = 0u; qq < 4u; qq++) {
+            let nn = n0 + col_of(tx, j, qq);
+            let r = nn % qhw;
+            let pix = (p.py + st * (r / p.qw)) * p.w + p.px + st * (r % p.qw);
+            ccol[j * 4u + qq] = select(0xffffffffu, (nn / qhw) * p.c * hw + pix, nn < p.n);
         }
     }
     for (var i = 0u; i < TM4; i++) {
@@ -332,10 +363,10 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
                 let row = p.o3 + (g * p.cg + m) * hw;
                 for (var j = 0u; j < TN4; j++) {
                     let v = acc[(i * 4u + r) * TN4 + j];
-                    for (var q = 0u; q < 4u; q++) {
-                        let col = ccol[j * 4u + q];
+                    for (var qq = 0u; qq < 4u; qq++) {
+                        let col = ccol[j * 4u + qq];
                         if (col != 0xffffffffu) {
-                            b3[row + col] = b3[row + col] + v[q];
+                            b3[row + col] = b3[row + col] + v[qq];
                         }
                     }
                 }

@@ -95,6 +95,46 @@ fn weight_tile(m: usize, n: usize, size: usize) -> GemmTile {
     specialise(t, size)
 }
 
+/// One stride phase of the backward-data GEMM: the input pixels (py + stride·qy, px + stride·qx)
+/// and the taps that reach them, ky = ky0 + stride·j (j < nky), likewise for x. With stride 1
+/// there is one phase holding every pixel and tap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Phase {
+    py: usize,
+    px: usize,
+    qh: usize,
+    qw: usize,
+    ky0: usize,
+    kx0: usize,
+    nky: usize,
+    nkx: usize,
+}
+
+impl Phase {
+    /// The stride² phases of `s`, without those no tap reaches.
+    fn all(s: &ConvShape) -> Vec<Phase> {
+        let st = s.stride;
+        // Pixels of phase p along an axis of length `len`, and its first tap and tap count.
+        let axis = |p: usize, len: usize| {
+            let q = if p < len { (len - p).div_ceil(st) } else { 0 };
+            let k0 = (p + s.pad) % st;
+            let nk = if k0 < s.size { (s.size - k0).div_ceil(st) } else { 0 };
+            (q, k0, nk)
+        };
+        let mut out = Vec::new();
+        for py in 0..st {
+            for px in 0..st {
+                let (qh, ky0, nky) = axis(py, s.h);
+                let (qw, kx0, nkx) = axis(px, s.w);
+                if qh * qw * nky * nkx > 0 {
+                    out.push(Phase { py, px, qh, qw, ky0, kx0, nky, nkx });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Counted work of a convolution GEMM: 2·M·N·K FLOPs (per group), each operand read once and C
 /// written once.
 fn gemm_work(s: &ConvShape, m: usize, n: usize, k: usize) -> Work {
@@ -155,19 +195,29 @@ impl GpuBackend {
             splits: 1,
             total: u(s.weight_len()),
             has_bias: 0,
+            ..Default::default()
         }
     }
 
     /// Forward or backward-data GEMM: grid x (·z) over column tiles, y over row tiles × groups.
+    /// `phase` fills the backward-data phase fields (and may forbid the kernel-size
+    /// specialisation, which assumes every tap is in the one phase).
     #[allow(clippy::too_many_arguments)]
-    fn conv_gemm(&self, k: Kernel, s: &ConvShape, m: usize, n: usize, kdim: usize, bufs: [&GpuBuf; 4], bias: bool) {
-        if m == 0 || n == 0 {
+    fn conv_gemm(&self, k: Kernel, s: &ConvShape, m: usize, n: usize, kdim: usize, bufs: [&GpuBuf; 4], bias: bool, phase: Option<Phase>) {
+        if m == 0 || n == 0 || kdim == 0 {
             return;
         }
         let kind = if k == Kernel::ConvForward { GemmKind::Forward } else { GemmKind::BackwardData };
-        let t = self.tile_for(kind, row_tile(m, s.size), s.size);
+        let mut t = self.tile_for(kind, row_tile(m, s.size), s.size);
+        if s.stride > 1 && phase.is_some() {
+            t.ks = 0;
+        }
         let mut p = self.conv_params(s, m, n, kdim, t, bufs);
         p.has_bias = u32::from(bias);
+        if let Some(ph) = phase {
+            (p.py, p.px, p.qh, p.qw, p.ky0, p.kx0, p.nky, p.nkx) =
+                (u(ph.py), u(ph.px), u(ph.qh), u(ph.qw), u(ph.ky0), u(ph.kx0), u(ph.nky), u(ph.nkx));
+        }
         let n_tiles = n.div_ceil(t.bn()) as u64;
         let max = self.limits.max_compute_workgroups_per_dimension as u64;
         let x = n_tiles.min(max);
@@ -195,7 +245,7 @@ impl GpuBackend {
         let ss = s.size * s.size;
         // Binding 4 is the bias; without one, bind y (the kernel does not read it then).
         let b4 = bias.unwrap_or(y);
-        self.conv_gemm(Kernel::ConvForward, s, mg, s.batch * s.out_h * s.out_w, cg * ss, [x, w, y, b4], bias.is_some());
+        self.conv_gemm(Kernel::ConvForward, s, mg, s.batch * s.out_h * s.out_w, cg * ss, [x, w, y, b4], bias.is_some(), None);
     }
 
     pub(super) fn conv_backward_data_into(&self, dy: &GpuBuf, w: &GpuBuf, dx: &GpuBuf, s: &ConvShape) {
@@ -204,8 +254,10 @@ impl GpuBackend {
         super::ops::check("conv_backward_data w", w, s.weight_len());
         super::ops::check("conv_backward_data dx", dx, s.input_len());
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
-        let ss = s.size * s.size;
-        self.conv_gemm(Kernel::ConvBackwardData, s, cg, s.batch * s.h * s.w, mg * ss, [dy, w, dx, dx], false);
+        for ph in Phase::all(s) {
+            let n = s.batch * ph.qh * ph.qw;
+            self.conv_gemm(Kernel::ConvBackwardData, s, cg, n, mg * ph.nky * ph.nkx, [dy, w, dx, dx], false, Some(ph));
+        }
     }
 
     pub(super) fn conv_backward_weights_into(&self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape) {

@@ -61,6 +61,9 @@ params! {
         total: u32,
         /// 1: the forward adds a bias (binding 4) in its write-out.
         has_bias: u32,
+        /// Backward data: the stride phase (py, px), its pixel grid (qh × qw), its first taps
+        /// (ky0, kx0) and tap counts (nky × nkx).
+        py: u32, px: u32, qh: u32, qw: u32, ky0: u32, kx0: u32, nky: u32, nkx: u32,
     }
 }
 
