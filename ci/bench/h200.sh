@@ -4,7 +4,8 @@
 # runner-before, conv_tiles and test binaries named gpu_*) and the Vulkan loader debs in .gl/.
 # Steps (each optional part runs only when its binary is there), then a summary table:
 #   1. runner bench (and runner-before bench) on yolov4-tiny 416x416 batch 64, GPU timestamps on;
-#   2. the same without timestamps (what profiling costs) and with unchecked shader modules;
+#   2. the same without timestamps (what profiling costs), with every shader check on
+#      (ENGINE_GPU_CHECKS=all) and with none (ENGINE_GPU_CHECKS=none);
 #   3. the PyTorch peer at the same size and batch (fp32, TF32 off), in the same call;
 #   4. the GEMM tile sweep; 5. the GPU test binaries; 6. the CPU backend (CPU_ITERS=0 skips it).
 # Writes logs and kernels tables to $OUT (at most 8 files come back).
@@ -35,7 +36,8 @@ bench() { # name, binary, extra args
 bench after runner --iterations "$ITERS"
 [ -n "${SKIP_VARIANTS:-}" ] || {
   bench no_timestamps runner --iterations "$ITERS" --no-timestamps
-  ENGINE_GPU_UNCHECKED=1 bench unchecked runner --iterations "$ITERS"
+  ENGINE_GPU_CHECKS=all bench all_checks runner --iterations "$ITERS"
+  ENGINE_GPU_CHECKS=none bench unchecked runner --iterations "$ITERS"
 }
 echo "== torch peer"
 timeout 180 python3 ci/bench/torch_peer.py engine/cfg/yolov4-tiny.cfg --width "$SIZE" --height "$SIZE" --batch "$BATCH" --iters 30 2>&1 | tail -3

@@ -1,10 +1,11 @@
 //! The convolution GEMMs (conv.wgsl): tile choice per shape, split-K, params and dispatches.
 //!
-//! Tile rule (measured on the H200, see the issue notes): a workgroup owns a BM × BN block of C.
-//! The widest BM that the GEMM's rows fill is taken (128, 64 or 32 rows), BN is 128 columns, and
-//! the index arithmetic is specialised for 1×1 and 3×3 kernels. Backward weights has few rows and
-//! columns (the weights) and a very long K (every pixel of the batch): it walks K 16 at a time and
-//! splits it over enough workgroups to fill the GPU, summing the splits in a fixed order.
+//! Tile rule (measured on an H100, see `cargo bench --bench conv_tiles`): a workgroup owns a
+//! BM × BN block of C. Forward and backward data take the widest BM their rows fill (128, 64 or
+//! 32 rows) with BN = 128 columns; the index arithmetic is specialised for 1×1 and 3×3 kernels.
+//! Backward weights has few rows and columns (the weights) and a very long K (every pixel of the
+//! batch): 64×64 tiles walk K 16 at a time and K is split over enough workgroups to fill the GPU,
+//! the splits summed in a fixed order.
 
 use super::params::{ConvP, off, u};
 use super::pipelines::{GemmTile, Kernel};
@@ -26,7 +27,7 @@ const fn tile(ty: u32, tx: u32, tm: u32, tn: u32, bk: u32) -> GemmTile {
 /// Forward / backward-data tiles by row count, widest first.
 const ROW_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 8, 8), tile(8, 32, 4, 4, 8)];
 /// Backward-weights tiles.
-const WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 16), tile(16, 16, 4, 4, 16), tile(8, 32, 4, 4, 16)];
+const WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 4, 4, 16), tile(8, 32, 4, 4, 16), tile(16, 16, 8, 8, 16)];
 /// Further tiles the sweep (`cargo bench --bench conv_tiles`) measures against the rule's.
 const EXTRA_ROW_TILES: [GemmTile; 4] = [tile(16, 16, 8, 8, 16), tile(16, 16, 8, 4, 8), tile(16, 16, 4, 8, 16), tile(16, 16, 4, 4, 8)];
 const EXTRA_WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 4, 32), tile(16, 16, 4, 8, 16)];
@@ -83,16 +84,12 @@ fn row_tile(m: usize, size: usize) -> GemmTile {
     specialise(t, size)
 }
 
-/// The tile for a backward-weights GEMM of `m` × `n` weights.
-fn weight_tile(m: usize, n: usize, size: usize) -> GemmTile {
-    let t = if m >= 128 && n >= 128 {
-        WEIGHT_TILES[0]
-    } else if m > 32 {
-        WEIGHT_TILES[1]
-    } else {
-        WEIGHT_TILES[2]
-    };
-    specialise(t, size)
+/// The tile for a backward-weights GEMM of `m` filters: 64×64 (16 of K at a time) above 32
+/// filters, 32×128 otherwise. 128×128 with K 16 holds three arrays of 8 B-column indices per
+/// invocation on top of its 64 accumulators and spilled on an H100 (2 TFLOP/s against 15 for
+/// 64×64); it stays a sweep candidate.
+fn weight_tile(m: usize, size: usize) -> GemmTile {
+    specialise(if m > 32 { WEIGHT_TILES[0] } else { WEIGHT_TILES[1] }, size)
 }
 
 /// One stride phase of the backward-data GEMM: the input pixels (py + stride·qy, px + stride·qx)
@@ -161,9 +158,20 @@ impl GpuBackend {
         f.iter().find(|(k, _)| *k == kind).map_or(rule, |&(_, t)| specialise(t, size))
     }
 
+    /// Every dimension positive and the groups dividing: conv.wgsl divides by these, and its
+    /// module runs without wgpu's division guards (pipelines.rs, `Checks::Relaxed`).
     fn check_conv(&self, s: &ConvShape) {
         assert!(
-            s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0 && s.size > 0,
+            s.batch > 0
+                && s.groups > 0
+                && s.c % s.groups == 0
+                && s.filters % s.groups == 0
+                && s.stride > 0
+                && s.size > 0
+                && s.h > 0
+                && s.w > 0
+                && s.out_h > 0
+                && s.out_w > 0,
             "gpu conv: bad shape {s:?}"
         );
     }
@@ -271,7 +279,7 @@ impl GpuBackend {
         if m == 0 || n == 0 || s.batch * ohw == 0 {
             return;
         }
-        let t = self.tile_for(GemmKind::BackwardWeights, weight_tile(m, n, s.size), s.size);
+        let t = self.tile_for(GemmKind::BackwardWeights, weight_tile(m, s.size), s.size);
         let m_tiles = m.div_ceil(t.bm());
         let n_tiles = n.div_ceil(t.bn());
         let groups = m_tiles * n_tiles * s.groups;

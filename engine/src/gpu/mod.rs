@@ -90,11 +90,7 @@ impl GpuBackend {
         let adapter = device::select_adapter(&sel)?;
         let info = device::describe(&adapter);
         let (device, queue, limits) = device::request_device(&adapter)?;
-        let options = CompileOptions {
-            // Measuring aid only (see CompileOptions): ENGINE_GPU_UNCHECKED=1.
-            checked: std::env::var("ENGINE_GPU_UNCHECKED").map_or(true, |v| v != "1"),
-            ..Default::default()
-        };
+        let options = CompileOptions::from_env();
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut recorder = Recorder::new(&device, &limits);

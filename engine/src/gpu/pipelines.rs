@@ -280,11 +280,25 @@ kernels! {
     YoloStats => (Yolo, "yolo_stats", 6),
 }
 
-/// How shader modules are made. `checked` keeps wgpu's bounds checks on every buffer access
-/// (the default); unchecked modules are only for measuring what the checks cost.
+/// Which of wgpu's shader runtime checks a module gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// Every check wgpu offers, on every module.
+    All,
+    /// The default: every check on every module except the convolution GEMMs, which keep their
+    /// buffer bounds checks but drop the loop-bounding counters and the integer-division guards.
+    /// The counters stop the driver from unrolling the register-blocked loops, so the
+    /// accumulators spill to local memory (4x slower steps on an H100); conv.wgsl's loops are all
+    /// bounded by its params and the host checks every divisor it uses is positive (conv.rs).
+    Relaxed,
+    /// No runtime checks at all (only to measure what the checks cost: ENGINE_GPU_CHECKS=none).
+    None,
+}
+
+/// How shader modules and pipelines are made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CompileOptions {
-    pub checked: bool,
+    pub checks: Checks,
     /// Zero workgroup memory before each workgroup runs (WebGPU's default). Every kernel here
     /// writes its workgroup memory before reading it, so this only costs time.
     pub zero_workgroup_memory: bool,
@@ -292,7 +306,32 @@ pub(crate) struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { checked: true, zero_workgroup_memory: false }
+        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false }
+    }
+}
+
+impl CompileOptions {
+    /// The defaults, with `ENGINE_GPU_CHECKS=all|relaxed|none` applied (for measuring only).
+    pub(crate) fn from_env() -> CompileOptions {
+        let checks = match std::env::var("ENGINE_GPU_CHECKS").as_deref() {
+            Ok("all") => Checks::All,
+            Ok("none") => Checks::None,
+            _ => Checks::Relaxed,
+        };
+        CompileOptions { checks, ..Default::default() }
+    }
+
+    /// The checks module `m` is built with, when they are fewer than all of wgpu's.
+    fn reduced_checks(self, m: Module) -> Option<wgpu::ShaderRuntimeChecks> {
+        match (self.checks, m) {
+            (Checks::None, _) => Some(wgpu::ShaderRuntimeChecks::unchecked()),
+            (Checks::Relaxed, Module::Conv) => Some(wgpu::ShaderRuntimeChecks {
+                force_loop_bounding: false,
+                int_div_checks: false,
+                ..wgpu::ShaderRuntimeChecks::checked()
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -375,12 +414,14 @@ impl Pipelines {
                     label: Some(m.name()),
                     source: wgpu::ShaderSource::Wgsl(m.source(tile).into()),
                 };
-                if self.options.checked {
-                    device.create_shader_module(desc)
+                if let Some(checks) = self.options.reduced_checks(m) {
+                    // SAFETY: Checks::Relaxed drops only the loop bounding and the division
+                    // guards of conv.wgsl, whose loops run over ranges fixed by its params and
+                    // whose divisors the host asserts positive (conv.rs, `check_conv` and the
+                    // phase filter); buffer bounds checks stay. Checks::None is a measuring aid.
+                    unsafe { device.create_shader_module_trusted(desc, checks) }
                 } else {
-                    // SAFETY: only used to measure what bounds checks cost; every kernel's
-                    // indices are kept inside its views by the host-side shape checks in ops.rs.
-                    unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+                    device.create_shader_module(desc)
                 }
             })
             .clone()
