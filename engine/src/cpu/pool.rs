@@ -7,10 +7,12 @@
 
 use std::cell::Cell;
 
+use super::par::Par;
 use crate::shapes::PoolShape;
 
 /// Index into the image plane of the max of window (oy, ox), or None if it holds no pixel.
-fn argmax(plane: &[Cell<f32>], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
+#[inline]
+fn argmax(plane: &[f32], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
     let off = (s.padding / 2) as isize;
     let mut best = f32::MIN;
     let mut best_i = None;
@@ -22,7 +24,7 @@ fn argmax(plane: &[Cell<f32>], s: &PoolShape, oy: usize, ox: usize) -> (f32, Opt
                 continue; // −FLT_MAX never beats `best` under strict '>'.
             }
             let i = iy as usize * s.w + ix as usize;
-            let v = plane[i].get();
+            let v = plane[i];
             if v > best {
                 best = v;
                 best_i = Some(i);
@@ -38,37 +40,38 @@ fn check(op: &str, s: &PoolShape, x: usize, y: usize) {
     assert_eq!(y, s.output_len(), "cpu {op}: output length does not match {s:?}");
 }
 
-pub(super) fn max_forward(x: &[Cell<f32>], y: &[Cell<f32>], s: &PoolShape) {
+/// One item per (image, channel) plane.
+pub(super) fn max_forward(par: &Par, x: &[f32], y: &mut [f32], s: &PoolShape) {
     check("maxpool_forward", s, x.len(), y.len());
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
-    for p in 0..s.batch * s.c {
-        let plane = &x[p * hw..][..hw];
-        let out = &y[p * ohw..][..ohw];
+    par.chunks(y, ohw.max(1), |r, out| {
+        let plane = &x[r.start / ohw.max(1) * hw..][..hw];
         for oy in 0..s.out_h {
             for ox in 0..s.out_w {
-                out[oy * s.out_w + ox].set(argmax(plane, s, oy, ox).0);
+                out[oy * s.out_w + ox] = argmax(plane, s, oy, ox).0;
             }
         }
-    }
+    });
 }
 
-/// dx[argmax] += dy, argmax recomputed from x.
-pub(super) fn max_backward(x: &[Cell<f32>], dy: &[Cell<f32>], dx: &[Cell<f32>], s: &PoolShape) {
+/// dx[argmax] += dy, argmax recomputed from x; one item per plane, windows in row-major order
+/// within it (the order the gradient of overlapping windows is added in).
+pub(super) fn max_backward(par: &Par, x: &[f32], dy: &[f32], dx: &mut [f32], s: &PoolShape) {
     check("maxpool_backward", s, x.len(), dy.len());
     assert_eq!(dx.len(), x.len(), "cpu maxpool_backward: dx length != x length");
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
-    for p in 0..s.batch * s.c {
-        let plane = &x[p * hw..][..hw];
-        let dplane = &dx[p * hw..][..hw];
+    par.chunks(dx, hw.max(1), |r, dplane| {
+        let p = r.start / hw.max(1);
+        let plane = &x[r];
         let g = &dy[p * ohw..][..ohw];
         for oy in 0..s.out_h {
             for ox in 0..s.out_w {
                 if let (_, Some(i)) = argmax(plane, s, oy, ox) {
-                    dplane[i].set(dplane[i].get() + g[oy * s.out_w + ox].get());
+                    dplane[i] += g[oy * s.out_w + ox];
                 }
             }
         }
-    }
+    });
 }
 
 /// y[p] = mean of plane p (f64 sum).
