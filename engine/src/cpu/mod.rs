@@ -197,6 +197,12 @@ unsafe fn inout<'a>(op: &str, x: &'a CpuBuf, out: &'a CpuBuf) -> Inout<'a> {
     }
 }
 
+/// Floats of the two scratch buffers (im2col columns, GEMM output) a convolution of shape `s`
+/// needs on the CPU backend; each buffer grows to the largest any layer needs.
+pub fn conv_scratch_lens(s: &crate::shapes::ConvShape) -> (usize, usize) {
+    (conv::col_len(s), conv::gemm_len(s))
+}
+
 /// How a [`CpuBackend`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuOptions {

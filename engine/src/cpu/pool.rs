@@ -34,6 +34,43 @@ fn argmax(plane: &[f32], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<us
     (best, best_i)
 }
 
+/// Outputs along one axis whose whole window lies inside the image (no padding read).
+fn inside(out: usize, stride: usize, size: usize, off: usize, limit: usize) -> std::ops::Range<usize> {
+    let lo = off.div_ceil(stride);
+    // o·stride − off + size ≤ limit
+    let hi = if limit + off >= size { (limit + off - size) / stride + 1 } else { 0 };
+    lo.min(out)..hi.min(out).max(lo.min(out))
+}
+
+/// [`argmax`] for a window known to lie inside the image: the same comparisons in the same
+/// order, without the bounds tests.
+#[inline]
+fn argmax_inside(plane: &[f32], s: &PoolShape, y0: usize, x0: usize) -> (f32, Option<usize>) {
+    let mut best = f32::MIN;
+    let mut best_i = None;
+    for ky in 0..s.size {
+        let row = (y0 + ky) * s.w + x0;
+        for (kx, &v) in plane[row..row + s.size].iter().enumerate() {
+            if v > best {
+                best = v;
+                best_i = Some(row + kx);
+            }
+        }
+    }
+    (best, best_i)
+}
+
+/// The max of window (oy, ox) and where it is, by the fast path when the window is inside.
+#[inline]
+fn window_max(plane: &[f32], s: &PoolShape, ys: &std::ops::Range<usize>, xs: &std::ops::Range<usize>, oy: usize, ox: usize) -> (f32, Option<usize>) {
+    if ys.contains(&oy) && xs.contains(&ox) {
+        let off = s.padding / 2;
+        argmax_inside(plane, s, oy * s.stride - off, ox * s.stride - off)
+    } else {
+        argmax(plane, s, oy, ox)
+    }
+}
+
 fn check(op: &str, s: &PoolShape, x: usize, y: usize) {
     assert!(s.size >= 1 && s.stride >= 1, "cpu {op}: size and stride must be ≥ 1");
     assert_eq!(x, s.input_len(), "cpu {op}: input length does not match {s:?}");
@@ -44,11 +81,13 @@ fn check(op: &str, s: &PoolShape, x: usize, y: usize) {
 pub(super) fn max_forward(par: &Par, x: &[f32], y: &mut [f32], s: &PoolShape) {
     check("maxpool_forward", s, x.len(), y.len());
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
+    let off = s.padding / 2;
+    let (ys, xs) = (inside(s.out_h, s.stride, s.size, off, s.h), inside(s.out_w, s.stride, s.size, off, s.w));
     par.chunks(y, ohw.max(1), |r, out| {
         let plane = &x[r.start / ohw.max(1) * hw..][..hw];
         for oy in 0..s.out_h {
             for ox in 0..s.out_w {
-                out[oy * s.out_w + ox] = argmax(plane, s, oy, ox).0;
+                out[oy * s.out_w + ox] = window_max(plane, s, &ys, &xs, oy, ox).0;
             }
         }
     });
@@ -60,13 +99,15 @@ pub(super) fn max_backward(par: &Par, x: &[f32], dy: &[f32], dx: &mut [f32], s: 
     check("maxpool_backward", s, x.len(), dy.len());
     assert_eq!(dx.len(), x.len(), "cpu maxpool_backward: dx length != x length");
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
+    let off = s.padding / 2;
+    let (ys, xs) = (inside(s.out_h, s.stride, s.size, off, s.h), inside(s.out_w, s.stride, s.size, off, s.w));
     par.chunks(dx, hw.max(1), |r, dplane| {
         let p = r.start / hw.max(1);
         let plane = &x[r];
         let g = &dy[p * ohw..][..ohw];
         for oy in 0..s.out_h {
             for ox in 0..s.out_w {
-                if let (_, Some(i)) = argmax(plane, s, oy, ox) {
+                if let (_, Some(i)) = window_max(plane, s, &ys, &xs, oy, ox) {
                     dplane[i] += g[oy * s.out_w + ox];
                 }
             }
@@ -92,6 +133,20 @@ pub(super) fn avg_backward(dy: &[Cell<f32>], dx: &[Cell<f32>], planes: usize, sp
         let share = g.get() / spatial as f32;
         for d in &dx[p * spatial..][..spatial] {
             d.set(d.get() + share);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inside range is exactly the windows the bounds-checked path finds fully in the image.
+    #[test]
+    fn inside_matches_the_window_bounds() {
+        for (out, stride, size, off, limit) in [(28usize, 2usize, 2usize, 0usize, 56usize), (13, 1, 2, 0, 13), (7, 2, 3, 1, 13), (5, 1, 3, 1, 5), (1, 1, 4, 2, 2)] {
+            let want: Vec<usize> = (0..out).filter(|&o| o * stride >= off && o * stride - off + size <= limit).collect();
+            assert_eq!(inside(out, stride, size, off, limit).collect::<Vec<_>>(), want, "{out} {stride} {size} {off} {limit}");
         }
     }
 }
