@@ -31,10 +31,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 // ---- convolution against one GEMM per image ----------------------------------------------------
 
-/// Textbook im2col of one image and group: rows (channel, ky, kx), columns (oy, ox).
-fn im2col(x: &[f32], s: &ConvShape, cg: usize) -> Vec<f32> {
+/// Every tap of one image and group's im2col that reads a real pixel, in (channel, ky, kx, oy,
+/// ox) order: (index into col, index into the image's channels).
+fn taps(s: &ConvShape, cg: usize) -> Vec<(usize, usize)> {
     let n = s.out_h * s.out_w;
-    let mut col = vec![0.0; cg * s.size * s.size * n];
+    let mut out = vec![];
     for ch in 0..cg {
         for ky in 0..s.size {
             for kx in 0..s.size {
@@ -42,14 +43,14 @@ fn im2col(x: &[f32], s: &ConvShape, cg: usize) -> Vec<f32> {
                     for ox in 0..s.out_w {
                         let (iy, ix) = ((oy * s.stride + ky) as isize - s.pad as isize, (ox * s.stride + kx) as isize - s.pad as isize);
                         if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
-                            col[((ch * s.size + ky) * s.size + kx) * n + oy * s.out_w + ox] = x[(ch * s.h + iy as usize) * s.w + ix as usize];
+                            out.push((((ch * s.size + ky) * s.size + kx) * n + oy * s.out_w + ox, (ch * s.h + iy as usize) * s.w + ix as usize));
                         }
                     }
                 }
             }
         }
     }
-    col
+    out
 }
 
 /// `c (m×n) = a·b + beta·c` by one single-threaded matrixmultiply call (`ta`/`tb`: stored transposed).
@@ -72,12 +73,15 @@ fn per_image(s: &ConvShape, x: &[f32], w: &[f32], dy: &[f32], dx0: &[f32], dw0: 
             let xg = &x[(b * s.c + g * cg) * hw..][..cg * hw];
             let wg = &w[g * m * k..][..m * k];
             let dyg = &dy[(b * s.filters + g * m) * n..][..m * n];
-            let col = im2col(xg, s, cg);
+            let taps = taps(s, cg);
+            let mut col = vec![0.0; k * n];
+            for &(c, i) in &taps {
+                col[c] = xg[i];
+            }
             gemm(m, k, n, wg, false, &col, false, 0.0, &mut y[(b * s.filters + g * m) * n..][..m * n]);
             gemm(m, n, k, dyg, false, &col, true, 1.0, &mut dw[g * m * k..][..m * k]);
             let mut dcol = vec![0.0; k * n];
             gemm(k, m, n, wg, true, dyg, false, 0.0, &mut dcol);
-            // Textbook col2im, in (channel, ky, kx, oy, ox) order.
             let dxg = &mut dx[(b * s.c + g * cg) * hw..][..cg * hw];
             let direct = s.size == 1 && s.stride == 1 && s.pad == 0;
             if direct {
@@ -87,19 +91,9 @@ fn per_image(s: &ConvShape, x: &[f32], w: &[f32], dy: &[f32], dx0: &[f32], dw0: 
                 dxg.copy_from_slice(&acc);
                 continue;
             }
-            for ch in 0..cg {
-                for ky in 0..s.size {
-                    for kx in 0..s.size {
-                        for oy in 0..s.out_h {
-                            for ox in 0..s.out_w {
-                                let (iy, ix) = ((oy * s.stride + ky) as isize - s.pad as isize, (ox * s.stride + kx) as isize - s.pad as isize);
-                                if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
-                                    dxg[(ch * s.h + iy as usize) * s.w + ix as usize] += dcol[((ch * s.size + ky) * s.size + kx) * n + oy * s.out_w + ox];
-                                }
-                            }
-                        }
-                    }
-                }
+            // Textbook col2im, in (channel, ky, kx, oy, ox) order.
+            for &(c, i) in &taps {
+                dxg[i] += dcol[c];
             }
         }
     }
