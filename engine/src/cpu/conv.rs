@@ -27,8 +27,6 @@ const MAX_TILES: usize = 8;
 /// ...of at least this many columns (or rows, for the weight gradient).
 const MIN_TILE: usize = 256;
 const MIN_TILE_ROWS: usize = 16;
-/// Floats of dW one item keeps in cache while the images of a group add to it.
-const DW_TILE_FLOATS: usize = 1 << 15;
 
 /// Geometry derived from a shape, checked once per call.
 struct Geo {
@@ -365,61 +363,22 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
 /// dw += dy · im2col(x)ᵀ, summed over the batch: one GEMM per image, images in order.
 pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32], s: &ConvShape, col: &mut [f32]) {
     check_lens(s, x.len(), dw.len(), dy.len());
-    let g = geo(s);
+    let g = Geo { group: 1, ..geo(s) };
     let hw = s.h * s.w;
     // Cut the larger side of dW, so the operand packed once per tile is the smaller one.
     let cut = if g.k >= g.m { Cut::Cols } else { Cut::Rows };
     for gi in 0..s.groups {
         let dwg = SharedMut::new(&mut dw[gi * g.m * g.k..][..g.m * g.k]);
-        let dy_of = |b: usize| Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
-        if g.group == 1 {
-            // Large images: each image's GEMM is big enough to be cut into tiles on its own.
-            for b in 0..s.batch {
-                let xt = if g.direct {
-                    Mat::of(&x[(b * s.c + gi * g.cg) * hw..][..g.cg * hw], g.n, g.k, true)
-                } else {
-                    im2col(par, x, s, &g, b, 1, gi, col);
-                    Mat::of(&col[..g.k * g.n], g.n, g.k, true)
-                };
-                // SAFETY: dy is m×n, xt n×k, dW m×k disjoint from both (checked by the caller).
-                unsafe { gemm(par, g.m, g.n, g.k, dy_of(b), xt, 1.0, dwg, g.k, cut) };
-            }
-            continue;
-        }
-        // Small images: a GEMM per image would stream all of dW through memory for a few
-        // products each. Instead each item owns a cache-sized tile of dW and runs the images'
-        // GEMMs on it one after the other, in image order (the same sums as above).
-        let (len, other) = if cut == Cut::Cols { (g.k, g.m) } else { (g.m, g.k) };
-        let width = (DW_TILE_FLOATS / other.max(1)).max(8) / 8 * 8;
-        let parts: Vec<Range<usize>> = (0..len.div_ceil(width)).map(|t| t * width..((t + 1) * width).min(len)).collect();
-        for b0 in (0..s.batch).step_by(g.group) {
-            let imgs = g.group.min(s.batch - b0);
-            let cols = imgs * g.n;
-            if !g.direct {
-                im2col(par, x, s, &g, b0, imgs, gi, col);
-            }
-            let col = &col[..if g.direct { 0 } else { g.k * cols }];
-            par.for_each(parts.len(), |t| {
-                let r = parts[t].clone();
-                for j in 0..imgs {
-                    // Image j's columns of col, transposed: (i, kk) at col[kk·cols + j·n + i].
-                    let xt = if g.direct {
-                        Mat::of(&x[((b0 + j) * s.c + gi * g.cg) * hw..][..g.cg * hw], g.n, g.k, true)
-                    } else {
-                        Mat { ptr: col[j * g.n..].as_ptr(), rs: 1, cs: cols as isize }
-                    };
-                    let a = dy_of(b0 + j);
-                    let (rows, ncols, a, b, c0) = match cut {
-                        Cut::Cols => (g.m, r.len(), a, xt.at(0, r.start), r.start),
-                        Cut::Rows => (r.len(), g.k, a.at(r.start, 0), xt, r.start * g.k),
-                    };
-                    // SAFETY: a is m×n, b n×k inside x or col; each item writes only its tile
-                    // of dW, which is disjoint from x, dy and col.
-                    unsafe {
-                        matrixmultiply::sgemm(rows, g.n, ncols, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 1.0, dwg.ptr_at(c0), g.k as isize, 1);
-                    }
-                }
-            });
+        for b in 0..s.batch {
+            let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
+            let xt = if g.direct {
+                Mat::of(&x[(b * s.c + gi * g.cg) * hw..][..g.cg * hw], g.n, g.k, true)
+            } else {
+                im2col(par, x, s, &g, b, 1, gi, col);
+                Mat::of(&col[..g.k * g.n], g.n, g.k, true)
+            };
+            // SAFETY: dyb is m×n, xt n×k, dW m×k disjoint from both (checked by the caller).
+            unsafe { gemm(par, g.m, g.n, g.k, dyb, xt, 1.0, dwg, g.k, cut) };
         }
     }
 }
