@@ -7,8 +7,11 @@ The head loss here is a plain sum of squares on the [yolo] inputs: the YOLO loss
 share of a step's work, and the peer's purpose is the convolution/BN/backward/update cost.
 
 usage: torch_peer.py CFG --width 416 --height 416 --batch 64 --iters 50 [--classes 80] [--device cuda]
+       torch_peer.py CFG --width 224 --height 224 --batch 16 --iters 10 --device cpu --threads 2
+(on the CPU, pin the process to as many cores as --threads, e.g. `taskset -c 0,1`, and run
+`runner bench --backend cpu` the same way: ci/bench/cpu.sh does both)
 """
-import argparse, json, time
+import argparse, json, resource, time
 import torch
 import torch.nn as nn
 
@@ -98,7 +101,10 @@ def main():
     ap.add_argument('--warmup', type=int, default=5)
     ap.add_argument('--classes', type=int, default=80)
     ap.add_argument('--device', default='cuda')
+    ap.add_argument('--threads', type=int, default=0, help='CPU threads for intra-op work (0: torch default)')
     a = ap.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -125,8 +131,10 @@ def main():
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if dev.type == 'cuda' else 0
     print(json.dumps({'peer': 'pytorch-fp32', 'torch': torch.__version__, 'device': str(dev),
+                      'threads': torch.get_num_threads(),
                       'images_per_s': a.batch * a.iters / dt, 'iters': a.iters, 'batch': a.batch,
-                      'width': a.width, 'height': a.height, 'peak_gpu_bytes': peak}))
+                      'width': a.width, 'height': a.height, 'peak_gpu_bytes': peak,
+                      'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
 
 if __name__ == '__main__':

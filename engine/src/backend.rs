@@ -198,9 +198,9 @@ pub trait Backend {
     fn adam_update(&self, w: &Self::Buf, upd: &Self::Buf, m: &Self::Buf, v: &Self::Buf, lr: f32, b1: f32, b2: f32, eps: f32, decay: f32, batch: f32, t: u32);
 
     // ---- composite ops: the fusion seam ---------------------------------------------------------
-    // The network calls these. Their default bodies are the plain ops above (the CPU backend keeps
-    // them: it is the readable reference); a backend may override one with a fused kernel, and the
-    // parity tests check every override against the CPU's plain ops.
+    // The network calls these. Their default bodies are the plain ops above ([`plain`]); a backend
+    // may override one with a fused kernel, and the parity tests check every override against the
+    // plain ops (the CPU backend's fused kernels against its own reference mode, which keeps them).
 
     /// A convolution without batch norm: `y = act(conv(x, w) + bias)`. `pre_act` receives the
     /// pre-activation when given (activations whose backward needs it); otherwise the
@@ -208,12 +208,7 @@ pub trait Backend {
     fn conv_bias_activation_forward(
         &self, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, act: Activation, s: &ConvShape,
     ) {
-        let target = pre_act.unwrap_or(y);
-        self.conv_forward(x, w, target, s);
-        self.bias_add(target, bias, s.batch, s.filters, s.out_h * s.out_w);
-        if act != Activation::Linear || pre_act.is_some() {
-            self.activation_forward(target, y, act);
-        }
+        plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s)
     }
 
     /// Batch norm in training (batch statistics summed as `stats` says, running statistics
@@ -225,14 +220,7 @@ pub trait Backend {
         &self, x: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
         stats: BnStats,
     ) {
-        let target = pre_act.unwrap_or(y);
-        self.batchnorm_forward_train(
-            x, target, bn.x_norm, bn.mean, bn.var, bn.rolling_mean, bn.rolling_var, bn.gamma, bn.beta, s.batch, s.channels, s.spatial,
-            stats,
-        );
-        if act != Activation::Linear || pre_act.is_some() {
-            self.activation_forward(target, y, act);
-        }
+        plain::batchnorm_activation_forward(self, x, y, pre_act, bn, act, s, stats)
     }
 
     /// Backward of [`Backend::batchnorm_activation_forward`]: `delta` holds dL/dy and is
@@ -242,19 +230,13 @@ pub trait Backend {
         &self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
         form: BnBackward,
     ) {
-        if act != Activation::Linear {
-            self.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
-        }
-        self.batchnorm_backward(delta, bn.x_norm, bn.var, bn.gamma, bn.dgamma, bn.dbeta, delta, s.batch, s.channels, s.spatial, form);
+        plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form)
     }
 
     /// Backward of the activation and bias of [`Backend::conv_bias_activation_forward`]:
     /// `delta` (dL/dy) becomes dL/d(conv output) in place; dbias accumulates.
     fn activation_bias_backward(&self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, dbias: &Self::Buf, act: Activation, s: &ChannelShape) {
-        if act != Activation::Linear {
-            self.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
-        }
-        self.bias_backward(delta, dbias, s.batch, s.channels, s.spatial);
+        plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s)
     }
 
     // ---- reductions into a small result buffer -------------------------------------------------
@@ -264,4 +246,62 @@ pub trait Backend {
     fn sum_squares_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
     /// out[index] = 1 if any element of x is NaN or ±Inf, else 0.
     fn nonfinite_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
+}
+
+/// The composite ops as plain ops: the trait's default bodies, callable by a backend that
+/// overrides a composite but keeps the plain form reachable (the CPU's reference mode).
+pub mod plain {
+    use super::{Backend, BnTensors};
+    use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape};
+
+    /// [`Backend::conv_bias_activation_forward`] as conv, bias add, activation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_bias_activation_forward<B: Backend + ?Sized>(
+        b: &B, x: &B::Buf, w: &B::Buf, bias: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, act: Activation, s: &ConvShape,
+    ) {
+        let target = pre_act.unwrap_or(y);
+        b.conv_forward(x, w, target, s);
+        b.bias_add(target, bias, s.batch, s.filters, s.out_h * s.out_w);
+        if act != Activation::Linear || pre_act.is_some() {
+            b.activation_forward(target, y, act);
+        }
+    }
+
+    /// [`Backend::batchnorm_activation_forward`] as batch norm, then activation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batchnorm_activation_forward<B: Backend + ?Sized>(
+        b: &B, x: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, bn: &BnTensors<'_, B::Buf>, act: Activation, s: &ChannelShape,
+        stats: BnStats,
+    ) {
+        let target = pre_act.unwrap_or(y);
+        b.batchnorm_forward_train(
+            x, target, bn.x_norm, bn.mean, bn.var, bn.rolling_mean, bn.rolling_var, bn.gamma, bn.beta, s.batch, s.channels, s.spatial,
+            stats,
+        );
+        if act != Activation::Linear || pre_act.is_some() {
+            b.activation_forward(target, y, act);
+        }
+    }
+
+    /// [`Backend::activation_batchnorm_backward`] as activation backward, then batch norm backward.
+    #[allow(clippy::too_many_arguments)]
+    pub fn activation_batchnorm_backward<B: Backend + ?Sized>(
+        b: &B, delta: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, bn: &BnTensors<'_, B::Buf>, act: Activation, s: &ChannelShape,
+        form: BnBackward,
+    ) {
+        if act != Activation::Linear {
+            b.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
+        }
+        b.batchnorm_backward(delta, bn.x_norm, bn.var, bn.gamma, bn.dgamma, bn.dbeta, delta, s.batch, s.channels, s.spatial, form);
+    }
+
+    /// [`Backend::activation_bias_backward`] as activation backward, then bias backward.
+    pub fn activation_bias_backward<B: Backend + ?Sized>(
+        b: &B, delta: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, dbias: &B::Buf, act: Activation, s: &ChannelShape,
+    ) {
+        if act != Activation::Linear {
+            b.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
+        }
+        b.bias_backward(delta, dbias, s.batch, s.channels, s.spatial);
+    }
 }

@@ -260,6 +260,10 @@ pub struct BackendsSection {
     pub list: Vec<BackendSpec>,
     #[serde(default)]
     pub mode: RunMode,
+    /// Worker threads of the CPU backend (default: one per core; `RUNNER_CPU_THREADS` overrides
+    /// it). Results do not depend on it.
+    #[serde(default, deserialize_with = "de::positive_usize_opt")]
+    pub cpu_threads: Option<usize>,
 }
 
 /// Parity and resource gates. A `None` gate is not evaluated.

@@ -2,8 +2,8 @@
 //! Gradients come from the output `y` for leaky/relu/logistic/tanh/linear and from the
 //! pre-activation `x` for mish/hard_mish/swish, as Darknet computes them.
 
-use std::cell::Cell;
-
+use super::fused::{with_activation, with_gradient};
+use super::par::{Inout, Par};
 use crate::shapes::Activation;
 
 const MISH_SOFTPLUS_THRESHOLD: f32 = 20.0;
@@ -80,20 +80,15 @@ pub(super) fn gradient(x: f32, y: f32, act: Activation) -> f32 {
     }
 }
 
-/// y = f(x); y may alias x.
-pub(super) fn forward(x: &[Cell<f32>], y: &[Cell<f32>], act: Activation) {
-    assert_eq!(x.len(), y.len(), "cpu activation_forward: lengths differ");
-    for (y, x) in y.iter().zip(x) {
-        y.set(activate(x.get(), act));
-    }
+/// y = f(x); y may be x itself.
+pub(super) fn forward(par: &Par, io: Inout<'_>, act: Activation) {
+    with_activation!(act, f => io.map(par, |_, v| f(v)));
 }
 
-/// dx = dy·f'(x); dx may alias dy.
-pub(super) fn backward(x: &[Cell<f32>], y: &[Cell<f32>], dy: &[Cell<f32>], dx: &[Cell<f32>], act: Activation) {
-    for len in [y.len(), dy.len(), dx.len()] {
-        assert_eq!(x.len(), len, "cpu activation_backward: lengths differ");
+/// dx = dy·f'(x); dx may be dy itself.
+pub(super) fn backward(par: &Par, x: &[f32], y: &[f32], io: Inout<'_>, act: Activation) {
+    for len in [x.len(), y.len()] {
+        assert_eq!(io.len(), len, "cpu activation_backward: lengths differ");
     }
-    for i in 0..x.len() {
-        dx[i].set(dy[i].get() * gradient(x[i].get(), y[i].get(), act));
-    }
+    with_gradient!(act, grad => io.map(par, |i, d| d * grad(x[i], y[i])));
 }

@@ -48,14 +48,15 @@ fn unbiased_divisor(n: usize) -> f64 {
     (n.max(2) - 1) as f64
 }
 
-/// Batch mean and unbiased variance of channel `c`, summed in f64.
-fn accurate_stats(x: &C, c: usize, batch: usize, channels: usize, spatial: usize) -> (f32, f32) {
+/// Batch mean and unbiased variance of channel `c`, summed in f64. `x(i)` reads flat index `i`
+/// (shared by the plain op on cells and the fused kernel on slices: one arithmetic).
+pub(super) fn accurate_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize, channels: usize, spatial: usize) -> (f32, f32) {
     let n = batch * spatial;
-    let sum: f64 = channel_indices(c, batch, channels, spatial).map(|i| x[i].get() as f64).sum();
+    let sum: f64 = channel_indices(c, batch, channels, spatial).map(|i| x(i) as f64).sum();
     let mean = sum / n as f64;
     let ss: f64 = channel_indices(c, batch, channels, spatial)
         .map(|i| {
-            let d = x[i].get() as f64 - mean;
+            let d = x(i) as f64 - mean;
             d * d
         })
         .sum();
@@ -65,34 +66,44 @@ fn accurate_stats(x: &C, c: usize, batch: usize, channels: usize, spatial: usize
 /// The same statistics as Darknet's CPU build sums them (`mean_cpu`, `variance_cpu`): an f32
 /// running sum, element by element; `pow(d, 2)` is a double that the f32 sum absorbs with one
 /// rounding; the scales are `(float)(1.0/N)` and `(float)(1.0/(N−1))`, multiplied, not divided.
-fn darknet_cpu_stats(x: &C, c: usize, batch: usize, channels: usize, spatial: usize) -> (f32, f32) {
+pub(super) fn darknet_cpu_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize, channels: usize, spatial: usize) -> (f32, f32) {
     let n = batch * spatial;
     let mut mean = 0.0f32;
     for i in channel_indices(c, batch, channels, spatial) {
-        mean += x[i].get();
+        mean += x(i);
     }
     mean *= (1.0 / n as f64) as f32;
     let mut var = 0.0f32;
     for i in channel_indices(c, batch, channels, spatial) {
-        let d = (x[i].get() - mean) as f64;
+        let d = (x(i) - mean) as f64;
         var = (var as f64 + d * d) as f32;
     }
     var *= (1.0 / unbiased_divisor(n)) as f32;
     (mean, var)
 }
 
+/// Mean and variance of channel `c` summed as `stats` says.
+pub(super) fn channel_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize, channels: usize, spatial: usize, stats: BnStats) -> (f32, f32) {
+    match stats {
+        BnStats::Accurate => accurate_stats(x, c, batch, channels, spatial),
+        BnStats::DarknetCpu => darknet_cpu_stats(x, c, batch, channels, spatial),
+    }
+}
+
+/// A running statistic after one batch: `0.99·r + 0.01·batch_stat`.
+pub(super) fn rolled(running: f32, batch_stat: f32) -> f32 {
+    MOMENTUM * running + (1.0 - MOMENTUM) * batch_stat
+}
+
 pub(super) fn forward_train(t: &TrainBufs<'_>, batch: usize, channels: usize, spatial: usize, stats: BnStats) {
     let per_channel = [t.mean, t.var, t.rolling_mean, t.rolling_var, t.gamma, t.beta];
     check("batchnorm_forward_train", t.x.len(), &per_channel, batch, channels, spatial, &[t.y, t.x_norm]);
     for c in 0..channels {
-        let (mean, var) = match stats {
-            BnStats::Accurate => accurate_stats(t.x, c, batch, channels, spatial),
-            BnStats::DarknetCpu => darknet_cpu_stats(t.x, c, batch, channels, spatial),
-        };
+        let (mean, var) = channel_stats(|i| t.x[i].get(), c, batch, channels, spatial, stats);
         t.mean[c].set(mean);
         t.var[c].set(var);
-        t.rolling_mean[c].set(MOMENTUM * t.rolling_mean[c].get() + (1.0 - MOMENTUM) * mean);
-        t.rolling_var[c].set(MOMENTUM * t.rolling_var[c].get() + (1.0 - MOMENTUM) * var);
+        t.rolling_mean[c].set(rolled(t.rolling_mean[c].get(), mean));
+        t.rolling_var[c].set(rolled(t.rolling_var[c].get(), var));
         let std = (var + EPS).sqrt();
         let (g, b) = (t.gamma[c].get(), t.beta[c].get());
         for i in channel_indices(c, batch, channels, spatial) {
@@ -138,15 +149,36 @@ pub(super) fn backward(
         }
         dgamma[c].set(dgamma[c].get() + s_dyxn as f32);
         dbeta[c].set(dbeta[c].get() + s_dy as f32);
+        let k = BackwardCoefficients::new(s_dy, s_dyxn, n, var[c].get(), gamma[c].get(), form);
+        for i in channel_indices(c, batch, channels, spatial) {
+            dx[i].set(k.dx(dy[i].get(), x_norm[i].get()));
+        }
+    }
+}
+
+/// Per-channel factors of the backward: `dx = k_direct·dy − k·(mean_dy + x_norm·proj)`.
+pub(super) struct BackwardCoefficients {
+    mean_dy: f32,
+    k: f32,
+    proj: f32,
+    k_direct: f32,
+}
+
+impl BackwardCoefficients {
+    /// From the channel's sums Σdy and Σdy·x_norm over its `n` values.
+    pub(super) fn new(s_dy: f64, s_dyxn: f64, n: usize, var: f32, gamma: f32, form: BnBackward) -> Self {
         let mean_dy = (s_dy / n as f64) as f32;
-        let k = gamma[c].get() / (var[c].get() + EPS).sqrt();
+        let k = gamma / (var + EPS).sqrt();
         let (proj, k_direct) = match form {
             BnBackward::Exact => ((s_dyxn / unbiased_divisor(n)) as f32, k),
-            BnBackward::DarknetCpu => ((s_dyxn / n as f64) as f32, gamma[c].get() / (var[c].get().sqrt() + EPS)),
+            BnBackward::DarknetCpu => ((s_dyxn / n as f64) as f32, gamma / (var.sqrt() + EPS)),
         };
-        for i in channel_indices(c, batch, channels, spatial) {
-            dx[i].set(k_direct * dy[i].get() - k * (mean_dy + x_norm[i].get() * proj));
-        }
+        BackwardCoefficients { mean_dy, k, proj, k_direct }
+    }
+
+    #[inline]
+    pub(super) fn dx(&self, dy: f32, x_norm: f32) -> f32 {
+        self.k_direct * dy - self.k * (self.mean_dy + x_norm * self.proj)
     }
 }
 

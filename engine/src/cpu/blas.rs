@@ -1,37 +1,48 @@
-//! Elementwise ops (shaders-wgsl/blas.wgsl). All work index by index on cells, so an output may
-//! alias an input: element `i` is read before element `i` is written.
+//! Elementwise ops (shaders-wgsl/blas.wgsl). `fill`, `copy`, `axpy` and `scal` (every step's
+//! gradient resets and accumulations) run on plain slices in chunks on the workers; the general
+//! ops below them work index by index on cells, so an output may alias an input in any way:
+//! element `i` is read before element `i` is written.
 
 use std::cell::Cell;
+
+use super::par::{CHUNK, Inout, Par};
 
 fn check(op: &str, a: usize, b: usize) {
     assert_eq!(a, b, "cpu {op}: buffer lengths differ");
 }
 
-pub(super) fn fill(x: &[Cell<f32>], value: f32) {
-    for c in x {
-        c.set(value);
-    }
+pub(super) fn fill(par: &Par, x: &mut [f32], value: f32) {
+    par.chunks(x, CHUNK, |_, c| c.fill(value));
 }
 
-pub(super) fn copy(src: &[Cell<f32>], dst: &[Cell<f32>]) {
+/// dst = src (distinct views; a view copied onto itself is left as it is by the caller).
+pub(super) fn copy(par: &Par, src: &[f32], dst: &mut [f32]) {
     check("copy", src.len(), dst.len());
-    for (d, s) in dst.iter().zip(src) {
-        d.set(s.get());
+    par.chunks(dst, CHUNK, |r, d| d.copy_from_slice(&src[r]));
+}
+
+/// y += a*x (y may be x itself)
+pub(super) fn axpy(par: &Par, a: f32, io: Inout<'_>) {
+    match io {
+        Inout::Same(y) => par.chunks(y, CHUNK, |_, y| {
+            for v in y {
+                *v += a * *v;
+            }
+        }),
+        Inout::Split(x, y) => par.chunks(y, CHUNK, |r, y| {
+            for (v, &xv) in y.iter_mut().zip(&x[r]) {
+                *v += a * xv;
+            }
+        }),
     }
 }
 
-/// y += a*x
-pub(super) fn axpy(a: f32, x: &[Cell<f32>], y: &[Cell<f32>]) {
-    check("axpy", x.len(), y.len());
-    for (y, x) in y.iter().zip(x) {
-        y.set(y.get() + a * x.get());
-    }
-}
-
-pub(super) fn scal(a: f32, x: &[Cell<f32>]) {
-    for c in x {
-        c.set(c.get() * a);
-    }
+pub(super) fn scal(par: &Par, a: f32, x: &mut [f32]) {
+    par.chunks(x, CHUNK, |_, c| {
+        for v in c {
+            *v *= a;
+        }
+    });
 }
 
 /// out = f(a, b)

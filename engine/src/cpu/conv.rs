@@ -4,10 +4,29 @@
 //! `k = size²·c/groups`, `n = out_h·out_w`; weights are `[filters][c/groups][size][size]`, so the
 //! rows of `col` are ordered `(channel, ky, kx)` to match. A 1×1, stride-1, pad-0 convolution uses
 //! the input itself as `col`. Padding pixels read as zero.
+//!
+//! Threads and exactness. The GEMM is `matrixmultiply`'s, called single-threaded on pieces of
+//! the output: every output float is one dot product over the GEMM's inner dimension, blocked
+//! and summed by `matrixmultiply` the same way whatever piece of the output it sits in. So:
+//! - forward and backward-data split their output into column tiles, and small images share
+//!   one GEMM (`Geo::group` images side by side in `col`): neither changes an output's sum;
+//! - backward-weights sums over the batch, so it keeps one GEMM per image, images in order, and
+//!   splits only `dW` itself into tiles;
+//! - im2col, col2im and the bias work per (image, channel), each in the loop order of the plain
+//!   form. The tiles and groups come from the shape alone (`par.rs`).
 
-use std::cell::Cell;
+use std::ops::Range;
 
+use super::par::{Par, SharedMut};
 use crate::shapes::ConvShape;
+
+/// Columns one GEMM should have at least: images smaller than this share a GEMM.
+const TARGET_COLS: usize = 1024;
+/// A GEMM's output is split into at most this many tiles...
+const MAX_TILES: usize = 8;
+/// ...of at least this many columns (or rows, for the weight gradient).
+const MIN_TILE: usize = 256;
+const MIN_TILE_ROWS: usize = 16;
 
 /// Geometry derived from a shape, checked once per call.
 struct Geo {
@@ -18,6 +37,8 @@ struct Geo {
     cg: usize,
     /// 1×1 stride 1 pad 0: col would be the input itself.
     direct: bool,
+    /// Images side by side in one forward / backward-data GEMM (1 with conv groups).
+    group: usize,
 }
 
 fn geo(s: &ConvShape) -> Geo {
@@ -25,19 +46,34 @@ fn geo(s: &ConvShape) -> Geo {
         "cpu conv: channels {} / filters {} not divisible by groups {}", s.c, s.filters, s.groups);
     assert!(s.size >= 1 && s.stride >= 1, "cpu conv: size and stride must be ≥ 1");
     let cg = s.c / s.groups;
+    let n = s.out_h * s.out_w;
+    let group = if s.groups == 1 && n > 0 && n < TARGET_COLS {
+        // As many images as reach TARGET_COLS, evened out over the batch.
+        let parts = s.batch.div_ceil(TARGET_COLS.div_ceil(n).min(s.batch).max(1));
+        s.batch.div_ceil(parts.max(1))
+    } else {
+        1
+    };
     Geo {
         m: s.filters / s.groups,
         k: s.size * s.size * cg,
-        n: s.out_h * s.out_w,
+        n,
         cg,
         direct: s.size == 1 && s.stride == 1 && s.pad == 0 && s.out_h == s.h && s.out_w == s.w,
+        group: group.max(1),
     }
 }
 
 /// Floats of im2col scratch a shape needs (0 when the input is used directly).
 pub(super) fn col_len(s: &ConvShape) -> usize {
     let g = geo(s);
-    if g.direct { 0 } else { g.k * g.n }
+    if g.direct && g.group == 1 { 0 } else { g.k * g.n * g.group }
+}
+
+/// Floats of GEMM scratch (the output, or the gathered gradient, of images sharing a GEMM).
+pub(super) fn gemm_len(s: &ConvShape) -> usize {
+    let g = geo(s);
+    if g.group > 1 { g.m * g.n * g.group } else { 0 }
 }
 
 fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
@@ -46,47 +82,112 @@ fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
     assert_eq!(y, s.output_len(), "cpu conv: output length does not match the shape {s:?}");
 }
 
-/// Row-major GEMM `c (m×n) = a·b + beta·c`, where `a` is stored m×k (or k×m when `ta`) and `b`
-/// k×n (or n×k when `tb`); a transpose is only a swap of strides.
+/// A read-only matrix: element (r, c) at `ptr + r·rs + c·cs`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+// SAFETY: a Mat only reads memory that no item of the same op writes (see the callers).
+unsafe impl Send for Mat {}
+// SAFETY: as above.
+unsafe impl Sync for Mat {}
+
+impl Mat {
+    /// Row-major `rows × cols` in `v` (transposed: `v` holds it as `cols × rows`).
+    fn of(v: &[f32], rows: usize, cols: usize, transposed: bool) -> Mat {
+        assert!(v.len() >= rows * cols, "cpu conv: matrix of {rows}×{cols} in {} floats", v.len());
+        let (rs, cs) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
+        Mat { ptr: v.as_ptr(), rs, cs }
+    }
+    fn at(self, r: usize, c: usize) -> Mat {
+        Mat { ptr: self.ptr.wrapping_offset(r as isize * self.rs + c as isize * self.cs), ..self }
+    }
+}
+
+/// Which way a GEMM's output is cut into tiles.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    Cols,
+    Rows,
+}
+
+/// `pieces` ranges covering `0..len`, each at least `min` long (except when `len` is shorter),
+/// at most `MAX_TILES`, widths a multiple of 8 (the GEMM kernel's width). Shape-only.
+fn tiles(len: usize, min: usize) -> Vec<Range<usize>> {
+    let pieces = (len / min.max(1)).clamp(1, MAX_TILES);
+    let width = len.div_ceil(pieces).next_multiple_of(8).max(1);
+    (0..len.div_ceil(width)).map(|t| t * width..((t + 1) * width).min(len)).collect()
+}
+
+/// `C (m×n, row stride ldc) = A·B + beta·C` in tiles along `cut`, one single-threaded
+/// `matrixmultiply` call per tile on the workers.
+///
+/// # Safety
+/// `a` must cover m×k, `b` k×n and `c` m×n floats at stride `ldc`; nothing else may touch `c`'s
+/// floats during the call, and `c` must not overlap `a` or `b`.
 #[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    // SAFETY: the asserts above keep every access of the m×k, k×n and m×n matrices in bounds;
-    // `c` is a unique &mut so it cannot alias `a` or `b`.
-    unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+unsafe fn gemm(par: &Par, m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: SharedMut, ldc: usize, cut: Cut) {
+    if m == 0 || n == 0 {
+        return;
     }
+    let parts = match cut {
+        Cut::Cols => tiles(n, MIN_TILE),
+        Cut::Rows => tiles(m, MIN_TILE_ROWS),
+    };
+    par.for_each(parts.len(), |t| {
+        let r = parts[t].clone();
+        let (rows, cols, a, b, c0) = match cut {
+            Cut::Cols => (m, r.len(), a, b.at(0, r.start), r.start),
+            Cut::Rows => (r.len(), n, a.at(r.start, 0), b, r.start * ldc),
+        };
+        // SAFETY: in bounds by the caller's promise; the tiles write disjoint blocks of `c`.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows, k, cols, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c.ptr_at(c0), ldc as isize, 1,
+            );
+        }
+    });
 }
 
-/// Input pixel row `iy` for output row `oy` and kernel row `ky`, or None in the padding.
+/// First output index `o` whose input index `o·stride + kk − pad` is ≥ 0, and the end of those
+/// that stay below `limit`: the outputs of one kernel tap that read real pixels.
 #[inline]
-fn src_index(o: usize, kk: usize, stride: usize, pad: usize, limit: usize) -> Option<usize> {
-    let i = (o * stride + kk).checked_sub(pad)?;
-    (i < limit).then_some(i)
+fn valid_range(out: usize, kk: usize, stride: usize, pad: usize, limit: usize) -> Range<usize> {
+    let lo = pad.saturating_sub(kk).div_ceil(stride);
+    // o·stride + kk − pad < limit  ⇔  o < (limit + pad − kk) / stride (rounded up)
+    let hi = (limit + pad).saturating_sub(kk).div_ceil(stride);
+    lo.min(out)..hi.min(out).max(lo.min(out))
 }
 
-/// col[(ch·size + ky)·size + kx][oy·out_w + ox] = x[ch][iy][ix] (0 in the padding).
-fn im2col(x: &[f32], cg: usize, s: &ConvShape, col: &mut [f32]) {
+/// Rows `(ch·size + ky)·size + kx` of `col` (row stride `ld`, this image's columns from `c0`)
+/// for one channel plane: col[...][oy·out_w + ox] = plane[iy][ix] (0 in the padding).
+fn im2col_plane(plane: &[f32], s: &ConvShape, ch: usize, col: SharedMut, ld: usize, c0: usize) {
     let n = s.out_h * s.out_w;
-    let hw = s.h * s.w;
-    for ch in 0..cg {
-        let plane = &x[ch * hw..(ch + 1) * hw];
-        for ky in 0..s.size {
-            for kx in 0..s.size {
-                let row = &mut col[((ch * s.size + ky) * s.size + kx) * n..][..n];
-                for oy in 0..s.out_h {
-                    let dst = &mut row[oy * s.out_w..(oy + 1) * s.out_w];
-                    let Some(iy) = src_index(oy, ky, s.stride, s.pad, s.h) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        *d = match src_index(ox, kx, s.stride, s.pad, s.w) {
-                            Some(ix) => plane[iy * s.w + ix],
-                            None => 0.0,
-                        };
+    let rows_y: Vec<Range<usize>> = (0..s.size).map(|ky| valid_range(s.out_h, ky, s.stride, s.pad, s.h)).collect();
+    for ky in 0..s.size {
+        for kx in 0..s.size {
+            let row = (ch * s.size + ky) * s.size + kx;
+            // SAFETY: this (image, channel) item alone writes these rows' columns c0..c0+n.
+            let dst = unsafe { col.slice_mut(row * ld + c0..row * ld + c0 + n) };
+            let xs = valid_range(s.out_w, kx, s.stride, s.pad, s.w);
+            for (oy, d) in dst.chunks_exact_mut(s.out_w).enumerate() {
+                if !rows_y[ky].contains(&oy) || xs.is_empty() {
+                    d.fill(0.0);
+                    continue;
+                }
+                let iy = oy * s.stride + ky - s.pad;
+                let src = &plane[iy * s.w..(iy + 1) * s.w];
+                d[..xs.start].fill(0.0);
+                d[xs.end..].fill(0.0);
+                let ix0 = xs.start * s.stride + kx - s.pad;
+                if s.stride == 1 {
+                    d[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
+                } else {
+                    for (j, v) in d[xs.clone()].iter_mut().enumerate() {
+                        *v = src[ix0 + j * s.stride];
                     }
                 }
             }
@@ -94,106 +195,270 @@ fn im2col(x: &[f32], cg: usize, s: &ConvShape, col: &mut [f32]) {
     }
 }
 
-/// Transpose of im2col: dx[ch][iy][ix] += col[...] (padding entries are dropped).
-fn col2im_add(col: &[f32], cg: usize, s: &ConvShape, dx: &mut [f32]) {
-    let n = s.out_h * s.out_w;
+/// im2col of `imgs` images from `b0` (conv group `gi`) into `col` (k × imgs·n, image j in
+/// columns j·n..), one item per (image, channel).
+#[allow(clippy::too_many_arguments)]
+fn im2col(par: &Par, x: &[f32], s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, col: &mut [f32]) {
     let hw = s.h * s.w;
-    for ch in 0..cg {
-        let plane = &mut dx[ch * hw..(ch + 1) * hw];
-        for ky in 0..s.size {
-            for kx in 0..s.size {
-                let row = &col[((ch * s.size + ky) * s.size + kx) * n..][..n];
-                for oy in 0..s.out_h {
-                    let Some(iy) = src_index(oy, ky, s.stride, s.pad, s.h) else { continue };
-                    for ox in 0..s.out_w {
-                        if let Some(ix) = src_index(ox, kx, s.stride, s.pad, s.w) {
-                            plane[iy * s.w + ix] += row[oy * s.out_w + ox];
-                        }
+    let ld = imgs * g.n;
+    let out = SharedMut::new(&mut col[..g.k * ld]);
+    par.for_each(imgs * g.cg, |item| {
+        let (j, ch) = (item / g.cg, item % g.cg);
+        let plane = &x[((b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
+        im2col_plane(plane, s, ch, out, ld, j * g.n);
+    });
+}
+
+/// Transpose of im2col for one channel plane: dx[iy][ix] += col[...] (padding entries dropped),
+/// in the order (ky, kx, oy, ox) of the plain loop.
+fn col2im_plane(col: &[f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
+    for ky in 0..s.size {
+        let ys = valid_range(s.out_h, ky, s.stride, s.pad, s.h);
+        for kx in 0..s.size {
+            let xs = valid_range(s.out_w, kx, s.stride, s.pad, s.w);
+            if xs.is_empty() {
+                continue;
+            }
+            let row = &col[((ch * s.size + ky) * s.size + kx) * ld + c0..][..s.out_h * s.out_w];
+            let ix0 = xs.start * s.stride + kx - s.pad;
+            for oy in ys.clone() {
+                let iy = oy * s.stride + ky - s.pad;
+                let src = &row[oy * s.out_w + xs.start..oy * s.out_w + xs.end];
+                let dst = &mut plane[iy * s.w..(iy + 1) * s.w];
+                if s.stride == 1 {
+                    for (d, v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                } else {
+                    for (j, v) in src.iter().enumerate() {
+                        dst[ix0 + j * s.stride] += v;
                     }
                 }
             }
         }
     }
+}
+
+/// col2im of `imgs` images from `b0` (group `gi`): one item per (image, channel) plane of dx.
+#[allow(clippy::too_many_arguments)]
+fn col2im_add(par: &Par, col: &[f32], s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, dx: &mut [f32]) {
+    let hw = s.h * s.w;
+    let ld = imgs * g.n;
+    let out = SharedMut::new(dx);
+    par.for_each(imgs * g.cg, |item| {
+        let (j, ch) = (item / g.cg, item % g.cg);
+        let p0 = ((b0 + j) * s.c + gi * g.cg + ch) * hw;
+        // SAFETY: each item owns one (image, channel) plane of dx.
+        let plane = unsafe { out.slice_mut(p0..p0 + hw) };
+        col2im_plane(col, ld, j * g.n, s, ch, plane);
+    });
+}
+
+/// Gathers the `[image][m][n]` planes of `imgs` images from `b0` (group `gi`) of `planes` into
+/// the side-by-side GEMM layout `[m][image·n]` of `wide`, one item per image.
+#[allow(clippy::too_many_arguments)]
+fn gather(par: &Par, s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, planes: &[f32], wide: &mut [f32]) {
+    let ld = imgs * g.n;
+    let wp = SharedMut::new(wide);
+    par.for_each(imgs, |j| {
+        let y0 = ((b0 + j) * s.filters + gi * g.m) * g.n;
+        for (f, plane) in planes[y0..y0 + g.m * g.n].chunks_exact(g.n).enumerate() {
+            // SAFETY: image j alone writes its columns of `wide`.
+            unsafe { wp.slice_mut(f * ld + j * g.n..f * ld + (j + 1) * g.n) }.copy_from_slice(plane);
+        }
+    });
+}
+
+/// The inverse of [`gather`]: `wide` back into the planes.
+#[allow(clippy::too_many_arguments)]
+fn scatter(par: &Par, s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, wide: &[f32], planes: &mut [f32]) {
+    let ld = imgs * g.n;
+    let yp = SharedMut::new(planes);
+    par.for_each(imgs, |j| {
+        let y0 = ((b0 + j) * s.filters + gi * g.m) * g.n;
+        // SAFETY: image j alone writes its planes.
+        let yj = unsafe { yp.slice_mut(y0..y0 + g.m * g.n) };
+        for (f, plane) in yj.chunks_exact_mut(g.n).enumerate() {
+            plane.copy_from_slice(&wide[f * ld + j * g.n..f * ld + (j + 1) * g.n]);
+        }
+    });
 }
 
 /// y = conv(x, w), overwritten.
-pub(super) fn forward(x: &[f32], w: &[f32], y: &mut [f32], s: &ConvShape, col: &mut [f32]) {
+pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvShape, col: &mut [f32], wide: &mut [f32]) {
     check_lens(s, x.len(), w.len(), y.len());
     let g = geo(s);
     let hw = s.h * s.w;
-    for b in 0..s.batch {
-        for gi in 0..s.groups {
-            let xg = &x[(b * s.c + gi * g.cg) * hw..][..g.cg * hw];
-            let wg = &w[gi * g.m * g.k..][..g.m * g.k];
-            let yg = &mut y[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n];
-            if g.direct {
-                gemm(g.m, g.k, g.n, wg, false, xg, false, 0.0, yg);
+    for gi in 0..s.groups {
+        let wg = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.m, g.k, false);
+        for b0 in (0..s.batch).step_by(g.group) {
+            let imgs = g.group.min(s.batch - b0);
+            let cols = imgs * g.n;
+            let b = if g.direct && imgs == 1 {
+                Mat::of(&x[(b0 * s.c + gi * g.cg) * hw..][..g.cg * hw], g.k, cols, false)
             } else {
-                im2col(xg, g.cg, s, col);
-                gemm(g.m, g.k, g.n, wg, false, col, false, 0.0, yg);
+                im2col(par, x, s, &g, b0, imgs, gi, col);
+                Mat::of(&col[..g.k * cols], g.k, cols, false)
+            };
+            if imgs == 1 {
+                let yb = &mut y[(b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n];
+                // SAFETY: wg and b cover m×k and k×n; yb is m×n, disjoint from both.
+                unsafe { gemm(par, g.m, g.k, cols, wg, b, 0.0, SharedMut::new(yb), cols, Cut::Cols) };
+            } else {
+                let out = &mut wide[..g.m * cols];
+                // SAFETY: as above, into the scratch.
+                unsafe { gemm(par, g.m, g.k, cols, wg, b, 0.0, SharedMut::new(out), cols, Cut::Cols) };
+                scatter(par, s, &g, b0, imgs, gi, out, y);
             }
         }
     }
 }
 
 /// dx += convᵀ(dy, w): col = Wᵀ·dy, then col2im adds into dx.
-pub(super) fn backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], s: &ConvShape, col: &mut [f32]) {
+pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s: &ConvShape, col: &mut [f32], wide: &mut [f32]) {
     check_lens(s, dx.len(), w.len(), dy.len());
     let g = geo(s);
     let hw = s.h * s.w;
-    for b in 0..s.batch {
-        for gi in 0..s.groups {
-            let dyg = &dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n];
-            let wg = &w[gi * g.m * g.k..][..g.m * g.k];
-            let dxg = &mut dx[(b * s.c + gi * g.cg) * hw..][..g.cg * hw];
-            if g.direct {
-                gemm(g.k, g.m, g.n, wg, true, dyg, false, 1.0, dxg);
+    for gi in 0..s.groups {
+        let wt = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.k, g.m, true);
+        if g.direct {
+            // dx += Wᵀ·dy straight into dx (beta 1), one image per GEMM so each dx float gets
+            // the same single accumulation as the plain form.
+            let out = SharedMut::new(dx);
+            let parts = tiles(g.n, MIN_TILE);
+            par.for_each(s.batch * parts.len(), |item| {
+                let wt = wt; // the whole (Sync) matrix, not its raw pointer field
+                let (b, r) = (item / parts.len(), parts[item % parts.len()].clone());
+                let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
+                let d0 = (b * s.c + gi * g.cg) * hw + r.start;
+                // SAFETY: the (image, tile) items write disjoint column blocks of dx; wt and dyb
+                // are read-only inputs disjoint from dx (checked by the caller).
+                unsafe {
+                    matrixmultiply::sgemm(
+                        g.k, g.m, r.len(), 1.0, wt.ptr, wt.rs, wt.cs, dyb.at(0, r.start).ptr, dyb.rs, dyb.cs, 1.0,
+                        out.ptr_at(d0), g.n as isize, 1,
+                    );
+                }
+            });
+            continue;
+        }
+        for b0 in (0..s.batch).step_by(g.group) {
+            let imgs = g.group.min(s.batch - b0);
+            let cols = imgs * g.n;
+            let dyg = if imgs == 1 {
+                Mat::of(&dy[(b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, cols, false)
             } else {
-                gemm(g.k, g.m, g.n, wg, true, dyg, false, 0.0, col);
-                col2im_add(col, g.cg, s, dxg);
-            }
+                let gathered = &mut wide[..g.m * cols];
+                gather(par, s, &g, b0, imgs, gi, dy, gathered);
+                Mat::of(gathered, g.m, cols, false)
+            };
+            let c = &mut col[..g.k * cols];
+            // SAFETY: wt is k×m, dyg m×cols, c k×cols in the scratch, disjoint from both.
+            unsafe { gemm(par, g.k, g.m, cols, wt, dyg, 0.0, SharedMut::new(c), cols, Cut::Cols) };
+            col2im_add(par, c, s, &g, b0, imgs, gi, dx);
         }
     }
 }
 
-/// dw += dy · im2col(x)ᵀ, summed over the batch.
-pub(super) fn backward_weights(x: &[f32], dy: &[f32], dw: &mut [f32], s: &ConvShape, col: &mut [f32]) {
+/// dw += dy · im2col(x)ᵀ, summed over the batch: one GEMM per image, images in order.
+pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32], s: &ConvShape, col: &mut [f32]) {
     check_lens(s, x.len(), dw.len(), dy.len());
-    let g = geo(s);
+    let g = Geo { group: 1, ..geo(s) };
     let hw = s.h * s.w;
-    for b in 0..s.batch {
-        for gi in 0..s.groups {
-            let xg = &x[(b * s.c + gi * g.cg) * hw..][..g.cg * hw];
-            let dyg = &dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n];
-            let dwg = &mut dw[gi * g.m * g.k..][..g.m * g.k];
-            if g.direct {
-                gemm(g.m, g.n, g.k, dyg, false, xg, true, 1.0, dwg);
+    // Cut the larger side of dW, so the operand packed once per tile is the smaller one.
+    let cut = if g.k >= g.m { Cut::Cols } else { Cut::Rows };
+    for gi in 0..s.groups {
+        let dwg = SharedMut::new(&mut dw[gi * g.m * g.k..][..g.m * g.k]);
+        for b in 0..s.batch {
+            let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
+            let xt = if g.direct {
+                Mat::of(&x[(b * s.c + gi * g.cg) * hw..][..g.cg * hw], g.n, g.k, true)
             } else {
-                im2col(xg, g.cg, s, col);
-                gemm(g.m, g.n, g.k, dyg, false, col, true, 1.0, dwg);
-            }
+                im2col(par, x, s, &g, b, 1, gi, col);
+                Mat::of(&col[..g.k * g.n], g.n, g.k, true)
+            };
+            // SAFETY: dyb is m×n, xt n×k, dW m×k disjoint from both (checked by the caller).
+            unsafe { gemm(par, g.m, g.n, g.k, dyb, xt, 1.0, dwg, g.k, cut) };
         }
     }
 }
 
-/// y[b][c][i] += bias[c]
-pub(super) fn bias_add(y: &[Cell<f32>], bias: &[Cell<f32>], batch: usize, channels: usize, spatial: usize) {
+/// y[b][c][i] += bias[c], one item per plane chunk.
+pub(super) fn bias_add(par: &Par, y: &mut [f32], bias: &[f32], batch: usize, channels: usize, spatial: usize) {
     assert_eq!(y.len(), batch * channels * spatial, "cpu bias_add: output length");
     assert_eq!(bias.len(), channels, "cpu bias_add: bias length");
-    for (i, c) in y.iter().enumerate() {
-        c.set(c.get() + bias[(i / spatial) % channels].get());
+    par.chunks(y, spatial.max(1), |r, plane| {
+        let b = bias[(r.start / spatial.max(1)) % channels];
+        for v in plane {
+            *v += b;
+        }
+    });
+}
+
+/// Σ_{b,i} dy[b][c][i] in f64, images then positions in order (the plain loop's order).
+pub(super) fn channel_sum(dy: &[f32], c: usize, batch: usize, channels: usize, spatial: usize) -> f64 {
+    let mut acc = 0.0f64;
+    for b in 0..batch {
+        acc += dy[(b * channels + c) * spatial..][..spatial].iter().map(|&v| v as f64).sum::<f64>();
+    }
+    acc
+}
+
+/// dbias[c] += Σ_{b,i} dy[b][c][i] (accumulated in f64), one item per channel.
+pub(super) fn bias_backward(par: &Par, dy: &[f32], dbias: &mut [f32], batch: usize, channels: usize, spatial: usize) {
+    assert_eq!(dy.len(), batch * channels * spatial, "cpu bias_backward: gradient length");
+    assert_eq!(dbias.len(), channels, "cpu bias_backward: bias length");
+    let sums = par.map(channels, |c| channel_sum(dy, c, batch, channels, spatial));
+    for (db, s) in dbias.iter_mut().zip(sums) {
+        *db += s as f32;
     }
 }
 
-/// dbias[c] += Σ_{b,i} dy[b][c][i] (accumulated in f64).
-pub(super) fn bias_backward(dy: &[Cell<f32>], dbias: &[Cell<f32>], batch: usize, channels: usize, spatial: usize) {
-    assert_eq!(dy.len(), batch * channels * spatial, "cpu bias_backward: gradient length");
-    assert_eq!(dbias.len(), channels, "cpu bias_backward: bias length");
-    for (c, db) in dbias.iter().enumerate() {
-        let mut acc = 0.0f64;
-        for b in 0..batch {
-            acc += dy[(b * channels + c) * spatial..][..spatial].iter().map(|v| v.get() as f64).sum::<f64>();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The valid output range of a tap is exactly the outputs whose input index is in the image.
+    #[test]
+    fn valid_range_matches_the_index_formula() {
+        for (out, limit, stride, pad, size) in [(5usize, 5usize, 1usize, 1usize, 3usize), (3, 6, 2, 1, 3), (2, 4, 2, 0, 2), (4, 4, 1, 0, 1), (1, 1, 1, 2, 5)] {
+            for kk in 0..size {
+                let want: Vec<usize> =
+                    (0..out).filter(|&o| (o * stride + kk).checked_sub(pad).is_some_and(|i| i < limit)).collect();
+                let got: Vec<usize> = valid_range(out, kk, stride, pad, limit).collect();
+                assert_eq!(got, want, "out {out} limit {limit} stride {stride} pad {pad} tap {kk}");
+            }
         }
-        db.set(db.get() + acc as f32);
+    }
+
+    #[test]
+    fn tiles_cover_the_range_and_depend_on_the_length_only() {
+        for len in [1, 7, 49, 256, 784, 3136, 12544] {
+            let t = tiles(len, MIN_TILE);
+            assert!(t.len() <= MAX_TILES && t[0].start == 0 && t.last().unwrap().end == len);
+            assert!(t.windows(2).all(|p| p[0].end == p[1].start && p[0].len() % 8 == 0));
+        }
+    }
+
+    /// Images that share a GEMM give the same floats as one GEMM per image (the forward's
+    /// promise), on a shape with padding and stride 2.
+    #[test]
+    fn grouped_forward_equals_per_image_forward() {
+        let s = ConvShape::new(5, 3, 9, 7, 4, 3, 2, 1, 1);
+        assert!(geo(&s).group > 1, "the shape must exercise grouping");
+        let u = |i: usize, seed: u64| crate::rng::uniform(seed, i as u32) - 0.5;
+        let x: Vec<f32> = (0..s.input_len()).map(|i| u(i, 1)).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|i| u(i, 2)).collect();
+        let par = Par::new(2);
+        let mut y = vec![0.0; s.output_len()];
+        let (mut col, mut wide) = (vec![0.0; col_len(&s)], vec![0.0; gemm_len(&s)]);
+        forward(&par, &x, &w, &mut y, &s, &mut col, &mut wide);
+        let one = ConvShape { batch: 1, ..s };
+        for b in 0..s.batch {
+            let mut yb = vec![0.0; one.output_len()];
+            let (mut col, mut wide) = (vec![0.0; col_len(&one)], vec![0.0; gemm_len(&one)]);
+            forward(&Par::new(1), &x[b * one.input_len()..][..one.input_len()], &w, &mut yb, &one, &mut col, &mut wide);
+            assert_eq!(&y[b * one.output_len()..][..one.output_len()], &yb[..], "image {b}");
+        }
     }
 }

@@ -1,8 +1,16 @@
-//! The CPU backend: every [`Backend`] op run at once on host memory.
+//! The CPU backend: every [`Backend`] op run at once on host memory, on a pool of threads.
 //!
-//! It is the reference the GPU backend is checked against, so each op is written plainly from
-//! the formulas in the trait docs and darknet-spec §b/§c; one op family per submodule, named like
-//! the future `shaders-wgsl/<op>.wgsl` file.
+//! It is the reference the GPU backend is checked against, so each op is written from the
+//! formulas in the trait docs and darknet-spec §b/§c; one op family per submodule, named like
+//! its `shaders-wgsl/<op>.wgsl` twin. It is also how users without a usable GPU train, so the hot
+//! ops run on plain slices (vectorised by the compiler) across threads, and the composite ops are
+//! fused (`fused.rs`). Two promises hold for every op:
+//! - **Same numbers for any thread count.** Work is split into items chosen from the shape
+//!   alone and every sum keeps one fixed order (see `par.rs`), so 1, 2 and N threads give
+//!   bit-identical results.
+//! - **Same numbers as the plain reference.** [`CpuBackend::reference`] runs one thread and the
+//!   composite ops as the trait's plain ops ([`crate::backend::plain`]); the fused kernels do
+//!   the same arithmetic in the same order, and the tests compare the two bit for bit.
 //!
 //! # Memory model
 //! A [`CpuBuf`] is a view (storage + offset + length) into a shared [`Storage`] of `Cell<f32>`.
@@ -10,36 +18,42 @@
 //! buffers it only holds handles to. Soundness rests on two rules kept in this module:
 //! - **One op at a time per backend.** Every op (upload/download included) holds the backend's
 //!   queue lock while it touches storage, and a buffer can only be used with the backend that
-//!   allocated it (checked). So no two threads ever touch one storage at the same time, which is
-//!   what makes the `unsafe impl Send/Sync for Storage` below correct.
-//! - **Aliasing.** Ops that may alias ("in place allowed" in the trait, and all elementwise ops)
-//!   work on `&[Cell<f32>]` index by index, so overlapping views are memory-safe by construction
-//!   and give the in-place result when the op reads element `i` before writing element `i`.
-//!   Ops that hand raw slices to GEMM (convolution) or to the yolo loss create `&[f32]`/`&mut [f32]`
-//!   only after asserting that the output views do not overlap any input view.
+//!   allocated it (checked). The op's worker threads touch storage only inside the op, through
+//!   plain slices made under the lock and split into disjoint pieces, so no two threads ever
+//!   touch one float at the same time; that makes the `unsafe impl Send/Sync for Storage` correct.
+//! - **Aliasing.** An op makes `&[f32]`/`&mut [f32]` from views only after checking how they
+//!   overlap: an output must be disjoint from every other argument, except where the trait allows
+//!   in place, where it must be disjoint or the very same view ([`par::Inout`]). The rarely used
+//!   general elementwise ops (`add`, `mul`, `exp`, …) keep working on `&[Cell<f32>]` index by
+//!   index, which is memory-safe for any overlap.
 
 mod activation;
 mod batchnorm;
 mod blas;
 mod conv;
 mod dropout;
+mod fused;
+mod ops;
 mod optim;
+mod par;
 mod pool;
 mod reduce;
 mod resample;
 mod route;
 
 use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
-use crate::backend::Backend;
-use crate::shapes::{Activation, BnBackward, BnStats, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::profile::{DispatchTime, Scope, Work};
+use par::{Inout, Par};
 
 /// State shared by a backend and every storage it allocated.
 struct Shared {
-    /// The "queue": held by every op. Holds the reusable im2col scratch.
-    queue: Mutex<Scratch>,
+    /// The "queue": held by every op.
+    queue: Mutex<Queue>,
     allocated: AtomicU64,
     peak: AtomicU64,
 }
@@ -51,10 +65,17 @@ impl Shared {
     }
 }
 
-/// Scratch memory reused across ops (grow-only, so a step allocates nothing once warm).
-#[derive(Default)]
-struct Scratch {
+/// What the queue lock guards: scratch memory and the op timings.
+struct Queue {
+    /// im2col/col2im columns (grow-only, so a step allocates nothing once warm).
     col: Vec<f32>,
+    /// A GEMM's output or gathered input when several images share one GEMM (grow-only).
+    gemm: Vec<f32>,
+    /// Label of the ops run from now on ([`crate::Backend::set_scope`]).
+    scope: Scope,
+    /// Time every op (on by default: two clock reads per op).
+    timing: bool,
+    times: Vec<DispatchTime>,
 }
 
 /// Device memory of the CPU backend: a fixed block of floats, freed (and un-counted) on drop.
@@ -65,7 +86,8 @@ struct Storage {
 
 // SAFETY: `Cell` is not `Sync` because unsynchronised writes from two threads would race. Every
 // access to `data` happens inside an op of the owning backend while it holds `owner.queue` (see
-// the module docs), so accesses are serialised across threads.
+// the module docs): accesses from different ops are serialised, and the worker threads of one op
+// touch disjoint floats.
 unsafe impl Sync for Storage {}
 // SAFETY: as above; moving the storage between threads is fine since access is serialised.
 unsafe impl Send for Storage {}
@@ -97,12 +119,35 @@ impl CpuBuf {
         &self.storage.data[self.offset..self.offset + self.len]
     }
 
+    /// The view as a plain slice for reading.
+    ///
+    /// # Safety
+    /// Under the queue lock, and nothing may write these floats while the slice lives.
+    unsafe fn read(&self) -> &[f32] {
+        // SAFETY: forwarded to the caller.
+        unsafe { read_slice(self.cells()) }
+    }
+
+    /// The view as a plain slice for writing.
+    ///
+    /// # Safety
+    /// Under the queue lock, and no other reference may cover these floats while it lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write(&self) -> &mut [f32] {
+        // SAFETY: forwarded to the caller.
+        unsafe { write_slice(self.cells()) }
+    }
+
     fn overlaps(&self, other: &CpuBuf) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
             && self.len > 0
             && other.len > 0
             && self.offset < other.offset + other.len
             && other.offset < self.offset + self.len
+    }
+
+    fn same_view(&self, other: &CpuBuf) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage) && self.offset == other.offset && self.len == other.len
     }
 }
 
@@ -134,9 +179,51 @@ fn assert_disjoint(op: &str, outs: &[&CpuBuf], ins: &[&CpuBuf]) {
     }
 }
 
-/// The CPU backend. Cheap to clone? No: create one per network; buffers are tied to it.
+/// The output `out` of an op that may run in place on `x`: the very same view, or disjoint.
+///
+/// # Safety
+/// Under the queue lock; no other slice of `out` may be alive while the result lives.
+unsafe fn inout<'a>(op: &str, x: &'a CpuBuf, out: &'a CpuBuf) -> Inout<'a> {
+    assert_eq!(x.len, out.len, "cpu {op}: buffer lengths differ");
+    // SAFETY: exclusivity of `out` is the caller's promise; `x` is either `out` itself (then only
+    // the one &mut slice exists) or disjoint from it (checked).
+    unsafe {
+        if x.same_view(out) {
+            Inout::Same(out.write())
+        } else {
+            assert_disjoint(op, &[out], &[x]);
+            Inout::Split(x.read(), out.write())
+        }
+    }
+}
+
+/// Floats of the two scratch buffers (im2col columns, GEMM output) a convolution of shape `s`
+/// needs on the CPU backend; each buffer grows to the largest any layer needs.
+pub fn conv_scratch_lens(s: &crate::shapes::ConvShape) -> (usize, usize) {
+    (conv::col_len(s), conv::gemm_len(s))
+}
+
+/// How a [`CpuBackend`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Worker threads (0 = one per available core). Results do not depend on it.
+    pub threads: usize,
+    /// Run the composite ops as fused kernels (the default). `false` runs them as the trait's
+    /// plain ops: the readable reference the fused kernels are tested against.
+    pub fused: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions { threads: 0, fused: true }
+    }
+}
+
+/// The CPU backend. Create one per network; buffers are tied to it.
 pub struct CpuBackend {
     shared: Arc<Shared>,
+    par: Par,
+    fused: bool,
 }
 
 impl Default for CpuBackend {
@@ -145,47 +232,123 @@ impl Default for CpuBackend {
     }
 }
 
+/// Op timings kept until [`crate::Backend::take_timings`] collects them.
+const MAX_TIMES: usize = 1 << 16;
+
+/// An op in progress: holds the queue lock, and records the op's host time when dropped.
+struct OpGuard<'a> {
+    queue: MutexGuard<'a, Queue>,
+    kernel: &'static str,
+    work: Work,
+    start: Option<Instant>,
+}
+
+impl Deref for OpGuard<'_> {
+    type Target = Queue;
+    fn deref(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl DerefMut for OpGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(start) = self.start {
+            let q = &mut *self.queue;
+            // Timings wait for `take_timings` (the trainer takes them every step); work that
+            // nobody collects (inference) stops being recorded instead of growing without end.
+            if q.times.len() >= MAX_TIMES {
+                return;
+            }
+            q.times.push(DispatchTime { scope: q.scope, kernel: self.kernel, seconds: start.elapsed().as_secs_f64(), work: self.work });
+        }
+    }
+}
+
 impl CpuBackend {
+    /// Fused kernels on one thread per available core.
     pub fn new() -> CpuBackend {
+        Self::with_options(CpuOptions::default())
+    }
+
+    /// Fused kernels on `threads` threads (0 = one per available core).
+    pub fn with_threads(threads: usize) -> CpuBackend {
+        Self::with_options(CpuOptions { threads, ..CpuOptions::default() })
+    }
+
+    /// The readable reference: one thread, composite ops as the plain ops.
+    pub fn reference() -> CpuBackend {
+        Self::with_options(CpuOptions { threads: 1, fused: false })
+    }
+
+    pub fn with_options(o: CpuOptions) -> CpuBackend {
         CpuBackend {
             shared: Arc::new(Shared {
-                queue: Mutex::new(Scratch::default()),
+                queue: Mutex::new(Queue {
+                    col: Vec::new(),
+                    gemm: Vec::new(),
+                    scope: Scope::NONE,
+                    timing: true,
+                    times: Vec::new(),
+                }),
                 allocated: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
             }),
+            par: Par::new(o.threads),
+            fused: o.fused,
         }
     }
 
+    /// Worker threads this backend runs ops on.
+    pub fn threads(&self) -> usize {
+        self.par.threads()
+    }
+
+    /// Whether the composite ops run fused (false: [`CpuBackend::reference`]).
+    pub fn fused(&self) -> bool {
+        self.fused
+    }
+
+    /// Turns per-op host timing ([`crate::Backend::take_timings`]) on or off (on by default).
+    pub fn set_timing(&self, on: bool) {
+        let mut q = self.lock();
+        q.timing = on;
+        q.times.clear();
+    }
+
+    pub fn timing(&self) -> bool {
+        self.lock().timing
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panicking op (failed shape assert) poisons the lock; the queue has no invariant.
+        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Takes the queue lock after checking that every buffer belongs to this backend.
-    fn begin(&self, bufs: &[&CpuBuf]) -> MutexGuard<'_, Scratch> {
+    fn begin(&self, bufs: &[&CpuBuf]) -> MutexGuard<'_, Queue> {
         for b in bufs {
             assert!(
                 Arc::ptr_eq(&b.storage.owner, &self.shared),
                 "cpu backend: buffer {b:?} was allocated by another backend"
             );
         }
-        // A panicking op (failed shape assert) poisons the lock; the scratch has no invariant.
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lock()
     }
 
-    /// Grows the im2col scratch to at least `need` floats (counted as device memory).
-    fn col_scratch<'a>(&self, scratch: &'a mut Scratch, need: usize) -> &'a mut [f32] {
-        if scratch.col.len() < need {
-            self.shared.add_bytes(((need - scratch.col.len()) * 4) as u64);
-            scratch.col.resize(need, 0.0);
-        }
-        &mut scratch.col[..need]
-    }
-}
-
-impl Backend for CpuBackend {
-    type Buf = CpuBuf;
-
-    fn name(&self) -> String {
-        "cpu".to_string()
+    /// Starts op `kernel` (its name in the kernels table) on `bufs`, counted as `work`.
+    fn op(&self, kernel: &'static str, work: Work, bufs: &[&CpuBuf]) -> OpGuard<'_> {
+        let queue = self.begin(bufs);
+        let start = queue.timing.then(Instant::now);
+        OpGuard { queue, kernel, work, start }
     }
 
-    fn alloc(&self, len: usize) -> CpuBuf {
+    fn alloc_zeroed(&self, len: usize) -> CpuBuf {
         // vec! of zeros gets zeroed pages from the allocator; then reinterpret as cells.
         let plain: Box<[f32]> = vec![0.0f32; len].into_boxed_slice();
         // SAFETY: Cell<f32> is repr(transparent) over f32, so the slice layouts are identical.
@@ -194,280 +357,25 @@ impl Backend for CpuBackend {
         CpuBuf { storage: Arc::new(Storage { data, owner: self.shared.clone() }), offset: 0, len }
     }
 
-    fn view(&self, buf: &CpuBuf, offset: usize, len: usize) -> CpuBuf {
-        assert!(offset + len <= buf.len, "cpu view: {offset}+{len} exceeds view length {}", buf.len);
-        CpuBuf { storage: buf.storage.clone(), offset: buf.offset + offset, len }
-    }
-
-    fn len(&self, buf: &CpuBuf) -> usize {
-        buf.len
-    }
-
-    fn upload(&self, buf: &CpuBuf, data: &[f32]) {
-        assert_eq!(data.len(), buf.len, "cpu upload: data length != buffer length");
-        let _q = self.begin(&[buf]);
-        for (c, &v) in buf.cells().iter().zip(data) {
-            c.set(v);
-        }
-    }
-
-    fn download(&self, buf: &CpuBuf) -> Vec<f32> {
-        let _q = self.begin(&[buf]);
-        buf.cells().iter().map(Cell::get).collect()
-    }
-
-    fn flush(&self) {}
-
-    fn memory_bytes(&self) -> (u64, u64) {
+    fn bytes(&self) -> (u64, u64) {
         (self.shared.allocated.load(Ordering::Relaxed), self.shared.peak.load(Ordering::Relaxed))
     }
 
-    // ---- elementwise ---------------------------------------------------------------------------
-    fn fill(&self, x: &CpuBuf, value: f32) {
-        let _q = self.begin(&[x]);
-        blas::fill(x.cells(), value);
-    }
-    fn copy(&self, src: &CpuBuf, dst: &CpuBuf) {
-        let _q = self.begin(&[src, dst]);
-        blas::copy(src.cells(), dst.cells());
-    }
-    fn axpy(&self, a: f32, x: &CpuBuf, y: &CpuBuf) {
-        let _q = self.begin(&[x, y]);
-        blas::axpy(a, x.cells(), y.cells());
-    }
-    fn scal(&self, a: f32, x: &CpuBuf) {
-        let _q = self.begin(&[x]);
-        blas::scal(a, x.cells());
-    }
-    fn add(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
-        let _q = self.begin(&[a, b, out]);
-        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x + y);
-    }
-    fn mul(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
-        let _q = self.begin(&[a, b, out]);
-        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x * y);
-    }
-    fn div(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
-        let _q = self.begin(&[a, b, out]);
-        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x / y);
-    }
-    fn exp(&self, x: &CpuBuf, out: &CpuBuf) {
-        let _q = self.begin(&[x, out]);
-        blas::unary(x.cells(), out.cells(), f32::exp);
-    }
-    fn log(&self, x: &CpuBuf, out: &CpuBuf) {
-        let _q = self.begin(&[x, out]);
-        blas::unary(x.cells(), out.cells(), f32::ln);
-    }
-    fn pow(&self, x: &CpuBuf, p: f32, out: &CpuBuf) {
-        let _q = self.begin(&[x, out]);
-        blas::unary(x.cells(), out.cells(), |v| v.powf(p));
-    }
-    fn mul_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
-        let _q = self.begin(&[a, b, g, da, db]);
-        blas::binary_backward(a.cells(), b.cells(), g.cells(), da.cells(), db.cells(), |a, b, g| (g * b, g * a));
-    }
-    fn div_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
-        let _q = self.begin(&[a, b, g, da, db]);
-        blas::binary_backward(a.cells(), b.cells(), g.cells(), da.cells(), db.cells(), |a, b, g| (g / b, -g * a / (b * b)));
-    }
-    fn exp_backward(&self, y: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
-        let _q = self.begin(&[y, g, dx]);
-        blas::unary_backward(y.cells(), g.cells(), dx.cells(), |y, g| g * y);
-    }
-    fn log_backward(&self, x: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
-        let _q = self.begin(&[x, g, dx]);
-        blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g / x);
-    }
-    fn pow_backward(&self, x: &CpuBuf, p: f32, g: &CpuBuf, dx: &CpuBuf) {
-        let _q = self.begin(&[x, g, dx]);
-        blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g * p * x.powf(p - 1.0));
-    }
-
-    // ---- convolution ---------------------------------------------------------------------------
-    fn conv_forward(&self, x: &CpuBuf, w: &CpuBuf, y: &CpuBuf, s: &ConvShape) {
-        let mut q = self.begin(&[x, w, y]);
-        assert_disjoint("conv_forward", &[y], &[x, w]);
-        let col = self.col_scratch(&mut q, conv::col_len(s));
-        // SAFETY: y is disjoint from x and w (asserted) and the queue lock is held.
-        unsafe { conv::forward(read_slice(x.cells()), read_slice(w.cells()), write_slice(y.cells()), s, col) }
-    }
-    fn conv_backward_data(&self, dy: &CpuBuf, w: &CpuBuf, dx: &CpuBuf, s: &ConvShape) {
-        let mut q = self.begin(&[dy, w, dx]);
-        assert_disjoint("conv_backward_data", &[dx], &[dy, w]);
-        let col = self.col_scratch(&mut q, conv::col_len(s));
-        // SAFETY: dx is disjoint from dy and w (asserted) and the queue lock is held.
-        unsafe { conv::backward_data(read_slice(dy.cells()), read_slice(w.cells()), write_slice(dx.cells()), s, col) }
-    }
-    fn conv_backward_weights(&self, x: &CpuBuf, dy: &CpuBuf, dw: &CpuBuf, s: &ConvShape) {
-        let mut q = self.begin(&[x, dy, dw]);
-        assert_disjoint("conv_backward_weights", &[dw], &[x, dy]);
-        let col = self.col_scratch(&mut q, conv::col_len(s));
-        // SAFETY: dw is disjoint from x and dy (asserted) and the queue lock is held.
-        unsafe { conv::backward_weights(read_slice(x.cells()), read_slice(dy.cells()), write_slice(dw.cells()), s, col) }
-    }
-    fn bias_add(&self, y: &CpuBuf, bias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
-        let _q = self.begin(&[y, bias]);
-        conv::bias_add(y.cells(), bias.cells(), batch, channels, spatial);
-    }
-    fn bias_backward(&self, dy: &CpuBuf, dbias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
-        let _q = self.begin(&[dy, dbias]);
-        conv::bias_backward(dy.cells(), dbias.cells(), batch, channels, spatial);
-    }
-
-    // ---- batch normalisation -------------------------------------------------------------------
-    fn batchnorm_forward_train(
-        &self, x: &CpuBuf, y: &CpuBuf, x_norm: &CpuBuf, mean: &CpuBuf, var: &CpuBuf,
-        rolling_mean: &CpuBuf, rolling_var: &CpuBuf, gamma: &CpuBuf, beta: &CpuBuf,
-        batch: usize, channels: usize, spatial: usize, stats: BnStats,
-    ) {
-        let _q = self.begin(&[x, y, x_norm, mean, var, rolling_mean, rolling_var, gamma, beta]);
-        let bufs = batchnorm::TrainBufs {
-            x: x.cells(), y: y.cells(), x_norm: x_norm.cells(), mean: mean.cells(), var: var.cells(),
-            rolling_mean: rolling_mean.cells(), rolling_var: rolling_var.cells(),
-            gamma: gamma.cells(), beta: beta.cells(),
-        };
-        batchnorm::forward_train(&bufs, batch, channels, spatial, stats);
-    }
-    fn batchnorm_forward_infer(
-        &self, x: &CpuBuf, y: &CpuBuf, rolling_mean: &CpuBuf, rolling_var: &CpuBuf,
-        gamma: &CpuBuf, beta: &CpuBuf, batch: usize, channels: usize, spatial: usize,
-    ) {
-        let _q = self.begin(&[x, y, rolling_mean, rolling_var, gamma, beta]);
-        batchnorm::forward_infer(
-            x.cells(), y.cells(), rolling_mean.cells(), rolling_var.cells(), gamma.cells(), beta.cells(),
-            batch, channels, spatial,
-        );
-    }
-    fn batchnorm_backward(
-        &self, dy: &CpuBuf, x_norm: &CpuBuf, var: &CpuBuf, gamma: &CpuBuf,
-        dgamma: &CpuBuf, dbeta: &CpuBuf, dx: &CpuBuf,
-        batch: usize, channels: usize, spatial: usize, form: BnBackward,
-    ) {
-        let _q = self.begin(&[dy, x_norm, var, gamma, dgamma, dbeta, dx]);
-        batchnorm::backward(
-            dy.cells(), x_norm.cells(), var.cells(), gamma.cells(), dgamma.cells(), dbeta.cells(), dx.cells(),
-            batch, channels, spatial, form,
-        );
-    }
-
-    // ---- activations ---------------------------------------------------------------------------
-    fn activation_forward(&self, x: &CpuBuf, y: &CpuBuf, act: Activation) {
-        let _q = self.begin(&[x, y]);
-        activation::forward(x.cells(), y.cells(), act);
-    }
-    fn activation_backward(&self, x: &CpuBuf, y: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, act: Activation) {
-        let _q = self.begin(&[x, y, dy, dx]);
-        activation::backward(x.cells(), y.cells(), dy.cells(), dx.cells(), act);
-    }
-
-    // ---- pooling / resampling ------------------------------------------------------------------
-    fn maxpool_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &PoolShape) {
-        let _q = self.begin(&[x, y]);
-        pool::max_forward(x.cells(), y.cells(), s);
-    }
-    fn maxpool_backward(&self, x: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, s: &PoolShape) {
-        let _q = self.begin(&[x, dy, dx]);
-        pool::max_backward(x.cells(), dy.cells(), dx.cells(), s);
-    }
-    fn avgpool_forward(&self, x: &CpuBuf, y: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
-        let _q = self.begin(&[x, y]);
-        pool::avg_forward(x.cells(), y.cells(), batch * channels, spatial);
-    }
-    fn avgpool_backward(&self, dy: &CpuBuf, dx: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
-        let _q = self.begin(&[dy, dx]);
-        pool::avg_backward(dy.cells(), dx.cells(), batch * channels, spatial);
-    }
-    fn upsample_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &UpsampleShape) {
-        let _q = self.begin(&[x, y]);
-        resample::upsample_forward(x.cells(), y.cells(), s);
-    }
-    fn upsample_backward(&self, dy: &CpuBuf, dx: &CpuBuf, s: &UpsampleShape) {
-        let _q = self.begin(&[dy, dx]);
-        resample::upsample_backward(dy.cells(), dx.cells(), s);
-    }
-    fn reorg_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &ReorgShape) {
-        let _q = self.begin(&[x, y]);
-        resample::reorg_forward(x.cells(), y.cells(), s);
-    }
-    fn reorg_backward(&self, dy: &CpuBuf, dx: &CpuBuf, s: &ReorgShape) {
-        let _q = self.begin(&[dy, dx]);
-        resample::reorg_backward(dy.cells(), dx.cells(), s);
-    }
-
-    // ---- route / scale_channels ----------------------------------------------------------------
-    fn copy_slices(&self, src: &CpuBuf, dst: &CpuBuf, s: &SliceCopy) {
-        let _q = self.begin(&[src, dst]);
-        route::copy_slices(src.cells(), dst.cells(), s);
-    }
-    fn scale_channels_forward(&self, x: &CpuBuf, scale: &CpuBuf, y: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
-        let _q = self.begin(&[x, scale, y]);
-        route::scale_channels_forward(x.cells(), scale.cells(), y.cells(), batch * channels, spatial);
-    }
-    fn scale_channels_backward(
-        &self, x: &CpuBuf, scale: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, dscale: &CpuBuf,
-        batch: usize, channels: usize, spatial: usize,
-    ) {
-        let _q = self.begin(&[x, scale, dy, dx, dscale]);
-        route::scale_channels_backward(x.cells(), scale.cells(), dy.cells(), dx.cells(), dscale.cells(), batch * channels, spatial);
-    }
-
-    // ---- dropout -------------------------------------------------------------------------------
-    fn dropout_forward(&self, x: &CpuBuf, y: &CpuBuf, p: f32, seed: u64) {
-        let _q = self.begin(&[x, y]);
-        dropout::forward(x.cells(), y.cells(), p, seed);
-    }
-    fn dropout_backward(&self, dy: &CpuBuf, dx: &CpuBuf, p: f32, seed: u64) {
-        let _q = self.begin(&[dy, dx]);
-        dropout::backward(dy.cells(), dx.cells(), p, seed);
-    }
-
-    // ---- yolo ----------------------------------------------------------------------------------
-    fn yolo_forward_backward(&self, x: &CpuBuf, out: &CpuBuf, truths: &CpuBuf, dx: &CpuBuf, stats: &CpuBuf, p: &YoloParams) {
-        let _q = self.begin(&[x, out, truths, dx, stats]);
-        assert_disjoint("yolo_forward_backward", &[out, dx, stats], &[x, truths]);
-        // SAFETY: the three outputs are pairwise disjoint and disjoint from the inputs (asserted);
-        // the queue lock is held.
-        unsafe {
-            crate::yolo::forward_backward_cpu(
-                read_slice(x.cells()), write_slice(out.cells()), read_slice(truths.cells()),
-                write_slice(dx.cells()), write_slice(stats.cells()), p,
-            )
+    /// Grows a scratch vector to at least `need` floats (counted as device memory).
+    fn grow<'a>(&self, v: &'a mut Vec<f32>, need: usize) -> &'a mut [f32] {
+        if v.len() < need {
+            self.shared.add_bytes(((need - v.len()) * 4) as u64);
+            v.resize(need, 0.0);
         }
-    }
-
-    // ---- optimisers ----------------------------------------------------------------------------
-    fn sgd_update(&self, w: &CpuBuf, upd: &CpuBuf, lr: f32, momentum: f32, decay: f32, batch: f32) {
-        let _q = self.begin(&[w, upd]);
-        optim::sgd(w.cells(), upd.cells(), lr, momentum, decay, batch);
-    }
-    fn adam_update(
-        &self, w: &CpuBuf, upd: &CpuBuf, m: &CpuBuf, v: &CpuBuf, lr: f32, b1: f32, b2: f32, eps: f32,
-        decay: f32, batch: f32, t: u32,
-    ) {
-        let _q = self.begin(&[w, upd, m, v]);
-        let h = optim::AdamHyper { lr, b1, b2, eps, decay, batch, t };
-        optim::adam(w.cells(), upd.cells(), m.cells(), v.cells(), &h);
-    }
-
-    // ---- reductions ----------------------------------------------------------------------------
-    fn sum_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
-        let _q = self.begin(&[x, out]);
-        out.cells()[index].set(reduce::sum(x.cells()));
-    }
-    fn sum_squares_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
-        let _q = self.begin(&[x, out]);
-        out.cells()[index].set(reduce::sum_squares(x.cells()));
-    }
-    fn nonfinite_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
-        let _q = self.begin(&[x, out]);
-        out.cells()[index].set(if reduce::any_nonfinite(x.cells()) { 1.0 } else { 0.0 });
+        &mut v[..need]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::shapes::{Activation, ConvShape};
 
     #[test]
     fn memory_is_counted_and_released() {

@@ -3,15 +3,22 @@
 
 use std::cell::Cell;
 
+use super::par::{CHUNK, Par, SharedMut};
+
 /// upd += decay·B·w; w −= (lr/B)·upd; upd *= momentum.
-pub(super) fn sgd(w: &[Cell<f32>], upd: &[Cell<f32>], lr: f32, momentum: f32, decay: f32, batch: f32) {
+pub(super) fn sgd(par: &Par, w: &mut [f32], upd: &mut [f32], lr: f32, momentum: f32, decay: f32, batch: f32) {
     assert_eq!(w.len(), upd.len(), "cpu sgd_update: lengths differ");
     let (wd, step) = (decay * batch, lr / batch);
-    for (w, u) in w.iter().zip(upd) {
-        let uv = u.get() + wd * w.get();
-        w.set(w.get() - step * uv);
-        u.set(uv * momentum);
-    }
+    let u = SharedMut::new(upd);
+    par.chunks(w, CHUNK, |r, w| {
+        // SAFETY: each chunk item takes the same range of `upd` as of `w`.
+        let u = unsafe { u.slice_mut(r) };
+        for (w, u) in w.iter_mut().zip(u) {
+            let uv = *u + wd * *w;
+            *w -= step * uv;
+            *u = uv * momentum;
+        }
+    });
 }
 
 pub(super) struct AdamHyper {

@@ -7,10 +7,12 @@
 
 use std::cell::Cell;
 
+use super::par::Par;
 use crate::shapes::PoolShape;
 
 /// Index into the image plane of the max of window (oy, ox), or None if it holds no pixel.
-fn argmax(plane: &[Cell<f32>], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
+#[inline]
+fn argmax(plane: &[f32], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
     let off = (s.padding / 2) as isize;
     let mut best = f32::MIN;
     let mut best_i = None;
@@ -22,7 +24,7 @@ fn argmax(plane: &[Cell<f32>], s: &PoolShape, oy: usize, ox: usize) -> (f32, Opt
                 continue; // −FLT_MAX never beats `best` under strict '>'.
             }
             let i = iy as usize * s.w + ix as usize;
-            let v = plane[i].get();
+            let v = plane[i];
             if v > best {
                 best = v;
                 best_i = Some(i);
@@ -32,43 +34,85 @@ fn argmax(plane: &[Cell<f32>], s: &PoolShape, oy: usize, ox: usize) -> (f32, Opt
     (best, best_i)
 }
 
+/// Outputs along one axis whose whole window lies inside the image (no padding read).
+fn inside(out: usize, stride: usize, size: usize, off: usize, limit: usize) -> std::ops::Range<usize> {
+    let lo = off.div_ceil(stride);
+    // o·stride − off + size ≤ limit
+    let hi = if limit + off >= size { (limit + off - size) / stride + 1 } else { 0 };
+    lo.min(out)..hi.min(out).max(lo.min(out))
+}
+
+/// [`argmax`] for a window known to lie inside the image: the same comparisons in the same
+/// order, without the bounds tests.
+#[inline]
+fn argmax_inside(plane: &[f32], s: &PoolShape, y0: usize, x0: usize) -> (f32, Option<usize>) {
+    let mut best = f32::MIN;
+    let mut best_i = None;
+    for ky in 0..s.size {
+        let row = (y0 + ky) * s.w + x0;
+        for (kx, &v) in plane[row..row + s.size].iter().enumerate() {
+            if v > best {
+                best = v;
+                best_i = Some(row + kx);
+            }
+        }
+    }
+    (best, best_i)
+}
+
+/// The max of window (oy, ox) and where it is, by the fast path when the window is inside.
+#[inline]
+fn window_max(plane: &[f32], s: &PoolShape, ys: &std::ops::Range<usize>, xs: &std::ops::Range<usize>, oy: usize, ox: usize) -> (f32, Option<usize>) {
+    if ys.contains(&oy) && xs.contains(&ox) {
+        let off = s.padding / 2;
+        argmax_inside(plane, s, oy * s.stride - off, ox * s.stride - off)
+    } else {
+        argmax(plane, s, oy, ox)
+    }
+}
+
 fn check(op: &str, s: &PoolShape, x: usize, y: usize) {
     assert!(s.size >= 1 && s.stride >= 1, "cpu {op}: size and stride must be ≥ 1");
     assert_eq!(x, s.input_len(), "cpu {op}: input length does not match {s:?}");
     assert_eq!(y, s.output_len(), "cpu {op}: output length does not match {s:?}");
 }
 
-pub(super) fn max_forward(x: &[Cell<f32>], y: &[Cell<f32>], s: &PoolShape) {
+/// One item per (image, channel) plane.
+pub(super) fn max_forward(par: &Par, x: &[f32], y: &mut [f32], s: &PoolShape) {
     check("maxpool_forward", s, x.len(), y.len());
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
-    for p in 0..s.batch * s.c {
-        let plane = &x[p * hw..][..hw];
-        let out = &y[p * ohw..][..ohw];
+    let off = s.padding / 2;
+    let (ys, xs) = (inside(s.out_h, s.stride, s.size, off, s.h), inside(s.out_w, s.stride, s.size, off, s.w));
+    par.chunks(y, ohw.max(1), |r, out| {
+        let plane = &x[r.start / ohw.max(1) * hw..][..hw];
         for oy in 0..s.out_h {
             for ox in 0..s.out_w {
-                out[oy * s.out_w + ox].set(argmax(plane, s, oy, ox).0);
+                out[oy * s.out_w + ox] = window_max(plane, s, &ys, &xs, oy, ox).0;
             }
         }
-    }
+    });
 }
 
-/// dx[argmax] += dy, argmax recomputed from x.
-pub(super) fn max_backward(x: &[Cell<f32>], dy: &[Cell<f32>], dx: &[Cell<f32>], s: &PoolShape) {
+/// dx[argmax] += dy, argmax recomputed from x; one item per plane, windows in row-major order
+/// within it (the order the gradient of overlapping windows is added in).
+pub(super) fn max_backward(par: &Par, x: &[f32], dy: &[f32], dx: &mut [f32], s: &PoolShape) {
     check("maxpool_backward", s, x.len(), dy.len());
     assert_eq!(dx.len(), x.len(), "cpu maxpool_backward: dx length != x length");
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
-    for p in 0..s.batch * s.c {
-        let plane = &x[p * hw..][..hw];
-        let dplane = &dx[p * hw..][..hw];
+    let off = s.padding / 2;
+    let (ys, xs) = (inside(s.out_h, s.stride, s.size, off, s.h), inside(s.out_w, s.stride, s.size, off, s.w));
+    par.chunks(dx, hw.max(1), |r, dplane| {
+        let p = r.start / hw.max(1);
+        let plane = &x[r];
         let g = &dy[p * ohw..][..ohw];
         for oy in 0..s.out_h {
             for ox in 0..s.out_w {
-                if let (_, Some(i)) = argmax(plane, s, oy, ox) {
-                    dplane[i].set(dplane[i].get() + g[oy * s.out_w + ox].get());
+                if let (_, Some(i)) = window_max(plane, s, &ys, &xs, oy, ox) {
+                    dplane[i] += g[oy * s.out_w + ox];
                 }
             }
         }
-    }
+    });
 }
 
 /// y[p] = mean of plane p (f64 sum).
@@ -89,6 +133,20 @@ pub(super) fn avg_backward(dy: &[Cell<f32>], dx: &[Cell<f32>], planes: usize, sp
         let share = g.get() / spatial as f32;
         for d in &dx[p * spatial..][..spatial] {
             d.set(d.get() + share);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inside range is exactly the windows the bounds-checked path finds fully in the image.
+    #[test]
+    fn inside_matches_the_window_bounds() {
+        for (out, stride, size, off, limit) in [(28usize, 2usize, 2usize, 0usize, 56usize), (13, 1, 2, 0, 13), (7, 2, 3, 1, 13), (5, 1, 3, 1, 5), (1, 1, 4, 2, 2)] {
+            let want: Vec<usize> = (0..out).filter(|&o| o * stride >= off && o * stride - off + size <= limit).collect();
+            assert_eq!(inside(out, stride, size, off, limit).collect::<Vec<_>>(), want, "{out} {stride} {size} {off} {limit}");
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 
+use super::par::Par;
 use crate::shapes::{ReorgShape, UpsampleShape};
 
 fn check_upsample(op: &str, s: &UpsampleShape, x: usize, y: usize) {
@@ -10,31 +11,35 @@ fn check_upsample(op: &str, s: &UpsampleShape, x: usize, y: usize) {
     assert_eq!(y, s.output_len(), "cpu {op}: output length does not match {s:?}");
 }
 
-/// Index of the input pixel feeding output pixel `o` (flat over the whole output).
-#[inline]
-fn upsample_source(o: usize, s: &UpsampleShape) -> usize {
-    let (ow, oh) = (s.w * s.stride, s.h * s.stride);
-    let ox = o % ow;
-    let oy = (o / ow) % oh;
-    let plane = o / (ow * oh);
-    (plane * s.h + oy / s.stride) * s.w + ox / s.stride
-}
-
-/// y[p][oy][ox] = scale · x[p][oy/stride][ox/stride]
-pub(super) fn upsample_forward(x: &[Cell<f32>], y: &[Cell<f32>], s: &UpsampleShape) {
+/// y[p][oy][ox] = scale · x[p][oy/stride][ox/stride]; one item per plane.
+pub(super) fn upsample_forward(par: &Par, x: &[f32], y: &mut [f32], s: &UpsampleShape) {
     check_upsample("upsample_forward", s, x.len(), y.len());
-    for (o, out) in y.iter().enumerate() {
-        out.set(s.scale * x[upsample_source(o, s)].get());
-    }
+    let (ow, ohw, hw) = (s.w * s.stride, s.w * s.h * s.stride * s.stride, s.w * s.h);
+    par.chunks(y, ohw.max(1), |r, out| {
+        let plane = &x[r.start / ohw.max(1) * hw..][..hw];
+        for (oy, row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+            let src = &plane[oy / s.stride * s.w..][..s.w];
+            for (ox, v) in row.iter_mut().enumerate() {
+                *v = s.scale * src[ox / s.stride];
+            }
+        }
+    });
 }
 
-/// dx[p][iy][ix] += scale · Σ of dy over its stride×stride block.
-pub(super) fn upsample_backward(dy: &[Cell<f32>], dx: &[Cell<f32>], s: &UpsampleShape) {
+/// dx[p][iy][ix] += scale · Σ of dy over its stride×stride block, added in the output's
+/// row-major order; one item per plane.
+pub(super) fn upsample_backward(par: &Par, dy: &[f32], dx: &mut [f32], s: &UpsampleShape) {
     check_upsample("upsample_backward", s, dx.len(), dy.len());
-    for (o, g) in dy.iter().enumerate() {
-        let d = &dx[upsample_source(o, s)];
-        d.set(d.get() + s.scale * g.get());
-    }
+    let (ow, ohw, hw) = (s.w * s.stride, s.w * s.h * s.stride * s.stride, s.w * s.h);
+    par.chunks(dx, hw.max(1), |r, plane| {
+        let g = &dy[r.start / hw.max(1) * ohw..][..ohw];
+        for (oy, row) in g.chunks_exact(ow.max(1)).enumerate() {
+            let dst = &mut plane[oy / s.stride * s.w..][..s.w];
+            for (ox, v) in row.iter().enumerate() {
+                dst[ox / s.stride] += s.scale * v;
+            }
+        }
+    });
 }
 
 /// Darknet's reorg as its reorg layer's forward runs it (`reorg_cpu(in, w, h, c, batch, stride,

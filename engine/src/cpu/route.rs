@@ -2,29 +2,37 @@
 
 use std::cell::Cell;
 
+use super::par::{CHUNK, Par, SharedMut};
 use crate::shapes::SliceCopy;
 
-/// `dst[b·dst_stride + dst_offset + i] (= or +=) src[b·src_stride + src_offset + i]`.
-pub(super) fn copy_slices(src: &[Cell<f32>], dst: &[Cell<f32>], s: &SliceCopy) {
+/// `dst[b·dst_stride + dst_offset + i] (= or +=) src[b·src_stride + src_offset + i]`; one item
+/// per image and `CHUNK` of its slice.
+pub(super) fn copy_slices(par: &Par, src: &[f32], dst: &mut [f32], s: &SliceCopy) {
     if s.batch == 0 || s.len == 0 {
         return;
     }
     let last = s.batch - 1;
     assert!(last * s.src_stride + s.src_offset + s.len <= src.len(), "cpu copy_slices: source range out of bounds {s:?}");
     assert!(last * s.dst_stride + s.dst_offset + s.len <= dst.len(), "cpu copy_slices: destination range out of bounds {s:?}");
-    for b in 0..s.batch {
-        let from = &src[b * s.src_stride + s.src_offset..][..s.len];
-        let to = &dst[b * s.dst_stride + s.dst_offset..][..s.len];
+    assert!(s.batch == 1 || s.dst_stride >= s.len, "cpu copy_slices: destination slices overlap {s:?}");
+    let out = SharedMut::new(dst);
+    let pieces = s.len.div_ceil(CHUNK);
+    par.for_each(s.batch * pieces, |item| {
+        let (b, p) = (item / pieces, item % pieces);
+        let r = p * CHUNK..((p + 1) * CHUNK).min(s.len);
+        let from = &src[b * s.src_stride + s.src_offset..][r.clone()];
+        let d0 = b * s.dst_stride + s.dst_offset;
+        // SAFETY: the destination slices of different images are disjoint (asserted), and each
+        // item takes its own piece of one.
+        let to = unsafe { out.slice_mut(d0 + r.start..d0 + r.end) };
         if s.accumulate {
-            for (d, v) in to.iter().zip(from) {
-                d.set(d.get() + v.get());
+            for (d, v) in to.iter_mut().zip(from) {
+                *d += v;
             }
         } else {
-            for (d, v) in to.iter().zip(from) {
-                d.set(v.get());
-            }
+            to.copy_from_slice(from);
         }
-    }
+    });
 }
 
 fn check(op: &str, x: usize, scale: usize, planes: usize, spatial: usize) {

@@ -125,8 +125,8 @@ pub struct MemoryPlan {
     pub activations: usize,
     /// The largest single buffer (arena or activation).
     pub largest: usize,
-    /// Scratch a backend may add for the largest convolution (the CPU's im2col columns), not
-    /// allocated at build time.
+    /// Scratch a backend may add for its convolutions (the CPU's im2col columns and GEMM
+    /// output of images sharing a GEMM), not allocated at build time.
     pub workspace: usize,
 }
 
@@ -148,6 +148,8 @@ impl MemoryPlan {
         };
         let mut scratch = 1;
         let mut heads = 0;
+        // The CPU's two grow-only conv scratch buffers reach their largest sizes separately.
+        let (mut cpu_col, mut cpu_gemm) = (0usize, 0usize);
         let mut conv = convs.iter();
         for (lc, sh) in cfg.layers.iter().zip(&shapes) {
             let out_len = mb.saturating_mul(sh.output.len());
@@ -162,8 +164,9 @@ impl MemoryPlan {
                     if needs_pre_activation(c.activation) {
                         add(&mut plan, shape.output_len());
                     }
-                    let k = shape.c / shape.groups.max(1) * shape.size * shape.size;
-                    plan.workspace = plan.workspace.max(k.saturating_mul(shape.out_h * shape.out_w));
+                    let (col, gemm) = crate::cpu::conv_scratch_lens(&shape);
+                    cpu_col = cpu_col.max(col);
+                    cpu_gemm = cpu_gemm.max(gemm);
                 }
                 LayerKind::Shortcut { activation, .. } if needs_pre_activation(*activation) => add(&mut plan, out_len),
                 LayerKind::Yolo(_) => heads += 1,
@@ -176,6 +179,7 @@ impl MemoryPlan {
         add(&mut plan, mb * opts.max_boxes * 5);
         add(&mut plan, (net.subdivisions * heads * STATS_LEN).max(1) + arenas.len());
         add(&mut plan, scratch);
+        plan.workspace = cpu_col.saturating_add(cpu_gemm);
         Ok(plan)
     }
 

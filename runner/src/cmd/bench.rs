@@ -1,5 +1,5 @@
-//! `runner bench [MODEL]`: training throughput of one backend on random data, with the GPU's
-//! device time per layer × phase × kernel (timestamp queries). Prints images/s, the top kernels
+//! `runner bench [MODEL]`: training throughput of one backend on random data, with the device
+//! time per layer × phase × kernel (GPU timestamp queries; the CPU's host time per op). Prints images/s, the top kernels
 //! and peak device bytes; writes `bench.json` and `tables/kernels.{parquet,csv}` into a new run
 //! folder (`runs/bench-NNN` unless `--out` names one).
 
@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::bench::BenchResult;
-use engine::cpu::CpuBackend;
 use engine::gpu::GpuBackend;
 use engine::profile::{KernelTable, Phase};
 use reports::kernels::{KernelRecord, write_kernels};
@@ -43,7 +42,8 @@ pub struct BenchArgs {
     /// Override the number of classes (default: the cfg's)
     #[arg(long)]
     pub classes: Option<usize>,
-    /// Turn off GPU timestamp queries (measures what timing costs; no kernels table)
+    /// Turn off per-kernel timing (GPU timestamp queries, the CPU's host time per op): measures
+    /// what timing costs; no kernels table
     #[arg(long)]
     pub no_timestamps: bool,
     /// Seed of the weights and the random data
@@ -86,10 +86,16 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     }
     cfg.set_size(a.size, a.size)?;
     cfg.set_batch(a.batch, a.subdivisions)?;
-    let mut timed = false;
-    let mut adapter = String::from("cpu");
+    let timed;
+    let adapter;
     let r = match &a.backend {
-        BackendSpec::Cpu => engine::bench::run(CpuBackend::new(), cfg, a.iterations, a.warmup, a.seed)?,
+        BackendSpec::Cpu => {
+            let cpu = super::cpu_backend(None)?;
+            adapter = format!("cpu ({} threads)", cpu.threads());
+            cpu.set_timing(!a.no_timestamps);
+            timed = cpu.timing();
+            engine::bench::run(cpu, cfg, a.iterations, a.warmup, a.seed)?
+        }
         BackendSpec::Gpu(sel) => {
             let gpu = GpuBackend::new(&sel.adapter_selector())?;
             adapter = gpu.adapter_info().to_string();
@@ -168,7 +174,9 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
         let steps = r.kernels.steps.max(1) as f64;
         let phases: Vec<String> =
             r.kernels.by_phase().iter().filter(|(_, s)| *s > 0.0).map(|(p, s)| format!("{} {:.2}", p.name(), s / steps * 1e3)).collect();
-        println!("device time {:.2} ms per step ({})", r.kernels.total_s() / steps * 1e3, phases.join(", "));
+        // The CPU "device" is the host: its table is host time per op, measured around each op.
+        let what = if matches!(a.backend, BackendSpec::Cpu) { "host time in ops" } else { "device time" };
+        println!("{what} {:.2} ms per step ({})", r.kernels.total_s() / steps * 1e3, phases.join(", "));
         print!("{}", r.kernels.top_kernels_text(15));
     }
     println!("device bytes {} (peak {})", r.bytes, r.peak_bytes);

@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use engine::Backend;
-use engine::cpu::CpuBackend;
 use engine::data::darknet::{DataFile, read_names};
 use engine::data::image::RgbImage;
 use engine::eval::Detection;
@@ -216,7 +215,7 @@ pub fn run(a: &DetectArgs) -> Result<ExitCode> {
         }
     }
     let ((results, letterbox), backend) = match &a.backend {
-        BackendSpec::Cpu => (detect_all(CpuBackend::new(), a, &plan)?, "cpu".to_string()),
+        BackendSpec::Cpu => (detect_all(super::cpu_backend(None)?, a, &plan)?, "cpu".to_string()),
         BackendSpec::Gpu(sel) => {
             let gpu = GpuBackend::new(&sel.adapter_selector())?;
             let info = gpu.adapter_info();

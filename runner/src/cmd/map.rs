@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use engine::cpu::CpuBackend;
 use engine::data::darknet::{DataFile, LabelPolicy};
 use engine::data::loader::{BatchPlan, LoaderConfig};
 use engine::eval::map::{MapAccumulator, format_darknet};
@@ -94,7 +93,7 @@ fn evaluate<B: Backend>(backend: B, a: &MapArgs) -> Result<String> {
 
 pub fn run(a: &MapArgs) -> Result<ExitCode> {
     let text = match &a.backend {
-        BackendSpec::Cpu => evaluate(CpuBackend::new(), a)?,
+        BackendSpec::Cpu => evaluate(super::cpu_backend(None)?, a)?,
         BackendSpec::Gpu(sel) => evaluate(GpuBackend::new(&sel.adapter_selector())?, a)?,
     };
     print!("{text}");

@@ -25,6 +25,23 @@ pub fn load_inference_weights<B: engine::Backend>(net: &engine::network::Network
     Ok(())
 }
 
+/// The CPU backend on `RUNNER_CPU_THREADS` threads if that is set, else on `configured` (an
+/// experiment's `[backends] cpu_threads`), else one per core. The count changes speed only.
+pub fn cpu_backend(configured: Option<usize>) -> anyhow::Result<engine::cpu::CpuBackend> {
+    Ok(engine::cpu::CpuBackend::with_threads(cpu_threads(std::env::var("RUNNER_CPU_THREADS").ok().as_deref(), configured)?))
+}
+
+/// The thread count from the environment's value, else `configured`, else 0 (one per core).
+fn cpu_threads(env: Option<&str>, configured: Option<usize>) -> anyhow::Result<usize> {
+    match env.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => anyhow::bail!("RUNNER_CPU_THREADS=\"{v}\": expected a number of threads ≥ 1"),
+        },
+        None => Ok(configured.unwrap_or(0)),
+    }
+}
+
 /// A new run folder `<out>/<name>-<n>` that did not exist before (never overwrites a run).
 pub fn new_run_dir(out: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context;
@@ -109,6 +126,18 @@ pub fn versions() -> std::collections::BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_threads_come_from_the_environment_then_the_experiment() {
+        assert_eq!(super::cpu_threads(None, None).unwrap(), 0);
+        assert_eq!(super::cpu_threads(None, Some(3)).unwrap(), 3);
+        assert_eq!(super::cpu_threads(Some("2"), Some(3)).unwrap(), 2);
+        assert_eq!(super::cpu_threads(Some(" "), Some(3)).unwrap(), 3);
+        for bad in ["0", "two", "-1"] {
+            let e = super::cpu_threads(Some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("RUNNER_CPU_THREADS") && e.contains(bad), "{e}");
+        }
+    }
+
     #[test]
     fn rfc3339_has_the_right_shape() {
         let s = super::now_rfc3339();

@@ -214,7 +214,7 @@ impl<'e> Training<'e> {
         let optimizer = overrides::optimizer(exp, cfg);
         let mut slots = Vec::new();
         for spec in &exp.backends.list {
-            let slot = lane::build(spec, cfg, &plan.build, optimizer)?;
+            let slot = lane::build(spec, cfg, &plan.build, optimizer, exp.backends.cpu_threads)?;
             summary.devices.push(slot.device.clone());
             slots.push(slot);
         }

@@ -67,6 +67,10 @@ pub fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error
     if v == 0 { Err(D::Error::custom("must be at least 1")) } else { Ok(v) }
 }
 
+pub fn positive_usize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    positive_usize(d).map(Some)
+}
+
 pub fn formats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
     let known = reports::run_dir::FORMAT_NAMES;

@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::Result;
 use engine::Backend;
 use engine::checkpoint::{CheckpointError, CheckpointInfo};
-use engine::cpu::CpuBackend;
 use engine::data::loader::BatchPlan;
 use engine::eval::map::MapAccumulator;
 use engine::gpu::GpuBackend;
@@ -99,12 +98,15 @@ impl Slot {
 }
 
 /// Builds the network of `spec` and its trainer.
-pub fn build(spec: &BackendSpec, cfg: &ModelCfg, opts: &BuildOptions, optimizer: engine::train::Optimizer) -> Result<Slot> {
+pub fn build(
+    spec: &BackendSpec, cfg: &ModelCfg, opts: &BuildOptions, optimizer: engine::train::Optimizer, cpu_threads: Option<usize>,
+) -> Result<Slot> {
     let name = spec.to_string();
     Ok(match spec {
         BackendSpec::Cpu => {
-            let net = Network::build(CpuBackend::new(), cfg.clone(), opts)?;
-            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let cpu = crate::cmd::cpu_backend(cpu_threads)?;
+            let threads = cpu.threads();
+            let net = Network::build(cpu, cfg.clone(), opts)?;
             let mut details = std::collections::BTreeMap::new();
             details.insert("threads".into(), threads.to_string());
             let device = DeviceInfo { backend: name.clone(), name: std::env::consts::ARCH.into(), details };

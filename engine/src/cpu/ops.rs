@@ -1,0 +1,450 @@
+//! [`Backend`] for [`CpuBackend`]: every op takes the queue lock through [`CpuBackend::op`] (which
+//! times it under its own name), checks how its views overlap, makes plain slices and hands them
+//! to its op family's module.
+
+use super::{
+    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, blas, conv, dropout, fused, inout, optim, pool, read_slice,
+    reduce, resample, route, write_slice,
+};
+use crate::backend::{Backend, BnTensors, plain};
+use crate::profile::{DispatchTime, Scope, Work};
+use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+
+/// Least traffic and multiply-adds of one convolution's GEMMs.
+fn conv_work(s: &ConvShape) -> Work {
+    let (m, k, n) = (s.filters, s.size * s.size * s.c / s.groups.max(1), s.out_h * s.out_w);
+    Work { flops: 2.0 * (s.batch * m * k * n) as f64, bytes: 4.0 * (s.input_len() + s.weight_len() + s.output_len()) as f64 }
+}
+
+fn channel_shape(s: &ConvShape) -> ChannelShape {
+    ChannelShape::new(s.batch, s.filters, s.out_h * s.out_w)
+}
+
+impl CpuBackend {
+    /// conv(x, w) into `y` with the queue's scratch (shared by the plain op and the fused one).
+    fn conv_into(&self, q: &mut Queue, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvShape) {
+        let Queue { col, gemm, .. } = q;
+        let (col, gemm) = (self.grow(col, conv::col_len(s)), self.grow(gemm, conv::gemm_len(s)));
+        conv::forward(&self.par, x, w, y, s, col, gemm);
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = CpuBuf;
+
+    fn name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn alloc(&self, len: usize) -> CpuBuf {
+        self.alloc_zeroed(len)
+    }
+
+    fn view(&self, buf: &CpuBuf, offset: usize, len: usize) -> CpuBuf {
+        assert!(offset + len <= buf.len, "cpu view: {offset}+{len} exceeds view length {}", buf.len);
+        CpuBuf { storage: buf.storage.clone(), offset: buf.offset + offset, len }
+    }
+
+    fn len(&self, buf: &CpuBuf) -> usize {
+        buf.len
+    }
+
+    fn upload(&self, buf: &CpuBuf, data: &[f32]) {
+        assert_eq!(data.len(), buf.len, "cpu upload: data length != buffer length");
+        let _q = self.begin(&[buf]);
+        // SAFETY: under the queue lock; the only slice of buf.
+        unsafe { buf.write() }.copy_from_slice(data);
+    }
+
+    fn download(&self, buf: &CpuBuf) -> Vec<f32> {
+        let _q = self.begin(&[buf]);
+        // SAFETY: under the queue lock; nothing writes during the copy.
+        unsafe { buf.read() }.to_vec()
+    }
+
+    fn flush(&self) {}
+
+    fn memory_bytes(&self) -> (u64, u64) {
+        self.bytes()
+    }
+
+    fn set_scope(&self, scope: Scope) {
+        self.lock().scope = scope;
+    }
+
+    fn take_timings(&self) -> Option<Vec<DispatchTime>> {
+        let mut q = self.lock();
+        q.timing.then(|| std::mem::take(&mut q.times))
+    }
+
+    // ---- elementwise ---------------------------------------------------------------------------
+    fn fill(&self, x: &CpuBuf, value: f32) {
+        let _q = self.op("fill", Work::elementwise(x.len, 0, 1, 0), &[x]);
+        // SAFETY: under the queue lock; the only slice of x.
+        blas::fill(&self.par, unsafe { x.write() }, value);
+    }
+    fn copy(&self, src: &CpuBuf, dst: &CpuBuf) {
+        let _q = self.op("copy", Work::elementwise(dst.len, 1, 1, 0), &[src, dst]);
+        if src.same_view(dst) {
+            return;
+        }
+        assert_disjoint("copy", &[dst], &[src]);
+        // SAFETY: under the queue lock; dst is disjoint from src (asserted).
+        unsafe { blas::copy(&self.par, src.read(), dst.write()) }
+    }
+    fn axpy(&self, a: f32, x: &CpuBuf, y: &CpuBuf) {
+        let _q = self.op("axpy", Work::elementwise(y.len, 2, 1, 2), &[x, y]);
+        // SAFETY: under the queue lock; y is x itself or disjoint (checked by `inout`).
+        blas::axpy(&self.par, a, unsafe { inout("axpy", x, y) });
+    }
+    fn scal(&self, a: f32, x: &CpuBuf) {
+        let _q = self.op("scal", Work::elementwise(x.len, 1, 1, 1), &[x]);
+        // SAFETY: under the queue lock; the only slice of x.
+        blas::scal(&self.par, a, unsafe { x.write() });
+    }
+    fn add(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("add", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
+        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x + y);
+    }
+    fn mul(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("mul", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
+        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x * y);
+    }
+    fn div(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("div", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
+        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x / y);
+    }
+    fn exp(&self, x: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("exp", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+        blas::unary(x.cells(), out.cells(), f32::exp);
+    }
+    fn log(&self, x: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("log", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+        blas::unary(x.cells(), out.cells(), f32::ln);
+    }
+    fn pow(&self, x: &CpuBuf, p: f32, out: &CpuBuf) {
+        let _q = self.op("pow", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+        blas::unary(x.cells(), out.cells(), |v| v.powf(p));
+    }
+    fn mul_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
+        let _q = self.op("mul_backward", Work::elementwise(a.len, 5, 2, 4), &[a, b, g, da, db]);
+        blas::binary_backward(a.cells(), b.cells(), g.cells(), da.cells(), db.cells(), |a, b, g| (g * b, g * a));
+    }
+    fn div_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
+        let _q = self.op("div_backward", Work::elementwise(a.len, 5, 2, 6), &[a, b, g, da, db]);
+        blas::binary_backward(a.cells(), b.cells(), g.cells(), da.cells(), db.cells(), |a, b, g| (g / b, -g * a / (b * b)));
+    }
+    fn exp_backward(&self, y: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
+        let _q = self.op("exp_backward", Work::elementwise(y.len, 3, 1, 2), &[y, g, dx]);
+        blas::unary_backward(y.cells(), g.cells(), dx.cells(), |y, g| g * y);
+    }
+    fn log_backward(&self, x: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
+        let _q = self.op("log_backward", Work::elementwise(x.len, 3, 1, 2), &[x, g, dx]);
+        blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g / x);
+    }
+    fn pow_backward(&self, x: &CpuBuf, p: f32, g: &CpuBuf, dx: &CpuBuf) {
+        let _q = self.op("pow_backward", Work::elementwise(x.len, 3, 1, 4), &[x, g, dx]);
+        blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g * p * x.powf(p - 1.0));
+    }
+
+    // ---- convolution ---------------------------------------------------------------------------
+    fn conv_forward(&self, x: &CpuBuf, w: &CpuBuf, y: &CpuBuf, s: &ConvShape) {
+        let mut q = self.op("conv_forward", conv_work(s), &[x, w, y]);
+        assert_disjoint("conv_forward", &[y], &[x, w]);
+        // SAFETY: y is disjoint from x and w (asserted) and the queue lock is held.
+        unsafe { self.conv_into(&mut q, x.read(), w.read(), y.write(), s) }
+    }
+    fn conv_backward_data(&self, dy: &CpuBuf, w: &CpuBuf, dx: &CpuBuf, s: &ConvShape) {
+        let mut q = self.op("conv_backward_data", conv_work(s), &[dy, w, dx]);
+        assert_disjoint("conv_backward_data", &[dx], &[dy, w]);
+        let Queue { col, gemm, .. } = &mut *q;
+        let (col, gemm) = (self.grow(col, conv::col_len(s)), self.grow(gemm, conv::gemm_len(s)));
+        // SAFETY: dx is disjoint from dy and w (asserted) and the queue lock is held.
+        unsafe { conv::backward_data(&self.par, dy.read(), w.read(), dx.write(), s, col, gemm) }
+    }
+    fn conv_backward_weights(&self, x: &CpuBuf, dy: &CpuBuf, dw: &CpuBuf, s: &ConvShape) {
+        let mut q = self.op("conv_backward_weights", conv_work(s), &[x, dy, dw]);
+        assert_disjoint("conv_backward_weights", &[dw], &[x, dy]);
+        let col = self.grow(&mut q.col, conv::col_len(s));
+        // SAFETY: dw is disjoint from x and dy (asserted) and the queue lock is held.
+        unsafe { conv::backward_weights(&self.par, x.read(), dy.read(), dw.write(), s, col) }
+    }
+    fn bias_add(&self, y: &CpuBuf, bias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+        let _q = self.op("bias_add", Work::elementwise(y.len, 1, 1, 1), &[y, bias]);
+        assert_disjoint("bias_add", &[y], &[bias]);
+        // SAFETY: y is disjoint from bias (asserted) and the queue lock is held.
+        unsafe { conv::bias_add(&self.par, y.write(), bias.read(), batch, channels, spatial) }
+    }
+    fn bias_backward(&self, dy: &CpuBuf, dbias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+        let _q = self.op("bias_backward", Work::elementwise(dy.len, 1, 0, 1), &[dy, dbias]);
+        assert_disjoint("bias_backward", &[dbias], &[dy]);
+        // SAFETY: dbias is disjoint from dy (asserted) and the queue lock is held.
+        unsafe { conv::bias_backward(&self.par, dy.read(), dbias.write(), batch, channels, spatial) }
+    }
+
+    // ---- batch normalisation (the plain ops: the readable reference on cells) ------------------
+    fn batchnorm_forward_train(
+        &self, x: &CpuBuf, y: &CpuBuf, x_norm: &CpuBuf, mean: &CpuBuf, var: &CpuBuf,
+        rolling_mean: &CpuBuf, rolling_var: &CpuBuf, gamma: &CpuBuf, beta: &CpuBuf,
+        batch: usize, channels: usize, spatial: usize, stats: BnStats,
+    ) {
+        let _q = self.op("batchnorm_forward_train", Work::elementwise(x.len, 3, 2, 6), &[x, y, x_norm, mean, var, rolling_mean, rolling_var, gamma, beta]);
+        let bufs = batchnorm::TrainBufs {
+            x: x.cells(), y: y.cells(), x_norm: x_norm.cells(), mean: mean.cells(), var: var.cells(),
+            rolling_mean: rolling_mean.cells(), rolling_var: rolling_var.cells(),
+            gamma: gamma.cells(), beta: beta.cells(),
+        };
+        batchnorm::forward_train(&bufs, batch, channels, spatial, stats);
+    }
+    fn batchnorm_forward_infer(
+        &self, x: &CpuBuf, y: &CpuBuf, rolling_mean: &CpuBuf, rolling_var: &CpuBuf,
+        gamma: &CpuBuf, beta: &CpuBuf, batch: usize, channels: usize, spatial: usize,
+    ) {
+        let _q = self.op("batchnorm_forward_infer", Work::elementwise(x.len, 1, 1, 4), &[x, y, rolling_mean, rolling_var, gamma, beta]);
+        batchnorm::forward_infer(
+            x.cells(), y.cells(), rolling_mean.cells(), rolling_var.cells(), gamma.cells(), beta.cells(),
+            batch, channels, spatial,
+        );
+    }
+    fn batchnorm_backward(
+        &self, dy: &CpuBuf, x_norm: &CpuBuf, var: &CpuBuf, gamma: &CpuBuf,
+        dgamma: &CpuBuf, dbeta: &CpuBuf, dx: &CpuBuf,
+        batch: usize, channels: usize, spatial: usize, form: BnBackward,
+    ) {
+        let _q = self.op("batchnorm_backward", Work::elementwise(dy.len, 4, 1, 6), &[dy, x_norm, var, gamma, dgamma, dbeta, dx]);
+        batchnorm::backward(
+            dy.cells(), x_norm.cells(), var.cells(), gamma.cells(), dgamma.cells(), dbeta.cells(), dx.cells(),
+            batch, channels, spatial, form,
+        );
+    }
+
+    // ---- activations ---------------------------------------------------------------------------
+    fn activation_forward(&self, x: &CpuBuf, y: &CpuBuf, act: Activation) {
+        let _q = self.op("activation_forward", Work::elementwise(x.len, 1, 1, 1), &[x, y]);
+        // SAFETY: under the queue lock; y is x itself or disjoint (checked by `inout`).
+        activation::forward(&self.par, unsafe { inout("activation_forward", x, y) }, act);
+    }
+    fn activation_backward(&self, x: &CpuBuf, y: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, act: Activation) {
+        let _q = self.op("activation_backward", Work::elementwise(x.len, 3, 1, 1), &[x, y, dy, dx]);
+        assert_disjoint("activation_backward", &[dx], &[x, y]);
+        // SAFETY: dx is dy itself or disjoint from it (`inout`), disjoint from x and y (asserted).
+        unsafe { activation::backward(&self.par, x.read(), y.read(), inout("activation_backward", dy, dx), act) }
+    }
+
+    // ---- pooling / resampling ------------------------------------------------------------------
+    fn maxpool_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &PoolShape) {
+        let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((s.input_len() + s.output_len()) * 4) as f64 };
+        let _q = self.op("maxpool_forward", work, &[x, y]);
+        assert_disjoint("maxpool_forward", &[y], &[x]);
+        // SAFETY: y is disjoint from x (asserted) and the queue lock is held.
+        unsafe { pool::max_forward(&self.par, x.read(), y.write(), s) }
+    }
+    fn maxpool_backward(&self, x: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, s: &PoolShape) {
+        let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
+        let _q = self.op("maxpool_backward", work, &[x, dy, dx]);
+        assert_disjoint("maxpool_backward", &[dx], &[x, dy]);
+        // SAFETY: dx is disjoint from x and dy (asserted) and the queue lock is held.
+        unsafe { pool::max_backward(&self.par, x.read(), dy.read(), dx.write(), s) }
+    }
+    fn avgpool_forward(&self, x: &CpuBuf, y: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+        let _q = self.op("avgpool_forward", Work::elementwise(x.len, 1, 0, 1), &[x, y]);
+        pool::avg_forward(x.cells(), y.cells(), batch * channels, spatial);
+    }
+    fn avgpool_backward(&self, dy: &CpuBuf, dx: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+        let _q = self.op("avgpool_backward", Work::elementwise(dx.len, 1, 1, 1), &[dy, dx]);
+        pool::avg_backward(dy.cells(), dx.cells(), batch * channels, spatial);
+    }
+    fn upsample_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &UpsampleShape) {
+        let _q = self.op("upsample_forward", Work { flops: 0.0, bytes: ((s.input_len() + s.output_len()) * 4) as f64 }, &[x, y]);
+        assert_disjoint("upsample_forward", &[y], &[x]);
+        // SAFETY: y is disjoint from x (asserted) and the queue lock is held.
+        unsafe { resample::upsample_forward(&self.par, x.read(), y.write(), s) }
+    }
+    fn upsample_backward(&self, dy: &CpuBuf, dx: &CpuBuf, s: &UpsampleShape) {
+        let work = Work { flops: s.output_len() as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
+        let _q = self.op("upsample_backward", work, &[dy, dx]);
+        assert_disjoint("upsample_backward", &[dx], &[dy]);
+        // SAFETY: dx is disjoint from dy (asserted) and the queue lock is held.
+        unsafe { resample::upsample_backward(&self.par, dy.read(), dx.write(), s) }
+    }
+    fn reorg_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &ReorgShape) {
+        let _q = self.op("reorg_forward", Work::elementwise(s.len(), 1, 1, 0), &[x, y]);
+        resample::reorg_forward(x.cells(), y.cells(), s);
+    }
+    fn reorg_backward(&self, dy: &CpuBuf, dx: &CpuBuf, s: &ReorgShape) {
+        let _q = self.op("reorg_backward", Work::elementwise(s.len(), 2, 1, 1), &[dy, dx]);
+        resample::reorg_backward(dy.cells(), dx.cells(), s);
+    }
+
+    // ---- route / scale_channels ----------------------------------------------------------------
+    fn copy_slices(&self, src: &CpuBuf, dst: &CpuBuf, s: &SliceCopy) {
+        let n = s.batch * s.len;
+        let _q = self.op("copy_slices", Work::elementwise(n, 1 + usize::from(s.accumulate), 1, 0), &[src, dst]);
+        assert_disjoint("copy_slices", &[dst], &[src]);
+        // SAFETY: dst is disjoint from src (asserted) and the queue lock is held.
+        unsafe { route::copy_slices(&self.par, src.read(), dst.write(), s) }
+    }
+    fn scale_channels_forward(&self, x: &CpuBuf, scale: &CpuBuf, y: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+        let _q = self.op("scale_channels_forward", Work::elementwise(x.len, 1, 1, 1), &[x, scale, y]);
+        route::scale_channels_forward(x.cells(), scale.cells(), y.cells(), batch * channels, spatial);
+    }
+    fn scale_channels_backward(
+        &self, x: &CpuBuf, scale: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, dscale: &CpuBuf,
+        batch: usize, channels: usize, spatial: usize,
+    ) {
+        let _q = self.op("scale_channels_backward", Work::elementwise(x.len, 3, 1, 4), &[x, scale, dy, dx, dscale]);
+        route::scale_channels_backward(x.cells(), scale.cells(), dy.cells(), dx.cells(), dscale.cells(), batch * channels, spatial);
+    }
+
+    // ---- dropout -------------------------------------------------------------------------------
+    fn dropout_forward(&self, x: &CpuBuf, y: &CpuBuf, p: f32, seed: u64) {
+        let _q = self.op("dropout_forward", Work::elementwise(x.len, 1, 1, 1), &[x, y]);
+        dropout::forward(x.cells(), y.cells(), p, seed);
+    }
+    fn dropout_backward(&self, dy: &CpuBuf, dx: &CpuBuf, p: f32, seed: u64) {
+        let _q = self.op("dropout_backward", Work::elementwise(dy.len, 2, 1, 1), &[dy, dx]);
+        dropout::backward(dy.cells(), dx.cells(), p, seed);
+    }
+
+    // ---- yolo ----------------------------------------------------------------------------------
+    fn yolo_forward_backward(&self, x: &CpuBuf, out: &CpuBuf, truths: &CpuBuf, dx: &CpuBuf, stats: &CpuBuf, p: &YoloParams) {
+        let work = Work { flops: (x.len * p.max_boxes * 20) as f64, bytes: (3 * x.len * 4) as f64 };
+        let _q = self.op("yolo_forward_backward", work, &[x, out, truths, dx, stats]);
+        assert_disjoint("yolo_forward_backward", &[out, dx, stats], &[x, truths]);
+        // SAFETY: the three outputs are pairwise disjoint and disjoint from the inputs (asserted);
+        // the queue lock is held.
+        unsafe {
+            crate::yolo::forward_backward_cpu(
+                read_slice(x.cells()), write_slice(out.cells()), read_slice(truths.cells()),
+                write_slice(dx.cells()), write_slice(stats.cells()), p,
+            )
+        }
+    }
+
+    // ---- optimisers ----------------------------------------------------------------------------
+    fn sgd_update(&self, w: &CpuBuf, upd: &CpuBuf, lr: f32, momentum: f32, decay: f32, batch: f32) {
+        let _q = self.op("sgd_update", Work::elementwise(w.len, 2, 2, 4), &[w, upd]);
+        assert_disjoint("sgd_update", &[w], &[upd]);
+        // SAFETY: w and upd are disjoint (asserted) and the queue lock is held.
+        unsafe { optim::sgd(&self.par, w.write(), upd.write(), lr, momentum, decay, batch) }
+    }
+    fn adam_update(
+        &self, w: &CpuBuf, upd: &CpuBuf, m: &CpuBuf, v: &CpuBuf, lr: f32, b1: f32, b2: f32, eps: f32,
+        decay: f32, batch: f32, t: u32,
+    ) {
+        let _q = self.op("adam_update", Work::elementwise(w.len, 4, 4, 14), &[w, upd, m, v]);
+        let h = optim::AdamHyper { lr, b1, b2, eps, decay, batch, t };
+        optim::adam(w.cells(), upd.cells(), m.cells(), v.cells(), &h);
+    }
+
+    // ---- composite ops: fused unless this is the reference -------------------------------------
+    fn conv_bias_activation_forward(
+        &self, x: &CpuBuf, w: &CpuBuf, bias: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, act: Activation, s: &ConvShape,
+    ) {
+        if !self.fused {
+            return plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s);
+        }
+        const OP: &str = "conv_bias_activation_forward";
+        let mut work = conv_work(s);
+        work.flops += (2 * s.output_len()) as f64;
+        let target = pre_act.unwrap_or(y);
+        let mut q = self.op(OP, work, &[x, w, bias, y, target]);
+        assert_disjoint(OP, &[target], &[x, w, bias]);
+        if pre_act.is_some() {
+            assert_disjoint(OP, &[y], &[x, w, bias, target]);
+        }
+        // SAFETY: the outputs are disjoint from the inputs and each other (asserted), under the
+        // queue lock.
+        unsafe {
+            let t = target.write();
+            self.conv_into(&mut q, x.read(), w.read(), t, s);
+            fused::bias_activation(&self.par, t, pre_act.map(|_| y.write()), bias.read(), act, &channel_shape(s));
+        }
+    }
+
+    fn batchnorm_activation_forward(
+        &self, x: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, bn: &BnTensors<'_, CpuBuf>, act: Activation, s: &ChannelShape,
+        stats: BnStats,
+    ) {
+        if !self.fused {
+            return plain::batchnorm_activation_forward(self, x, y, pre_act, bn, act, s, stats);
+        }
+        const OP: &str = "batchnorm_activation_forward";
+        let writes = 2 + usize::from(pre_act.is_some());
+        let per_channel = [bn.mean, bn.var, bn.rolling_mean, bn.rolling_var];
+        let mut bufs = vec![x, y, bn.x_norm, bn.gamma, bn.beta];
+        bufs.extend(per_channel);
+        bufs.extend(pre_act);
+        let _q = self.op(OP, Work::elementwise(s.len(), 3, writes, 8), &bufs);
+        let mut outs = vec![bn.x_norm];
+        outs.extend(per_channel);
+        outs.extend(pre_act);
+        assert_disjoint(OP, &outs, &[x, y, bn.gamma, bn.beta]);
+        assert_disjoint(OP, &[y], &[bn.gamma, bn.beta]);
+        // SAFETY: every output is disjoint from every other argument (asserted; y may be x
+        // itself, which `inout` checks), under the queue lock.
+        unsafe {
+            let state = fused::BnState {
+                mean: bn.mean.write(), var: bn.var.write(), rolling_mean: bn.rolling_mean.write(),
+                rolling_var: bn.rolling_var.write(), gamma: bn.gamma.read(), beta: bn.beta.read(),
+            };
+            let out = fused::ActOut { pre: pre_act.map(|p| p.write()), act };
+            fused::batchnorm_activation_forward(&self.par, inout(OP, x, y), bn.x_norm.write(), out, state, s, stats);
+        }
+    }
+
+    fn activation_batchnorm_backward(
+        &self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, bn: &BnTensors<'_, CpuBuf>, act: Activation, s: &ChannelShape,
+        form: BnBackward,
+    ) {
+        if !self.fused {
+            return plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form);
+        }
+        const OP: &str = "activation_batchnorm_backward";
+        let mut ins = vec![y, bn.x_norm, bn.var, bn.gamma];
+        ins.extend(pre_act);
+        let mut bufs = vec![delta, bn.dgamma, bn.dbeta];
+        bufs.extend(&ins);
+        let _q = self.op(OP, Work::elementwise(s.len(), 4, 1, 8), &bufs);
+        assert_disjoint(OP, &[delta, bn.dgamma, bn.dbeta], &ins);
+        // SAFETY: the outputs are disjoint from the inputs and each other (asserted), under the
+        // queue lock.
+        unsafe {
+            fused::activation_batchnorm_backward(
+                &self.par, delta.write(), y.read(), pre_act.map(|p| p.read()), bn.x_norm.read(), bn.var.read(), bn.gamma.read(),
+                bn.dgamma.write(), bn.dbeta.write(), act, s, form,
+            );
+        }
+    }
+
+    fn activation_bias_backward(&self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, dbias: &CpuBuf, act: Activation, s: &ChannelShape) {
+        if !self.fused {
+            return plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s);
+        }
+        const OP: &str = "activation_bias_backward";
+        let mut ins = vec![y];
+        ins.extend(pre_act);
+        let _q = self.op(OP, Work::elementwise(s.len(), 3, 1, 2), &[delta, y, dbias]);
+        assert_disjoint(OP, &[delta, dbias], &ins);
+        // SAFETY: the outputs are disjoint from the inputs and each other (asserted), under the
+        // queue lock.
+        unsafe { fused::activation_bias_backward(&self.par, delta.write(), y.read(), pre_act.map(|p| p.read()), dbias.write(), act, s) }
+    }
+
+    // ---- reductions ----------------------------------------------------------------------------
+    fn sum_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
+        let _q = self.op("sum_into", Work::elementwise(x.len, 1, 0, 1), &[x, out]);
+        out.cells()[index].set(reduce::sum(x.cells()));
+    }
+    fn sum_squares_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
+        let _q = self.op("sum_squares_into", Work::elementwise(x.len, 1, 0, 2), &[x, out]);
+        out.cells()[index].set(reduce::sum_squares(x.cells()));
+    }
+    fn nonfinite_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
+        let _q = self.op("nonfinite_into", Work::elementwise(x.len, 1, 0, 1), &[x, out]);
+        // SAFETY: under the queue lock; nothing writes x while the flag is computed, and `out`
+        // is written only after the slice is gone.
+        let bad = reduce::any_nonfinite(&self.par, unsafe { x.read() });
+        out.cells()[index].set(if bad { 1.0 } else { 0.0 });
+    }
+}
