@@ -28,6 +28,8 @@ fn panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, n: usize) -> Vec<Dr
 /// The curves of one backend as a line chart: `x`/`y` pick the axes from a point.
 fn curve_spec(rows: &[&CurvePoint], backend: &str, title: &str, x: (&str, fn(&CurvePoint) -> f64), y: (&str, fn(&CurvePoint) -> f64)) -> LineSpec {
     let mut spec = LineSpec::new(&format!("{title} — {backend}"), x.0, y.0, "no validation recorded");
+    // Where the curves are not: low precision at low recall; low F1 at high confidence.
+    spec.legend = if x.0 == "recall" { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperRight };
     spec.x_integer = false;
     spec.x_range = Some((0.0, 1.0));
     spec.y_max = Some(1.0);
@@ -41,8 +43,10 @@ fn curve_spec(rows: &[&CurvePoint], backend: &str, title: &str, x: (&str, fn(&Cu
     // Classes first, the mean over classes last and thicker-looking (dashed, black).
     classes.sort_by_key(|c| if c.0 == ALL_CLASSES { i64::MAX } else { c.0 });
     for (k, (class, name)) in classes.iter().enumerate() {
-        let mut points: Vec<(f64, f64)> = rows.iter().filter(|r| r.class == *class).map(|r| (x.1(r), y.1(r))).collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // In confidence order: a precision–recall curve is a path over the threshold.
+        let mut mine: Vec<&&CurvePoint> = rows.iter().filter(|r| r.class == *class).collect();
+        mine.sort_by(|a, b| a.confidence.total_cmp(&b.confidence));
+        let points: Vec<(f64, f64)> = mine.iter().map(|r| (x.1(r), y.1(r))).collect();
         let all = *class == ALL_CLASSES;
         spec.series.push(Series {
             label: if all { "all classes".into() } else { name.clone() },

@@ -89,10 +89,13 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
         ("burn_in", int(n.burn_in)),
         ("power", f32v(n.power)),
         ("learning_rate_min", f32v(n.learning_rate_min)),
-        ("b1", f32v(n.b1)),
-        ("b2", f32v(n.b2)),
-        ("eps", f32v(n.eps)),
     ]);
+    // Adam's moments mean nothing to SGD (and an experiment may not set them for it).
+    if optimizer == "adam" {
+        for (k, v) in [("b1", n.b1), ("b2", n.b2), ("eps", n.eps)] {
+            train.insert(k.into(), f32v(v));
+        }
+    }
     match overrides::stop(exp, cfg) {
         Stop::Epochs(e) => train.insert("epochs".into(), int(e)),
         Stop::Batches(b) => train.insert("max_batches".into(), int(b)),
