@@ -166,20 +166,19 @@ pub(crate) fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>, ReportError> 
     Ok(c.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
+/// The values of an integer column, which may have no missing value.
+fn required<T>(values: impl Iterator<Item = Option<T>>, name: &str) -> Result<Vec<T>, ReportError> {
+    values.map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value")))).collect()
+}
+
 pub(crate) fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, ReportError> {
     let c = df.column(name)?.cast(&DataType::UInt64)?;
-    c.u64()?
-        .iter()
-        .map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value"))))
-        .collect()
+    required(c.u64()?.iter(), name)
 }
 
 pub(crate) fn i64s(df: &DataFrame, name: &str) -> Result<Vec<i64>, ReportError> {
     let c = df.column(name)?.cast(&DataType::Int64)?;
-    c.i64()?
-        .iter()
-        .map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value"))))
-        .collect()
+    required(c.i64()?.iter(), name)
 }
 
 pub(crate) fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>, ReportError> {

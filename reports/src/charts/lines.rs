@@ -224,15 +224,19 @@ pub fn loss_spec(run: &RunData) -> LineSpec {
         // Later backends dashed: parity curves lie on top of each other.
         spec.series.push(Series { label: b.clone(), color: color(i), points, dashed: i > 0, markers: false });
     }
-    // Early YOLO losses are orders of magnitude above late ones: a log axis keeps both readable.
+    log_axis_if_wide(&mut spec);
+    spec
+}
+
+/// Early YOLO losses are orders of magnitude above late ones: a log axis keeps both readable.
+fn log_axis_if_wide(spec: &mut LineSpec) {
     let pos = bounds(spec.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| *v > 0.0));
     if let Some((lo, hi)) = pos {
         spec.log_y = hi / lo > 50.0;
         if spec.log_y {
-            spec.y_label = "loss (log scale)".into();
+            spec.y_label = format!("{} (log scale)", spec.y_label);
         }
     }
-    spec
 }
 
 /// Box, objectness and class loss per backend (they add up to the loss).
@@ -246,13 +250,7 @@ pub fn components_spec(run: &RunData) -> LineSpec {
             spec.series.push(Series { label: format!("{b} {part}"), color: color(k), points, dashed: i > 0, markers: false });
         }
     }
-    let pos = bounds(spec.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| *v > 0.0));
-    if let Some((lo, hi)) = pos {
-        spec.log_y = hi / lo > 50.0;
-        if spec.log_y {
-            spec.y_label = "loss (log scale)".into();
-        }
-    }
+    log_axis_if_wide(&mut spec);
     spec
 }
 

@@ -164,31 +164,22 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
     let t = &exp.thresholds;
     let mut thresholds = table(vec![("window", int(t.window)), ("warmup_iterations", int(t.warmup_iterations))]);
     let mut unset = Vec::new();
-    let floats = [
-        ("loss_rel_delta_iter", t.loss_rel_delta_iter),
-        ("loss_rel_delta_window", t.loss_rel_delta_window),
-        ("map_abs_delta", t.map_abs_delta),
-        ("min_gpu_speedup", t.min_gpu_speedup),
-        ("min_map50", t.min_map50),
+    // Gates left out are not evaluated: TOML has no null, so they are named in a comment.
+    let gates: [(&str, Option<Value>); 9] = [
+        ("loss_rel_delta_iter", t.loss_rel_delta_iter.map(Value::Float)),
+        ("loss_rel_delta_iter_first", t.loss_rel_delta_iter_first.map(int)),
+        ("loss_rel_delta_window", t.loss_rel_delta_window.map(Value::Float)),
+        ("map_abs_delta", t.map_abs_delta.map(Value::Float)),
+        ("min_gpu_speedup", t.min_gpu_speedup.map(Value::Float)),
+        ("min_map50", t.min_map50.map(Value::Float)),
+        ("rss_growth_bytes", t.rss_growth_bytes.map(int)),
+        ("max_rss_bytes", t.max_rss_bytes.map(int)),
+        ("max_swap_bytes", t.max_swap_bytes.map(int)),
     ];
-    for (k, v) in floats {
+    for (k, v) in gates {
         match v {
             Some(v) => {
-                thresholds.insert(k.into(), Value::Float(v));
-            }
-            None => unset.push(k),
-        }
-    }
-    let ints = [
-        ("loss_rel_delta_iter_first", t.loss_rel_delta_iter_first),
-        ("rss_growth_bytes", t.rss_growth_bytes),
-        ("max_rss_bytes", t.max_rss_bytes),
-        ("max_swap_bytes", t.max_swap_bytes),
-    ];
-    for (k, v) in ints {
-        match v {
-            Some(v) => {
-                thresholds.insert(k.into(), int(v));
+                thresholds.insert(k.into(), v);
             }
             None => unset.push(k),
         }
