@@ -100,8 +100,8 @@ pub struct MemorySample {
     /// them (Linux), else the growth of the system's used swap since the run started.
     pub swap_bytes: u64,
     pub gpu_bytes: u64,
-    /// The backend that was training when the sample was taken ("" for none: loading, evaluation,
-    /// writing, or backends training concurrently).
+    /// The backend being built, training or evaluated when the sample was taken ("" for none:
+    /// loading data, writing, or backends training concurrently).
     pub backend: String,
 }
 
@@ -138,8 +138,10 @@ impl GateResult {
 }
 
 /// Where a backend's time per iteration went, in mean seconds per iteration. The parts add up to
-/// the iteration's wall time (`data_wait_s + step_s`).
+/// the iteration's wall time (`data_wait_s + step_s`). (Schema-2 summaries had other phases:
+/// they read as zeros, and `read_run` recomputes them from the records.)
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PhaseTimes {
     pub data_wait_s: f64,
     /// Device seconds where the device was timed (`source` "device"), else host seconds.
@@ -218,9 +220,9 @@ pub struct BackendSummary {
     pub phase: PhaseTimes,
     /// Wall time of all iterations (data wait + step), seconds.
     pub train_time_s: f64,
-    /// Peak process RSS while this backend was training: the samples taken during its steps and
-    /// the RSS after each of its iterations. Backends running concurrently share one process, so
-    /// then every backend sees the process-wide peak.
+    /// Peak process RSS in this backend's windows: the samples taken while it was built, stepped
+    /// or evaluated, and the RSS after each of its iterations. Backends training concurrently
+    /// share one process, so then their training windows are not separable.
     pub peak_rss_bytes: u64,
     pub peak_gpu_bytes: u64,
 }

@@ -282,6 +282,12 @@ pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
         Vec::new()
     };
     let experiment_toml = std::fs::read_to_string(dir.join("experiment.toml")).unwrap_or_default();
+    let mut summary = summary;
+    if summary.schema_version < SCHEMA_VERSION {
+        // Older summaries derived their per-backend figures differently (images/s as a mean
+        // of rates): derive them again from the records, as this version does.
+        summary.fill_from_records(&iterations, &epochs, &memory);
+    }
     let deltas = compute_deltas(&iterations, summary.parity.window);
     let kernels = read_kernels(&tdir)?.unwrap_or_default();
     let validation = read_validation(&tdir)?;

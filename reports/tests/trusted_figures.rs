@@ -235,7 +235,18 @@ fn schema_2_tables_read_back() {
     let old = "backend,iteration,epoch,loss,box_loss,obj_loss,class_loss,avg_iou,recall50,recall75,count,lr,images_per_s,t_data_s,t_forward_s,t_backward_s,t_update_s,t_sync_s,rss_bytes,gpu_bytes\n\
                cpu,1,0,5.0,2.0,2.0,1.0,0.1,0.0,0.0,3.0,0.001,40.0,0.001,0.04,0.05,0.01,0.0,1000,0\n";
     std::fs::write(dir.join("tables/iterations.csv"), old).unwrap();
-    let back = read_run(&dir).expect("schema-2 iterations");
+    // A schema-2 summary: other phase names, images/s as a mean of rates.
+    let mut summary: serde_json::Value = serde_json::from_str(&read(&dir.join("summary.json"))).unwrap();
+    summary["schema_version"] = 2.into();
+    for b in summary["backends"].as_array_mut().unwrap() {
+        b["phase"] = serde_json::json!({ "data_s": 0.001, "forward_s": 0.04, "backward_s": 0.05, "update_s": 0.01, "sync_s": 0.0 });
+        b["images_per_s"] = 99.0.into();
+    }
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    let back = read_run(&dir).expect("schema-2 folder");
     let r = &back.iterations[0];
     assert_eq!((r.data_wait_s, r.host_forward_s, r.host_wait_s, r.device_forward_s, r.images), (0.001, 0.04, 0.0, None, 4));
+    // Per-backend figures are derived again, as this version derives them.
+    let cpu = back.summary.backend("cpu").unwrap();
+    assert!((cpu.images_per_s - 4.0 / 0.101).abs() < 1e-9 && cpu.phase.source == "host", "{cpu:?}");
 }

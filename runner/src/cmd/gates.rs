@@ -94,8 +94,8 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
         let m = run.summary.peak_rss_bytes;
         let at = run.memory.iter().max_by_key(|s| s.rss_bytes).filter(|s| s.rss_bytes == m);
         let detail = match at {
-            Some(s) if s.backend.is_empty() => format!("peak of the process at {:.1} s (no backend training)", s.t_s),
-            Some(s) => format!("peak of the process at {:.1} s, while {} was training", s.t_s, s.backend),
+            Some(s) if s.backend.is_empty() => format!("peak of the process at {:.1} s, outside every backend's window", s.t_s),
+            Some(s) => format!("peak of the process at {:.1} s, while {} was built, training or evaluated", s.t_s, s.backend),
             None => "peak of the process after an iteration".into(),
         };
         out.push(gate("peak RSS of the run", m as f64, limit as f64, m <= limit, detail));

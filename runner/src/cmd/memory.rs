@@ -1,7 +1,7 @@
 //! Process memory and swap, sampled on a background thread for the whole run (sysinfo: Linux
 //! and macOS), so the report shows a timeline, a peak, and per-backend peaks: each sample names
-//! the backend that was training when it was taken (sequential mode), so a backend's window is
-//! separable from the others'.
+//! the backend that was being built, training (sequential mode) or evaluated when it was taken,
+//! so a backend's windows are separable from the others'.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub fn swap_source() -> &'static str {
     if process_swap_bytes().is_some() { "process" } else { "system change" }
 }
 
-/// No backend is training (loading, evaluating, writing, or backends running concurrently).
+/// No backend is at work alone (loading data, writing, or backends training concurrently).
 pub const NO_BACKEND: usize = usize::MAX;
 
 pub struct MemorySampler {

@@ -88,7 +88,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     summary.swap_source = super::memory::swap_source().into();
     // Sampling starts before the networks are built: their allocation can be the run's peak.
     let sampler = MemorySampler::start(exp.backends.list.iter().map(|b| b.to_string()).collect());
-    let mut training = match Training::prepare(&exp, plan, &run_dir, a.resume.as_deref(), &mut summary) {
+    let mut training = match Training::prepare(&exp, plan, &run_dir, a.resume.as_deref(), &mut summary, sampler.active.clone()) {
         Ok(t) => t,
         Err(e) => {
             sampler.stop();
@@ -99,7 +99,6 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     };
     println!("run folder: {}", run_dir.display());
     training.gpu_bytes = sampler.gpu_bytes.clone();
-    training.active = sampler.active.clone();
     let outcome = training.run(&signals);
     let memory = sampler.stop();
     summary.wall_time_s = started.elapsed().as_secs_f64();
@@ -211,14 +210,15 @@ struct Training<'e> {
     best_map: Vec<f64>,
     /// Shared with the memory sampler: device bytes of the GPU backends, for the timeline.
     gpu_bytes: Arc<AtomicU64>,
-    /// Shared with the memory sampler: the backend stepping now (sequential mode), or none.
+    /// Shared with the memory sampler: the backend being built, stepping (sequential mode) or
+    /// evaluated now, or none.
     active: Arc<AtomicUsize>,
 }
 
 impl<'e> Training<'e> {
     /// Data, networks, the initial weights or the resumed state, and the run folder's first
     /// files (summary.json with status `running`, experiment.toml, the appended tables).
-    fn prepare(exp: &'e Experiment, plan: preflight::Plan, run_dir: &Path, resume: Option<&Path>, summary: &mut RunSummary) -> Result<Training<'e>> {
+    fn prepare(exp: &'e Experiment, plan: preflight::Plan, run_dir: &Path, resume: Option<&Path>, summary: &mut RunSummary, active: Arc<AtomicUsize>) -> Result<Training<'e>> {
         let cfg = &plan.cfg;
         let names: Vec<String> = match &plan.data {
             Data::Synthetic(spec) => spec.names().iter().map(|n| n.to_string()).collect(),
@@ -236,8 +236,12 @@ impl<'e> Training<'e> {
         };
         let optimizer = overrides::optimizer(exp, cfg);
         let mut slots = Vec::new();
-        for spec in &exp.backends.list {
-            let slot = lane::build(spec, cfg, &plan.build, optimizer)?;
+        for (i, spec) in exp.backends.list.iter().enumerate() {
+            // The memory a backend's build takes (a GPU device, its pipelines) is its own.
+            active.store(i, Ordering::Relaxed);
+            let slot = lane::build(spec, cfg, &plan.build, optimizer);
+            active.store(super::memory::NO_BACKEND, Ordering::Relaxed);
+            let slot = slot?;
             summary.devices.push(slot.device.clone());
             slots.push(slot);
         }
@@ -288,7 +292,7 @@ impl<'e> Training<'e> {
             names,
             best_map: vec![f64::NEG_INFINITY; exp.backends.list.len()],
             gpu_bytes: Arc::default(),
-            active: Arc::new(AtomicUsize::new(super::memory::NO_BACKEND)),
+            active,
         })
     }
 
@@ -416,7 +420,10 @@ impl<'e> Training<'e> {
         let name = self.exp.experiment.name.clone();
         for (i, s) in self.slots.iter().enumerate() {
             progress.line(&format!("{}: evaluating epoch {epoch} on the validation split ({images} images)…", s.name));
-            let ev = s.lane.evaluate(&self.val, self.classes, validation::IMAGES)?;
+            self.active.store(i, Ordering::Relaxed);
+            let ev = s.lane.evaluate(&self.val, self.classes, validation::IMAGES);
+            self.active.store(super::memory::NO_BACKEND, Ordering::Relaxed);
+            let ev = ev?;
             s.lane.discard_timings();
             let (e, classes) = validation::epoch_records(&s.name, epoch, &ev, &self.names);
             progress.line(&format!("{} epoch {epoch}: mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}  P {:.3} R {:.3} F1 {:.3}", s.name, e.map50, e.map50_95, e.precision, e.recall, e.f1));
