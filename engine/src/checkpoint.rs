@@ -26,11 +26,12 @@ const VERSION: u32 = 1;
 pub enum CheckpointError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    #[error("{file}: {source}")]
+    /// The OS error is part of the message, not a `source()`: printed with its chain (`{:#}`)
+    /// it would otherwise appear twice.
+    #[error("{file}: {error}")]
     Io {
         file: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{file}: {msg}")]
     Format { file: String, msg: String },
@@ -56,7 +57,7 @@ pub fn state_path(weights: &Path) -> PathBuf {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { file: path.display().to_string(), source }
+    move |error| CheckpointError::Io { file: path.display().to_string(), error }
 }
 
 /// Write `bytes` under `path` via a temporary file in the same folder and a rename; a failed
@@ -67,7 +68,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let tmp = PathBuf::from(tmp);
     if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(CheckpointError::Io { file: path.display().to_string(), source: e });
+        return Err(CheckpointError::Io { file: path.display().to_string(), error: e });
     }
     Ok(())
 }

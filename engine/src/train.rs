@@ -41,7 +41,8 @@ pub struct StepRecord {
     pub iteration: u64,
     /// Darknet's printed loss: mean over heads of cost, ÷ full batch.
     pub loss: f64,
-    /// Components ÷ full batch, summed over heads: box part of the cost, objectness Σδ², class Σδ².
+    /// The loss's parts on the loss's own scale (mean over heads, ÷ full batch), so that
+    /// `box_loss + obj_loss + class_loss == loss`: box part of the cost, objectness Σδ², class Σδ².
     pub box_loss: f64,
     pub obj_loss: f64,
     pub class_loss: f64,
@@ -240,8 +241,13 @@ impl<B: Backend> Trainer<B> {
             }
             rec.loss += hr.cost;
             rec.box_loss += hr.cost - hr.class_loss;
-            rec.obj_loss += hr.obj_loss;
-            rec.class_loss += hr.cls_only_loss;
+            // The cost's non-box part is obj_normalizer·(Σδ²obj + Σδ²cls): split it in that
+            // proportion, so box + objectness + class is the cost whatever the normaliser.
+            let non_box = hr.obj_loss + hr.cls_only_loss;
+            if non_box > 0.0 {
+                rec.obj_loss += hr.class_loss * hr.obj_loss / non_box;
+                rec.class_loss += hr.class_loss * hr.cls_only_loss / non_box;
+            }
             rec.count += hr.count;
             rec.recall50 += hr.recall50;
             rec.recall75 += hr.recall75;
@@ -253,10 +259,12 @@ impl<B: Backend> Trainer<B> {
             rec.recall50 /= rec.count;
             rec.recall75 /= rec.count;
         }
-        rec.loss /= heads.max(1) as f64 * batch;
-        rec.box_loss /= batch;
-        rec.obj_loss /= batch;
-        rec.class_loss /= batch;
+        // Darknet prints the mean over heads; the parts get the same scale so they add up to it.
+        let scale = heads.max(1) as f64 * batch;
+        rec.loss /= scale;
+        rec.box_loss /= scale;
+        rec.obj_loss /= scale;
+        rec.class_loss /= scale;
         rec
     }
 

@@ -17,11 +17,12 @@ pub const WRITE_VERSION: (i32, i32, i32) = (0, 2, 5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("{file}: {source}")]
+    /// The OS error is part of the message, not a `source()`: printed with its chain (`{:#}`)
+    /// it would otherwise appear twice.
+    #[error("{file}: {error}")]
     Io {
         file: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{file}: {found} bytes is too short for a .weights header (needs {needed})")]
     ShortHeader {
@@ -252,9 +253,9 @@ pub fn read_weights(
     extent: Extent,
 ) -> Result<WeightsFile, WeightsError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+    let bytes = std::fs::read(path).map_err(|error| WeightsError::Io {
         file: file.clone(),
-        source,
+        error,
     })?;
     parse_weights(&bytes, &file, dims, extent)
 }
@@ -523,9 +524,9 @@ pub fn write_weights(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = std::path::PathBuf::from(tmp);
-    let io = |source| WeightsError::Io {
+    let io = |error| WeightsError::Io {
         file: file.clone(),
-        source,
+        error,
     };
     // A failed write (disk full) leaves no `.part` file behind.
     if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path)) {

@@ -92,6 +92,15 @@ pub fn box_rect(a: &Annotation, width: u32, height: u32) -> PixelRect {
 /// Draws every annotation onto a copy of `rgb` (`width`×`height`, interleaved RGB). Boxes first,
 /// then labels, so a label is never hidden by another box.
 pub fn annotate(width: u32, height: u32, rgb: &[u8], dets: &[Annotation], names: &[String]) -> Result<Annotated, ReportError> {
+    draw(width, height, rgb, dets, names, &|d| label_text(names, d.class, d.confidence))
+}
+
+/// As [`annotate`], for labelled objects: the label is the class name alone (no confidence).
+pub fn annotate_truth(width: u32, height: u32, rgb: &[u8], truths: &[Annotation], names: &[String]) -> Result<Annotated, ReportError> {
+    draw(width, height, rgb, truths, names, &|d| names.get(d.class).cloned().unwrap_or_else(|| d.class.to_string()))
+}
+
+fn draw(width: u32, height: u32, rgb: &[u8], dets: &[Annotation], names: &[String], text: &dyn Fn(&Annotation) -> String) -> Result<Annotated, ReportError> {
     let err = |message: String| ReportError::Chart { name: "annotate".into(), message };
     if width == 0 || height == 0 || rgb.len() != width as usize * height as usize * 3 {
         return Err(err(format!("{} bytes is not a {width}x{height} RGB image", rgb.len())));
@@ -107,7 +116,7 @@ pub fn annotate(width: u32, height: u32, rgb: &[u8], dets: &[Annotation], names:
     let mut labels = Vec::with_capacity(dets.len());
     for (d, r) in dets.iter().zip(&boxes) {
         let bg = class_colour(d.class, classes);
-        let label = render_label(&label_text(names, d.class, d.confidence), size, bg).map_err(err)?;
+        let label = render_label(&text(d), size, bg).map_err(err)?;
         // Above the box when it fits, else inside it under the top edge; kept inside the image.
         let x = r.x0.min(width.saturating_sub(label.w)) as i64;
         let y = if r.y0 >= label.h { (r.y0 - label.h) as i64 } else { r.y0 as i64 };

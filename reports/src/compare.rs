@@ -23,6 +23,9 @@ pub struct MetricChange {
     pub regression: bool,
     /// Better by more than the noise margin.
     pub improvement: bool,
+    /// False when A and B ran on different devices and the metric depends on the device
+    /// (throughput): shown, never a regression.
+    pub comparable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +40,9 @@ pub struct Comparison {
     /// Why run B cannot stand in for run A whatever its numbers: it failed, was interrupted or
     /// killed, or ran fewer iterations. Each is a regression.
     pub run_regressions: Vec<String>,
+    /// What makes the comparison weaker without being a regression: runs of different experiment
+    /// files, backends on different devices.
+    pub warnings: Vec<String>,
 }
 
 impl Comparison {
@@ -56,7 +62,10 @@ impl Comparison {
         for r in &self.run_regressions {
             let _ = writeln!(s, "- **REGRESSION**: {r}");
         }
-        if !self.run_regressions.is_empty() {
+        for w in &self.warnings {
+            let _ = writeln!(s, "- **warning**: {w}");
+        }
+        if !self.run_regressions.is_empty() || !self.warnings.is_empty() {
             s.push('\n');
         }
         let _ = writeln!(
@@ -73,7 +82,9 @@ impl Comparison {
             } else {
                 format!("{:+.4}", c.change)
             };
-            let verdict = if c.regression {
+            let verdict = if !c.comparable {
+                "not comparable (other device)"
+            } else if c.regression {
                 "**REGRESSION**"
             } else if c.improvement {
                 "improved"
@@ -98,6 +109,9 @@ impl Comparison {
 }
 
 type Getter = fn(&BackendSummary) -> Option<f64>;
+
+/// Metrics that measure the device rather than the code: not compared across devices.
+const DEVICE_BOUND: &[&str] = &["images_per_s"];
 
 /// (metric, unit, higher is better, relative, getter)
 const METRICS: &[(&str, &str, bool, bool, Getter)] = &[
@@ -144,8 +158,21 @@ fn run_problems(run: &RunData, name: &str) -> Vec<String> {
 
 /// Compares every metric of every backend present in both runs. Run B is also a regression when
 /// it failed, was interrupted or killed, or a backend ran fewer iterations than in run A.
+/// The device a backend ran on, as the run recorded it ("" when unknown).
+fn device_of(run: &RunData, backend: &str) -> String {
+    run.summary.devices.iter().find(|d| d.backend == backend).map(|d| d.name.clone()).unwrap_or_default()
+}
+
 pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Comparison {
     let mut run_regressions = run_problems(run_b, "B");
+    let mut warnings = Vec::new();
+    let (ha, hb) = (&run_a.summary.experiment_hash, &run_b.summary.experiment_hash);
+    if ha != hb {
+        warnings.push(format!(
+            "the runs are of different experiment files (hash {ha} `{}` vs {hb} `{}`): settings differ, so differences need not be regressions",
+            run_a.summary.experiment_name, run_b.summary.experiment_name
+        ));
+    }
     for ba in &run_a.summary.backends {
         if let Some(bb) = run_b.summary.backend(&ba.backend)
             && bb.iterations < ba.iterations
@@ -163,12 +190,21 @@ pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Compariso
             unmatched.push(ba.backend.clone());
             continue;
         };
+        let (da, db) = (device_of(run_a, &ba.backend), device_of(run_b, &ba.backend));
+        let same_device = da == db;
+        if !same_device {
+            warnings.push(format!(
+                "backend {} ran on `{da}` in A and `{db}` in B: its throughput is not compared",
+                ba.backend
+            ));
+        }
         for &(metric, unit, higher_is_better, relative, get) in METRICS {
             let (Some(a), Some(b)) = (get(ba), get(bb)) else { continue };
             let change = change_of(a, b, relative);
             let worse = if higher_is_better { -change } else { change };
+            let comparable = same_device || !DEVICE_BOUND.contains(&metric);
             // A metric that turns NaN (diverged loss) is always a regression.
-            let regression = (b.is_nan() && !a.is_nan()) || worse > noise_margin;
+            let regression = comparable && ((b.is_nan() && !a.is_nan()) || worse > noise_margin);
             let improvement = (a.is_nan() && !b.is_nan()) || worse < -noise_margin;
             changes.push(MetricChange {
                 backend: ba.backend.clone(),
@@ -180,7 +216,8 @@ pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Compariso
                 relative,
                 higher_is_better,
                 regression,
-                improvement,
+                improvement: comparable && improvement,
+                comparable,
             });
         }
     }
@@ -196,6 +233,7 @@ pub fn compare(run_a: &RunData, run_b: &RunData, noise_margin: f64) -> Compariso
         changes,
         unmatched_backends: unmatched,
         run_regressions,
+        warnings,
     }
 }
 

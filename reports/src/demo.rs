@@ -4,6 +4,7 @@ use crate::records::{
     DeviceInfo, EpochRecord, GateResult, IterationRecord, MemorySample, ParityLimits, RunSummary,
 };
 use crate::kernels::KernelRecord;
+use crate::validation::{ALL_CLASSES, BACKGROUND, ClassRecord, ConfusionCell, CurvePoint, Validation};
 use crate::run_dir::RunData;
 
 /// Deterministic pseudo-noise in [-1, 1] (no rand dependency needed for fake data).
@@ -29,14 +30,21 @@ pub fn synthetic_run(iterations: u64) -> RunData {
             let loss = if b == 0 { base } else { base * (1.0 + 2e-4 * noise(i, 2)) };
             let (td, tf, tb, tu, ts) =
                 (0.004, 0.040 * speed, 0.080 * speed, 0.010 * speed, if b == 0 { 0.0 } else { 0.002 });
-            let total: f64 = td + tf + tb + tu + ts;
-            t += total;
+            let step = tf + tb + tu + ts + 0.001;
+            t += td + step;
             let rss = 400_000_000 + 1_000_000 * (i % per_epoch);
             let gpu = if b == 0 { 0 } else { 250_000_000 };
+            // The GPU's host phases only record work; its device ran it (timestamps).
+            let (host, device) = if b == 0 {
+                ((tf, tb, tu, ts), [None; 5])
+            } else {
+                ((1e-4, 1e-4, 1e-4, step - 3e-4), [Some(tf * 0.9), Some(tf * 0.1), Some(tb), Some(tu), Some(ts * 0.5)])
+            };
             its.push(IterationRecord {
                 backend: backend.into(),
                 iteration: i,
                 epoch: (i - 1) / per_epoch,
+                images: 4,
                 loss,
                 box_loss: loss * 0.3,
                 obj_loss: loss * 0.6,
@@ -46,16 +54,23 @@ pub fn synthetic_run(iterations: u64) -> RunData {
                 recall75: (0.01 * i as f64).min(0.6),
                 count: 12.0,
                 lr: 0.001,
-                images_per_s: 4.0 / total,
-                t_data_s: td,
-                t_forward_s: tf,
-                t_backward_s: tb,
-                t_update_s: tu,
-                t_sync_s: ts,
+                images_per_s: 4.0 / (td + step),
+                step_s: step,
+                data_wait_s: td,
+                data_load_s: 3.0 * td,
+                host_forward_s: host.0,
+                host_backward_s: host.1,
+                host_update_s: host.2,
+                host_wait_s: host.3,
+                device_forward_s: device[0],
+                device_loss_s: device[1],
+                device_backward_s: device[2],
+                device_update_s: device[3],
+                device_other_s: device[4],
                 rss_bytes: rss,
                 gpu_bytes: gpu,
             });
-            mem.push(MemorySample { t_s: t, rss_bytes: rss, swap_bytes: 0, gpu_bytes: gpu });
+            mem.push(MemorySample { t_s: t, rss_bytes: rss, swap_bytes: 0, gpu_bytes: gpu, backend: backend.into() });
         }
     }
     let epochs = (0..3)
@@ -90,18 +105,60 @@ pub fn synthetic_run(iterations: u64) -> RunData {
                 details: [("api".to_string(), "Metal".to_string())].into_iter().collect(),
             },
         ],
-        parity: ParityLimits { window: 10, loss_rel_delta_iter: Some(1e-3), loss_rel_delta_window: Some(5e-4) },
+        parity: ParityLimits { window: 10, loss_rel_delta_iter: Some(1e-3), loss_rel_delta_iter_first: None, loss_rel_delta_window: Some(5e-4) },
         ..Default::default()
     };
     let gates = vec![
-        GateResult { name: "loss_rel_delta_iter".into(), measured: 2e-4, limit: 1e-3, pass: true, detail: "worst at iteration 7".into() },
-        GateResult { name: "map_abs_delta".into(), measured: 0.004, limit: 0.02, pass: true, detail: "worst at epoch 2".into() },
-        GateResult { name: "min_gpu_speedup".into(), measured: 5.1, limit: 8.0, pass: false, detail: "gpu 51 images/s vs cpu 10".into() },
+        GateResult::new("loss_rel_delta_iter", 2e-4, 1e-3, true, "worst at iteration 7".into()),
+        GateResult::new("map_abs_delta", 0.004, 0.02, true, "worst at epoch 2".into()),
+        GateResult::new("min_gpu_speedup", 5.1, 8.0, false, "gpu 51 images/s vs cpu 10".into()),
     ];
     let toml = "[experiment]\nname = \"synthetic-demo\"\nseed = 42\n".to_string();
     let mut run = RunData::new(its, epochs, mem, summary, gates, toml);
     run.kernels = synthetic_kernels();
+    run.validation = synthetic_validation();
     run
+}
+
+/// Per-class results of the 3 epochs, curves and confusion of the last, for both backends.
+fn synthetic_validation() -> Validation {
+    let names = ["rectangle", "ellipse"];
+    let mut v = Validation::default();
+    for backend in ["cpu", "gpu"] {
+        for epoch in 0..3u64 {
+            for (class, name) in names.iter().enumerate() {
+                let ap = 0.1 + 0.15 * epoch as f64 + 0.05 * class as f64;
+                v.classes.push(ClassRecord {
+                    backend: backend.into(),
+                    epoch,
+                    class: class as u64,
+                    name: (*name).into(),
+                    truths: 20,
+                    detections: 60,
+                    ap50: ap,
+                    ap50_95: ap * 0.45,
+                    precision: ap + 0.1,
+                    recall: ap + 0.05,
+                    f1: ap + 0.07,
+                });
+            }
+        }
+        for (class, name) in [(0i64, "rectangle"), (1, "ellipse"), (ALL_CLASSES, "all classes")] {
+            for i in 0..=20 {
+                let c = i as f64 / 20.0;
+                let (p, r) = (0.4 + 0.6 * c, (1.0 - c * c) * (0.8 - 0.05 * class as f64));
+                v.curves.push(CurvePoint { backend: backend.into(), class, name: name.into(), confidence: c, precision: p, recall: r, f1: 2.0 * p * r / (p + r) });
+            }
+        }
+        let labels = ["rectangle", "ellipse", BACKGROUND];
+        for (t, truth) in labels.iter().enumerate() {
+            for (p, predicted) in labels.iter().enumerate() {
+                let count = if t == p && t < 2 { 15 } else { (t + 2 * p) as u64 % 4 };
+                v.confusion.push(ConfusionCell { backend: backend.into(), truth: (*truth).into(), predicted: (*predicted).into(), count });
+            }
+        }
+    }
+    v
 }
 
 /// GPU time of a few layers, forward and backward, as the kernels table holds it.

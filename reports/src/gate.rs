@@ -60,12 +60,29 @@ impl GateReport {
         self.gates.iter().filter(|g| !g.pass).count()
     }
 
+    /// Gates that held without proving anything (see [`GateResult::informative`]).
+    pub fn not_informative(&self) -> usize {
+        self.gates.iter().filter(|g| g.pass && !g.informative).count()
+    }
+
+    /// "2 of 3 gates passed (1 not informative)." or the no-gates sentence.
+    pub fn counts(&self) -> String {
+        if self.verdict == Verdict::NoGates {
+            return "No gates defined: the experiment has no [thresholds].".to_string();
+        }
+        let weak = match self.not_informative() {
+            0 => String::new(),
+            n => format!(" ({n} not informative)"),
+        };
+        format!("{} of {} gates passed{weak}.", self.gates.len() - self.failures(), self.gates.len())
+    }
+
     /// JUnit XML as CI systems read it: one `<testcase>` per gate, `<failure>` on a failed one.
     pub fn junit_xml(&self, suite: &str) -> String {
         let suite = if suite.is_empty() { "parity" } else { suite };
         let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         // No gates: one skipped test case says so, so CI shows "no gates defined", not "0 tests".
-        let skipped = usize::from(self.verdict == Verdict::NoGates);
+        let skipped = usize::from(self.verdict == Verdict::NoGates) + self.not_informative();
         let _ = writeln!(
             s,
             "<testsuites name=\"{0}\" tests=\"{1}\" failures=\"{2}\" skipped=\"{3}\">\n  <testsuite name=\"{0}\" tests=\"{1}\" failures=\"{2}\" errors=\"0\" skipped=\"{3}\">",
@@ -74,7 +91,7 @@ impl GateReport {
             self.failures(),
             skipped
         );
-        if skipped == 1 {
+        if self.verdict == Verdict::NoGates {
             let _ = writeln!(
                 s,
                 "    <testcase classname=\"{}.gates\" name=\"no gates defined\"><skipped message=\"the experiment has no [thresholds]\"/></testcase>",
@@ -89,7 +106,10 @@ impl GateReport {
                 xml_escape(&g.name)
             );
             let line = format!("measured {} limit {}: {}", fmt_num(g.measured), fmt_num(g.limit), g.detail);
-            if g.pass {
+            if g.pass && !g.informative {
+                // Held, but proves nothing: CI shows it as skipped rather than as a pass.
+                let _ = writeln!(s, "<skipped message=\"not informative\"/><system-out>{}</system-out></testcase>", xml_escape(&line));
+            } else if g.pass {
                 let _ = writeln!(s, "<system-out>{}</system-out></testcase>", xml_escape(&line));
             } else {
                 let _ = writeln!(
@@ -107,25 +127,31 @@ impl GateReport {
     pub fn markdown(&self, summary: &RunSummary) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# {}: {}\n", self.verdict.label(), md_escape(&summary.experiment_name));
-        let counts = if self.verdict == Verdict::NoGates {
-            "No gates defined: the experiment has no [thresholds].".to_string()
-        } else {
-            format!("{} of {} gates passed.", self.gates.len() - self.failures(), self.gates.len())
-        };
-        let _ = writeln!(s, "{counts} Commit `{}`, experiment hash `{}`.\n", summary.git_commit, summary.experiment_hash);
+        let _ = writeln!(s, "{} Commit `{}`, experiment hash `{}`.\n", self.counts(), summary.git_commit, summary.experiment_hash);
         s.push_str("| gate | result | measured | limit | detail |\n|---|---|---:|---:|---|\n");
         for g in &self.gates {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} |",
                 md_escape(&g.name),
-                if g.pass { "PASS" } else { "**FAIL**" },
+                g.result(),
                 fmt_num(g.measured),
                 fmt_num(g.limit),
                 md_escape(&g.detail)
             );
         }
         s
+    }
+}
+
+impl GateResult {
+    /// "PASS", "PASS (not informative)" or "**FAIL**" (Markdown).
+    pub fn result(&self) -> &'static str {
+        match (self.pass, self.informative) {
+            (true, true) => "PASS",
+            (true, false) => "PASS (not informative)",
+            (false, _) => "**FAIL**",
+        }
     }
 }
 
@@ -173,7 +199,7 @@ mod tests {
     use super::*;
 
     fn gate(name: &str, pass: bool) -> GateResult {
-        GateResult { name: name.into(), measured: 0.5, limit: 0.1, pass, detail: "a<b & \"c\"".into() }
+        GateResult::new(name, 0.5, 0.1, pass, "a<b & \"c\"".into())
     }
 
     #[test]

@@ -5,6 +5,9 @@ use crate::charts::Chart;
 use crate::gate::{GateReport, fmt_num};
 use crate::run_dir::RunData;
 use crate::tables;
+use crate::validation::ClassRecord;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use polars::prelude::{AnyValue, DataFrame};
 use std::fmt::Write;
 
@@ -18,8 +21,8 @@ h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;border-bott
 .PASS{background:#e3f5ec;color:#0b6b3a;border:2px solid #0b6b3a}.FAIL{background:#fde8e8;color:#a11;border:2px solid #a11}
 .NONE{background:#f4f4f4;color:#555;border:2px solid #999}
 table{border-collapse:collapse;margin:8px 0;font-size:.85em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}td.PASS,td.FAIL{font-weight:bold;text-align:center;border-radius:0}
-.scroll{overflow-x:auto}figure{margin:12px 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
+th{background:#f4f4f4}td.l,th.l{text-align:left}td.PASS,td.FAIL,td.WEAK{font-weight:bold;text-align:center;border-radius:0}td.WEAK{background:#fff6dd;color:#7a5b00}
+.scroll{overflow-x:auto}figure{margin:12px 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}figure img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555}pre{background:#f7f7f7;padding:10px;overflow-x:auto;font-size:.85em}
 .meta{color:#555;font-size:.9em}
 "#;
@@ -38,8 +41,9 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Renders the report. `charts` are the SVGs from [`crate::charts::render_all`].
-pub fn render(run: &RunData, charts: &[Chart]) -> String {
+/// Renders the report. `charts` are the SVGs from [`crate::charts::render_all`]; `images` the
+/// validation images (name, PNG bytes), embedded as data: URIs.
+pub fn render(run: &RunData, charts: &[Chart], images: &[(String, Vec<u8>)]) -> String {
     let s = &run.summary;
     let gate = GateReport::new(run.gates.clone());
     let verdict = gate.verdict.label();
@@ -70,16 +74,19 @@ pub fn render(run: &RunData, charts: &[Chart]) -> String {
     // Verdict first: what a reader needs before anything else.
     let _ = writeln!(
         h,
-        "<div class=\"verdict {verdict_class}\">{verdict}</div> <span class=\"meta\">{} of {} gates passed</span>",
-        gate.gates.len() - gate.failures(),
-        gate.gates.len()
+        "<div class=\"verdict {verdict_class}\">{verdict}</div> <span class=\"meta\">{}</span>",
+        escape(&gate.counts())
     );
     h.push_str("<table><tr><th class=\"l\">gate</th><th>result</th><th>measured</th><th>limit</th><th class=\"l\">detail</th></tr>\n");
     for g in &gate.gates {
-        let r = if g.pass { "PASS" } else { "FAIL" };
+        let (class, r) = match (g.pass, g.informative) {
+            (true, true) => ("PASS", "PASS"),
+            (true, false) => ("WEAK", "PASS (not informative)"),
+            (false, _) => ("FAIL", "FAIL"),
+        };
         let _ = writeln!(
             h,
-            "<tr><td class=\"l\">{}</td><td class=\"{r}\">{r}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td class=\"{class}\">{r}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
             escape(&g.name),
             fmt_num(g.measured),
             fmt_num(g.limit),
@@ -103,6 +110,27 @@ pub fn render(run: &RunData, charts: &[Chart]) -> String {
         );
     }
 
+    if !images.is_empty() {
+        h.push_str("<h2>Validation images</h2>\n<p class=\"meta\">Last validation: labelled objects (left) beside the detections above 0.25 (right).</p>\n");
+        for (name, png) in images {
+            let _ = writeln!(
+                h,
+                "<figure id=\"image-{0}\"><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>",
+                escape(name),
+                BASE64.encode(png)
+            );
+        }
+    }
+    if !run.validation.classes.is_empty() {
+        h.push_str("<h2>Per-class results (last validation of each backend)</h2>\n");
+        let mut last: Vec<ClassRecord> = Vec::new();
+        for b in crate::records::backend_names(&run.iterations) {
+            let rows: Vec<&ClassRecord> = run.validation.classes.iter().filter(|c| c.backend == b).collect();
+            let e = rows.iter().map(|c| c.epoch).max();
+            last.extend(rows.into_iter().filter(|c| Some(c.epoch) == e).cloned());
+        }
+        push_frame(&mut h, crate::validation::classes_frame(&last), &[0, 3]);
+    }
     h.push_str("<h2>Summary</h2>\n<table><tr><th class=\"l\">key</th><th>value</th><th class=\"l\">unit</th></tr>\n");
     for (k, v, unit) in s.to_rows() {
         let _ = writeln!(

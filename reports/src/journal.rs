@@ -23,7 +23,7 @@ struct Table {
 
 impl Table {
     fn create(path: PathBuf, columns: &[&str]) -> Result<Table, ReportError> {
-        let file = File::create(&path).map_err(|e| ReportError::Io { path: path.display().to_string(), source: e })?;
+        let file = File::create(&path).map_err(|e| ReportError::Io { path: path.display().to_string(), error: e })?;
         let mut t = Table { path, out: BufWriter::new(file) };
         t.line(&columns.iter().map(|c| c.to_string()).collect::<Vec<_>>())?;
         Ok(t)
@@ -39,7 +39,7 @@ impl Table {
     }
 
     fn io(&self, e: std::io::Error) -> ReportError {
-        ReportError::Io { path: self.path.display().to_string(), source: e }
+        ReportError::Io { path: self.path.display().to_string(), error: e }
     }
 }
 
@@ -60,7 +60,7 @@ impl Journal {
     /// Creates `dir/tables/iterations.csv` and `epochs.csv` with their header lines.
     pub fn create(dir: &Path) -> Result<Journal, ReportError> {
         let tdir = dir.join("tables");
-        std::fs::create_dir_all(&tdir).map_err(|e| ReportError::Io { path: tdir.display().to_string(), source: e })?;
+        std::fs::create_dir_all(&tdir).map_err(|e| ReportError::Io { path: tdir.display().to_string(), error: e })?;
         let mut j = Journal {
             iterations: Table::create(tdir.join("iterations.csv"), ITERATION_COLUMNS)?,
             epochs: Table::create(tdir.join("epochs.csv"), EPOCH_COLUMNS)?,
@@ -100,12 +100,18 @@ fn f(v: f64) -> String {
     format!("{v}")
 }
 
+/// An optional float: empty where there is no value (read back as null).
+fn opt(v: Option<f64>) -> String {
+    v.map(f).unwrap_or_default()
+}
+
 /// One iteration record as CSV fields, in [`ITERATION_COLUMNS`] order.
 pub fn iteration_fields(r: &IterationRecord) -> Vec<String> {
     vec![
         r.backend.clone(),
         r.iteration.to_string(),
         r.epoch.to_string(),
+        r.images.to_string(),
         f(r.loss),
         f(r.box_loss),
         f(r.obj_loss),
@@ -116,11 +122,18 @@ pub fn iteration_fields(r: &IterationRecord) -> Vec<String> {
         f(r.count),
         f(r.lr),
         f(r.images_per_s),
-        f(r.t_data_s),
-        f(r.t_forward_s),
-        f(r.t_backward_s),
-        f(r.t_update_s),
-        f(r.t_sync_s),
+        f(r.step_s),
+        f(r.data_wait_s),
+        f(r.data_load_s),
+        f(r.host_forward_s),
+        f(r.host_backward_s),
+        f(r.host_update_s),
+        f(r.host_wait_s),
+        opt(r.device_forward_s),
+        opt(r.device_loss_s),
+        opt(r.device_backward_s),
+        opt(r.device_update_s),
+        opt(r.device_other_s),
         r.rss_bytes.to_string(),
         r.gpu_bytes.to_string(),
     ]

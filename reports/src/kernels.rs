@@ -79,7 +79,7 @@ pub fn kernels_from_frame(df: &DataFrame) -> Result<Vec<KernelRecord>, ReportErr
 
 /// Writes `dir/kernels.parquet` and/or `dir/kernels.csv`; returns the files written.
 pub fn write_kernels(dir: &Path, rows: &[KernelRecord], parquet: bool, csv: bool) -> Result<Vec<PathBuf>, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|e| ReportError::Io { path: dir.display().to_string(), source: e })?;
+    std::fs::create_dir_all(dir).map_err(|e| ReportError::Io { path: dir.display().to_string(), error: e })?;
     let mut df = kernels_frame(rows)?;
     let mut files = Vec::new();
     if parquet {

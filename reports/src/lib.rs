@@ -15,6 +15,7 @@ pub mod journal;
 pub mod records;
 pub mod run_dir;
 pub mod tables;
+pub mod validation;
 
 pub use compare::{Comparison, MetricChange, compare, compare_dirs};
 pub use deltas::{DeltaRecord, compute_deltas};
@@ -26,18 +27,21 @@ pub use records::{
 pub use gate::Verdict;
 pub use journal::Journal;
 pub use run_dir::{
-    OutputFormats, RunData, RunFiles, read_run, read_run_with_history, render_run, with_history, write_run,
+    IMAGES_DIR, OutputFormats, RunData, RunFiles, read_run, read_run_with_history, render_run, with_history, write_run,
     write_summary, write_tables,
 };
+pub use validation::{ClassRecord, ConfusionCell, CurvePoint, Validation};
 
 /// Version of the run-folder schema (tables, summary.json, gate.json). Bump on any
 /// incompatible change (renamed/removed column, changed unit) and note it in SCHEMA.md.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    /// The OS error is part of the message and deliberately not a `source()`: printed with its
+    /// chain (`{:#}`) it would otherwise say "No such file or directory" twice.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Table { path: String, message: String },
     #[error("table: {0}")]

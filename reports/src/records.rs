@@ -13,8 +13,11 @@ pub struct IterationRecord {
     pub iteration: u64,
     /// 0-based epoch the iteration belongs to.
     pub epoch: u64,
-    /// Total loss as Darknet prints it (sum over [yolo] heads, per image).
+    /// Images trained in this iteration (the cfg's batch).
+    pub images: u64,
+    /// Total loss as Darknet prints it: per image, averaged over the [yolo] heads.
     pub loss: f64,
+    /// The loss's parts, on the same scale: `box_loss + obj_loss + class_loss == loss`.
     pub box_loss: f64,
     pub obj_loss: f64,
     pub class_loss: f64,
@@ -28,17 +31,49 @@ pub struct IterationRecord {
     pub count: f64,
     /// Learning rate used for this update.
     pub lr: f64,
+    /// `images ÷ (data_wait_s + step_s)`.
     pub images_per_s: f64,
-    /// Seconds spent per phase in this iteration.
-    pub t_data_s: f64,
-    pub t_forward_s: f64,
-    pub t_backward_s: f64,
-    pub t_update_s: f64,
-    pub t_sync_s: f64,
+    /// Wall seconds of this backend's training step (forward, loss, backward, update, readback).
+    pub step_s: f64,
+    /// Seconds the training loop waited for the loader to hand over the batch.
+    pub data_wait_s: f64,
+    /// Seconds a loader thread spent reading and augmenting the batch (ahead of time, overlapping
+    /// training; equal to `data_wait_s` without loader threads).
+    pub data_load_s: f64,
+    /// Host seconds per phase: on the CPU backend the computation itself (the [yolo] loss is
+    /// inside forward); on a GPU the recording (encoding) of the phase's kernel launches.
+    pub host_forward_s: f64,
+    pub host_backward_s: f64,
+    pub host_update_s: f64,
+    /// Host seconds waiting for the device to finish the step and copying its statistics back
+    /// (0 on the CPU).
+    pub host_wait_s: f64,
+    /// Device seconds per phase from GPU timestamp queries (sum over the phase's kernel launches);
+    /// `None` where nothing was timed (CPU backend, GPU without timestamp queries).
+    pub device_forward_s: Option<f64>,
+    pub device_loss_s: Option<f64>,
+    pub device_backward_s: Option<f64>,
+    pub device_update_s: Option<f64>,
+    /// Device work outside the four phases (uploads, the state check).
+    pub device_other_s: Option<f64>,
     /// Process resident set size after the iteration, bytes.
     pub rss_bytes: u64,
     /// GPU memory allocated by this backend after the iteration, bytes (0 on CPU).
     pub gpu_bytes: u64,
+}
+
+impl IterationRecord {
+    /// The iteration's wall time as this backend saw it: waiting for data, then its step.
+    pub fn wall_s(&self) -> f64 {
+        self.data_wait_s + self.step_s
+    }
+
+    /// Device seconds of the whole step, when the device was timed.
+    pub fn device_s(&self) -> Option<f64> {
+        Some(
+            self.device_forward_s? + self.device_loss_s? + self.device_backward_s? + self.device_update_s? + self.device_other_s?,
+        )
+    }
 }
 
 /// Validation metrics after one epoch of one backend.
@@ -61,8 +96,13 @@ pub struct MemorySample {
     /// Seconds since the run started.
     pub t_s: f64,
     pub rss_bytes: u64,
+    /// Swap attributable to the run: the process's own swapped-out bytes where the OS reports
+    /// them (Linux), else the growth of the system's used swap since the run started.
     pub swap_bytes: u64,
     pub gpu_bytes: u64,
+    /// The backend being built, training or evaluated when the sample was taken ("" for none:
+    /// loading data, writing, or backends training concurrently).
+    pub backend: String,
 }
 
 /// Result of one pass/fail gate.
@@ -74,23 +114,90 @@ pub struct GateResult {
     pub pass: bool,
     /// One human line: what was compared, where the worst value was.
     pub detail: String,
+    /// False when the comparison cannot show a difference (e.g. mAP 0 against mAP 0): the gate
+    /// holds but proves nothing. Reported as "not informative".
+    #[serde(default = "yes")]
+    pub informative: bool,
 }
 
-/// Mean seconds per iteration spent in each phase.
+fn yes() -> bool {
+    true
+}
+
+impl GateResult {
+    pub fn new(name: &str, measured: f64, limit: f64, pass: bool, detail: String) -> Self {
+        GateResult { name: name.into(), measured, limit, pass, detail, informative: true }
+    }
+
+    /// The same gate, marked as proving nothing, with why.
+    pub fn not_informative(mut self, why: &str) -> Self {
+        self.informative = false;
+        self.detail = format!("{} — not informative: {why}", self.detail);
+        self
+    }
+}
+
+/// Where a backend's time per iteration went, in mean seconds per iteration. The parts add up to
+/// the iteration's wall time (`data_wait_s + step_s`). (Schema-2 summaries had other phases:
+/// they read as zeros, and `read_run` recomputes them from the records.)
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PhaseTimes {
-    pub data_s: f64,
+    pub data_wait_s: f64,
+    /// Device seconds where the device was timed (`source` "device"), else host seconds.
     pub forward_s: f64,
+    /// The [yolo] heads (device only; inside `forward_s` on the host).
+    pub loss_s: f64,
     pub backward_s: f64,
     pub update_s: f64,
-    pub sync_s: f64,
+    /// Device work outside the phases (device only).
+    pub other_s: f64,
+    /// The rest of the step: on a timed GPU the host time the device was not covering (encoding,
+    /// submission, waiting, readback); on the CPU the statistics readback and bookkeeping.
+    pub host_s: f64,
+    /// "device" (GPU timestamps) or "host" (wall clock around each phase).
+    #[serde(default)]
+    pub source: String,
 }
 
 impl PhaseTimes {
-    pub const NAMES: [&'static str; 5] = ["data", "forward", "backward", "update", "sync"];
+    pub const NAMES: [&'static str; 7] = ["data wait", "forward", "loss", "backward", "update", "other", "host"];
+    /// Keys in the summary table (`backend.<b>.phase.<key>`).
+    pub const KEYS: [&'static str; 7] = ["data_wait", "forward", "loss", "backward", "update", "other", "host"];
 
-    pub fn values(&self) -> [f64; 5] {
-        [self.data_s, self.forward_s, self.backward_s, self.update_s, self.sync_s]
+    pub fn values(&self) -> [f64; 7] {
+        [self.data_wait_s, self.forward_s, self.loss_s, self.backward_s, self.update_s, self.other_s, self.host_s]
+    }
+
+    /// Mean phase times of `its` (all of one backend): device times when every record has them.
+    pub fn of(its: &[&IterationRecord]) -> PhaseTimes {
+        let m = |g: &dyn Fn(&IterationRecord) -> f64| mean(its.iter().map(|r| g(r)));
+        let timed = !its.is_empty() && its.iter().all(|r| r.device_s().is_some());
+        let step = m(&|r| r.step_s);
+        let mut p = if timed {
+            let d = |g: fn(&IterationRecord) -> Option<f64>| m(&|r| g(r).unwrap_or(0.0));
+            PhaseTimes {
+                forward_s: d(|r| r.device_forward_s),
+                loss_s: d(|r| r.device_loss_s),
+                backward_s: d(|r| r.device_backward_s),
+                update_s: d(|r| r.device_update_s),
+                other_s: d(|r| r.device_other_s),
+                source: "device".into(),
+                ..Default::default()
+            }
+        } else {
+            PhaseTimes {
+                forward_s: m(&|r| r.host_forward_s),
+                backward_s: m(&|r| r.host_backward_s),
+                update_s: m(&|r| r.host_update_s),
+                source: "host".into(),
+                ..Default::default()
+            }
+        };
+        p.data_wait_s = m(&|r| r.data_wait_s);
+        let parts = p.forward_s + p.loss_s + p.backward_s + p.update_s + p.other_s;
+        p.host_s = (step - parts).max(0.0);
+        p
     }
 }
 
@@ -104,11 +211,18 @@ pub struct BackendSummary {
     pub final_loss: f64,
     pub final_map50: Option<f64>,
     pub final_map50_95: Option<f64>,
-    /// Mean images/s over iterations after the first (the first pays for compilation and allocation).
+    /// Images trained (all iterations).
+    #[serde(default)]
+    pub images: u64,
+    /// Throughput: images ÷ wall time (data wait + step) summed over the iterations after the
+    /// first (the first pays for compilation and allocation); all of them when there is one.
     pub images_per_s: f64,
     pub phase: PhaseTimes,
-    /// Sum of all phase times of all iterations, seconds.
+    /// Wall time of all iterations (data wait + step), seconds.
     pub train_time_s: f64,
+    /// Peak process RSS in this backend's windows: the samples taken while it was built, stepped
+    /// or evaluated, and the RSS after each of its iterations. Backends training concurrently
+    /// share one process, so then their training windows are not separable.
     pub peak_rss_bytes: u64,
     pub peak_gpu_bytes: u64,
 }
@@ -118,21 +232,17 @@ pub const FINAL_LOSS_WINDOW: usize = 10;
 
 impl BackendSummary {
     /// Aggregates the records of `backend` (records of other backends are ignored).
-    pub fn from_records(backend: &str, iterations: &[IterationRecord], epochs: &[EpochRecord]) -> Self {
+    pub fn from_records(backend: &str, iterations: &[IterationRecord], epochs: &[EpochRecord], memory: &[MemorySample]) -> Self {
         let its: Vec<&IterationRecord> = iterations.iter().filter(|r| r.backend == backend).collect();
         let eps: Vec<&EpochRecord> = epochs.iter().filter(|r| r.backend == backend).collect();
         let n = its.len();
         let tail = &its[n.saturating_sub(FINAL_LOSS_WINDOW)..];
         let final_loss = mean(tail.iter().map(|r| r.loss));
         let steady: &[&IterationRecord] = if n > 1 { &its[1..] } else { &its[..] };
-        let phase = PhaseTimes {
-            data_s: mean(its.iter().map(|r| r.t_data_s)),
-            forward_s: mean(its.iter().map(|r| r.t_forward_s)),
-            backward_s: mean(its.iter().map(|r| r.t_backward_s)),
-            update_s: mean(its.iter().map(|r| r.t_update_s)),
-            sync_s: mean(its.iter().map(|r| r.t_sync_s)),
-        };
+        let steady_images: u64 = steady.iter().map(|r| r.images).sum();
+        let steady_time: f64 = steady.iter().map(|r| r.wall_s()).sum();
         let last_epoch = eps.iter().max_by_key(|e| e.epoch);
+        let sampled = memory.iter().filter(|m| m.backend == backend).map(|m| m.rss_bytes);
         BackendSummary {
             backend: backend.to_string(),
             iterations: n as u64,
@@ -140,13 +250,11 @@ impl BackendSummary {
             final_loss,
             final_map50: last_epoch.map(|e| e.map50),
             final_map50_95: last_epoch.map(|e| e.map50_95),
-            images_per_s: mean(steady.iter().map(|r| r.images_per_s)),
-            train_time_s: its
-                .iter()
-                .map(|r| r.t_data_s + r.t_forward_s + r.t_backward_s + r.t_update_s + r.t_sync_s)
-                .sum(),
-            phase,
-            peak_rss_bytes: its.iter().map(|r| r.rss_bytes).max().unwrap_or(0),
+            images: its.iter().map(|r| r.images).sum(),
+            images_per_s: if steady_time > 0.0 { steady_images as f64 / steady_time } else { 0.0 },
+            train_time_s: its.iter().map(|r| r.wall_s()).sum(),
+            phase: PhaseTimes::of(&its),
+            peak_rss_bytes: its.iter().map(|r| r.rss_bytes).chain(sampled).max().unwrap_or(0),
             peak_gpu_bytes: its.iter().map(|r| r.gpu_bytes).max().unwrap_or(0),
         }
     }
@@ -168,12 +276,15 @@ pub struct ParityLimits {
     /// Trailing window (iterations) of the running-mean relative loss delta.
     pub window: usize,
     pub loss_rel_delta_iter: Option<f64>,
+    /// The per-iteration limit covers iterations 1..=N only (None: every iteration).
+    #[serde(default)]
+    pub loss_rel_delta_iter_first: Option<u64>,
     pub loss_rel_delta_window: Option<f64>,
 }
 
 impl Default for ParityLimits {
     fn default() -> Self {
-        ParityLimits { window: 10, loss_rel_delta_iter: None, loss_rel_delta_window: None }
+        ParityLimits { window: 10, loss_rel_delta_iter: None, loss_rel_delta_iter_first: None, loss_rel_delta_window: None }
     }
 }
 
@@ -241,8 +352,14 @@ pub struct RunSummary {
     pub versions: BTreeMap<String, String>,
     pub devices: Vec<DeviceInfo>,
     pub backends: Vec<BackendSummary>,
+    /// Peak process RSS over the whole run (sampled from before the networks are built).
     pub peak_rss_bytes: u64,
+    /// Peak swap attributable to the run (see [`MemorySample::swap_bytes`] and `swap_source`).
     pub peak_swap_bytes: u64,
+    /// How swap was measured: "process" (the OS reports the process's swap) or "system change"
+    /// (growth of the system's used swap since the run started).
+    #[serde(default)]
+    pub swap_source: String,
     pub peak_gpu_bytes: u64,
     pub parity: ParityLimits,
     /// Free-form extras (shown in the HTML summary table).
@@ -259,7 +376,7 @@ impl RunSummary {
     ) {
         self.backends = backend_names(iterations)
             .iter()
-            .map(|b| BackendSummary::from_records(b, iterations, epochs))
+            .map(|b| BackendSummary::from_records(b, iterations, epochs, memory))
             .collect();
         let it_rss = iterations.iter().map(|r| r.rss_bytes).max().unwrap_or(0);
         let it_gpu = iterations.iter().map(|r| r.gpu_bytes).max().unwrap_or(0);
@@ -286,6 +403,7 @@ impl RunSummary {
             ("wall_time".into(), fmt_f(self.wall_time_s), "s"),
             ("peak.rss".into(), self.peak_rss_bytes.to_string(), "bytes"),
             ("peak.swap".into(), self.peak_swap_bytes.to_string(), "bytes"),
+            ("swap.source".into(), self.swap_source.clone(), ""),
             ("peak.gpu".into(), self.peak_gpu_bytes.to_string(), "bytes"),
             ("parity.window".into(), self.parity.window.to_string(), "iterations"),
         ];
@@ -298,6 +416,9 @@ impl RunSummary {
         }
         if let Some(v) = self.parity.loss_rel_delta_iter {
             rows.push(("parity.loss_rel_delta_iter".into(), fmt_f(v), "ratio"));
+        }
+        if let Some(v) = self.parity.loss_rel_delta_iter_first {
+            rows.push(("parity.loss_rel_delta_iter_first".into(), v.to_string(), "iterations"));
         }
         if let Some(v) = self.parity.loss_rel_delta_window {
             rows.push(("parity.loss_rel_delta_window".into(), fmt_f(v), "ratio"));
@@ -322,8 +443,10 @@ impl RunSummary {
             if let Some(m) = b.final_map50_95 {
                 rows.push((format!("{p}.final_map50_95"), fmt_f(m), "ratio"));
             }
+            rows.push((format!("{p}.images"), b.images.to_string(), "images"));
             rows.push((format!("{p}.images_per_s"), fmt_f(b.images_per_s), "images/s"));
-            for (name, v) in PhaseTimes::NAMES.iter().zip(b.phase.values()) {
+            rows.push((format!("{p}.phase_source"), b.phase.source.clone(), ""));
+            for (name, v) in PhaseTimes::KEYS.iter().zip(b.phase.values()) {
                 rows.push((format!("{p}.phase.{name}"), fmt_f(v), "s/iteration"));
             }
             rows.push((format!("{p}.train_time"), fmt_f(b.train_time_s), "s"));

@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! RUN_DIR/experiment.toml   summary.json   gate.json   junit.xml   gate.md   report.html
-//! RUN_DIR/tables/{iterations,epochs,memory,summary,deltas,kernels}.{parquet,csv}
-//! RUN_DIR/charts/{loss,loss_delta,map,throughput,memory,layer_time}.{png,svg}
+//! RUN_DIR/tables/{iterations,epochs,memory,summary,deltas,kernels,classes,curves,confusion}.{parquet,csv}
+//! RUN_DIR/charts/<chart>.{png,svg}     (charts::NAMES)
+//! RUN_DIR/images/val_<i>_<backend>.png (validation images: labels beside predictions)
 //! ```
 
 use crate::deltas::{DeltaRecord, compute_deltas};
 use crate::gate::GateReport;
 use crate::kernels::{KernelRecord, read_kernels, write_kernels};
 use crate::records::{EpochRecord, GateResult, IterationRecord, MemorySample, RunSummary};
+use crate::validation::{Validation, read_validation, write_validation};
 use crate::{ReportError, SCHEMA_VERSION, charts, html, tables};
 use polars::prelude::DataFrame;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,12 @@ pub struct RunData {
     pub experiment_toml: String,
     /// GPU time per layer × phase × kernel (empty when no backend was timed).
     pub kernels: Vec<KernelRecord>,
+    /// Per-class results, curves and confusion matrices of the validations.
+    pub validation: Validation,
 }
+
+/// Folder of the validation images (`val_<i>_<backend>.png`), embedded in the report.
+pub const IMAGES_DIR: &str = "images";
 
 impl RunData {
     /// Builds the run and derives deltas, per-backend summaries and peaks from the records.
@@ -49,6 +56,7 @@ impl RunData {
             gates,
             experiment_toml,
             kernels: Vec::new(),
+            validation: Validation::default(),
         };
         run.refresh();
         run
@@ -127,7 +135,7 @@ pub struct RunFiles {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
-    move |e| ReportError::Io { path: path.display().to_string(), source: e }
+    move |e| ReportError::Io { path: path.display().to_string(), error: e }
 }
 
 fn write_text(path: PathBuf, text: &str, files: &mut RunFiles) -> Result<(), ReportError> {
@@ -187,6 +195,7 @@ pub fn write_tables(dir: &Path, run: &RunData, formats: OutputFormats) -> Result
     if !run.kernels.is_empty() {
         files.files.extend(write_kernels(&tdir, &run.kernels, formats.parquet, formats.csv)?);
     }
+    files.files.extend(write_validation(&tdir, &run.validation, formats.parquet, formats.csv)?);
     files.files.push(write_summary(dir, &run.summary)?);
     write_text(dir.join("experiment.toml"), &run.experiment_toml, &mut files)?;
     Ok(files)
@@ -220,9 +229,28 @@ pub fn render_run(dir: &Path, run: &RunData, formats: OutputFormats) -> Result<R
         write_text(dir.join("gate.md"), &gate.markdown(&run.summary), &mut files)?;
     }
     if formats.html {
-        write_text(dir.join("report.html"), &html::render(run, &charts), &mut files)?;
+        let images = validation_images(dir)?;
+        write_text(dir.join("report.html"), &html::render(run, &charts, &images), &mut files)?;
     }
     Ok(files)
+}
+
+/// The validation images of a run folder (`images/*.png`, by name), for the report.
+pub fn validation_images(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ReportError> {
+    let idir = dir.join(IMAGES_DIR);
+    if !idir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&idir).map_err(io(&idir))? {
+        let path = entry.map_err(io(&idir))?.path();
+        if path.extension().is_some_and(|e| e == "png") {
+            let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push((name, std::fs::read(&path).map_err(io(&path))?));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// Reads a run folder back (Parquet tables, or CSV where Parquet was not written).
@@ -254,9 +282,16 @@ pub fn read_run(dir: &Path) -> Result<RunData, ReportError> {
         Vec::new()
     };
     let experiment_toml = std::fs::read_to_string(dir.join("experiment.toml")).unwrap_or_default();
+    let mut summary = summary;
+    if summary.schema_version < SCHEMA_VERSION {
+        // Older summaries derived their per-backend figures differently (images/s as a mean
+        // of rates): derive them again from the records, as this version does.
+        summary.fill_from_records(&iterations, &epochs, &memory);
+    }
     let deltas = compute_deltas(&iterations, summary.parity.window);
     let kernels = read_kernels(&tdir)?.unwrap_or_default();
-    Ok(RunData { iterations, epochs, memory, deltas, summary, gates, experiment_toml, kernels })
+    let validation = read_validation(&tdir)?;
+    Ok(RunData { iterations, epochs, memory, deltas, summary, gates, experiment_toml, kernels, validation })
 }
 
 /// Earlier runs a resumed run may chain through (a guard against a folder naming itself).
@@ -295,10 +330,18 @@ pub fn with_history(mut run: RunData, dir: &Path) -> (RunData, Vec<String>) {
         let mut iterations: Vec<IterationRecord> = prev.iterations.into_iter().filter(|i| i.iteration <= r.iteration).collect();
         let mut epochs: Vec<EpochRecord> =
             prev.epochs.into_iter().filter(|e| first_epoch.is_none_or(|f| e.epoch < f)).collect();
+        let mut classes: Vec<_> = prev.validation.classes.into_iter().filter(|e| first_epoch.is_none_or(|f| e.epoch < f)).collect();
         iterations.append(&mut run.iterations);
         epochs.append(&mut run.epochs);
+        classes.append(&mut run.validation.classes);
         run.iterations = iterations;
         run.epochs = epochs;
+        run.validation.classes = classes;
+        // Curves and confusion are of the last validation: the earlier run's only if this one has none.
+        if run.validation.curves.is_empty() && run.validation.confusion.is_empty() {
+            run.validation.curves = prev.validation.curves;
+            run.validation.confusion = prev.validation.confusion;
+        }
         from = prev.summary.resumed_from.map(|r| (prev_dir, r));
     }
     run.refresh();

@@ -9,13 +9,38 @@ use std::fs::File;
 use std::path::Path;
 
 pub const ITERATION_COLUMNS: &[&str] = &[
-    "backend", "iteration", "epoch", "loss", "box_loss", "obj_loss", "class_loss", "avg_iou",
-    "recall50", "recall75", "count", "lr", "images_per_s", "t_data_s", "t_forward_s",
-    "t_backward_s", "t_update_s", "t_sync_s", "rss_bytes", "gpu_bytes",
+    "backend", "iteration", "epoch", "images", "loss", "box_loss", "obj_loss", "class_loss", "avg_iou",
+    "recall50", "recall75", "count", "lr", "images_per_s", "step_s", "data_wait_s", "data_load_s",
+    "host_forward_s", "host_backward_s", "host_update_s", "host_wait_s", "device_forward_s",
+    "device_loss_s", "device_backward_s", "device_update_s", "device_other_s", "rss_bytes", "gpu_bytes",
 ];
+
+/// Float columns of the iteration table (in order) and, for reading schema-2 folders, the name
+/// the column had there.
+const ITERATION_FLOATS: &[(&str, Option<&str>)] = &[
+    ("loss", None),
+    ("box_loss", None),
+    ("obj_loss", None),
+    ("class_loss", None),
+    ("avg_iou", None),
+    ("recall50", None),
+    ("recall75", None),
+    ("count", None),
+    ("lr", None),
+    ("images_per_s", None),
+    ("data_wait_s", Some("t_data_s")),
+    ("data_load_s", Some("t_data_s")),
+    ("host_forward_s", Some("t_forward_s")),
+    ("host_backward_s", Some("t_backward_s")),
+    ("host_update_s", Some("t_update_s")),
+    ("host_wait_s", Some("t_sync_s")),
+];
+
+/// Device time columns: empty (null) where nothing was timed.
+const DEVICE_COLUMNS: [&str; 5] = ["device_forward_s", "device_loss_s", "device_backward_s", "device_update_s", "device_other_s"];
 pub const EPOCH_COLUMNS: &[&str] =
     &["backend", "epoch", "map50", "map50_95", "precision", "recall", "f1"];
-pub const MEMORY_COLUMNS: &[&str] = &["t_s", "rss_bytes", "swap_bytes", "gpu_bytes"];
+pub const MEMORY_COLUMNS: &[&str] = &["t_s", "rss_bytes", "swap_bytes", "gpu_bytes", "backend"];
 pub const SUMMARY_COLUMNS: &[&str] = &["key", "value", "unit"];
 pub const DELTA_COLUMNS: &[&str] = &[
     "backend", "reference", "iteration", "reference_loss", "loss", "abs_delta", "rel_delta",
@@ -25,19 +50,20 @@ pub const DELTA_COLUMNS: &[&str] = &[
 /// The tables of a run folder, by file stem.
 pub const TABLE_NAMES: &[&str] = &["iterations", "epochs", "memory", "summary", "deltas"];
 
-fn col<T, P: ?Sized>(name: &str, values: T) -> Column
+pub(crate) fn col<T, P: ?Sized>(name: &str, values: T) -> Column
 where
     Series: NamedFrom<T, P>,
 {
     Column::new(name.into(), values)
 }
 
-fn frame(height: usize, columns: Vec<Column>) -> Result<DataFrame, ReportError> {
+pub(crate) fn frame(height: usize, columns: Vec<Column>) -> Result<DataFrame, ReportError> {
     Ok(DataFrame::new(height, columns)?)
 }
 
 pub fn iterations_frame(rows: &[IterationRecord]) -> Result<DataFrame, ReportError> {
     let f = |g: fn(&IterationRecord) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    let o = |g: fn(&IterationRecord) -> Option<f64>| rows.iter().map(g).collect::<Vec<Option<f64>>>();
     let u = |g: fn(&IterationRecord) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
     frame(
         rows.len(),
@@ -45,6 +71,7 @@ pub fn iterations_frame(rows: &[IterationRecord]) -> Result<DataFrame, ReportErr
             col("backend", rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>()),
             col("iteration", u(|r| r.iteration)),
             col("epoch", u(|r| r.epoch)),
+            col("images", u(|r| r.images)),
             col("loss", f(|r| r.loss)),
             col("box_loss", f(|r| r.box_loss)),
             col("obj_loss", f(|r| r.obj_loss)),
@@ -55,11 +82,18 @@ pub fn iterations_frame(rows: &[IterationRecord]) -> Result<DataFrame, ReportErr
             col("count", f(|r| r.count)),
             col("lr", f(|r| r.lr)),
             col("images_per_s", f(|r| r.images_per_s)),
-            col("t_data_s", f(|r| r.t_data_s)),
-            col("t_forward_s", f(|r| r.t_forward_s)),
-            col("t_backward_s", f(|r| r.t_backward_s)),
-            col("t_update_s", f(|r| r.t_update_s)),
-            col("t_sync_s", f(|r| r.t_sync_s)),
+            col("step_s", f(|r| r.step_s)),
+            col("data_wait_s", f(|r| r.data_wait_s)),
+            col("data_load_s", f(|r| r.data_load_s)),
+            col("host_forward_s", f(|r| r.host_forward_s)),
+            col("host_backward_s", f(|r| r.host_backward_s)),
+            col("host_update_s", f(|r| r.host_update_s)),
+            col("host_wait_s", f(|r| r.host_wait_s)),
+            col("device_forward_s", o(|r| r.device_forward_s)),
+            col("device_loss_s", o(|r| r.device_loss_s)),
+            col("device_backward_s", o(|r| r.device_backward_s)),
+            col("device_update_s", o(|r| r.device_update_s)),
+            col("device_other_s", o(|r| r.device_other_s)),
             col("rss_bytes", u(|r| r.rss_bytes)),
             col("gpu_bytes", u(|r| r.gpu_bytes)),
         ],
@@ -91,6 +125,7 @@ pub fn memory_frame(rows: &[MemorySample]) -> Result<DataFrame, ReportError> {
             col("rss_bytes", u(|r| r.rss_bytes)),
             col("swap_bytes", u(|r| r.swap_bytes)),
             col("gpu_bytes", u(|r| r.gpu_bytes)),
+            col("backend", rows.iter().map(|r| r.backend.as_str()).collect::<Vec<_>>()),
         ],
     )
 }
@@ -126,37 +161,67 @@ pub fn deltas_frame(rows: &[DeltaRecord]) -> Result<DataFrame, ReportError> {
 
 // Reading: every column is cast to the schema's type, so CSV-inferred types (i64 for counts) also work.
 
-fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>, ReportError> {
+pub(crate) fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>, ReportError> {
     let c = df.column(name)?.cast(&DataType::Float64)?;
     Ok(c.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
-fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, ReportError> {
-    let c = df.column(name)?.cast(&DataType::UInt64)?;
-    c.u64()?
-        .iter()
-        .map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value"))))
-        .collect()
+/// The values of an integer column, which may have no missing value.
+fn required<T>(values: impl Iterator<Item = Option<T>>, name: &str) -> Result<Vec<T>, ReportError> {
+    values.map(|v| v.ok_or_else(|| ReportError::Schema(format!("column `{name}` has a missing value")))).collect()
 }
 
-fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>, ReportError> {
+pub(crate) fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::UInt64)?;
+    required(c.u64()?.iter(), name)
+}
+
+pub(crate) fn i64s(df: &DataFrame, name: &str) -> Result<Vec<i64>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::Int64)?;
+    required(c.i64()?.iter(), name)
+}
+
+pub(crate) fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>, ReportError> {
     let c = df.column(name)?.cast(&DataType::String)?;
     Ok(c.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect())
 }
 
+/// Nullable floats: `None` where the table holds no value.
+fn opt_f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::Float64)?;
+    Ok(c.f64()?.iter().collect())
+}
+
+fn has(df: &DataFrame, name: &str) -> bool {
+    df.get_column_names().iter().any(|c| c.as_str() == name)
+}
+
+/// Reads the iteration table; also a schema-2 table (its `t_*` columns under their new names,
+/// no device times, images and step time derived from images/s and the phases).
 pub fn iterations_from_frame(df: &DataFrame) -> Result<Vec<IterationRecord>, ReportError> {
     let backend = strs(df, "backend")?;
     let (iteration, epoch) = (u64s(df, "iteration")?, u64s(df, "epoch")?);
     let (rss, gpu) = (u64s(df, "rss_bytes")?, u64s(df, "gpu_bytes")?);
-    let fl: Vec<Vec<f64>> = ITERATION_COLUMNS[3..18]
+    let fl: Vec<Vec<f64>> = ITERATION_FLOATS
         .iter()
-        .map(|n| f64s(df, n))
+        .map(|(n, old)| match old {
+            Some(old) if !has(df, n) => f64s(df, old),
+            _ => f64s(df, n),
+        })
         .collect::<Result<_, _>>()?;
-    Ok((0..df.height())
+    let n = df.height();
+    let step = if has(df, "step_s") { f64s(df, "step_s")? } else { (0..n).map(|i| fl[12][i] + fl[13][i] + fl[14][i] + fl[15][i]).collect() };
+    let images = if has(df, "images") { u64s(df, "images")? } else { (0..n).map(|i| (fl[9][i] * step[i]).round().max(0.0) as u64).collect() };
+    let device: Vec<Vec<Option<f64>>> = DEVICE_COLUMNS
+        .iter()
+        .map(|c| if has(df, c) { opt_f64s(df, c) } else { Ok(vec![None; n]) })
+        .collect::<Result<_, _>>()?;
+    Ok((0..n)
         .map(|i| IterationRecord {
             backend: backend[i].clone(),
             iteration: iteration[i],
             epoch: epoch[i],
+            images: images[i],
             loss: fl[0][i],
             box_loss: fl[1][i],
             obj_loss: fl[2][i],
@@ -167,11 +232,18 @@ pub fn iterations_from_frame(df: &DataFrame) -> Result<Vec<IterationRecord>, Rep
             count: fl[7][i],
             lr: fl[8][i],
             images_per_s: fl[9][i],
-            t_data_s: fl[10][i],
-            t_forward_s: fl[11][i],
-            t_backward_s: fl[12][i],
-            t_update_s: fl[13][i],
-            t_sync_s: fl[14][i],
+            step_s: step[i],
+            data_wait_s: fl[10][i],
+            data_load_s: fl[11][i],
+            host_forward_s: fl[12][i],
+            host_backward_s: fl[13][i],
+            host_update_s: fl[14][i],
+            host_wait_s: fl[15][i],
+            device_forward_s: device[0][i],
+            device_loss_s: device[1][i],
+            device_backward_s: device[2][i],
+            device_update_s: device[3][i],
+            device_other_s: device[4][i],
             rss_bytes: rss[i],
             gpu_bytes: gpu[i],
         })
@@ -199,8 +271,10 @@ pub fn epochs_from_frame(df: &DataFrame) -> Result<Vec<EpochRecord>, ReportError
 pub fn memory_from_frame(df: &DataFrame) -> Result<Vec<MemorySample>, ReportError> {
     let t = f64s(df, "t_s")?;
     let (rss, swap, gpu) = (u64s(df, "rss_bytes")?, u64s(df, "swap_bytes")?, u64s(df, "gpu_bytes")?);
+    // Schema 2 had no `backend` column (no per-backend windows).
+    let backend = if has(df, "backend") { strs(df, "backend")? } else { vec![String::new(); df.height()] };
     Ok((0..df.height())
-        .map(|i| MemorySample { t_s: t[i], rss_bytes: rss[i], swap_bytes: swap[i], gpu_bytes: gpu[i] })
+        .map(|i| MemorySample { t_s: t[i], rss_bytes: rss[i], swap_bytes: swap[i], gpu_bytes: gpu[i], backend: backend[i].clone() })
         .collect())
 }
 
@@ -225,7 +299,7 @@ pub fn deltas_from_frame(df: &DataFrame) -> Result<Vec<DeltaRecord>, ReportError
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> ReportError {
-    ReportError::Io { path: path.display().to_string(), source: e }
+    ReportError::Io { path: path.display().to_string(), error: e }
 }
 
 fn polars_err(path: &Path, e: PolarsError) -> ReportError {

@@ -31,11 +31,11 @@ fn all_files_exist_and_are_not_empty() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for t in ["iterations", "epochs", "memory", "summary", "deltas", "kernels"] {
+    for t in ["iterations", "epochs", "memory", "summary", "deltas", "kernels", "classes", "curves", "confusion"] {
         expected.push(format!("tables/{t}.parquet"));
         expected.push(format!("tables/{t}.csv"));
     }
-    for c in ["loss", "loss_delta", "map", "throughput", "memory", "layer_time"] {
+    for c in reports::charts::NAMES {
         expected.push(format!("charts/{c}.png"));
         expected.push(format!("charts/{c}.svg"));
     }
@@ -59,6 +59,7 @@ fn parquet_round_trips_exactly() {
     assert_eq!(back.memory, run.memory);
     assert_eq!(back.summary, run.summary);
     assert_eq!(back.kernels, run.kernels);
+    assert_eq!(back.validation, run.validation);
     assert_eq!(back.gates, run.gates);
     assert_eq!(back.deltas, run.deltas);
     assert_eq!(back.experiment_toml, run.experiment_toml);
@@ -117,7 +118,7 @@ fn html_is_self_contained_with_verdict_first() {
     let first_svg = html.find("<svg").expect("inline svg");
     assert!(verdict < first_svg, "verdict must come before the charts");
     assert!(html.contains(">PASS<") && html.contains(">FAIL<"));
-    assert_eq!(html.matches("<svg").count(), 6);
+    assert_eq!(html.matches("<svg").count(), reports::charts::NAMES.len());
     assert!(!html.contains("<?xml"), "inline SVG must not carry an XML declaration");
     for forbidden in ["<script", "<link", "src=\"http", "@import", "url(http"] {
         assert!(!html.contains(forbidden), "HTML reaches out: {forbidden}");
@@ -167,7 +168,7 @@ fn compare_flags_injected_regressions_only() {
 
     let mut b = a.clone();
     for r in b.iterations.iter_mut().filter(|r| r.backend == "gpu") {
-        r.images_per_s *= 0.5; // GPU twice as slow
+        r.step_s = 2.0 * r.step_s + r.data_wait_s; // GPU twice as slow
     }
     for r in b.iterations.iter_mut().filter(|r| r.backend == "cpu") {
         r.loss *= 1.03; // within the 5% margin
@@ -216,7 +217,8 @@ fn empty_run_still_renders() {
 fn schema_doc_describes_every_column() {
     let doc = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("SCHEMA.md"));
     assert!(doc.contains(&format!("Schema version: {}", reports::SCHEMA_VERSION)));
-    for cols in [ITERATION_COLUMNS, EPOCH_COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, DELTA_COLUMNS] {
+    use reports::validation::{CLASS_COLUMNS, CONFUSION_COLUMNS, CURVE_COLUMNS};
+    for cols in [ITERATION_COLUMNS, EPOCH_COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, DELTA_COLUMNS, CLASS_COLUMNS, CURVE_COLUMNS, CONFUSION_COLUMNS] {
         for c in cols {
             assert!(doc.contains(&format!("| `{c}` |")), "SCHEMA.md lacks column {c}");
         }

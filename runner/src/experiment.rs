@@ -14,6 +14,8 @@ mod de;
 mod locate;
 #[path = "experiment/overrides.rs"]
 pub mod overrides;
+#[path = "experiment/resolved.rs"]
+pub mod resolved;
 #[path = "experiment/validate.rs"]
 mod validate;
 
@@ -288,8 +290,12 @@ pub struct Thresholds {
     pub map_abs_delta: Option<f64>,
     /// Max RSS growth within an epoch after `warmup_iterations`, bytes.
     pub rss_growth_bytes: Option<u64>,
+    /// Max peak RSS of the whole run (sampled every 200 ms from before the networks are built), bytes.
+    pub max_rss_bytes: Option<u64>,
     #[serde(default = "de::default_warmup")]
     pub warmup_iterations: u64,
+    /// Max swap the run adds: the process's own swap where the OS reports it (Linux), else the
+    /// growth of the system's used swap since the run started, bytes.
     pub max_swap_bytes: Option<u64>,
     /// Min GPU images/s ÷ CPU images/s.
     #[serde(default, deserialize_with = "de::positive_opt")]
@@ -308,6 +314,7 @@ impl Default for Thresholds {
             window: de::default_window(),
             map_abs_delta: None,
             rss_growth_bytes: None,
+            max_rss_bytes: None,
             warmup_iterations: de::default_warmup(),
             max_swap_bytes: None,
             min_gpu_speedup: None,

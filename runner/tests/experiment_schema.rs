@@ -97,7 +97,7 @@ fn missing_experiment_file() {
 
 #[test]
 fn tiny_parity_example_loads() {
-    let exp = experiment::load(root().join("experiments/tiny-parity.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let exp = experiment::load(root().join("experiments/tiny-parity-scratch.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(exp.model.source, ModelSource::Builtin("yolov4-tiny".into()));
     assert_eq!(exp.backends.list, vec![BackendSpec::Cpu, BackendSpec::Gpu(GpuSelector::First)]);
     assert_eq!(exp.backends.mode, RunMode::Sequential);
@@ -109,6 +109,27 @@ fn tiny_parity_example_loads() {
     }
     assert!(exp.report.out_dir.ends_with("experiments/../runs"));
     assert_eq!(exp.report.formats.len(), 8);
+}
+
+/// The main job's fine-tuning run starts from the shipped weights, which cover its whole cfg,
+/// and uses the pre-training's data (same seed and shape parameters: its held-out images).
+#[test]
+fn fine_tuning_example_starts_from_the_shipped_weights() {
+    let exp = experiment::load(root().join("experiments/tiny-parity.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let pre = experiment::load(root().join("experiments/shapes-half-cpu.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(exp.model.source, pre.model.source);
+    let (DataSource::Synthetic(a), DataSource::Synthetic(b)) = (&exp.data.source, &pre.data.source) else { panic!("synthetic data") };
+    assert_eq!((a.seed, a.classes, a.min_size, a.max_size, a.max_objects), (b.seed, b.classes, b.min_size, b.max_size, b.max_objects));
+    assert!(a.val_images <= b.val_images && a.images <= b.images);
+    let weights = exp.model.weights.clone().expect("[model] weights");
+    assert!(std::fs::metadata(&weights).unwrap().len() <= 8 << 20, "shipped weights must stay small");
+    let ModelSource::File(cfg_path) = &exp.model.source else { panic!("a cfg file") };
+    let (mut cfg, _) = engine::cfg::parse_file(cfg_path).unwrap();
+    cfg.set_classes(3).unwrap();
+    cfg.set_size(64, 64).unwrap();
+    let net = engine::network::Network::build(engine::cpu::CpuBackend::new(), cfg, &Default::default()).unwrap();
+    let file = engine::weights::read_weights(&weights, &net.conv_dims(), engine::weights::Extent::All).unwrap_or_else(|e| panic!("{e}"));
+    assert!(engine::weights::nonfinite(&file.layers).is_none());
 }
 
 #[test]
@@ -173,4 +194,54 @@ fn parity_gates_need_two_backends() {
                 [backends]\nlist = [\"cpu\"]\n[thresholds]\nmap_abs_delta = 0.1\n";
     let e = experiment::parse(Path::new("inline.toml"), text).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("inline.toml:10:1: `thresholds.map_abs_delta`"), "{e}");
+}
+
+/// README's "Experiment file reference" lists every key the schema accepts: the keys are taken
+/// from the schema itself (serde's "expected one of" for an unknown key in each section).
+#[test]
+fn readme_documents_every_experiment_key() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("## Experiment file reference").expect("README section");
+    let reference = &readme[start..start + readme[start..].find("\n## ").unwrap_or(readme.len() - start)];
+    let synth = "synthetic = { images = 8, val_images = 2, classes = 2, min_size = 8, max_size = 32, max_objects = 2 }";
+    let base = |extra: &str, synthetic: &str| {
+        format!("[experiment]\nname = \"x\"\n[model]\ncfg = \"yolov4-tiny\"\n[data]\n{synthetic}\n[backends]\nlist = [\"cpu\"]\n{extra}\n")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("experiment", base("", synth).replacen("name = \"x\"", "name = \"x\"\nzzz = 1", 1)),
+        ("model", base("", synth).replacen("cfg = \"yolov4-tiny\"", "cfg = \"yolov4-tiny\"\nzzz = 1", 1)),
+        ("data", base("", &format!("{synth}\nzzz = 1"))),
+        ("data.synthetic", base("", &synth.replace(" }", ", zzz = 1 }"))),
+        ("train", base("[train]\nzzz = 1", synth)),
+        ("train.augment", base("[train.augment]\nzzz = 1", synth)),
+        ("backends", base("", synth).replacen("list = [\"cpu\"]", "list = [\"cpu\"]\nzzz = 1", 1)),
+        ("thresholds", base("[thresholds]\nzzz = 1", synth)),
+        ("report", base("[report]\nzzz = 1", synth)),
+    ];
+    let dir = std::env::temp_dir().join(format!("runner-readme-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    for (section, text) in cases {
+        let path = dir.join(format!("{section}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let e = experiment::load(&path).map(|_| ()).unwrap_err().to_string();
+        // serde says "expected one of `a`, `b`, `c`" or, for two, "expected `a` or `b`".
+        let list = e.split("expected ").nth(1).unwrap_or_else(|| panic!("{section}: {e}"));
+        let list = list.trim_start_matches("one of ").replace(" or ", ", ");
+        for key in list.split(", ").map(|k| k.trim_matches('`')) {
+            if format!("{section}.{key}") == "train.augment" {
+                continue; // a section of its own, checked below
+            }
+            // The synthetic set's fields are documented in the `data.synthetic` row.
+            let doc = if section == "data.synthetic" {
+                reference.lines().any(|l| l.starts_with("| `data.synthetic`") && l.contains(key))
+            } else {
+                reference.contains(&format!("`{section}.{key}`"))
+            };
+            assert!(doc, "README's experiment reference lacks `{section}.{key}`");
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} keys seen");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -260,7 +260,8 @@ pub fn truth_boxes(labels: &[Label], crop: &Crop, net_w: usize, net_h: usize, ma
         .collect()
 }
 
-type Slot = Result<Batch>;
+/// A batch (or the error that ends the run) and how long making it took.
+type Slot = (Result<Batch>, Duration);
 
 /// Prefetching loader: `workers` threads make batches ahead of the consumer (worker `w` makes
 /// batches `w, w+k, ...`, each into its own bounded channel, so they arrive in order).
@@ -275,6 +276,7 @@ pub struct Loader {
     sync_cache: Option<(u64, Vec<u32>)>,
     last_wait: Duration,
     total_wait: Duration,
+    last_load: Duration,
 }
 
 impl Loader {
@@ -295,9 +297,10 @@ impl Loader {
                     let mut cache = None;
                     let mut index = start + w;
                     while index < end && !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
                         let r = plan.make_batch(index, &mut cache);
                         let failed = r.is_err();
-                        if tx.send(r).is_err() || failed {
+                        if tx.send((r, t0.elapsed())).is_err() || failed {
                             break; // consumer gone, or this error ends the run
                         }
                         index += k as u64;
@@ -318,6 +321,7 @@ impl Loader {
             sync_cache: None,
             last_wait: Duration::ZERO,
             total_wait: Duration::ZERO,
+            last_load: Duration::ZERO,
         })
     }
 
@@ -335,6 +339,12 @@ impl Loader {
         self.last_wait
     }
 
+    /// How long reading and augmenting the last batch took (in a loader thread, ahead of the
+    /// consumer; without threads the same as the wait).
+    pub fn last_load(&self) -> Duration {
+        self.last_load
+    }
+
     /// Total data-wait so far.
     pub fn total_wait(&self) -> Duration {
         self.total_wait
@@ -346,15 +356,17 @@ impl Loader {
             return None;
         }
         let t0 = Instant::now();
-        let r = if self.receivers.is_empty() {
-            self.plan.make_batch(self.next, &mut self.sync_cache)
+        let (r, load) = if self.receivers.is_empty() {
+            let r = self.plan.make_batch(self.next, &mut self.sync_cache);
+            (r, t0.elapsed())
         } else {
             let w = ((self.next - self.plan.cfg.start_batch) % self.receivers.len() as u64) as usize;
             self.receivers[w]
                 .recv()
-                .unwrap_or_else(|_| Err(DataError::Loader("a worker thread ended unexpectedly".into())))
+                .unwrap_or_else(|_| (Err(DataError::Loader("a worker thread ended unexpectedly".into())), Duration::ZERO))
         };
         self.last_wait = t0.elapsed();
+        self.last_load = load;
         self.total_wait += self.last_wait;
         self.next += 1;
         if r.is_err() {

@@ -30,11 +30,12 @@ pub use synth::{ShapeKind, SynthSpec};
 /// Errors of the data pipeline; each names the file (and line where there is one).
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message, not a `source()`: printed with its chain (`{:#}`)
+    /// it would otherwise appear twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}: {}", crate::cfg::error::clip_to(.msg, 4 * crate::cfg::error::CLIP_CHARS))]
     Parse { path: PathBuf, line: usize, msg: String },
@@ -50,7 +51,7 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io { path: path.into(), error: source }
     }
 
     pub(crate) fn parse(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {

@@ -2,9 +2,11 @@
 //!
 //! Boxes are normalised centre format (x, y, w, h) like Darknet's `box`.
 
+pub mod confusion;
 pub mod map;
 pub mod nms;
 
+pub use confusion::ConfusionMatrix;
 pub use map::{ClassRow, EvalError, MapAccumulator, MapReport, format_darknet};
 pub use nms::{apply_nms, diounms_sort, do_nms_sort};
 

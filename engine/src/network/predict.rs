@@ -45,24 +45,32 @@ impl<B: Backend> Network<B> {
         per_image
     }
 
-    /// Add one validation batch to a mAP accumulator (images beyond `batch.n` are padding).
-    pub fn evaluate_batch(&self, batch: &Batch, acc: &mut MapAccumulator) -> Result<(), EvalError> {
+    /// The detections `darknet detector map` scores, for the real images of one validation batch
+    /// (images beyond `batch.n` are padding): candidates above [`MAP_CANDIDATE_THRESH`] after NMS.
+    pub fn detect_batch(&self, batch: &Batch) -> Vec<Vec<Detection>> {
         let per_img = batch.images.len() / batch.n.max(1);
         let mut images = batch.images.clone();
         images.resize(self.mini_batch * per_img, 0.0);
         let truths = vec![0.0; self.backend.len(&self.truths)];
         // set_input only fails on sizes, which the caller's loader fixes to the network.
         if self.set_input(&images, &truths).is_err() {
-            return Ok(());
+            return vec![Vec::new(); batch.n];
         }
-        let dets = self.detect(MAP_CANDIDATE_THRESH, MAP_NMS_THRESH);
-        for (i, d) in dets.iter().enumerate().take(batch.n) {
-            let gts: Vec<GroundTruth> = batch
-                .boxes(i)
-                .map(|t| GroundTruth { class: t[4] as usize, bbox: Bbox::new(t[0], t[1], t[2], t[3]) })
-                .collect();
-            acc.add_image(d, &gts)?;
+        let mut dets = self.detect(MAP_CANDIDATE_THRESH, MAP_NMS_THRESH);
+        dets.truncate(batch.n);
+        dets
+    }
+
+    /// Add one validation batch to a mAP accumulator (images beyond `batch.n` are padding).
+    pub fn evaluate_batch(&self, batch: &Batch, acc: &mut MapAccumulator) -> Result<(), EvalError> {
+        for (i, d) in self.detect_batch(batch).iter().enumerate() {
+            acc.add_image(d, &batch_truths(batch, i))?;
         }
         Ok(())
     }
+}
+
+/// The labelled objects of image `i` of a batch.
+pub fn batch_truths(batch: &Batch, i: usize) -> Vec<GroundTruth> {
+    batch.boxes(i).map(|t| GroundTruth { class: t[4] as usize, bbox: Bbox::new(t[0], t[1], t[2], t[3]) }).collect()
 }

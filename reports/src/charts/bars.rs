@@ -1,45 +1,60 @@
-//! Throughput bars: images/s per backend, and mean time per iteration stacked by phase.
+//! Bars per category (backends): images/s per backend, and mean time per iteration stacked by
+//! phase. Categories sit on a plain numeric axis (bar i spans i+0.15..i+0.85) with their names
+//! drawn under the axis, so one category draws as well as many (plotters' segmented axis maps
+//! a one-value range to nothing).
 
 use super::lines::fmt_tick;
 use super::{DrawResult, color, draw_empty, err};
 use crate::records::{BackendSummary, PhaseTimes};
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::SegmentedCoord;
-use plotters::coord::types::{RangedCoordf64, RangedCoordu32};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-type BarChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<SegmentedCoord<RangedCoordu32>, RangedCoordf64>>;
+pub(crate) type BarChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-/// One bar per backend: the caption, axes and labels shared by both throughput panels.
-fn bar_axes<'a, DB: DrawingBackend>(
+/// Axes with one slot per name: caption, y axis, and the names centred under their slots.
+pub(crate) fn category_axes<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     caption: &str,
+    x_desc: &str,
     y_desc: &str,
     y_max: f64,
-    n: u32,
-    label: &dyn Fn(&SegmentValue<u32>) -> String,
+    names: &[String],
 ) -> Result<BarChart<'a, DB>, String> {
+    let n = names.len().max(1) as f64;
+    let y_max = if y_max.is_finite() && y_max > 0.0 { y_max } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max.max(1e-9))
+        .build_cartesian_2d(0.0..n, 0.0..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .light_line_style(WHITE)
-        .x_desc("backend")
+        .x_labels(0)
+        .x_desc(x_desc)
         .y_desc(y_desc)
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 13))
-        .x_labels(n as usize)
-        .x_label_formatter(label)
         .y_label_formatter(&|v| fmt_tick(*v))
         .draw()
         .map_err(err)?;
+    let base = area.get_base_pixel();
+    let style = ("sans-serif", 13).into_font().into_text_style(area).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, name) in names.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        area.draw(&Text::new(name.clone(), (x - base.0, y - base.1 + 6), style.clone())).map_err(err)?;
+    }
     Ok(chart)
+}
+
+/// The bar of slot `i` from `lo` to `hi`.
+pub(crate) fn bar(i: usize, lo: f64, hi: f64, c: RGBColor) -> Rectangle<(f64, f64)> {
+    Rectangle::new([(i as f64 + 0.15, lo), (i as f64 + 0.85, hi)], c.filled())
 }
 
 pub fn draw_throughput<DB: DrawingBackend>(
@@ -53,44 +68,26 @@ pub fn draw_throughput<DB: DrawingBackend>(
     let (w, _) = root.dim_in_pixel();
     let (left, right) = root.split_horizontally(w * 2 / 5);
     let names: Vec<String> = backends.iter().map(|b| b.backend.clone()).collect();
-    let n = backends.len() as u32;
-    let label = |v: &SegmentValue<u32>| match v {
-        SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-        _ => String::new(),
-    };
 
-    // Left: images per second.
+    // Left: images per second (total images ÷ total time).
     let ips_max = backends.iter().map(|b| b.images_per_s).filter(|v| v.is_finite()).fold(0.0, f64::max);
-    let mut chart = bar_axes(&left, "Images per second", "images/s", ips_max * 1.15, n, &label)?;
+    let mut chart = category_axes(&left, "Images per second", "backend", "images/s", ips_max * 1.15, &names)?;
     chart
-        .draw_series(backends.iter().enumerate().map(|(i, b)| {
-            let i = i as u32;
-            let mut r = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), b.images_per_s)],
-                color(i as usize).filled(),
-            );
-            r.set_margin(0, 0, 18, 18);
-            r
-        }))
+        .draw_series(backends.iter().enumerate().map(|(i, b)| bar(i, 0.0, b.images_per_s.max(0.0), color(i))))
         .map_err(err)?;
 
-    // Right: mean ms per iteration, stacked by phase.
+    // Right: mean ms per iteration, stacked by phase; device time where the GPU was timed.
     let total_ms = |b: &BackendSummary| b.phase.values().iter().sum::<f64>() * 1e3;
     let ms_max = backends.iter().map(total_ms).filter(|v| v.is_finite()).fold(0.0, f64::max);
-    let mut chart = bar_axes(&right, "Time per iteration by phase", "ms / iteration", ms_max * 1.35, n, &label)?;
+    let labels: Vec<String> = backends.iter().map(|b| format!("{} ({} time)", b.backend, b.phase.source)).collect();
+    let mut chart = category_axes(&right, "Time per iteration by phase", "backend (phases timed on)", "ms / iteration", ms_max * 1.45, &labels)?;
     for (p, phase) in PhaseTimes::NAMES.iter().enumerate() {
-        let c = color(p + 2);
+        let c = color(p + 1);
         chart
             .draw_series(backends.iter().enumerate().map(|(i, b)| {
                 let v = b.phase.values();
                 let below: f64 = v[..p].iter().sum::<f64>() * 1e3;
-                let i = i as u32;
-                let mut r = Rectangle::new(
-                    [(SegmentValue::Exact(i), below), (SegmentValue::Exact(i + 1), below + v[p] * 1e3)],
-                    c.filled(),
-                );
-                r.set_margin(0, 0, 18, 18);
-                r
+                bar(i, below, below + v[p].max(0.0) * 1e3, c)
             }))
             .map_err(err)?
             .label(*phase)
@@ -101,7 +98,7 @@ pub fn draw_throughput<DB: DrawingBackend>(
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.88))
         .border_style(BLACK.mix(0.35))
-        .label_font(("sans-serif", 14))
+        .label_font(("sans-serif", 13))
         .draw()
         .map_err(err)?;
     Ok(())

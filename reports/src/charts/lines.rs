@@ -1,7 +1,7 @@
 //! Line charts (loss, loss delta, mAP, memory) from one generic spec.
 
 use super::{DrawResult, color, draw_empty, err};
-use crate::records::backend_names;
+use crate::records::{IterationRecord, backend_names};
 use crate::run_dir::RunData;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -15,11 +15,13 @@ pub struct Series {
     pub markers: bool,
 }
 
-/// A horizontal limit line.
+/// A horizontal limit line, over the whole x axis or up to `x_end` (a gate that covers the first
+/// iterations only is drawn only there).
 pub struct Limit {
     pub label: String,
     pub y: f64,
     pub color: RGBColor,
+    pub x_end: Option<f64>,
 }
 
 pub struct LineSpec {
@@ -28,11 +30,13 @@ pub struct LineSpec {
     pub y_label: String,
     pub series: Vec<Series>,
     pub limits: Vec<Limit>,
-    /// Shade 0..y as the allowed band.
-    pub shade_below: Option<f64>,
+    /// Shade 0..y as the allowed band (up to x_end when set).
+    pub shade_below: Option<(f64, Option<f64>)>,
     /// Force the y axis to start at 0 (linear only).
     pub y_from_zero: bool,
     pub y_max: Option<f64>,
+    /// A fixed x axis (curves over 0..1), instead of the data's extent.
+    pub x_range: Option<(f64, f64)>,
     pub log_y: bool,
     /// x values are counts (iterations, epochs): integer ticks only.
     pub x_integer: bool,
@@ -43,7 +47,7 @@ pub struct LineSpec {
 }
 
 impl LineSpec {
-    fn new(title: &str, x_label: &str, y_label: &str, empty_reason: &'static str) -> Self {
+    pub(crate) fn new(title: &str, x_label: &str, y_label: &str, empty_reason: &'static str) -> Self {
         LineSpec {
             title: title.into(),
             x_label: x_label.into(),
@@ -53,6 +57,7 @@ impl LineSpec {
             shade_below: None,
             y_from_zero: true,
             y_max: None,
+            x_range: None,
             log_y: false,
             x_integer: true,
             headroom: 0.12,
@@ -103,10 +108,11 @@ macro_rules! body {
             .y_label_formatter(&|v| fmt_tick(*v))
             .draw()
             .map_err(err)?;
-        if let Some(b) = $spec.shade_below {
+        if let Some((b, end)) = $spec.shade_below {
             let band = RGBColor(0, 158, 115).mix(0.12);
+            let xe = end.map_or($x1, |e| e.clamp($x0, $x1));
             $chart
-                .draw_series(std::iter::once(Rectangle::new([($x0, $ylo), ($x1, b)], band.filled())))
+                .draw_series(std::iter::once(Rectangle::new([($x0, $ylo), (xe, b)], band.filled())))
                 .map_err(err)?
                 .label("allowed band")
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], band.filled()));
@@ -115,7 +121,7 @@ macro_rules! body {
             let c = l.color;
             $chart
                 .draw_series(DashedLineSeries::new(
-                    vec![($x0, l.y), ($x1, l.y)],
+                    vec![($x0, l.y), (l.x_end.map_or($x1, |e| e.clamp($x0, $x1)), l.y)],
                     8,
                     5,
                     c.stroke_width(2),
@@ -168,11 +174,17 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &LineSpec) 
     else {
         return draw_empty(root, &spec.title, spec.empty_reason);
     };
-    if x1 <= x0 {
-        x0 -= 1.0;
-        x1 += 1.0;
+    if let Some((a, b)) = spec.x_range {
+        (x0, x1) = (a, b);
     }
-    let lim_hi = spec.limits.iter().map(|l| l.y).chain(spec.shade_below).fold(yhi, f64::max);
+    if x1 <= x0 {
+        // One x value (a one-epoch run): half a step either side, so the point sits in the middle
+        // under its own tick rather than on an axis from −1 to 1.
+        let half = if spec.x_integer { 0.5 } else { 1.0 };
+        x0 -= half;
+        x1 += half;
+    }
+    let lim_hi = spec.limits.iter().map(|l| l.y).chain(spec.shade_below.map(|b| b.0)).fold(yhi, f64::max);
     root.fill(&WHITE).map_err(err)?;
     let mut builder = ChartBuilder::on(root);
     builder
@@ -212,14 +224,33 @@ pub fn loss_spec(run: &RunData) -> LineSpec {
         // Later backends dashed: parity curves lie on top of each other.
         spec.series.push(Series { label: b.clone(), color: color(i), points, dashed: i > 0, markers: false });
     }
-    // Early YOLO losses are orders of magnitude above late ones: a log axis keeps both readable.
+    log_axis_if_wide(&mut spec);
+    spec
+}
+
+/// Early YOLO losses are orders of magnitude above late ones: a log axis keeps both readable.
+fn log_axis_if_wide(spec: &mut LineSpec) {
     let pos = bounds(spec.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| *v > 0.0));
     if let Some((lo, hi)) = pos {
         spec.log_y = hi / lo > 50.0;
         if spec.log_y {
-            spec.y_label = "loss (log scale)".into();
+            spec.y_label = format!("{} (log scale)", spec.y_label);
         }
     }
+}
+
+/// Box, objectness and class loss per backend (they add up to the loss).
+pub fn components_spec(run: &RunData) -> LineSpec {
+    let mut spec = LineSpec::new("Loss components per iteration", "iteration", "loss", "no iterations recorded");
+    let parts: [(&str, fn(&IterationRecord) -> f64); 3] =
+        [("box", |r| r.box_loss), ("objectness", |r| r.obj_loss), ("class", |r| r.class_loss)];
+    for (i, b) in backend_names(&run.iterations).iter().enumerate() {
+        for (k, (part, get)) in parts.iter().enumerate() {
+            let points = run.iterations.iter().filter(|r| &r.backend == b).map(|r| (r.iteration as f64, get(r))).collect();
+            spec.series.push(Series { label: format!("{b} {part}"), color: color(k), points, dashed: i > 0, markers: false });
+        }
+    }
+    log_axis_if_wide(&mut spec);
     spec
 }
 
@@ -255,13 +286,23 @@ pub fn delta_spec(run: &RunData) -> LineSpec {
             markers: false,
         });
     }
+    // The per-iteration gate may cover only the first iterations: its line stops there.
+    let first = lim.loss_rel_delta_iter_first.map(|n| n as f64);
     if let Some(v) = lim.loss_rel_delta_iter {
-        spec.limits.push(Limit { label: format!("limit per iteration ({})", fmt_tick(v)), y: v, color: RGBColor(200, 30, 30) });
+        let label = match first {
+            Some(n) => format!("limit per iteration ({}, iterations 1–{n})", fmt_tick(v)),
+            None => format!("limit per iteration ({})", fmt_tick(v)),
+        };
+        spec.limits.push(Limit { label, y: v, color: RGBColor(200, 30, 30), x_end: first });
     }
     if let Some(v) = lim.loss_rel_delta_window {
-        spec.limits.push(Limit { label: format!("limit for window mean ({})", fmt_tick(v)), y: v, color: RGBColor(230, 140, 0) });
+        spec.limits.push(Limit { label: format!("limit for window mean ({})", fmt_tick(v)), y: v, color: RGBColor(230, 140, 0), x_end: None });
     }
-    spec.shade_below = [lim.loss_rel_delta_iter, lim.loss_rel_delta_window].into_iter().flatten().reduce(f64::max);
+    spec.shade_below = match (lim.loss_rel_delta_iter, lim.loss_rel_delta_window) {
+        (_, Some(w)) => Some((w, None)),
+        (Some(i), None) => Some((i, first)),
+        (None, None) => None,
+    };
     spec
 }
 

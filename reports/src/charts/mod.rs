@@ -5,6 +5,7 @@
 mod bars;
 mod layers;
 mod lines;
+mod validation;
 
 use crate::ReportError;
 use crate::run_dir::RunData;
@@ -38,7 +39,7 @@ pub const SIZE: (u32, u32) = (960, 480);
 /// One rendered chart.
 #[derive(Clone, Debug)]
 pub struct Chart {
-    /// File stem: "loss", "loss_delta", "map", "throughput", "memory", "layer_time".
+    /// File stem: one of [`NAMES`].
     pub name: &'static str,
     pub title: String,
     /// The SVG document (inlined into the HTML report).
@@ -107,12 +108,17 @@ macro_rules! render {
             if $svg_file {
                 let path = dir.join(format!("{name}.svg"));
                 std::fs::write(&path, &svg)
-                    .map_err(|e| ReportError::Io { path: path.display().to_string(), source: e })?;
+                    .map_err(|e| ReportError::Io { path: path.display().to_string(), error: e })?;
             }
         }
         Chart { name, title: $title.to_string(), svg }
     }};
 }
+
+/// Every chart's file stem, in the order of the report.
+pub const NAMES: [&str; 10] = [
+    "loss", "loss_components", "loss_delta", "map", "pr_curve", "f1_curve", "confusion_matrix", "throughput", "memory", "layer_time",
+];
 
 /// Renders every chart. With `dir`, also writes `<name>.png` (if `png`) and `<name>.svg` (if `svg`).
 pub fn render_all(
@@ -124,12 +130,16 @@ pub fn render_all(
     register_fonts();
     if let Some(d) = dir {
         std::fs::create_dir_all(d)
-            .map_err(|e| ReportError::Io { path: d.display().to_string(), source: e })?;
+            .map_err(|e| ReportError::Io { path: d.display().to_string(), error: e })?;
     }
     Ok(vec![
         render!("loss", "Training loss", run, dir, png, svg, draw_loss),
+        render!("loss_components", "Loss components (box + objectness + class = loss)", run, dir, png, svg, draw_components),
         render!("loss_delta", "Relative loss delta vs reference", run, dir, png, svg, draw_delta),
         render!("map", "mAP per epoch", run, dir, png, svg, draw_map),
+        render!("pr_curve", "Precision–recall curves of the last validation", run, dir, png, svg, draw_pr),
+        render!("f1_curve", "F1 over the confidence threshold, last validation", run, dir, png, svg, draw_f1),
+        render!("confusion_matrix", "Confusion matrix of the last validation (IoU 0.5, confidence 0.25)", run, dir, png, svg, draw_confusion),
         render!("throughput", "Throughput and time per phase", run, dir, png, svg, draw_throughput),
         render!("memory", "Memory over time", run, dir, png, svg, draw_memory),
         render!("layer_time", "GPU time per layer (forward and backward)", run, dir, png, svg, draw_layer_time),
@@ -138,6 +148,22 @@ pub fn render_all(
 
 fn draw_loss<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
     lines::draw(root, &lines::loss_spec(run))
+}
+
+fn draw_components<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
+    lines::draw(root, &lines::components_spec(run))
+}
+
+fn draw_pr<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
+    validation::draw_pr(root, run)
+}
+
+fn draw_f1<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
+    validation::draw_f1(root, run)
+}
+
+fn draw_confusion<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
+    validation::draw_confusion(root, run)
 }
 
 fn draw_delta<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {

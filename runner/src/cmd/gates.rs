@@ -5,8 +5,12 @@ use reports::{GateResult, RunData};
 use crate::experiment::Experiment;
 
 fn gate(name: &str, measured: f64, limit: f64, pass: bool, detail: String) -> GateResult {
-    GateResult { name: name.into(), measured, limit, pass, detail }
+    GateResult::new(name, measured, limit, pass, detail)
 }
+
+/// Below this mAP@0.5 on every backend a detector finds next to nothing, so equal mAPs prove
+/// nothing about parity ("mAP 0 vs 0").
+pub const MAP_INFORMATIVE_FLOOR: f64 = 0.05;
 
 pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
     let t = &exp.thresholds;
@@ -44,19 +48,31 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
     if let (Some(limit), Some(reference)) = (t.map_abs_delta, backends.first()) {
         let last = |b: &str| run.epochs.iter().filter(|e| e.backend == b).next_back().map(|e| e.map50);
         let mut worst = (0.0f64, String::from("one backend only"));
+        let mut best_map = f64::NEG_INFINITY;
+        let mut compared = false;
         for b in backends.iter().skip(1) {
             if let (Some(r), Some(v)) = (last(reference), last(b)) {
+                compared = true;
+                best_map = best_map.max(r).max(v);
                 let d = (v - r).abs();
-                if d >= worst.0 {
+                if d >= worst.0 || d.is_nan() {
                     worst = (d, format!("final mAP@0.5: {b} {v:.4} vs {reference} {r:.4}"));
                 }
             }
         }
-        out.push(gate("mAP@0.5 absolute delta", worst.0, limit, worst.0 <= limit, worst.1));
+        let g = gate("mAP@0.5 absolute delta", worst.0, limit, worst.0 <= limit, worst.1);
+        out.push(if !compared {
+            g.not_informative("no two backends with an evaluated epoch")
+        } else if best_map < MAP_INFORMATIVE_FLOOR {
+            g.not_informative(&format!("every backend's mAP@0.5 is below {MAP_INFORMATIVE_FLOOR}: a detector that finds nothing cannot show a difference"))
+        } else {
+            g
+        });
     }
     if let Some(limit) = t.rss_growth_bytes {
         // Growth of the process RSS within each epoch, after the warm-up iterations.
         let mut worst = (0u64, String::from("not enough iterations after warm-up"));
+        let mut measured = false;
         let first = backends.first().cloned().unwrap_or_default();
         let its: Vec<_> = run.iterations.iter().filter(|r| r.backend == first && r.iteration > t.warmup_iterations).collect();
         let mut epochs: Vec<u64> = its.iter().map(|r| r.epoch).collect();
@@ -64,17 +80,33 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
         for e in epochs {
             let rs: Vec<u64> = its.iter().filter(|r| r.epoch == e).map(|r| r.rss_bytes).collect();
             if let (Some(&start), Some(&max)) = (rs.first(), rs.iter().max()) {
+                measured |= rs.len() > 1;
                 let g = max.saturating_sub(start);
                 if g >= worst.0 {
                     worst = (g, format!("epoch {e}: RSS {start} → max {max} bytes"));
                 }
             }
         }
-        out.push(gate("RSS growth within an epoch after warm-up", worst.0 as f64, limit as f64, worst.0 <= limit, worst.1));
+        let g = gate("RSS growth within an epoch after warm-up", worst.0 as f64, limit as f64, worst.0 <= limit, worst.1);
+        out.push(if measured { g } else { g.not_informative("fewer than two iterations of one epoch after the warm-up") });
+    }
+    if let Some(limit) = t.max_rss_bytes {
+        let m = run.summary.peak_rss_bytes;
+        let at = run.memory.iter().max_by_key(|s| s.rss_bytes).filter(|s| s.rss_bytes == m);
+        let detail = match at {
+            Some(s) if s.backend.is_empty() => format!("peak of the process at {:.1} s, outside every backend's window", s.t_s),
+            Some(s) => format!("peak of the process at {:.1} s, while {} was built, training or evaluated", s.t_s, s.backend),
+            None => "peak of the process after an iteration".into(),
+        };
+        out.push(gate("peak RSS of the run", m as f64, limit as f64, m <= limit, detail));
     }
     if let Some(limit) = t.max_swap_bytes {
         let m = run.summary.peak_swap_bytes;
-        out.push(gate("peak swap used", m as f64, limit as f64, m <= limit, "sampled every 200 ms during the run".into()));
+        let how = match run.summary.swap_source.as_str() {
+            "process" => "the process's own swap",
+            _ => "growth of the system's used swap since the run started",
+        };
+        out.push(gate("peak swap used", m as f64, limit as f64, m <= limit, format!("{how}, sampled every 200 ms")));
     }
     if let Some(limit) = t.min_gpu_speedup {
         let cpu = run.summary.backend("cpu").map(|b| b.images_per_s);
@@ -108,20 +140,66 @@ mod tests {
     use reports::{EpochRecord, IterationRecord, RunData, RunSummary};
 
     fn experiment(thresholds: &str) -> crate::experiment::Experiment {
-        let dir = std::env::temp_dir().join(format!("runner-gates-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.toml", thresholds.len()));
-        let text = format!(
-            "[experiment]\nname = \"g\"\n[model]\ncfg = \"yolov4-tiny\"\n[data]\nsynthetic = {{ images = 8, val_images = 2, classes = 2, min_size = 8, max_size = 32, max_objects = 2 }}\n[backends]\nlist = [\"cpu\"]\n[thresholds]\n{thresholds}\n"
-        );
-        std::fs::write(&path, text).unwrap();
-        crate::experiment::load(&path).unwrap()
+        experiment_with(thresholds, "[\"cpu\"]")
     }
 
     fn run(maps: &[f64]) -> RunData {
         let iterations = vec![IterationRecord { backend: "cpu".into(), iteration: 1, ..Default::default() }];
         let epochs = maps.iter().enumerate().map(|(e, &m)| EpochRecord { backend: "cpu".into(), epoch: e as u64, map50: m, ..Default::default() }).collect();
         RunData::new(iterations, epochs, Vec::new(), RunSummary::default(), Vec::new(), String::new())
+    }
+
+    fn two_backends(cpu_map: f64, gpu_map: f64) -> RunData {
+        let iterations = ["cpu", "gpu"].iter().map(|b| IterationRecord { backend: (*b).into(), iteration: 1, ..Default::default() }).collect();
+        let epochs = [("cpu", cpu_map), ("gpu", gpu_map)].iter().map(|(b, m)| EpochRecord { backend: (*b).into(), map50: *m, ..Default::default() }).collect();
+        RunData::new(iterations, epochs, Vec::new(), RunSummary::default(), Vec::new(), String::new())
+    }
+
+    fn experiment_with(thresholds: &str, backends: &str) -> crate::experiment::Experiment {
+        let dir = std::env::temp_dir().join(format!("runner-gates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}-{}.toml", thresholds.len(), backends.len()));
+        let text = format!(
+            "[experiment]\nname = \"g\"\n[model]\ncfg = \"yolov4-tiny\"\n[data]\nsynthetic = {{ images = 8, val_images = 2, classes = 2, min_size = 8, max_size = 32, max_objects = 2 }}\n[backends]\nlist = {backends}\n[thresholds]\n{thresholds}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        crate::experiment::load(&path).unwrap()
+    }
+
+    /// Issue 17 item 6: mAP 0 against mAP 0 holds but proves nothing; mAP 0.8 against 0.81 proves parity.
+    #[test]
+    fn map_delta_of_empty_detectors_is_not_informative() {
+        let exp = experiment_with("map_abs_delta = 0.02", "[\"cpu\", \"gpu\"]");
+        let g = |run: &RunData| super::evaluate(&exp, run).into_iter().find(|g| g.name.contains("mAP@0.5 absolute")).unwrap();
+        let zero = g(&two_backends(0.0, 0.0));
+        assert!(zero.pass && !zero.informative && zero.detail.contains("not informative"), "{zero:?}");
+        let real = g(&two_backends(0.8, 0.81));
+        assert!(real.pass && real.informative, "{real:?}");
+        assert!(!g(&two_backends(0.8, 0.7)).pass);
+    }
+
+    /// Issue 17 item 4: the run's peak RSS is gated, wherever in the run it happened.
+    #[test]
+    fn peak_rss_is_gated() {
+        let exp = experiment_with("max_rss_bytes = 1000000000", "[\"cpu\"]");
+        let mut run = run(&[0.5]);
+        run.memory = vec![reports::MemorySample { t_s: 3.6, rss_bytes: 1_070_000_000, ..Default::default() }];
+        run.refresh();
+        let g = super::evaluate(&exp, &run).into_iter().find(|g| g.name == "peak RSS of the run").expect("peak RSS gate");
+        assert!(!g.pass && g.measured == 1.07e9 && g.detail.contains("3.6 s"), "{g:?}");
+    }
+
+    /// Issue 17 item 1: the speed-up compares total images over total time of each backend.
+    #[test]
+    fn speedup_uses_total_images_over_total_time() {
+        let exp = experiment_with("min_gpu_speedup = 1.5", "[\"cpu\", \"gpu\"]");
+        let rec = |b: &str, i: u64, s: f64| IterationRecord { backend: b.into(), iteration: i, images: 4, step_s: s, images_per_s: 4.0 / s, ..Default::default() };
+        // CPU: 1 s per iteration. GPU: one very fast and one slow iteration after the first:
+        // 8 images in 1.01 s is 7.9 images/s (×1.98), the mean of rates (400 + 4)/2 would say ×50.
+        let its = vec![rec("cpu", 1, 1.0), rec("cpu", 2, 1.0), rec("cpu", 3, 1.0), rec("gpu", 1, 9.0), rec("gpu", 2, 0.01), rec("gpu", 3, 1.0)];
+        let run = RunData::new(its, Vec::new(), Vec::new(), RunSummary::default(), Vec::new(), String::new());
+        let g = super::evaluate(&exp, &run).into_iter().find(|g| g.name == "GPU/CPU speed-up").unwrap();
+        assert!((g.measured - 8.0 / 1.01 / 4.0).abs() < 1e-9, "{g:?}");
     }
 
     #[test]

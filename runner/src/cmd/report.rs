@@ -41,13 +41,13 @@ pub fn report(a: &ReportArgs) -> Result<ExitCode> {
     if run.summary.status == RunStatus::Running {
         // Nothing evaluated this run's gates: it never reached its end. Say so where the verdict goes.
         let last = run.iterations.iter().map(|r| r.iteration).max().unwrap_or(0);
-        run.gates.push(reports::GateResult {
-            name: "run completed".into(),
-            measured: 0.0,
-            limit: 1.0,
-            pass: false,
-            detail: format!("the run did not finish (killed, or still running); last recorded iteration {last}"),
-        });
+        run.gates.push(reports::GateResult::new(
+            "run completed",
+            0.0,
+            1.0,
+            false,
+            format!("the run did not finish (killed, or still running); last recorded iteration {last}"),
+        ));
         eprintln!("{}: the run did not finish (killed, or still running); rebuilding from its tables up to iteration {last}", a.run_dir.display());
     }
     let files = reports::render_run(&a.run_dir, &run, OutputFormats::all())?;

@@ -13,15 +13,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use engine::data::loader::{BatchPlan, Loader, LoaderConfig};
+use engine::profile::Phase;
 use engine::train::StepRecord;
 use reports::{
-    EpochRecord, IterationRecord, Journal, OutputFormats, ResumedFrom, RunData, RunStatus, RunSummary, Verdict,
+    EpochRecord, IterationRecord, Journal, OutputFormats, ResumedFrom, RunData, RunStatus, RunSummary, Validation, Verdict,
 };
 
 use super::{gates, new_run_dir};
@@ -33,6 +34,7 @@ use crate::experiment::{self, Experiment, RunMode, overrides};
 mod checkpoints;
 mod lane;
 mod signals;
+mod validation;
 
 use lane::Slot;
 use signals::{Signals, Stop};
@@ -81,17 +83,21 @@ pub fn run(a: &RunArgs) -> Result<ExitCode> {
     };
     summary.parity.window = exp.thresholds.window;
     summary.parity.loss_rel_delta_iter = exp.thresholds.loss_rel_delta_iter;
+    summary.parity.loss_rel_delta_iter_first = exp.thresholds.loss_rel_delta_iter_first;
     summary.parity.loss_rel_delta_window = exp.thresholds.loss_rel_delta_window;
-    let mut training = match Training::prepare(&exp, plan, &run_dir, a.resume.as_deref(), &mut summary) {
+    summary.swap_source = super::memory::swap_source().into();
+    // Sampling starts before the networks are built: their allocation can be the run's peak.
+    let sampler = MemorySampler::start(exp.backends.list.iter().map(|b| b.to_string()).collect());
+    let mut training = match Training::prepare(&exp, plan, &run_dir, a.resume.as_deref(), &mut summary, sampler.active.clone()) {
         Ok(t) => t,
         Err(e) => {
+            sampler.stop();
             // Nothing was trained: the folder holds at most generated data. Keep no empty run.
             let _ = std::fs::remove_dir_all(&run_dir);
             return Err(e);
         }
     };
     println!("run folder: {}", run_dir.display());
-    let sampler = MemorySampler::start();
     training.gpu_bytes = sampler.gpu_bytes.clone();
     let outcome = training.run(&signals);
     let memory = sampler.stop();
@@ -109,7 +115,7 @@ fn finish(
     mut summary: RunSummary,
     formats: OutputFormats,
 ) -> Result<ExitCode> {
-    let Training { run_dir, journal, iterations, epochs, slots, .. } = training;
+    let Training { run_dir, journal, iterations, epochs, slots, validation, .. } = training;
     // The appended tables are replaced below: their writer must be closed first.
     drop(journal);
     let last = slots.first().map_or(0, |s| s.lane.iteration());
@@ -132,6 +138,7 @@ fn finish(
     }
     let mut data = RunData::new(iterations, epochs, memory, summary, Vec::new(), exp.text.clone());
     data.kernels = slots.iter().flat_map(|s| super::bench::kernel_records(&s.name, &s.kernels)).collect();
+    data.validation = validation;
     data.gates = gates::evaluate(exp, &data);
     let written = reports::write_tables(&run_dir, &data, formats).map_err(anyhow::Error::from).and_then(|_| {
         // The charts and the report show the whole run, earlier parts of a resumed run included.
@@ -195,15 +202,31 @@ struct Training<'e> {
     journal: Journal,
     iterations: Vec<IterationRecord>,
     epochs: Vec<EpochRecord>,
+    /// Per-class results of every validation; curves and confusion of the latest per backend.
+    validation: Validation,
+    /// Class names of the dataset, for the per-class records and the validation images.
+    names: Vec<String>,
+    /// Best mAP@0.5 so far per backend (for `<name>_best.weights`).
+    best_map: Vec<f64>,
     /// Shared with the memory sampler: device bytes of the GPU backends, for the timeline.
     gpu_bytes: Arc<AtomicU64>,
+    /// Shared with the memory sampler: the backend being built, stepping (sequential mode) or
+    /// evaluated now, or none.
+    active: Arc<AtomicUsize>,
 }
 
 impl<'e> Training<'e> {
     /// Data, networks, the initial weights or the resumed state, and the run folder's first
     /// files (summary.json with status `running`, experiment.toml, the appended tables).
-    fn prepare(exp: &'e Experiment, plan: preflight::Plan, run_dir: &Path, resume: Option<&Path>, summary: &mut RunSummary) -> Result<Training<'e>> {
+    fn prepare(exp: &'e Experiment, plan: preflight::Plan, run_dir: &Path, resume: Option<&Path>, summary: &mut RunSummary, active: Arc<AtomicUsize>) -> Result<Training<'e>> {
         let cfg = &plan.cfg;
+        let names: Vec<String> = match &plan.data {
+            Data::Synthetic(spec) => spec.names().iter().map(|n| n.to_string()).collect(),
+            Data::Darknet { .. } => match &exp.data.source {
+                experiment::DataSource::Darknet(d) => d.names.clone(),
+                experiment::DataSource::Synthetic(_) => Vec::new(),
+            },
+        };
         let (train_set, valid_set) = match plan.data {
             Data::Synthetic(spec) => {
                 let data = spec.write(&run_dir.join("data"))?;
@@ -213,8 +236,12 @@ impl<'e> Training<'e> {
         };
         let optimizer = overrides::optimizer(exp, cfg);
         let mut slots = Vec::new();
-        for spec in &exp.backends.list {
-            let slot = lane::build(spec, cfg, &plan.build, optimizer, exp.backends.cpu_threads)?;
+        for (i, spec) in exp.backends.list.iter().enumerate() {
+            // The memory a backend's build takes (a GPU device, its pipelines) is its own.
+            active.store(i, Ordering::Relaxed);
+            let slot = lane::build(spec, cfg, &plan.build, optimizer, exp.backends.cpu_threads);
+            active.store(super::memory::NO_BACKEND, Ordering::Relaxed);
+            let slot = slot?;
             summary.devices.push(slot.device.clone());
             slots.push(slot);
         }
@@ -246,6 +273,8 @@ impl<'e> Training<'e> {
         }
         reports::write_summary(run_dir, summary)?;
         std::fs::write(run_dir.join("experiment.toml"), &exp.text).with_context(|| format!("writing {}", run_dir.display()))?;
+        let resolved = run_dir.join("resolved.toml");
+        std::fs::write(&resolved, experiment::resolved::render(exp, cfg)).with_context(|| format!("writing {}", resolved.display()))?;
         let journal = Journal::create(run_dir)?;
         Ok(Training {
             exp,
@@ -259,7 +288,11 @@ impl<'e> Training<'e> {
             journal,
             iterations: Vec::new(),
             epochs: Vec::new(),
+            validation: Validation::default(),
+            names,
+            best_map: vec![f64::NEG_INFINITY; exp.backends.list.len()],
             gpu_bytes: Arc::default(),
+            active,
         })
     }
 
@@ -274,11 +307,13 @@ impl<'e> Training<'e> {
     fn save_checkpoints(&mut self, progress: &mut Progress) -> Result<()> {
         // The records up to the checkpoint reach the disk with it.
         self.journal.flush()?;
-        checkpoints::save(&self.slots, &self.run_dir, &self.exp.experiment.name, &self.tag, progress)
+        checkpoints::save(&self.slots, &self.run_dir, &self.exp.experiment.name, &self.tag, progress)?;
+        checkpoints::copy_as(&self.slots, &self.run_dir, &self.exp.experiment.name, "last")
     }
 
     fn run(&mut self, signals: &Signals) -> Outcome {
-        let mut progress = Progress::new(&self.slots.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), self.loader.remaining());
+        let names: Vec<String> = self.slots.iter().map(|s| s.name.clone()).collect();
+        let mut progress = Progress::new(&names, self.start, self.start + self.loader.remaining());
         let outcome = match self.train(signals, &mut progress) {
             Ok(None) => Outcome::Completed,
             Ok(Some(sig)) => {
@@ -309,14 +344,14 @@ impl<'e> Training<'e> {
             }
             let Some(batch) = self.loader.next_batch() else { break };
             let batch = batch?;
-            let t_data = self.loader.last_wait().as_secs_f64();
+            let (data_wait, data_load) = (self.loader.last_wait().as_secs_f64(), self.loader.last_load().as_secs_f64());
             if let Some(e) = epoch.filter(|&e| e != batch.epoch) {
                 self.evaluate_epoch(e, progress)?;
             }
             epoch = Some(batch.epoch);
-            let steps = step_all(&mut self.slots, &batch.images, &batch.truths, self.exp.backends.mode);
+            let steps = step_all(&mut self.slots, &batch.images, &batch.truths, self.exp.backends.mode, &self.active);
             let device_bytes: u64 = steps.iter().map(|(_, _, b)| b).sum();
-            self.gpu_bytes.store(device_bytes, std::sync::atomic::Ordering::Relaxed);
+            self.gpu_bytes.store(device_bytes, Ordering::Relaxed);
             let n = self.slots.len();
             for (i, (s, dt, gpu_bytes)) in steps.into_iter().enumerate() {
                 let name = self.slots[i].name.clone();
@@ -324,10 +359,14 @@ impl<'e> Training<'e> {
                 if !s.timings.is_empty() {
                     self.slots[i].kernels.add_step(&s.timings);
                 }
+                // Device time per phase where the GPU timed its launches (None on the CPU).
+                let timed = !s.timings.is_empty();
+                let device = |p: Phase| timed.then(|| s.device_seconds(p));
                 let r = IterationRecord {
                     backend: name,
                     iteration: s.iteration,
                     epoch: batch.epoch,
+                    images: batch.n as u64,
                     loss: s.loss,
                     box_loss: s.box_loss,
                     obj_loss: s.obj_loss,
@@ -337,16 +376,23 @@ impl<'e> Training<'e> {
                     recall75: s.recall75,
                     count: s.count,
                     lr: s.lr as f64,
-                    images_per_s: batch.n as f64 / dt.max(1e-9),
-                    t_data_s: t_data,
-                    t_forward_s: s.t_forward,
-                    t_backward_s: s.t_backward,
-                    t_update_s: s.t_update,
-                    t_sync_s: s.t_sync,
+                    images_per_s: batch.n as f64 / (data_wait + dt).max(1e-9),
+                    step_s: dt,
+                    data_wait_s: data_wait,
+                    data_load_s: data_load,
+                    host_forward_s: s.t_forward,
+                    host_backward_s: s.t_backward,
+                    host_update_s: s.t_update,
+                    host_wait_s: s.t_sync,
+                    device_forward_s: device(Phase::Forward),
+                    device_loss_s: device(Phase::Loss),
+                    device_backward_s: device(Phase::Backward),
+                    device_update_s: device(Phase::Update),
+                    device_other_s: device(Phase::Other),
                     rss_bytes: super::memory::rss_bytes(),
                     gpu_bytes,
                 };
-                progress.step(&r.backend, &r);
+                progress.step(&r);
                 self.journal.iteration(&r, n)?;
                 self.iterations.push(r);
             }
@@ -362,25 +408,40 @@ impl<'e> Training<'e> {
         if !self.checkpoint_due(self.iteration()) {
             self.save_checkpoints(progress)?;
         }
-        checkpoints::copy_final(&self.slots, &self.run_dir, &self.exp.experiment.name)?;
+        checkpoints::copy_as(&self.slots, &self.run_dir, &self.exp.experiment.name, "final")?;
         Ok(None)
     }
 
+    /// Validates every backend after `epoch`: the epoch and per-class records, the curves,
+    /// confusion matrix and images of this (so far the last) validation, and `_best.weights`
+    /// when the mAP@0.5 beats the backend's earlier epochs.
     fn evaluate_epoch(&mut self, epoch: u64, progress: &mut Progress) -> Result<()> {
-        for s in &self.slots {
-            let acc = s.lane.evaluate(&self.val, self.classes)?;
-            let r = acc.summary(0, 0.5, 0.25);
-            let e = EpochRecord {
-                backend: s.name.clone(),
-                epoch,
-                map50: r.map,
-                map50_95: acc.map_coco(0),
-                precision: r.precision,
-                recall: r.recall,
-                f1: r.f1,
-            };
+        let images = self.val.dataset.len();
+        let name = self.exp.experiment.name.clone();
+        for (i, s) in self.slots.iter().enumerate() {
+            progress.line(&format!("{}: evaluating epoch {epoch} on the validation split ({images} images)…", s.name));
+            self.active.store(i, Ordering::Relaxed);
+            let ev = s.lane.evaluate(&self.val, self.classes, validation::IMAGES);
+            self.active.store(super::memory::NO_BACKEND, Ordering::Relaxed);
+            let ev = ev?;
+            s.lane.discard_timings();
+            let (e, classes) = validation::epoch_records(&s.name, epoch, &ev, &self.names);
             progress.line(&format!("{} epoch {epoch}: mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}  P {:.3} R {:.3} F1 {:.3}", s.name, e.map50, e.map50_95, e.precision, e.recall, e.f1));
             self.journal.epoch(&e)?;
+            let v = &mut self.validation;
+            v.classes.extend(classes);
+            v.curves.retain(|c| c.backend != s.name);
+            v.curves.extend(validation::curves(&s.name, &ev, &self.names));
+            v.confusion.retain(|c| c.backend != s.name);
+            v.confusion.extend(validation::confusion(&s.name, &ev, &self.names));
+            validation::write_images(&self.run_dir, &s.name, &ev, &self.names)?;
+            if e.map50 > self.best_map[i] {
+                self.best_map[i] = e.map50;
+                let path = checkpoints::dir(&self.run_dir, &s.name).join(format!("{name}_best.weights"));
+                std::fs::create_dir_all(checkpoints::dir(&self.run_dir, &s.name)).with_context(|| format!("creating {}", path.display()))?;
+                let seen = s.lane.iteration() * self.loader.plan().cfg.batch as u64;
+                s.lane.save_weights(&path, seen).with_context(|| format!("backend {}: writing {}", s.name, path.display()))?;
+            }
             self.epochs.push(e);
         }
         Ok(())
@@ -390,7 +451,9 @@ impl<'e> Training<'e> {
 /// One iteration of every backend on the same batch: (result, seconds, GPU bytes) per backend.
 /// Sequential: one backend after the other on this thread (clean timings). Concurrent: every
 /// backend steps on its own thread at once.
-fn step_all(slots: &mut [Slot], images: &[f32], truths: &[f32], mode: RunMode) -> Vec<(Result<StepRecord>, f64, u64)> {
+/// `active` tells the memory sampler which backend steps (sequential mode only: concurrent
+/// backends share every sample).
+fn step_all(slots: &mut [Slot], images: &[f32], truths: &[f32], mode: RunMode, active: &AtomicUsize) -> Vec<(Result<StepRecord>, f64, u64)> {
     let step = |slot: &mut Slot| {
         let t0 = Instant::now();
         let r = slot.lane.step(images, truths).map_err(anyhow::Error::from);
@@ -402,6 +465,15 @@ fn step_all(slots: &mut [Slot], images: &[f32], truths: &[f32], mode: RunMode) -
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| (Err(anyhow::anyhow!("a backend thread panicked")), 0.0, 0))).collect()
         })
     } else {
-        slots.iter_mut().map(step).collect()
+        let out = slots
+            .iter_mut()
+            .enumerate()
+            .map(|(i, slot)| {
+                active.store(i, Ordering::Relaxed);
+                step(slot)
+            })
+            .collect();
+        active.store(super::memory::NO_BACKEND, Ordering::Relaxed);
+        out
     }
 }

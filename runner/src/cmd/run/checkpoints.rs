@@ -1,5 +1,6 @@
 //! Checkpoints of a run folder: `checkpoints/<backend>/<name>_<iteration>.weights` (+ `.state`),
-//! `<name>_final.weights`, and resuming every backend from an earlier run folder.
+//! `<name>_last.weights` (the latest), `<name>_final.weights`, `<name>_best.weights` (best mAP, by
+//! the run's validation), and resuming every backend from an earlier run folder.
 
 use std::path::{Path, PathBuf};
 
@@ -31,10 +32,11 @@ pub fn save(slots: &[Slot], run_dir: &Path, name: &str, tag: &str, progress: &mu
     Ok(())
 }
 
-/// Darknet's `<name>_final.weights`: a copy of each backend's checkpoint at its current iteration.
-pub fn copy_final(slots: &[Slot], run_dir: &Path, name: &str) -> Result<()> {
+/// Darknet's `<name>_last.weights` / `<name>_final.weights` (`which` = "last", "final"): a copy
+/// of each backend's checkpoint at its current iteration.
+pub fn copy_as(slots: &[Slot], run_dir: &Path, name: &str, which: &str) -> Result<()> {
     for slot in slots {
-        let fin = dir(run_dir, &slot.name).join(format!("{name}_final.weights"));
+        let fin = dir(run_dir, &slot.name).join(format!("{name}_{which}.weights"));
         std::fs::copy(path(run_dir, slot, name), &fin).with_context(|| format!("writing {}", fin.display()))?;
     }
     Ok(())

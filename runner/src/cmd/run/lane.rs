@@ -8,6 +8,8 @@ use engine::Backend;
 use engine::checkpoint::{CheckpointError, CheckpointInfo};
 use engine::data::loader::BatchPlan;
 use engine::eval::map::MapAccumulator;
+use engine::eval::{ConfusionMatrix, Detection, GroundTruth};
+use engine::network::predict::batch_truths;
 use engine::gpu::GpuBackend;
 use engine::network::{BuildOptions, Network};
 use engine::profile::KernelTable;
@@ -31,9 +33,36 @@ pub trait Lane: Send {
     fn set_conv_params(&self, params: &[Option<ConvParams>]);
     fn save_checkpoint(&self, path: &Path, tag: &str) -> Result<(), CheckpointError>;
     fn resume(&mut self, path: &Path) -> Result<CheckpointInfo, CheckpointError>;
-    /// mAP accumulation over every batch of `val`.
-    fn evaluate(&self, val: &BatchPlan, classes: usize) -> Result<MapAccumulator>;
+    /// Every batch of `val` through the network: mAP accumulation, confusion matrix, and the
+    /// first `keep` images with their detections (for the validation images).
+    fn evaluate(&self, val: &BatchPlan, classes: usize, keep: usize) -> Result<Evaluation>;
+    /// Drops device timings recorded outside training steps (evaluation), so they are not
+    /// counted in the next step.
+    fn discard_timings(&self);
+    /// Writes the current weights as a Darknet `.weights` file (`seen` = images trained).
+    fn save_weights(&self, path: &Path, seen: u64) -> Result<()>;
 }
+
+/// A validation pass of one backend.
+pub struct Evaluation {
+    pub map: MapAccumulator,
+    /// At IoU 0.5 and confidence 0.25 (the detection threshold of the P/R/F1 figures).
+    pub confusion: ConfusionMatrix,
+    /// The first images: (RGB pixels at the network's size, detections, labelled objects).
+    pub samples: Vec<Sample>,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// One validation image as the network saw it, with what it found and what is labelled.
+pub struct Sample {
+    pub rgb: Vec<u8>,
+    pub detections: Vec<Detection>,
+    pub truths: Vec<GroundTruth>,
+}
+
+/// Confidence threshold of the confusion matrix and the validation images (Darknet's -thresh).
+pub const DETECT_THRESH: f32 = 0.25;
 
 impl<B: Backend> Lane for Trainer<B>
 where
@@ -64,19 +93,50 @@ where
     fn resume(&mut self, path: &Path) -> Result<CheckpointInfo, CheckpointError> {
         Trainer::resume(self, path)
     }
-    fn evaluate(&self, val: &BatchPlan, classes: usize) -> Result<MapAccumulator> {
-        evaluate(&self.net, val, classes)
+    fn evaluate(&self, val: &BatchPlan, classes: usize, keep: usize) -> Result<Evaluation> {
+        evaluate(&self.net, val, classes, keep)
+    }
+    fn discard_timings(&self) {
+        let _ = self.net.backend.take_timings();
+    }
+    fn save_weights(&self, path: &Path, seen: u64) -> Result<()> {
+        self.net.save_weights(path, seen)?;
+        Ok(())
     }
 }
 
-fn evaluate<B: Backend>(net: &Network<B>, val: &BatchPlan, classes: usize) -> Result<MapAccumulator> {
-    let mut acc = MapAccumulator::new(classes);
+fn evaluate<B: Backend>(net: &Network<B>, val: &BatchPlan, classes: usize, keep: usize) -> Result<Evaluation> {
+    let mut map = MapAccumulator::new(classes);
+    let mut confusion = ConfusionMatrix::new(classes);
+    let mut samples = Vec::new();
     let mut cache = None;
     for i in 0..val.num_batches() {
         let batch = val.make_batch(i, &mut cache)?;
-        net.evaluate_batch(&batch, &mut acc)?;
+        let per_img = batch.images.len() / batch.n.max(1);
+        for (j, dets) in net.detect_batch(&batch).into_iter().enumerate() {
+            let truths = batch_truths(&batch, j);
+            map.add_image(&dets, &truths)?;
+            confusion.add_image(&dets, &truths, DETECT_THRESH, 0.5);
+            if samples.len() < keep {
+                let rgb = chw_to_rgb(&batch.images[j * per_img..(j + 1) * per_img], batch.width, batch.height);
+                samples.push(Sample { rgb, detections: dets, truths });
+            }
+        }
     }
-    Ok(acc)
+    let c = &net.cfg.net;
+    Ok(Evaluation { map, confusion, samples, width: c.width, height: c.height })
+}
+
+/// Planar RGB floats in [0, 1] → interleaved 8-bit RGB.
+fn chw_to_rgb(chw: &[f32], width: usize, height: usize) -> Vec<u8> {
+    let plane = width * height;
+    let mut out = vec![0u8; plane * 3];
+    for p in 0..plane {
+        for c in 0..3 {
+            out[p * 3 + c] = (chw.get(c * plane + p).copied().unwrap_or(0.0).clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    out
 }
 
 /// A backend of the run: its name in records (the experiment's spelling), what it runs on, and
