@@ -2,12 +2,14 @@
 # One device call on the H200 machine (the `device` tool of this workplace; see README "Speed").
 # Expects xz-compressed x86_64 release binaries in .devbin/ (runner, and optionally
 # runner-before, conv_tiles and test binaries named gpu_*) and the Vulkan loader debs in .gl/.
-# Steps (each optional part runs only when its binary is there), then a summary table:
-#   1. runner bench (and runner-before bench) on yolov4-tiny 416x416 batch 64, GPU timestamps on;
-#   2. the same without timestamps (what profiling costs), with every shader check on
-#      (ENGINE_GPU_CHECKS=all) and with none (ENGINE_GPU_CHECKS=none);
-#   3. the PyTorch peer at the same size and batch (fp32, TF32 off), in the same call;
-#   4. the GEMM tile sweep; 5. the GPU test binaries; 6. the CPU backend (CPU_ITERS=0 skips it).
+# Steps, most important first (each optional part runs only when its binary or variable is there),
+# then a summary:
+#   1. runner bench on yolov4-tiny 416x416 batch 64, GPU timestamps on; the PyTorch peer at the
+#      same size and batch (fp32, TF32 off); the CPU backend on all cores (CPU_ITERS, 0 skips it);
+#   2. CPU_PINNED=1: ci/bench/cpu.sh, the CPU backend against PyTorch's CPU on 2 pinned cores;
+#   3. runner-before bench; the same without timestamps (what profiling costs), with no shader
+#      checks (ENGINE_GPU_CHECKS=none) and with every check (=all); SKIP_VARIANTS=1 skips these;
+#   4. the GPU test binaries; 5. the GEMM tile sweep.
 # Writes logs and kernels tables to $OUT (at most 8 files come back).
 set -u
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -32,28 +34,33 @@ bench() { # name, binary, extra args
   timeout 240 "$BIN/$bin" bench yolov4-tiny --size "$SIZE" --batch "$BATCH" --out "/tmp/$name" "$@" 2>&1
   [ -f "/tmp/$name/tables/kernels.csv" ] && cp "/tmp/$name/tables/kernels.csv" "$OUT/${name}_kernels.csv"
 }
-[ -x "$BIN/runner-before" ] && bench before runner-before --iterations "${BEFORE_ITERS:-3}"
+# The headline first (ours, the peer, the CPU), so that a call cut short still brings it back.
 bench after runner --iterations "$ITERS"
-[ -n "${SKIP_VARIANTS:-}" ] || {
-  bench no_timestamps runner --iterations "$ITERS" --no-timestamps
-  ENGINE_GPU_CHECKS=all bench all_checks runner --iterations "$ITERS"
-  ENGINE_GPU_CHECKS=none bench unchecked runner --iterations "$ITERS"
-}
 echo "== torch peer"
 timeout 180 python3 ci/bench/torch_peer.py engine/cfg/yolov4-tiny.cfg --width "$SIZE" --height "$SIZE" --batch "$BATCH" --iters 30 2>&1 | tail -3
-if [ -x "$BIN/conv_tiles" ]; then
-  echo "== conv tile sweep"
-  timeout 300 "$BIN/conv_tiles" "$SIZE" "$BATCH" 2>&1 | tee "$OUT/conv_tiles.txt"
+if [ "${CPU_ITERS:-0}" != 0 ]; then
+  echo "== cpu backend"
+  timeout 300 "$BIN/runner" bench yolov4-tiny --size "$SIZE" --batch "$BATCH" --backend cpu --iterations "$CPU_ITERS" --warmup 1 --out /tmp/cpu 2>&1
 fi
+if [ -n "${CPU_PINNED:-}" ]; then
+  echo "== cpu backend vs pytorch cpu, pinned (ci/bench/cpu.sh)"
+  RUNNER="$BIN/runner" ITERS="${CPU_PINNED_ITERS:-3}" OUT=/tmp/cpu-pinned timeout 400 bash ci/bench/cpu.sh 2>&1 | grep -E "^==|images_per_s|images/s|ratio|peak|^ *[0-9]+ "
+fi
+[ -x "$BIN/runner-before" ] && bench before runner-before --iterations "${BEFORE_ITERS:-3}"
+[ -n "${SKIP_VARIANTS:-}" ] || {
+  bench no_timestamps runner --iterations "$ITERS" --no-timestamps
+  ENGINE_GPU_CHECKS=none bench unchecked runner --iterations "$ITERS"
+  ENGINE_GPU_CHECKS=all bench all_checks runner --iterations "$ITERS"
+}
 for t in "$BIN"/gpu_*; do
   [ -x "$t" ] || continue
   echo "== $(basename "$t")"
   timeout 240 "$t" --test-threads 1 2>&1 | grep -E "^test |test result|FAILED|panicked" | tail -40
 done
-if [ "${CPU_ITERS:-0}" != 0 ]; then
-  echo "== cpu backend"
-  timeout 300 "$BIN/runner" bench yolov4-tiny --size "$SIZE" --batch "$BATCH" --backend cpu --iterations "$CPU_ITERS" --warmup 1 --out /tmp/cpu 2>&1
+if [ -x "$BIN/conv_tiles" ]; then
+  echo "== conv tile sweep"
+  timeout 300 "$BIN/conv_tiles" "$SIZE" "$BATCH" 2>&1 | tee "$OUT/conv_tiles.txt"
 fi
 } 2>&1 | tee "$LOG"
 echo "== summary"
-grep -E "^== |images/s|device time|^\{.*images_per_s|test result|all GEMMs" "$LOG"
+grep -E "^== |images/s|device time|^\{.*images_per_s|test result|all GEMMs|ratio|peak" "$LOG"
