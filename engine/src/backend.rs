@@ -58,6 +58,11 @@ pub trait Backend {
     fn flush(&self);
     /// Bytes currently allocated on the device by this backend, and the peak so far.
     fn memory_bytes(&self) -> (u64, u64);
+    /// The most floats one buffer may hold (a GPU binds each buffer whole, up to the adapter's
+    /// storage-binding limit). A network whose largest buffer exceeds it is refused when built.
+    fn max_buffer_floats(&self) -> usize {
+        usize::MAX
+    }
 
     // ---- profiling ------------------------------------------------------------------------------
     /// Label the ops recorded from now on (layer, type, phase) for [`Backend::take_timings`].

@@ -127,3 +127,45 @@ fn memory_plan_matches_the_build() {
         }
     }
 }
+
+/// A network whose largest buffer exceeds what the backend binds is refused before anything is
+/// allocated, with the smallest subdivisions that fit (yolov4-tiny 416², 32 images per pass: the
+/// first layer's output is 177 MB, over wgpu's default 128 MiB binding limit).
+#[test]
+fn a_buffer_over_the_binding_limit_is_refused_with_advice() {
+    let (mut cfg, _) = engine::cfg::load("yolov4-tiny").unwrap();
+    cfg.set_size(416, 416).unwrap();
+    cfg.set_batch(32, 1).unwrap();
+    let opts = BuildOptions::default();
+    let limit = (128 << 20) / 4;
+    let e = MemoryPlan::check_fits(&cfg, &opts, limit, "gpu").unwrap_err().to_string();
+    assert!(e.contains("buffer of 169 MiB") && e.contains("at most 128 MiB"), "{e}");
+    assert!(e.contains("raise subdivisions to 2 (mini-batch 16)"), "{e}");
+    cfg.set_batch(32, 2).unwrap();
+    let plan = MemoryPlan::check_fits(&cfg, &opts, limit, "gpu").unwrap();
+    assert!(plan.largest <= limit);
+    // One image per pass that still does not fit: only a smaller input helps.
+    let e = MemoryPlan::check_fits(&cfg, &opts, 1 << 20, "gpu").unwrap_err().to_string();
+    assert!(e.contains("lower width/height (even one image per pass does not fit)"), "{e}");
+}
+
+/// The GPU backend refuses (an error, not a panic) a network over its adapter's binding limit:
+/// the input size is chosen from the adapter's own limit so the case holds on every adapter.
+#[test]
+fn gpu_refuses_a_network_over_its_binding_limit() {
+    let Some(gpu) = common::gpu_or_skip() else { return };
+    let limit = gpu.max_buffer_floats();
+    // The first conv of yolov4-tiny writes 32 × (S/2)² floats per image.
+    let side = ((((limit / 8) as f64).sqrt() as usize) / 32 + 1) * 32;
+    let (mut cfg, _) = engine::cfg::load("yolov4-tiny").unwrap();
+    cfg.set_size(side, side).unwrap();
+    cfg.set_batch(1, 1).unwrap();
+    match Network::build(gpu, cfg, &BuildOptions::default()) {
+        Err(e @ engine::network::NetworkError::TooLarge { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("binds at most") && msg.contains("lower width/height"), "{msg}");
+        }
+        Err(e) => panic!("{side}x{side}: another error: {e}"),
+        Ok(_) => panic!("{side}x{side} built although its first output exceeds {limit} floats"),
+    }
+}

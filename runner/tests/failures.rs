@@ -409,5 +409,17 @@ fn gpu_backends_are_checked() {
     // Adapter 0 by index and by its name: one adapter under two names.
     let twice = format!("list = [\"gpu:0\", \"gpu:{}\"]", adapters[0].name);
     check_fails(&d, "twice.toml", 2, "", "", Some(("list = [\"cpu\"]", &twice)), &["same adapter"]);
+    // Item 10: a network whose largest buffer exceeds the adapter's binding limit is refused by
+    // `check` with the figures (the side is chosen from the adapter's own limit).
+    let a = &adapters[0];
+    let limit = a.max_storage_buffer_binding_size.min(a.max_buffer_size).min(4 * u64::from(u32::MAX)) / 4;
+    let side = ((((limit / 8) as f64).sqrt() as u64) / 32 + 1) * 32;
+    let exp = experiment(&d, "big.toml", 2, "", "", "");
+    let text = read(&exp).replace("width = 64\nheight = 64", &format!("width = {side}\nheight = {side}"));
+    std::fs::write(&exp, text.replace("list = [\"cpu\"]", "list = [\"gpu:0\"]")).unwrap();
+    let out = runner_in(&d, &["check", s(&exp)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{side}x{side} passed check: {err}");
+    assert!(err.contains("big.toml") && err.contains("binds at most") && err.contains("MiB per buffer"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -52,6 +52,11 @@ impl Backend for GpuBackend {
     fn memory_bytes(&self) -> (u64, u64) {
         self.stats.current()
     }
+    fn max_buffer_floats(&self) -> usize {
+        // Every kernel binds its buffers whole: the binding limit is the buffer limit.
+        let bytes = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        usize::try_from(bytes / 4).unwrap_or(usize::MAX).min(u32::MAX as usize)
+    }
     fn set_scope(&self, scope: Scope) {
         self.set_scope_label(scope);
     }

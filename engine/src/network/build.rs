@@ -187,6 +187,34 @@ impl MemoryPlan {
     pub fn build_bytes(&self) -> u64 {
         4 * (self.state as u64 + self.activations as u64)
     }
+
+    /// Refuses `cfg` when its largest buffer holds more than `max_floats` (see
+    /// [`Backend::max_buffer_floats`]), with advice: the smallest subdivisions (a divisor of the
+    /// batch) whose mini-batch fits, or a smaller input when none does.
+    pub fn check_fits(cfg: &ModelCfg, opts: &BuildOptions, max_floats: usize, backend: &str) -> Result<MemoryPlan, NetworkError> {
+        let plan = MemoryPlan::of(cfg, opts)?;
+        if plan.largest <= max_floats {
+            return Ok(plan);
+        }
+        let net = &cfg.net;
+        let fits = (net.subdivisions + 1..=net.batch).filter(|s| net.batch % s == 0).find(|&s| {
+            let mut c = cfg.clone();
+            c.net.subdivisions = s;
+            MemoryPlan::of(&c, opts).is_ok_and(|p| p.largest <= max_floats)
+        });
+        let advice = match fits {
+            Some(s) => format!("raise subdivisions to {s} (mini-batch {}) or lower width/height", net.batch / s),
+            None => "lower width/height (even one image per pass does not fit)".to_string(),
+        };
+        Err(NetworkError::TooLarge {
+            backend: backend.to_string(),
+            bytes: 4 * plan.largest as u64,
+            limit: 4 * max_floats as u64,
+            batch: net.batch,
+            subdivisions: net.subdivisions,
+            advice,
+        })
+    }
 }
 
 impl<B: Backend> Network<B> {
@@ -198,6 +226,9 @@ impl<B: Backend> Network<B> {
         if net.subdivisions == 0 || net.batch % net.subdivisions != 0 {
             return Err(NetworkError::Subdivisions { batch: net.batch, subdivisions: net.subdivisions });
         }
+        // Refused before anything is allocated, rather than failing in the middle.
+        MemoryPlan::check_fits(&cfg, opts, backend.max_buffer_floats(), &backend.name())?;
+        let net = &cfg.net;
         let mb = net.mini_batch();
         let b = &backend;
         // Persistent state first, packed into arenas (see STATE_ARENA_FLOATS).

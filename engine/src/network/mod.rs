@@ -29,6 +29,12 @@ pub enum NetworkError {
     InputSize { got: usize, expected: usize, what: &'static str },
     #[error("parameter mismatch for layer {layer}: {what}")]
     Params { layer: usize, what: String },
+    /// A buffer larger than the backend can bind (a GPU adapter's storage-binding limit).
+    #[error(
+        "{backend}: this network needs a buffer of {} MiB (batch {batch}, subdivisions {subdivisions}) but the device binds at most {} MiB per buffer; {advice}",
+        bytes >> 20, limit >> 20
+    )]
+    TooLarge { backend: String, bytes: u64, limit: u64, batch: usize, subdivisions: usize, advice: String },
 }
 
 /// What a [`Network`] computes with: training (batch statistics, dropout) or inference.

@@ -39,10 +39,10 @@ pub fn check(exp: &Experiment) -> Result<Plan> {
     let cfg = overrides::model_cfg(exp)?;
     check_model(exp, &cfg)?;
     let data = check_data(exp, &cfg)?;
-    check_backends(&exp.backends.list)?;
+    let adapters = check_backends(&exp.backends.list)?;
     let optimizer = overrides::optimizer(exp, &cfg);
     let build = BuildOptions { adam: optimizer == engine::train::Optimizer::Adam, max_boxes: 200, seed: exp.experiment.seed };
-    let memory = check_memory(exp, &cfg, &build)?;
+    let memory = check_memory(exp, &cfg, &build, &adapters)?;
     Ok(Plan { cfg, data, build, memory })
 }
 
@@ -127,11 +127,11 @@ pub fn synth_spec(exp: &Experiment, s: &crate::experiment::SyntheticData, cfg: &
 }
 
 /// Every GPU named must exist, and two names must not pick the same adapter (which would train
-/// twice on one device and call it a comparison).
-pub fn check_backends(list: &[BackendSpec]) -> Result<()> {
+/// twice on one device and call it a comparison). Returns the adapter each GPU backend opens.
+pub fn check_backends(list: &[BackendSpec]) -> Result<Vec<(BackendSpec, AdapterInfoRecord)>> {
     let gpus: Vec<&GpuSelector> = list.iter().filter_map(|b| if let BackendSpec::Gpu(g) = b { Some(g) } else { None }).collect();
     if gpus.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let adapters = engine::gpu::list_adapters();
     let mut picked: Vec<(usize, &GpuSelector)> = Vec::new();
@@ -143,7 +143,7 @@ pub fn check_backends(list: &[BackendSpec]) -> Result<()> {
         }
         picked.push((i, sel));
     }
-    Ok(())
+    Ok(picked.into_iter().map(|(i, sel)| (BackendSpec::Gpu(sel.clone()), adapters[i].clone())).collect())
 }
 
 /// The adapter (index in [`engine::gpu::list_adapters`]) that the GPU backend opens for `sel`,
@@ -198,8 +198,20 @@ fn gib(bytes: u64) -> String {
 
 /// Memory per backend from the network's memory plan; a run whose host part cannot fit in this
 /// machine's memory is refused (rather than aborting on an allocation later).
-fn check_memory(exp: &Experiment, cfg: &ModelCfg, build: &BuildOptions) -> Result<Vec<String>> {
+fn check_memory(
+    exp: &Experiment,
+    cfg: &ModelCfg,
+    build: &BuildOptions,
+    adapters: &[(BackendSpec, AdapterInfoRecord)],
+) -> Result<Vec<String>> {
     let plan = MemoryPlan::of(cfg, build)?;
+    // A GPU binds each buffer whole: the largest must fit the adapter's binding limit.
+    for (spec, a) in adapters {
+        let limit = a.max_storage_buffer_binding_size.min(a.max_buffer_size) / 4;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX).min(u32::MAX as usize);
+        MemoryPlan::check_fits(cfg, build, limit, &format!("{spec} ({})", a.name))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", exp.file.display()))?;
+    }
     let net_bytes = plan.build_bytes() + 4 * plan.workspace as u64;
     // The loader keeps `prefetch` batches in flight plus the one being trained on, and the
     // validation network makes mini-batches of its own.

@@ -165,6 +165,9 @@ pub fn build(
     Ok(match spec {
         BackendSpec::Cpu => {
             let cpu = crate::cmd::cpu_backend(cpu_threads)?;
+            // The iteration table's device columns are GPU time; the CPU's phases are its host
+            // columns. Per-op host timing is for `runner bench --backend cpu`.
+            cpu.set_timing(false);
             let threads = cpu.threads();
             let net = Network::build(cpu, cfg.clone(), opts)?;
             let mut details = std::collections::BTreeMap::new();
