@@ -13,6 +13,7 @@ ITERS=${ITERS:-5}
 RUNNER=${RUNNER:-target/release/runner}
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 for size in $SIZES; do
   echo "== yolov4-tiny ${size}x${size} batch $BATCH on cores $CORES"
   RUNNER_CPU_THREADS=$THREADS taskset -c "$CORES" "$RUNNER" bench yolov4-tiny --size "$size" --batch "$BATCH" \
