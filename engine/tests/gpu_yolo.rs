@@ -10,7 +10,7 @@
 use engine::Backend;
 use engine::gpu::{AdapterSelector, GpuBackend};
 use engine::shapes::{IouLoss, YoloParams};
-use engine::yolo::forward_backward_cpu;
+use engine::cpu::yolo::forward_backward_cpu;
 use engine::yolo_stats as st;
 
 mod common;

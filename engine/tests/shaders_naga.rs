@@ -98,3 +98,26 @@ fn workgroup_memory_within_default_limit() {
         assert!(bytes <= 16 * 1024, "{name}: {bytes} bytes of workgroup memory");
     }
 }
+
+/// One op, three places, one name (ARCHITECTURE "Invariants"): every kernel file
+/// `shaders-wgsl/<op>.wgsl` has its CPU twin `engine/src/cpu/<op>.rs` and a parity test
+/// (`engine/tests/parity/<op>.rs`, or `engine/tests/gpu_<op>.rs` for an op with a test binary of
+/// its own), each holding at least one `#[test]`; and every parity module names a kernel.
+#[test]
+fn every_kernel_has_its_cpu_twin_and_parity_test() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let has_test = |p: &PathBuf| std::fs::read_to_string(p).is_ok_and(|s| s.contains("#[test]"));
+    let ops: Vec<String> =
+        wgsl_files().iter().filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string)).collect();
+    for op in &ops {
+        let twin = root.join("src/cpu").join(format!("{op}.rs"));
+        assert!(twin.is_file(), "shaders-wgsl/{op}.wgsl has no CPU twin {}", twin.display());
+        let tests = [root.join("tests/parity").join(format!("{op}.rs")), root.join("tests").join(format!("gpu_{op}.rs"))];
+        assert!(tests.iter().any(has_test), "shaders-wgsl/{op}.wgsl has no parity test (tests/parity/{op}.rs or tests/gpu_{op}.rs)");
+    }
+    for entry in std::fs::read_dir(root.join("tests/parity")).expect("engine/tests/parity") {
+        let path = entry.expect("parity entry").path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        assert!(ops.contains(&stem), "{} tests no kernel: no shaders-wgsl/{stem}.wgsl", path.display());
+    }
+}

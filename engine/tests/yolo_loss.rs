@@ -6,7 +6,8 @@
 
 use engine::shapes::{IouLoss, YoloParams};
 use engine::eval::{Bbox, Detection};
-use engine::yolo::{BBox, detections, dx_box_iou, forward_backward_cpu};
+use engine::cpu::yolo::forward_backward_cpu;
+use engine::yolo::{BBox, detections, dx_box_iou};
 use engine::yolo_stats as st;
 
 const ANCHORS: [(f32, f32); 6] = [(10., 14.), (23., 27.), (37., 58.), (81., 82.), (135., 169.), (344., 319.)];

@@ -1,4 +1,4 @@
-//! Convolution by im2col/col2im + GEMM (shaders-wgsl/conv.wgsl), and the conv bias.
+//! Convolution by im2col/col2im + GEMM (shaders-wgsl/conv.wgsl); its bias is `bias.rs`.
 //!
 //! Per image and group: `out (m×n) = W (m×k) · col (k×n)` with `m = filters/groups`,
 //! `k = size²·c/groups`, `n = out_h·out_w`; weights are `[filters][c/groups][size][size]`, so the
@@ -12,7 +12,7 @@
 //!   one GEMM (`Geo::group` images side by side in `col`): neither changes an output's sum;
 //! - backward-weights sums over the batch, so it keeps one GEMM per image, images in order, and
 //!   splits only `dW` itself into tiles;
-//! - im2col, col2im and the bias work per (image, channel), each in the loop order of the plain
+//! - im2col and col2im work per (image, channel), each in the loop order of the plain
 //!   form. The tiles and groups come from the shape alone (`par.rs`).
 
 use std::ops::Range;
@@ -380,37 +380,6 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
             // SAFETY: dyb is m×n, xt n×k, dW m×k disjoint from both (checked by the caller).
             unsafe { gemm(par, g.m, g.n, g.k, dyb, xt, 1.0, dwg, g.k, cut) };
         }
-    }
-}
-
-/// y[b][c][i] += bias[c], one item per plane chunk.
-pub(super) fn bias_add(par: &Par, y: &mut [f32], bias: &[f32], batch: usize, channels: usize, spatial: usize) {
-    assert_eq!(y.len(), batch * channels * spatial, "cpu bias_add: output length");
-    assert_eq!(bias.len(), channels, "cpu bias_add: bias length");
-    par.chunks(y, spatial.max(1), |r, plane| {
-        let b = bias[(r.start / spatial.max(1)) % channels];
-        for v in plane {
-            *v += b;
-        }
-    });
-}
-
-/// Σ_{b,i} dy[b][c][i] in f64, images then positions in order (the plain loop's order).
-pub(super) fn channel_sum(dy: &[f32], c: usize, batch: usize, channels: usize, spatial: usize) -> f64 {
-    let mut acc = 0.0f64;
-    for b in 0..batch {
-        acc += dy[(b * channels + c) * spatial..][..spatial].iter().map(|&v| v as f64).sum::<f64>();
-    }
-    acc
-}
-
-/// dbias[c] += Σ_{b,i} dy[b][c][i] (accumulated in f64), one item per channel.
-pub(super) fn bias_backward(par: &Par, dy: &[f32], dbias: &mut [f32], batch: usize, channels: usize, spatial: usize) {
-    assert_eq!(dy.len(), batch * channels * spatial, "cpu bias_backward: gradient length");
-    assert_eq!(dbias.len(), channels, "cpu bias_backward: bias length");
-    let sums = par.map(channels, |c| channel_sum(dy, c, batch, channels, spatial));
-    for (db, s) in dbias.iter_mut().zip(sums) {
-        *db += s as f32;
     }
 }
 

@@ -29,6 +29,7 @@
 
 mod activation;
 mod batchnorm;
+mod bias;
 mod blas;
 mod conv;
 mod dropout;
@@ -40,6 +41,7 @@ mod pool;
 mod reduce;
 mod resample;
 mod route;
+pub mod yolo;
 
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};

@@ -3,8 +3,8 @@
 //! to its op family's module.
 
 use super::{
-    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, blas, conv, dropout, fused, inout, optim, pool, read_slice,
-    reduce, resample, route, write_slice,
+    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, dropout, fused, inout, optim, pool, read_slice,
+    reduce, resample, route, write_slice, yolo,
 };
 use crate::backend::{Backend, BnTensors, plain};
 use crate::profile::{DispatchTime, Scope, Work};
@@ -173,13 +173,13 @@ impl Backend for CpuBackend {
         let _q = self.op("bias_add", Work::elementwise(y.len, 1, 1, 1), &[y, bias]);
         assert_disjoint("bias_add", &[y], &[bias]);
         // SAFETY: y is disjoint from bias (asserted) and the queue lock is held.
-        unsafe { conv::bias_add(&self.par, y.write(), bias.read(), batch, channels, spatial) }
+        unsafe { bias::bias_add(&self.par, y.write(), bias.read(), batch, channels, spatial) }
     }
     fn bias_backward(&self, dy: &CpuBuf, dbias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
         let _q = self.op("bias_backward", Work::elementwise(dy.len, 1, 0, 1), &[dy, dbias]);
         assert_disjoint("bias_backward", &[dbias], &[dy]);
         // SAFETY: dbias is disjoint from dy (asserted) and the queue lock is held.
-        unsafe { conv::bias_backward(&self.par, dy.read(), dbias.write(), batch, channels, spatial) }
+        unsafe { bias::bias_backward(&self.par, dy.read(), dbias.write(), batch, channels, spatial) }
     }
 
     // ---- batch normalisation (the plain ops: the readable reference on cells) ------------------
@@ -314,7 +314,7 @@ impl Backend for CpuBackend {
         // SAFETY: the three outputs are pairwise disjoint and disjoint from the inputs (asserted);
         // the queue lock is held.
         unsafe {
-            crate::yolo::forward_backward_cpu(
+            yolo::forward_backward_cpu(
                 read_slice(x.cells()), write_slice(out.cells()), read_slice(truths.cells()),
                 write_slice(dx.cells()), write_slice(stats.cells()), p,
             )

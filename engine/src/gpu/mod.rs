@@ -24,7 +24,6 @@ mod params;
 mod pipelines;
 mod yolo;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use buffers::GpuBuf;
@@ -45,8 +44,6 @@ pub struct GpuStats {
     pub dispatches: u64,
     pub submissions: u64,
     pub bind_groups_created: u64,
-    /// Calls of an op the GPU does not implement (every op is implemented today: stays 0).
-    pub unsupported_calls: u64,
 }
 
 /// A [`crate::Backend`] on one wgpu device.
@@ -66,7 +63,6 @@ pub struct GpuBackend {
     channel_scratch: Mutex<GpuBuf>,
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
-    unsupported_calls: AtomicU64,
     /// The device offers timestamp queries (per-dispatch timing is possible).
     timestamps: bool,
     /// GEMM tiles forced by a tile sweep (`force_gemm_tile`), overriding the rule.
@@ -116,7 +112,6 @@ impl GpuBackend {
             splitk_scratch,
             channel_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
-            unsupported_calls: AtomicU64::new(0),
             timestamps,
             forced_tiles: Mutex::new(Vec::new()),
         })
@@ -169,7 +164,6 @@ impl GpuBackend {
             dispatches: rec.dispatches,
             submissions: rec.submissions,
             bind_groups_created: rec.bind_groups_created,
-            unsupported_calls: self.unsupported_calls.load(Ordering::Relaxed),
         }
     }
 
