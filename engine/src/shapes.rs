@@ -293,6 +293,38 @@ pub struct YoloParams {
     pub objectness_smooth: bool,
 }
 
+/// Darknet's defaults for every [yolo] key a cfg leaves unset, on an empty head (no anchors, a
+/// 0×0 grid): fill in the sizes with struct-update syntax.
+impl Default for YoloParams {
+    fn default() -> Self {
+        YoloParams {
+            batch: 0,
+            w: 0,
+            h: 0,
+            classes: 0,
+            anchors: Vec::new(),
+            mask: Vec::new(),
+            net_w: 0,
+            net_h: 0,
+            max_boxes: 0,
+            scale_x_y: 1.0,
+            ignore_thresh: 0.5,
+            truth_thresh: 1.0,
+            iou_thresh: 1.0,
+            iou_thresh_kind: IouLoss::Iou,
+            iou_normalizer: 0.75,
+            obj_normalizer: 1.0,
+            cls_normalizer: 1.0,
+            iou_loss: IouLoss::Mse,
+            label_smooth_eps: 0.0,
+            focal_loss: false,
+            max_delta: f32::MAX,
+            new_coords: false,
+            objectness_smooth: false,
+        }
+    }
+}
+
 impl YoloParams {
     /// Number of floats of this head's input/output for the whole batch.
     pub fn len(&self) -> usize {

@@ -25,36 +25,11 @@ macro_rules! gpu_or_skip {
     };
 }
 
-const ANCHORS: [(f32, f32); 6] = [(10., 14.), (23., 27.), (37., 58.), (81., 82.), (135., 169.), (344., 319.)];
 const NET: usize = 96;
 
-/// A yolov4-tiny head (scale_x_y 1.05, iou_normalizer .07, ignore_thresh .7, ciou) on a w×h grid.
+/// A yolov4-tiny head on a w×h grid of a 96×96 network, 5 truth slots per image.
 fn head(w: usize, h: usize, mask: &[usize], classes: usize, batch: usize) -> YoloParams {
-    YoloParams {
-        batch,
-        w,
-        h,
-        classes,
-        anchors: ANCHORS.to_vec(),
-        mask: mask.to_vec(),
-        net_w: NET,
-        net_h: NET,
-        max_boxes: 5,
-        scale_x_y: 1.05,
-        ignore_thresh: 0.7,
-        truth_thresh: 1.0,
-        iou_thresh: 1.0,
-        iou_thresh_kind: IouLoss::Iou,
-        iou_normalizer: 0.07,
-        obj_normalizer: 1.0,
-        cls_normalizer: 1.0,
-        iou_loss: IouLoss::Ciou,
-        label_smooth_eps: 0.0,
-        focal_loss: false,
-        max_delta: f32::MAX,
-        new_coords: false,
-        objectness_smooth: false,
-    }
+    common::yolov4_tiny_head(w, h, mask, classes, batch, NET, 5)
 }
 
 struct Rng(u64);

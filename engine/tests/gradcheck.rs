@@ -11,6 +11,8 @@
 use engine::backend::Backend;
 use engine::cpu::{CpuBackend, CpuBuf};
 
+mod common;
+
 // Op families live in tests/gradcheck/ (kept out of Cargo's test auto-discovery).
 #[path = "gradcheck/conv_bn.rs"]
 mod conv_bn;

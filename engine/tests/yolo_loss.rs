@@ -10,35 +10,13 @@ use engine::cpu::yolo::forward_backward_cpu;
 use engine::yolo::{BBox, detections, dx_box_iou};
 use engine::yolo_stats as st;
 
-const ANCHORS: [(f32, f32); 6] = [(10., 14.), (23., 27.), (37., 58.), (81., 82.), (135., 169.), (344., 319.)];
+mod common;
+
+const ANCHORS: [(f32, f32); 6] = common::YOLOV4_TINY_ANCHORS;
 
 /// A yolov4-tiny head with Darknet's defaults for everything the cfg leaves unset.
 fn head(grid: usize, mask: &[usize], net: usize, classes: usize, batch: usize) -> YoloParams {
-    YoloParams {
-        batch,
-        w: grid,
-        h: grid,
-        classes,
-        anchors: ANCHORS.to_vec(),
-        mask: mask.to_vec(),
-        net_w: net,
-        net_h: net,
-        max_boxes: 4,
-        scale_x_y: 1.05,
-        ignore_thresh: 0.7,
-        truth_thresh: 1.0,
-        iou_thresh: 1.0,
-        iou_thresh_kind: IouLoss::Iou,
-        iou_normalizer: 0.07,
-        obj_normalizer: 1.0,
-        cls_normalizer: 1.0,
-        iou_loss: IouLoss::Ciou,
-        label_smooth_eps: 0.0,
-        focal_loss: false,
-        max_delta: f32::MAX,
-        new_coords: false,
-        objectness_smooth: false,
-    }
+    common::yolov4_tiny_head(grid, grid, mask, classes, batch, net, 4)
 }
 
 /// Truth buffer `[batch][max_boxes][x,y,w,h,class]` from per-image lists.

@@ -448,19 +448,7 @@ mod tests {
             net_h: 32,
             max_boxes: 1,
             scale_x_y: 1.2,
-            ignore_thresh: 0.7,
-            truth_thresh: 1.0,
-            iou_thresh: 1.0,
-            iou_thresh_kind: IouLoss::Iou,
-            iou_normalizer: 1.0,
-            obj_normalizer: 1.0,
-            cls_normalizer: 1.0,
-            iou_loss: IouLoss::Ciou,
-            label_smooth_eps: 0.0,
-            focal_loss: false,
-            max_delta: f32::MAX,
-            new_coords: false,
-            objectness_smooth: false,
+            ..YoloParams::default()
         };
         let x = [1.0f32, -1.0, 0.7, -0.3, 2.0, -2.0];
         let mut out = [0.0f32; 6];

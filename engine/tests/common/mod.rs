@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use engine::gpu::{AdapterSelector, GpuBackend};
+use engine::shapes::{ConvShape, IouLoss, YoloParams};
 
 /// The default adapter, or `None` with a printed reason; with REQUIRE_GPU=1 (CI) a missing
 /// adapter fails the test instead of skipping it.
@@ -42,3 +43,61 @@ pub fn shared_gpu() -> Option<&'static GpuBackend> {
 }
 
 pub mod darknet;
+
+/// yolov4-tiny's anchors (all six, as (w, h) pixels).
+#[allow(dead_code)] // not every test crate that includes `common` uses it
+pub const YOLOV4_TINY_ANCHORS: [(f32, f32); 6] = [(10., 14.), (23., 27.), (37., 58.), (81., 82.), (135., 169.), (344., 319.)];
+
+/// A yolov4-tiny head (scale_x_y 1.05, iou_normalizer 0.07, ignore_thresh 0.7, CIoU; Darknet's
+/// defaults for the rest) on a `w`×`h` grid of a `net`×`net` network.
+#[allow(dead_code)]
+pub fn yolov4_tiny_head(w: usize, h: usize, mask: &[usize], classes: usize, batch: usize, net: usize, max_boxes: usize) -> YoloParams {
+    YoloParams {
+        batch,
+        w,
+        h,
+        classes,
+        anchors: YOLOV4_TINY_ANCHORS.to_vec(),
+        mask: mask.to_vec(),
+        net_w: net,
+        net_h: net,
+        max_boxes,
+        scale_x_y: 1.05,
+        ignore_thresh: 0.7,
+        iou_normalizer: 0.07,
+        iou_loss: IouLoss::Ciou,
+        ..YoloParams::default()
+    }
+}
+
+/// Every tap of a convolution in the plain loop order (image, filter, output row, column, input
+/// channel of the group, kernel row, column): `f(xi, wi, yi)` with the input, weight and output
+/// indices that meet; taps that fall in the padding are skipped. The one reference loop nest the
+/// conv tests build their f64 forward and gradients from.
+#[allow(dead_code)]
+pub fn conv_taps(s: &ConvShape, mut f: impl FnMut(usize, usize, usize)) {
+    let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
+    for b in 0..s.batch {
+        for fi in 0..s.filters {
+            let g = fi / mg;
+            for oy in 0..s.out_h {
+                for ox in 0..s.out_w {
+                    let yi = ((b * s.filters + fi) * s.out_h + oy) * s.out_w + ox;
+                    for c in 0..cg {
+                        for ky in 0..s.size {
+                            for kx in 0..s.size {
+                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * s.c + g * cg + c) * s.h + iy as usize) * s.w + ix as usize;
+                                f(xi, ((fi * cg + c) * s.size + ky) * s.size + kx, yi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -5,38 +5,16 @@ use engine::shapes::{BnBackward, BnStats, ConvShape};
 
 // ---- convolution --------------------------------------------------------------------------------
 
-/// Direct 7-loop convolution in f64: y, and for a given dy the data and weight gradients.
+/// Direct convolution in f64: y, and for a given dy the data and weight gradients.
 fn conv_naive(s: &ConvShape, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (cg, m) = (s.c / s.groups, s.filters / s.groups);
     let mut y = vec![0.0f64; s.output_len()];
     let mut dx = vec![0.0f64; s.input_len()];
     let mut dw = vec![0.0f64; s.weight_len()];
-    for b in 0..s.batch {
-        for f in 0..s.filters {
-            let g = f / m;
-            for oy in 0..s.out_h {
-                for ox in 0..s.out_w {
-                    let yi = ((b * s.filters + f) * s.out_h + oy) * s.out_w + ox;
-                    for ch in 0..cg {
-                        for ky in 0..s.size {
-                            for kx in 0..s.size {
-                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xi = ((b * s.c + g * cg + ch) * s.h + iy as usize) * s.w + ix as usize;
-                                let wi = ((f * cg + ch) * s.size + ky) * s.size + kx;
-                                y[yi] += x[xi] as f64 * w[wi] as f64;
-                                dx[xi] += w[wi] as f64 * dy[yi] as f64;
-                                dw[wi] += x[xi] as f64 * dy[yi] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    common::conv_taps(s, |xi, wi, yi| {
+        y[yi] += x[xi] as f64 * w[wi] as f64;
+        dx[xi] += w[wi] as f64 * dy[yi] as f64;
+        dw[wi] += x[xi] as f64 * dy[yi] as f64;
+    });
     (y, dx, dw)
 }
 

@@ -2,71 +2,24 @@
 
 use super::*;
 
+/// The f64 forward: every output the sum of its taps in the plain order.
 fn conv_ref(x: &[f32], w: &[f32], s: &ConvShape) -> Vec<f64> {
-    let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
     let mut y = vec![0.0; s.output_len()];
-    for b in 0..s.batch {
-        for f in 0..s.filters {
-            let g = f / mg;
-            for oy in 0..s.out_h {
-                for ox in 0..s.out_w {
-                    let mut acc = 0.0f64;
-                    for c in 0..cg {
-                        for ky in 0..s.size {
-                            for kx in 0..s.size {
-                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv = x[((b * s.c + g * cg + c) * s.h + iy as usize) * s.w + ix as usize];
-                                let wv = w[((f * cg + c) * s.size + ky) * s.size + kx];
-                                acc += xv as f64 * wv as f64;
-                            }
-                        }
-                    }
-                    y[((b * s.filters + f) * s.out_h + oy) * s.out_w + ox] = acc;
-                }
-            }
-        }
-    }
+    common::conv_taps(s, |xi, wi, yi| y[yi] += x[xi] as f64 * w[wi] as f64);
     y
 }
 
 /// (dx, dw) contributions of conv for upstream gradient dy, plus |·| sums for tolerances.
 fn conv_grads_ref(x: &[f32], w: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
-    let mut dx = vec![0.0; s.input_len()];
-    let mut dxa = vec![0.0; s.input_len()];
-    let mut dw = vec![0.0; s.weight_len()];
-    let mut dwa = vec![0.0; s.weight_len()];
-    for b in 0..s.batch {
-        for f in 0..s.filters {
-            let g = f / mg;
-            for oy in 0..s.out_h {
-                for ox in 0..s.out_w {
-                    let d = dy[((b * s.filters + f) * s.out_h + oy) * s.out_w + ox] as f64;
-                    for c in 0..cg {
-                        for ky in 0..s.size {
-                            for kx in 0..s.size {
-                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xi = ((b * s.c + g * cg + c) * s.h + iy as usize) * s.w + ix as usize;
-                                let wi = ((f * cg + c) * s.size + ky) * s.size + kx;
-                                dx[xi] += d * w[wi] as f64;
-                                dxa[xi] += (d * w[wi] as f64).abs();
-                                dw[wi] += d * x[xi] as f64;
-                                dwa[wi] += (d * x[xi] as f64).abs();
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let (mut dx, mut dxa) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
+    let (mut dw, mut dwa) = (vec![0.0; s.weight_len()], vec![0.0; s.weight_len()]);
+    common::conv_taps(s, |xi, wi, yi| {
+        let d = dy[yi] as f64;
+        dx[xi] += d * w[wi] as f64;
+        dxa[xi] += (d * w[wi] as f64).abs();
+        dw[wi] += d * x[xi] as f64;
+        dwa[wi] += (d * x[xi] as f64).abs();
+    });
     (dx, dxa, dw, dwa)
 }
 
