@@ -3,7 +3,8 @@
 use crate::ReportError;
 use crate::gate::fmt_num;
 use crate::records::{BackendSummary, RunStatus};
-use crate::run_dir::{RunData, read_run};
+use crate::run_data::RunData;
+use crate::run_dir::read_run;
 use std::fmt::Write;
 use std::path::Path;
 

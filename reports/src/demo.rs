@@ -5,7 +5,7 @@ use crate::records::{
 };
 use crate::kernels::KernelRecord;
 use crate::validation::{ALL_CLASSES, BACKGROUND, ClassRecord, ConfusionCell, CurvePoint, Validation};
-use crate::run_dir::RunData;
+use crate::run_data::RunData;
 
 /// Deterministic pseudo-noise in [-1, 1] (no rand dependency needed for fake data).
 fn noise(i: u64, salt: u64) -> f64 {

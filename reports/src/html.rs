@@ -3,7 +3,7 @@
 
 use crate::charts::Chart;
 use crate::gate::{GateReport, fmt_num};
-use crate::run_dir::RunData;
+use crate::run_data::RunData;
 use crate::tables;
 use crate::validation::ClassRecord;
 use base64::Engine;

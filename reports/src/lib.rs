@@ -13,6 +13,7 @@ pub mod html;
 pub mod kernels;
 pub mod journal;
 pub mod records;
+pub mod run_data;
 pub mod run_dir;
 pub mod tables;
 pub mod validation;
@@ -27,9 +28,10 @@ pub use records::{
 pub use gate::Verdict;
 pub use journal::Journal;
 pub use run_dir::{
-    IMAGES_DIR, OutputFormats, RunData, RunFiles, read_run, read_run_with_history, render_run, with_history, write_run,
+    IMAGES_DIR, OutputFormats, RunFiles, read_run, read_run_with_history, render_run, with_history, write_run,
     write_summary, write_tables,
 };
+pub use run_data::RunData;
 pub use validation::{ClassRecord, ConfusionCell, CurvePoint, Validation};
 
 /// Version of the run-folder schema (tables, summary.json, gate.json). Bump on any

@@ -7,72 +7,18 @@
 //! RUN_DIR/images/val_<i>_<backend>.png (validation images: labels beside predictions)
 //! ```
 
-use crate::deltas::{DeltaRecord, compute_deltas};
+use crate::deltas::compute_deltas;
 use crate::gate::GateReport;
-use crate::kernels::{KernelRecord, read_kernels, write_kernels};
-use crate::records::{EpochRecord, GateResult, IterationRecord, MemorySample, RunSummary};
-use crate::validation::{Validation, read_validation, write_validation};
+use crate::kernels::{read_kernels, write_kernels};
+use crate::records::{EpochRecord, IterationRecord, RunSummary};
+use crate::validation::{read_validation, write_validation};
+use crate::run_data::RunData;
 use crate::{ReportError, SCHEMA_VERSION, charts, html, tables};
 use polars::prelude::DataFrame;
 use std::path::{Path, PathBuf};
 
-/// Everything a report is made of.
-#[derive(Clone, Debug, Default)]
-pub struct RunData {
-    pub iterations: Vec<IterationRecord>,
-    pub epochs: Vec<EpochRecord>,
-    pub memory: Vec<MemorySample>,
-    /// Derived from `iterations` by [`RunData::new`] / [`RunData::refresh`].
-    pub deltas: Vec<DeltaRecord>,
-    pub summary: RunSummary,
-    pub gates: Vec<GateResult>,
-    /// The experiment file's text, shown verbatim in the report.
-    pub experiment_toml: String,
-    /// GPU time per layer × phase × kernel (empty when no backend was timed).
-    pub kernels: Vec<KernelRecord>,
-    /// Per-class results, curves and confusion matrices of the validations.
-    pub validation: Validation,
-}
-
 /// Folder of the validation images (`val_<i>_<backend>.png`), embedded in the report.
 pub const IMAGES_DIR: &str = "images";
-
-impl RunData {
-    /// Builds the run and derives deltas, per-backend summaries and peaks from the records.
-    pub fn new(
-        iterations: Vec<IterationRecord>,
-        epochs: Vec<EpochRecord>,
-        memory: Vec<MemorySample>,
-        summary: RunSummary,
-        gates: Vec<GateResult>,
-        experiment_toml: String,
-    ) -> Self {
-        let mut run = RunData {
-            iterations,
-            epochs,
-            memory,
-            deltas: Vec::new(),
-            summary,
-            gates,
-            experiment_toml,
-            kernels: Vec::new(),
-            validation: Validation::default(),
-        };
-        run.refresh();
-        run
-    }
-
-    /// Recomputes what is derived from the records (call after changing them).
-    pub fn refresh(&mut self) {
-        self.summary.schema_version = SCHEMA_VERSION;
-        self.deltas = compute_deltas(&self.iterations, self.summary.parity.window);
-        self.summary.fill_from_records(&self.iterations, &self.epochs, &self.memory);
-    }
-
-    pub fn gate_report(&self) -> GateReport {
-        GateReport::new(self.gates.clone())
-    }
-}
 
 /// Output format names accepted in an experiment's `[report] formats`.
 pub const FORMAT_NAMES: &[&str] = &["parquet", "csv", "png", "svg", "html", "json", "junit", "markdown"];

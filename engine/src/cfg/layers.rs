@@ -3,7 +3,7 @@
 
 use super::error::{CfgError, CfgWarning};
 use super::model::{ConvCfg, LayerKind, MaxpoolCfg, RouteCfg};
-use super::parse::Reader;
+use super::reader::Reader;
 use super::yolo;
 use crate::shapes::Activation;
 

@@ -12,6 +12,7 @@ mod layers;
 mod net;
 mod overrides;
 pub mod parse;
+mod reader;
 pub mod summary;
 mod yolo;
 

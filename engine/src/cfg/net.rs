@@ -2,7 +2,7 @@
 
 use super::error::{CfgError, CfgWarning};
 use super::model::{NetConfig, Policy};
-use super::parse::Reader;
+use super::reader::Reader;
 
 /// [net] keys Darknet knows that this engine accepts and ignores (they affect only Darknet's own
 /// memory use, display, GPU tricks, or features this engine does not have).

@@ -2,7 +2,7 @@
 
 use super::error::CfgError;
 use super::model::{NmsKind, YoloCfg};
-use super::parse::Reader;
+use super::reader::Reader;
 use crate::shapes::IouLoss;
 
 /// Most anchors a [yolo] layer may have.

@@ -31,12 +31,9 @@
 use rand::RngCore;
 
 use super::image::{Crop, RgbImage, below, unit_f32};
-use super::loader::BatchPlan;
-use super::{Result, derive_seed};
-use crate::rng::{Purpose, stream};
 
 /// Tag that separates the composition streams from the per-image augmentation streams.
-const MIX_TAG: u64 = 0x6d69_7875_705f_6d6f;
+pub(crate) const MIX_TAG: u64 = 0x6d69_7875_705f_6d6f;
 
 /// One source image after its own augmentation.
 #[derive(Clone, Debug)]
@@ -147,62 +144,5 @@ pub fn blend_planar(a: &RgbImage, b: &RgbImage, out: &mut [f32]) {
     b.to_planar(&mut pb);
     for (o, v) in out.iter_mut().zip(&pb) {
         *o = *o * 0.5 + *v * 0.5;
-    }
-}
-
-impl BatchPlan {
-    /// Makes one slot of a batch: its image into `out` (planar `[3][h][w]`) and its truths.
-    pub(crate) fn fill_slot(&self, out: &mut [f32], epoch: u64, image_index: usize) -> Result<Vec<[f32; 5]>> {
-        let c = &self.cfg;
-        let sample = &self.dataset.samples[image_index];
-        let img = RgbImage::load(&sample.image)?;
-        let mix = if c.augment.combines_images() {
-            let mut rng = stream(derive_seed(&[c.seed, epoch, image_index as u64, MIX_TAG]), Purpose::Augment);
-            Some(MixDraw::draw(c.width, c.height, self.dataset.len(), &mut rng))
-        } else {
-            None
-        };
-        let own_stream = || stream(derive_seed(&[c.seed, epoch, image_index as u64]), Purpose::Augment);
-        let partner = |j: usize, tile: Option<usize>| -> Result<Source> {
-            let m = mix.as_ref().expect("partners only with a composition");
-            let s = &self.dataset.samples[m.partners[j - 1]];
-            let img = RgbImage::load(&s.image)?;
-            let mut rng = stream(derive_seed(&[c.seed, epoch, image_index as u64, MIX_TAG, j as u64]), Purpose::Augment);
-            Ok(self.prepare_source(&img, &s.labels, &mut rng, tile))
-        };
-        match mix {
-            Some(m) if m.apply && c.augment.mosaic => {
-                let mut canvas = RgbImage::new(c.width, c.height);
-                let mut truths = Vec::new();
-                let mut next_partner = 1;
-                for tile in 0..4 {
-                    let corner = m.to_corner[tile].then_some(tile);
-                    let src = if tile == m.own_tile {
-                        self.prepare_source(&img, &sample.labels, &mut own_stream(), corner)
-                    } else {
-                        next_partner += 1;
-                        partner(next_partner - 1, corner)?
-                    };
-                    place_tile(&mut canvas, &src, tile, m.cut_x, m.cut_y, &mut truths);
-                }
-                canvas.to_planar(out);
-                truths.truncate(c.max_boxes);
-                Ok(truths)
-            }
-            Some(m) if m.apply => {
-                let own = self.prepare_source(&img, &sample.labels, &mut own_stream(), None);
-                let other = partner(1, None)?;
-                blend_planar(&own.image, &other.image, out);
-                let mut truths = own.boxes;
-                truths.extend(other.boxes);
-                truths.truncate(c.max_boxes);
-                Ok(truths)
-            }
-            _ => {
-                let own = self.prepare_source(&img, &sample.labels, &mut own_stream(), None);
-                own.image.to_planar(out);
-                Ok(own.boxes)
-            }
-        }
     }
 }

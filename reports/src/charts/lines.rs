@@ -2,7 +2,7 @@
 
 use super::{DrawResult, color, draw_empty, err};
 use crate::records::{IterationRecord, backend_names};
-use crate::run_dir::RunData;
+use crate::run_data::RunData;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;

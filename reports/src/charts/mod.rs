@@ -8,7 +8,7 @@ mod lines;
 mod validation;
 
 use crate::ReportError;
-use crate::run_dir::RunData;
+use crate::run_data::RunData;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use super::lines::{self, LineSpec, Series};
 use super::{DrawResult, color, draw_empty, err};
-use crate::run_dir::RunData;
+use crate::run_data::RunData;
 use crate::validation::{ALL_CLASSES, BACKGROUND, ConfusionCell, CurvePoint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
