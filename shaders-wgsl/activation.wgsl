@@ -17,7 +17,7 @@ struct P {
 
 // y (b2) = f(x (b1)); y may alias x.
 @compute @workgroup_size(256)
-fn act_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn activation_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.n) { return; }
     b2[p.o2 + i] = activate(b1[p.o1 + i], p.act);
@@ -25,7 +25,7 @@ fn act_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // x = b1, y = b2, dy = b3, dx (b4) = dy * f'(x, y); dx may alias dy.
 @compute @workgroup_size(256)
-fn act_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn activation_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.n) { return; }
     b4[p.o4 + i] = b3[p.o3 + i] * gradient(b1[p.o1 + i], b2[p.o2 + i], p.act);

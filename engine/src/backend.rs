@@ -90,11 +90,11 @@ pub trait Backend {
     /// out = a / b (out may alias a or b)
     fn div(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
     /// out = exp(x) (out may alias x)
-    fn exp(&self, x: &Self::Buf, out: &Self::Buf);
+    fn exp_forward(&self, x: &Self::Buf, out: &Self::Buf);
     /// out = ln(x) (out may alias x)
-    fn log(&self, x: &Self::Buf, out: &Self::Buf);
+    fn log_forward(&self, x: &Self::Buf, out: &Self::Buf);
     /// out = x^p (out may alias x)
-    fn pow(&self, x: &Self::Buf, p: f32, out: &Self::Buf);
+    fn pow_forward(&self, x: &Self::Buf, p: f32, out: &Self::Buf);
     /// Backward of `mul`: da += g*b, db += g*a.
     fn mul_backward(&self, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
     /// Backward of `div`: da += g/b, db += -g*a/b².

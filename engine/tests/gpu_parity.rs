@@ -224,13 +224,13 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     put("mul", Tol::Elem, b.download(&d));
     b.div(&a, &c, &d);
     put("div", Tol::Elem, b.download(&d));
-    b.exp(&a, &d);
+    b.exp_forward(&a, &d);
     put("exp", Tol::Trans, b.download(&d));
-    b.log(&c, &d);
+    b.log_forward(&c, &d);
     put("log", Tol::Trans, b.download(&d));
-    b.pow(&c, -1.3, &d);
+    b.pow_forward(&c, -1.3, &d);
     put("pow", Tol::Trans, b.download(&d));
-    b.pow(&a, 2.0, &d);
+    b.pow_forward(&a, 2.0, &d);
     put("pow int", Tol::Trans, b.download(&d));
     b.axpy(0.3, &a, &d);
     b.scal(1.5, &d);

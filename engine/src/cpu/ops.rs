@@ -114,16 +114,16 @@ impl Backend for CpuBackend {
         let _q = self.op("div", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
         blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x / y);
     }
-    fn exp(&self, x: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("exp", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+    fn exp_forward(&self, x: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("exp_forward", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
         blas::unary(x.cells(), out.cells(), f32::exp);
     }
-    fn log(&self, x: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("log", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+    fn log_forward(&self, x: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("log_forward", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
         blas::unary(x.cells(), out.cells(), f32::ln);
     }
-    fn pow(&self, x: &CpuBuf, p: f32, out: &CpuBuf) {
-        let _q = self.op("pow", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+    fn pow_forward(&self, x: &CpuBuf, p: f32, out: &CpuBuf) {
+        let _q = self.op("pow_forward", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
         blas::unary(x.cells(), out.cells(), |v| v.powf(p));
     }
     fn mul_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {

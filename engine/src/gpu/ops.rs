@@ -86,14 +86,14 @@ impl Backend for GpuBackend {
     fn div(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
         self.blas(Kernel::Div, a.len(), &[a, b, out], 0.0, 1);
     }
-    fn exp(&self, x: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Exp, x.len(), &[x, out], 0.0, 1);
+    fn exp_forward(&self, x: &GpuBuf, out: &GpuBuf) {
+        self.blas(Kernel::ExpForward, x.len(), &[x, out], 0.0, 1);
     }
-    fn log(&self, x: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Log, x.len(), &[x, out], 0.0, 1);
+    fn log_forward(&self, x: &GpuBuf, out: &GpuBuf) {
+        self.blas(Kernel::LogForward, x.len(), &[x, out], 0.0, 1);
     }
-    fn pow(&self, x: &GpuBuf, p: f32, out: &GpuBuf) {
-        self.blas(Kernel::Pow, x.len(), &[x, out], p, 1);
+    fn pow_forward(&self, x: &GpuBuf, p: f32, out: &GpuBuf) {
+        self.blas(Kernel::PowForward, x.len(), &[x, out], p, 1);
     }
     fn mul_backward(&self, a: &GpuBuf, b: &GpuBuf, g: &GpuBuf, da: &GpuBuf, db: &GpuBuf) {
         self.blas(Kernel::MulBackward, a.len(), &[a, b, g, da, db], 0.0, 2);
@@ -175,7 +175,7 @@ impl Backend for GpuBackend {
     fn activation_forward(&self, x: &GpuBuf, y: &GpuBuf, act: Activation) {
         check("activation y", y, x.len());
         let p = ActP { n: u(x.len()), act: act.code(), o1: off(x), o2: off(y), o3: 0, o4: 0 };
-        self.dispatch_1d(Kernel::ActForward, &[x, y], &p, x.len(), Work::elementwise(x.len(), 1, 1, 1));
+        self.dispatch_1d(Kernel::ActivationForward, &[x, y], &p, x.len(), Work::elementwise(x.len(), 1, 1, 1));
     }
 
     fn activation_backward(&self, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, act: Activation) {
@@ -183,7 +183,7 @@ impl Backend for GpuBackend {
             check("activation_backward", b, x.len());
         }
         let p = ActP { n: u(x.len()), act: act.code(), o1: off(x), o2: off(y), o3: off(dy), o4: off(dx) };
-        self.dispatch_1d(Kernel::ActBackward, &[x, y, dy, dx], &p, x.len(), Work::elementwise(x.len(), 2, 1, 1));
+        self.dispatch_1d(Kernel::ActivationBackward, &[x, y, dy, dx], &p, x.len(), Work::elementwise(x.len(), 2, 1, 1));
     }
 
     // ---- pooling / resampling -------------------------------------------------------------------
