@@ -114,9 +114,9 @@ pub trait Backend {
     /// dw += dy · im2col(x)ᵀ, summed over the batch.
     fn conv_backward_weights(&self, x: &Self::Buf, dy: &Self::Buf, dw: &Self::Buf, s: &ConvShape);
     /// y[b][c][i] += bias[c] (in place on y).
-    fn bias_add(&self, y: &Self::Buf, bias: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    fn bias_add(&self, y: &Self::Buf, bias: &Self::Buf, s: &ChannelShape);
     /// dbias[c] += Σ_{b,i} dy[b][c][i].
-    fn bias_backward(&self, dy: &Self::Buf, dbias: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    fn bias_backward(&self, dy: &Self::Buf, dbias: &Self::Buf, s: &ChannelShape);
 
     // ---- batch normalisation (darknet-spec §0: unbiased variance, eps 1e-5 inside the root,
     //      running stats r = 0.99 r + 0.01 batch_stat, beta trained) ----------------------------
@@ -159,9 +159,9 @@ pub trait Backend {
     /// dx[argmax] += dy (argmax recomputed from x, first maximum wins as in Darknet).
     fn maxpool_backward(&self, x: &Self::Buf, dy: &Self::Buf, dx: &Self::Buf, s: &PoolShape);
     /// Global average pool: y[b][c] = mean over spatial.
-    fn avgpool_forward(&self, x: &Self::Buf, y: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    fn avgpool_forward(&self, x: &Self::Buf, y: &Self::Buf, s: &ChannelShape);
     /// dx += dy / spatial.
-    fn avgpool_backward(&self, dy: &Self::Buf, dx: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    fn avgpool_backward(&self, dy: &Self::Buf, dx: &Self::Buf, s: &ChannelShape);
     /// Nearest upsample, y = scale * x repeated stride×stride.
     fn upsample_forward(&self, x: &Self::Buf, y: &Self::Buf, s: &UpsampleShape);
     /// dx += scale * Σ over each stride×stride block of dy.
@@ -175,10 +175,9 @@ pub trait Backend {
     /// output; backward: accumulate it back). See [`SliceCopy`].
     fn copy_slices(&self, src: &Self::Buf, dst: &Self::Buf, s: &SliceCopy);
     /// y[b][c][i] = x[b][c][i] * scale[b][c].
-    fn scale_channels_forward(&self, x: &Self::Buf, scale: &Self::Buf, y: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    fn scale_channels_forward(&self, x: &Self::Buf, scale: &Self::Buf, y: &Self::Buf, s: &ChannelShape);
     /// dx += dy*scale; dscale[b][c] += Σ_i dy*x.
-    #[allow(clippy::too_many_arguments)]
-    fn scale_channels_backward(&self, x: &Self::Buf, scale: &Self::Buf, dy: &Self::Buf, dx: &Self::Buf, dscale: &Self::Buf, batch: usize, channels: usize, spatial: usize);
+    fn scale_channels_backward(&self, x: &Self::Buf, scale: &Self::Buf, dy: &Self::Buf, dx: &Self::Buf, dscale: &Self::Buf, s: &ChannelShape);
 
     // ---- dropout (counter-based RNG: same bits on every backend) -------------------------------
     /// y = keep ? x * 1/(1-p) : 0, keep decided by `crate::rng::dropout_keep(seed, i, p)`.
@@ -266,7 +265,7 @@ pub mod plain {
     ) {
         let target = pre_act.unwrap_or(y);
         b.conv_forward(x, w, target, s);
-        b.bias_add(target, bias, s.batch, s.filters, s.out_h * s.out_w);
+        b.bias_add(target, bias, &ChannelShape::new(s.batch, s.filters, s.out_h * s.out_w));
         if act != Activation::Linear || pre_act.is_some() {
             b.activation_forward(target, y, act);
         }
@@ -307,6 +306,6 @@ pub mod plain {
         if act != Activation::Linear {
             b.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
         }
-        b.bias_backward(delta, dbias, s.batch, s.channels, s.spatial);
+        b.bias_backward(delta, dbias, s);
     }
 }

@@ -285,9 +285,9 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     let nn = bt * ch * sp;
     let y = upb(b, &data(nn, 400, -2.0, 3.0));
     let bias = upb(b, &data(ch, 401, -1.0, 1.0));
-    b.bias_add(&y, &bias, bt, ch, sp);
+    b.bias_add(&y, &bias, &ChannelShape::new(bt, ch, sp));
     put("bias_add", Tol::Elem, b.download(&y));
-    b.bias_backward(&y, &bias, bt, ch, sp);
+    b.bias_backward(&y, &bias, &ChannelShape::new(bt, ch, sp));
     put("bias_backward", Tol::Sum, b.download(&bias));
     let (xn, mean, var) = (b.alloc(nn), b.alloc(ch), b.alloc(ch));
     let (rm, rv) = (upb(b, &data(ch, 402, -0.1, 0.1)), upb(b, &data(ch, 403, 0.5, 1.0)));
@@ -384,8 +384,8 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     }
     let x = upb(b, &data(2 * 3 * 301, 430, -1.0, 1.0));
     let ap = b.alloc(6);
-    b.avgpool_forward(&x, &ap, 2, 3, 301);
-    b.avgpool_backward(&ap, &x, 2, 3, 301);
+    b.avgpool_forward(&x, &ap, &ChannelShape::new(2, 3, 301));
+    b.avgpool_backward(&ap, &x, &ChannelShape::new(2, 3, 301));
     put("avgpool fwd", Tol::Sum, b.download(&ap));
     put("avgpool bwd", Tol::Sum, b.download(&x));
     let us = UpsampleShape { batch: 2, c: 3, h: 5, w: 3, stride: 3, scale: 1.5 };
@@ -413,10 +413,10 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     let x = upb(b, &data(bt * ch * sp, 442, -1.0, 1.0));
     let sc = upb(b, &data(bt * ch, 443, -1.0, 1.0));
     let ys = b.alloc(bt * ch * sp);
-    b.scale_channels_forward(&x, &sc, &ys, bt, ch, sp);
+    b.scale_channels_forward(&x, &sc, &ys, &ChannelShape::new(bt, ch, sp));
     let dx = upb(b, &data(bt * ch * sp, 444, -1.0, 1.0));
     let dsc = upb(b, &data(bt * ch, 445, -1.0, 1.0));
-    b.scale_channels_backward(&x, &sc, &ys, &dx, &dsc, bt, ch, sp);
+    b.scale_channels_backward(&x, &sc, &ys, &dx, &dsc, &ChannelShape::new(bt, ch, sp));
     put("scale_channels fwd", Tol::Elem, b.download(&ys));
     put("scale_channels dx", Tol::Elem, b.download(&dx));
     put("scale_channels dscale", Tol::Sum, b.download(&dsc));

@@ -169,13 +169,15 @@ impl Backend for CpuBackend {
         // SAFETY: dw is disjoint from x and dy (asserted) and the queue lock is held.
         unsafe { conv::backward_weights(&self.par, x.read(), dy.read(), dw.write(), s, col) }
     }
-    fn bias_add(&self, y: &CpuBuf, bias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn bias_add(&self, y: &CpuBuf, bias: &CpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         let _q = self.op("bias_add", Work::elementwise(y.len, 1, 1, 1), &[y, bias]);
         assert_disjoint("bias_add", &[y], &[bias]);
         // SAFETY: y is disjoint from bias (asserted) and the queue lock is held.
         unsafe { bias::bias_add(&self.par, y.write(), bias.read(), batch, channels, spatial) }
     }
-    fn bias_backward(&self, dy: &CpuBuf, dbias: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn bias_backward(&self, dy: &CpuBuf, dbias: &CpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         let _q = self.op("bias_backward", Work::elementwise(dy.len, 1, 0, 1), &[dy, dbias]);
         assert_disjoint("bias_backward", &[dbias], &[dy]);
         // SAFETY: dbias is disjoint from dy (asserted) and the queue lock is held.
@@ -246,11 +248,13 @@ impl Backend for CpuBackend {
         // SAFETY: dx is disjoint from x and dy (asserted) and the queue lock is held.
         unsafe { pool::max_backward(&self.par, x.read(), dy.read(), dx.write(), s) }
     }
-    fn avgpool_forward(&self, x: &CpuBuf, y: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn avgpool_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         let _q = self.op("avgpool_forward", Work::elementwise(x.len, 1, 0, 1), &[x, y]);
         pool::avg_forward(x.cells(), y.cells(), batch * channels, spatial);
     }
-    fn avgpool_backward(&self, dy: &CpuBuf, dx: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn avgpool_backward(&self, dy: &CpuBuf, dx: &CpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         let _q = self.op("avgpool_backward", Work::elementwise(dx.len, 1, 1, 1), &[dy, dx]);
         pool::avg_backward(dy.cells(), dx.cells(), batch * channels, spatial);
     }
@@ -284,14 +288,15 @@ impl Backend for CpuBackend {
         // SAFETY: dst is disjoint from src (asserted) and the queue lock is held.
         unsafe { route::copy_slices(&self.par, src.read(), dst.write(), s) }
     }
-    fn scale_channels_forward(&self, x: &CpuBuf, scale: &CpuBuf, y: &CpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn scale_channels_forward(&self, x: &CpuBuf, scale: &CpuBuf, y: &CpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         let _q = self.op("scale_channels_forward", Work::elementwise(x.len, 1, 1, 1), &[x, scale, y]);
         route::scale_channels_forward(x.cells(), scale.cells(), y.cells(), batch * channels, spatial);
     }
     fn scale_channels_backward(
-        &self, x: &CpuBuf, scale: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, dscale: &CpuBuf,
-        batch: usize, channels: usize, spatial: usize,
+        &self, x: &CpuBuf, scale: &CpuBuf, dy: &CpuBuf, dx: &CpuBuf, dscale: &CpuBuf, s: &ChannelShape,
     ) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         let _q = self.op("scale_channels_backward", Work::elementwise(x.len, 3, 1, 4), &[x, scale, dy, dx, dscale]);
         route::scale_channels_backward(x.cells(), scale.cells(), dy.cells(), dx.cells(), dscale.cells(), batch * channels, spatial);
     }

@@ -122,14 +122,16 @@ impl Backend for GpuBackend {
         self.conv_backward_weights_into(x, dy, dw, s);
     }
 
-    fn bias_add(&self, y: &GpuBuf, bias: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn bias_add(&self, y: &GpuBuf, bias: &GpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         check("bias_add y", y, batch * channels * spatial);
         check("bias_add bias", bias, channels);
         let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(y), o2: off(bias), ..Default::default() };
         self.dispatch_1d(Kernel::BiasAdd, &[y, bias], &p, y.len(), Work::elementwise(y.len(), 1, 1, 1));
     }
 
-    fn bias_backward(&self, dy: &GpuBuf, dbias: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn bias_backward(&self, dy: &GpuBuf, dbias: &GpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         self.bias_backward_chunked(dy, dbias, &ChannelShape::new(batch, channels, spatial));
     }
 
@@ -204,14 +206,16 @@ impl Backend for GpuBackend {
         self.dispatch_1d(Kernel::MaxpoolBackward, &[x, dy, dx], &p, s.input_len(), work);
     }
 
-    fn avgpool_forward(&self, x: &GpuBuf, y: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn avgpool_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         check("avgpool x", x, batch * channels * spatial);
         check("avgpool y", y, batch * channels);
         let p = avg_params(batch, channels, spatial, x, y);
         self.dispatch(Kernel::AvgpoolForward, &[x, y], &p, self.grid((batch * channels) as u64), Work::elementwise(x.len(), 1, 0, 1));
     }
 
-    fn avgpool_backward(&self, dy: &GpuBuf, dx: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn avgpool_backward(&self, dy: &GpuBuf, dx: &GpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         check("avgpool_backward dy", dy, batch * channels);
         check("avgpool_backward dx", dx, batch * channels * spatial);
         let p = avg_params(batch, channels, spatial, dy, dx);
@@ -274,7 +278,8 @@ impl Backend for GpuBackend {
         self.dispatch_1d(Kernel::CopySlices, &[src, dst], &p, n, Work::elementwise(n, 1 + usize::from(s.accumulate), 1, 0));
     }
 
-    fn scale_channels_forward(&self, x: &GpuBuf, scale: &GpuBuf, y: &GpuBuf, batch: usize, channels: usize, spatial: usize) {
+    fn scale_channels_forward(&self, x: &GpuBuf, scale: &GpuBuf, y: &GpuBuf, s: &ChannelShape) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         check("scale_channels x", x, batch * channels * spatial);
         check("scale_channels scale", scale, batch * channels);
         check("scale_channels y", y, batch * channels * spatial);
@@ -283,9 +288,9 @@ impl Backend for GpuBackend {
     }
 
     fn scale_channels_backward(
-        &self, x: &GpuBuf, scale: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, dscale: &GpuBuf, batch: usize, channels: usize,
-        spatial: usize,
+        &self, x: &GpuBuf, scale: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, dscale: &GpuBuf, s: &ChannelShape,
     ) {
+        let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         for b in [x, dy, dx] {
             check("scale_channels_backward tensor", b, batch * channels * spatial);
         }

@@ -101,7 +101,7 @@ impl<B: Backend> Network<B> {
                     }
                 }
                 LayerOp::Maxpool(s) => b.maxpool_forward(x, &l.output, s),
-                LayerOp::Avgpool => b.avgpool_forward(x, &l.output, mb, l.input.c, spatial_in),
+                LayerOp::Avgpool => b.avgpool_forward(x, &l.output, &ChannelShape::new(mb, l.input.c, spatial_in)),
                 LayerOp::Upsample(s) => b.upsample_forward(x, &l.output, s),
                 LayerOp::Shortcut { from, activation, pre_act } => {
                     let target = pre_act.as_ref().unwrap_or(&l.output);
@@ -118,7 +118,7 @@ impl<B: Backend> Network<B> {
                     // Darknet: the previous layer holds the C×1×1 scales, `from` the C×H×W map.
                     let c = l.output_shape.c;
                     let spatial = l.output_shape.h * l.output_shape.w;
-                    b.scale_channels_forward(&self.layers[*from].output, x, &l.output, mb, c, spatial)
+                    b.scale_channels_forward(&self.layers[*from].output, x, &l.output, &ChannelShape::new(mb, c, spatial))
                 }
                 LayerOp::Dropout { probability } => match mode {
                     Mode::Train => b.dropout_forward(x, &l.output, *probability, dropout_seed(self.seed, iteration, i)),
@@ -219,7 +219,7 @@ impl<B: Backend> Network<B> {
                 }
                 LayerOp::Avgpool => {
                     if let Some(dx) = dx {
-                        b.avgpool_backward(&l.delta, dx, mb, l.input.c, spatial_in);
+                        b.avgpool_backward(&l.delta, dx, &ChannelShape::new(mb, l.input.c, spatial_in));
                     }
                 }
                 LayerOp::Upsample(s) => {
@@ -256,7 +256,7 @@ impl<B: Backend> Network<B> {
                             &scratch_ds
                         }
                     };
-                    b.scale_channels_backward(&from_l.output, x, &l.delta, &from_l.delta, dscale, mb, c, spatial);
+                    b.scale_channels_backward(&from_l.output, x, &l.delta, &from_l.delta, dscale, &ChannelShape::new(mb, c, spatial));
                 }
                 LayerOp::Dropout { probability } => {
                     if let Some(dx) = dx {

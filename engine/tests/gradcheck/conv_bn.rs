@@ -1,7 +1,7 @@
 //! Convolution, conv bias and batch normalisation checks.
 
 use super::*;
-use engine::shapes::{BnBackward, BnStats, ConvShape};
+use engine::shapes::{BnBackward, BnStats, ChannelShape, ConvShape};
 
 // ---- convolution --------------------------------------------------------------------------------
 
@@ -82,8 +82,8 @@ fn bias_gradient() {
     let mut rng = Rng::new("bias");
     let (y0, bias) = (rng.vec(b * c * sp, -1.0, 1.0), rng.vec(c, -1.0, 1.0));
     gradcheck("bias_add", &[y0, bias], &[(1, Acc)], 1e-3,
-        |be, i| { let y = be.alloc(b * c * sp); be.copy(&i[0], &y); be.bias_add(&y, &i[1], b, c, sp); vec![y] },
-        |be, _, _, dy, g| be.bias_backward(dy, &g[1], b, c, sp));
+        |be, i| { let y = be.alloc(b * c * sp); be.copy(&i[0], &y); be.bias_add(&y, &i[1], &ChannelShape::new(b, c, sp)); vec![y] },
+        |be, _, _, dy, g| be.bias_backward(dy, &g[1], &ChannelShape::new(b, c, sp)));
 }
 
 // ---- batch normalisation ------------------------------------------------------------------------

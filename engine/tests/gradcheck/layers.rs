@@ -1,7 +1,7 @@
 //! Activation, pooling, resampling, route, scale_channels and dropout checks.
 
 use super::*;
-use engine::shapes::{Activation, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
+use engine::shapes::{Activation, ChannelShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
 
 // ---- activations --------------------------------------------------------------------------------
 
@@ -125,11 +125,11 @@ fn avgpool_gradient() {
     let want: Vec<f64> = x.chunks(sp).map(|p| p.iter().map(|&v| v as f64).sum::<f64>() / sp as f64).collect();
     let be = CpuBackend::new();
     let y = be.alloc(b * c);
-    be.avgpool_forward(&upload(&be, &x), &y, b, c, sp);
+    be.avgpool_forward(&upload(&be, &x), &y, &ChannelShape::new(b, c, sp));
     assert_close("avgpool y", &be.download(&y), &want, 1e-6);
     gradcheck("avgpool", &[x], &[(0, Acc)], 1e-3,
-        |be, i| { let y = be.alloc(b * c); be.avgpool_forward(&i[0], &y, b, c, sp); vec![y] },
-        |be, _, _, dy, g| be.avgpool_backward(dy, &g[0], b, c, sp));
+        |be, i| { let y = be.alloc(b * c); be.avgpool_forward(&i[0], &y, &ChannelShape::new(b, c, sp)); vec![y] },
+        |be, _, _, dy, g| be.avgpool_backward(dy, &g[0], &ChannelShape::new(b, c, sp)));
 }
 
 #[test]
@@ -256,8 +256,8 @@ fn scale_channels_gradient() {
     let mut rng = Rng::new("scale_channels");
     let (x, scale) = (rng.vec(b * c * sp, -1.0, 1.0), rng.vec(b * c, -1.0, 1.0));
     gradcheck("scale_channels", &[x, scale], &[(0, Acc), (1, Acc)], 1e-3,
-        |be, i| { let y = be.alloc(b * c * sp); be.scale_channels_forward(&i[0], &i[1], &y, b, c, sp); vec![y] },
-        |be, i, _, dy, g| be.scale_channels_backward(&i[0], &i[1], dy, &g[0], &g[1], b, c, sp));
+        |be, i| { let y = be.alloc(b * c * sp); be.scale_channels_forward(&i[0], &i[1], &y, &ChannelShape::new(b, c, sp)); vec![y] },
+        |be, i, _, dy, g| be.scale_channels_backward(&i[0], &i[1], dy, &g[0], &g[1], &ChannelShape::new(b, c, sp)));
 }
 
 #[test]

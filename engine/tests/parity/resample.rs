@@ -9,13 +9,13 @@ fn avgpool_upsample_reorg() {
     let hx = data(batch * ch * sp, 140, -1.0, 1.0);
     let x = up(g, &hx);
     let y = g.alloc(batch * ch);
-    g.avgpool_forward(&x, &y, batch, ch, sp);
+    g.avgpool_forward(&x, &y, &ChannelShape::new(batch, ch, sp));
     let y_r: Vec<f64> = (0..batch * ch).map(|bc| hx[bc * sp..(bc + 1) * sp].iter().map(|&v| v as f64).sum::<f64>() / sp as f64).collect();
     assert_close("avgpool fwd", &g.download(&y), &y_r, 1e-5, 1e-6);
     let hdy = data(batch * ch, 141, -1.0, 1.0);
     let dy = up(g, &hdy);
     let dx = up(g, &hx);
-    g.avgpool_backward(&dy, &dx, batch, ch, sp);
+    g.avgpool_backward(&dy, &dx, &ChannelShape::new(batch, ch, sp));
     let dx_r: Vec<f64> = (0..hx.len()).map(|i| hx[i] as f64 + hdy[i / sp] as f64 / sp as f64).collect();
     assert_close("avgpool bwd", &g.download(&dx), &dx_r, 1e-6, 1e-7);
 

@@ -29,14 +29,14 @@ fn route_copy_slices_and_scale_channels() {
     let hsc = data(batch * ch, 173, -1.0, 1.0);
     let (x, sc) = (up(g, &hx), up(g, &hsc));
     let y = g.alloc(n);
-    g.scale_channels_forward(&x, &sc, &y, batch, ch, sp);
+    g.scale_channels_forward(&x, &sc, &y, &ChannelShape::new(batch, ch, sp));
     let y_r: Vec<f64> = (0..n).map(|i| hx[i] as f64 * hsc[i / sp] as f64).collect();
     assert_close("scale_channels fwd", &g.download(&y), &y_r, 1e-6, 1e-7);
     let hdy = data(n, 174, -1.0, 1.0);
     let dx0 = data(n, 175, -1.0, 1.0);
     let ds0 = data(batch * ch, 176, -1.0, 1.0);
     let (dy, dx, ds) = (up(g, &hdy), up(g, &dx0), up(g, &ds0));
-    g.scale_channels_backward(&x, &sc, &dy, &dx, &ds, batch, ch, sp);
+    g.scale_channels_backward(&x, &sc, &dy, &dx, &ds, &ChannelShape::new(batch, ch, sp));
     let dx_r: Vec<f64> = (0..n).map(|i| dx0[i] as f64 + hdy[i] as f64 * hsc[i / sp] as f64).collect();
     let mut ds_r = f64s(&ds0);
     let mut abs = vec![1.0; batch * ch];
