@@ -16,7 +16,8 @@
 
 use crate::profile::{DispatchTime, Scope};
 use crate::shapes::{
-    Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams,
+    Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape,
+    YoloParams,
 };
 
 /// The tensors of one batch-normalised layer, as the composite ops take them.
@@ -83,28 +84,14 @@ pub trait Backend {
     fn axpy(&self, a: f32, x: &Self::Buf, y: &Self::Buf);
     /// x *= a (in place)
     fn scal(&self, a: f32, x: &Self::Buf);
-    /// out = a + b (out may alias a or b)
-    fn add(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
-    /// out = a * b (out may alias a or b)
-    fn mul(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
-    /// out = a / b (out may alias a or b)
-    fn div(&self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
-    /// out = exp(x) (out may alias x)
-    fn exp_forward(&self, x: &Self::Buf, out: &Self::Buf);
-    /// out = ln(x) (out may alias x)
-    fn log_forward(&self, x: &Self::Buf, out: &Self::Buf);
-    /// out = x^p (out may alias x)
-    fn pow_forward(&self, x: &Self::Buf, p: f32, out: &Self::Buf);
-    /// Backward of `mul`: da += g*b, db += g*a.
-    fn mul_backward(&self, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
-    /// Backward of `div`: da += g/b, db += -g*a/b².
-    fn div_backward(&self, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
-    /// Backward of `exp` given its output y: dx += g*y.
-    fn exp_backward(&self, y: &Self::Buf, g: &Self::Buf, dx: &Self::Buf);
-    /// Backward of `log`: dx += g/x.
-    fn log_backward(&self, x: &Self::Buf, g: &Self::Buf, dx: &Self::Buf);
-    /// Backward of `pow`: dx += g*p*x^(p-1).
-    fn pow_backward(&self, x: &Self::Buf, p: f32, g: &Self::Buf, dx: &Self::Buf);
+    /// out = op(x), elementwise (out may alias x).
+    fn unary_forward(&self, op: Unary, x: &Self::Buf, out: &Self::Buf);
+    /// dx += g · op′(x), given the forward's input `x` and output `y` (exp reads y, log and pow x).
+    fn unary_backward(&self, op: Unary, x: &Self::Buf, y: &Self::Buf, g: &Self::Buf, dx: &Self::Buf);
+    /// out = a op b, elementwise (out may alias a or b).
+    fn binary_forward(&self, op: Binary, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf);
+    /// da += g · ∂(a op b)/∂a, db += g · ∂(a op b)/∂b.
+    fn binary_backward(&self, op: Binary, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
 
     // ---- convolution --------------------------------------------------------------------------
     /// y = conv(x, w), overwritten. w is `[filters][c/groups][size][size]` (Darknet order).

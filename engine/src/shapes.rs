@@ -293,6 +293,51 @@ pub struct YoloParams {
     pub objectness_smooth: bool,
 }
 
+/// Elementwise ops of one input (`Backend::unary_forward`/`unary_backward`). The network does not
+/// use them itself; they are building blocks for checks and new layers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    /// y = exp(x); dx += g·y.
+    Exp,
+    /// y = ln(x); dx += g/x.
+    Log,
+    /// y = x^p; dx += g·p·x^(p−1).
+    Pow(f32),
+}
+
+/// Elementwise ops of two inputs (`Backend::binary_forward`/`binary_backward`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    /// y = a + b; da += g, db += g.
+    Add,
+    /// y = a·b; da += g·b, db += g·a.
+    Mul,
+    /// y = a/b; da += g/b, db += −g·a/b².
+    Div,
+}
+
+impl Unary {
+    /// The kernel (and CPU op) names of the forward and backward.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Unary::Exp => ("exp_forward", "exp_backward"),
+            Unary::Log => ("log_forward", "log_backward"),
+            Unary::Pow(_) => ("pow_forward", "pow_backward"),
+        }
+    }
+}
+
+impl Binary {
+    /// The kernel (and CPU op) names of the forward and backward.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Binary::Add => ("add_forward", "add_backward"),
+            Binary::Mul => ("mul_forward", "mul_backward"),
+            Binary::Div => ("div_forward", "div_backward"),
+        }
+    }
+}
+
 /// Darknet's defaults for every [yolo] key a cfg leaves unset, on an empty head (no anchors, a
 /// 0×0 grid): fill in the sizes with struct-update syntax.
 impl Default for YoloParams {

@@ -12,7 +12,7 @@ use engine::backend::BnTensors;
 use engine::cpu::CpuBackend;
 use engine::gpu::{AdapterSelector, GpuBackend, GpuBuf};
 use engine::network::layer::needs_pre_activation;
-use engine::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape};
+use engine::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape};
 
 mod common;
 use common::shared_gpu as gpu;
@@ -135,11 +135,11 @@ fn memory_accounting_and_bind_group_reuse() {
     assert_eq!(g.memory_bytes(), (4096, 4096));
     let v = g.view(&a, 10, 24);
     assert_eq!(g.memory_bytes().0, 4096, "views allocate nothing");
-    g.add(&v, &b, &v);
-    g.add(&v, &b, &v);
+    g.binary_forward(Binary::Add, &v, &b, &v);
+    g.binary_forward(Binary::Add, &v, &b, &v);
     let before = g.stats();
     for _ in 0..5 {
-        g.add(&v, &b, &v);
+        g.binary_forward(Binary::Add, &v, &b, &v);
     }
     let after = g.stats();
     assert_eq!(after.bind_groups_created, before.bind_groups_created, "steady state creates no bind groups");
@@ -218,19 +218,19 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     b.upload(&a, &data(n, 300, -2.0, 2.0));
     b.upload(&c, &data(n, 301, 0.5, 2.5));
     let g = upb(b, &data(n, 302, -1.0, 1.0));
-    b.add(&a, &c, &d);
+    b.binary_forward(Binary::Add, &a, &c, &d);
     put("add", Tol::Elem, b.download(&d));
-    b.mul(&a, &c, &d);
+    b.binary_forward(Binary::Mul, &a, &c, &d);
     put("mul", Tol::Elem, b.download(&d));
-    b.div(&a, &c, &d);
+    b.binary_forward(Binary::Div, &a, &c, &d);
     put("div", Tol::Elem, b.download(&d));
-    b.exp_forward(&a, &d);
+    b.unary_forward(Unary::Exp, &a, &d);
     put("exp", Tol::Trans, b.download(&d));
-    b.log_forward(&c, &d);
+    b.unary_forward(Unary::Log, &c, &d);
     put("log", Tol::Trans, b.download(&d));
-    b.pow_forward(&c, -1.3, &d);
+    b.unary_forward(Unary::Pow(-1.3), &c, &d);
     put("pow", Tol::Trans, b.download(&d));
-    b.pow_forward(&a, 2.0, &d);
+    b.unary_forward(Unary::Pow(2.0), &a, &d);
     put("pow int", Tol::Trans, b.download(&d));
     b.axpy(0.3, &a, &d);
     b.scal(1.5, &d);
@@ -241,11 +241,11 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     put("fill", Tol::Exact, b.download(&a));
     b.upload(&a, &data(n, 303, -2.0, 2.0));
     let (da, db) = (upb(b, &data(n, 304, -1.0, 1.0)), upb(b, &data(n, 305, -1.0, 1.0)));
-    b.mul_backward(&a, &c, &g, &da, &db);
-    b.div_backward(&a, &c, &g, &da, &db);
-    b.exp_backward(&c, &g, &da);
-    b.log_backward(&c, &g, &db);
-    b.pow_backward(&c, 1.7, &g, &da);
+    b.binary_backward(Binary::Mul, &a, &c, &g, &da, &db);
+    b.binary_backward(Binary::Div, &a, &c, &g, &da, &db);
+    b.unary_backward(Unary::Exp, &c, &c, &g, &da);
+    b.unary_backward(Unary::Log, &c, &c, &g, &db);
+    b.unary_backward(Unary::Pow(1.7), &c, &c, &g, &da);
     put("elementwise backward da", Tol::Trans, b.download(&da));
     put("elementwise backward db", Tol::Trans, b.download(&db));
 

@@ -10,6 +10,7 @@
 
 use engine::backend::Backend;
 use engine::cpu::{CpuBackend, CpuBuf};
+use engine::shapes::{Binary, Unary};
 
 mod common;
 
@@ -159,22 +160,25 @@ fn elementwise_gradients() {
     let b = rng.vec_away(n, -2.0, 2.0, &[0.0], 0.5);
     let pos = rng.vec(n, 0.5, 2.0);
     let tol = 2e-3;
+    gradcheck("add", &[a.clone(), b.clone()], &[(0, Acc), (1, Acc)], tol,
+        |be, i| { let y = be.alloc(n); be.binary_forward(Binary::Add, &i[0], &i[1], &y); vec![y] },
+        |be, i, _, dy, g| be.binary_backward(Binary::Add, &i[0], &i[1], dy, &g[0], &g[1]));
     gradcheck("mul", &[a.clone(), b.clone()], &[(0, Acc), (1, Acc)], tol,
-        |be, i| { let y = be.alloc(n); be.mul(&i[0], &i[1], &y); vec![y] },
-        |be, i, _, dy, g| be.mul_backward(&i[0], &i[1], dy, &g[0], &g[1]));
+        |be, i| { let y = be.alloc(n); be.binary_forward(Binary::Mul, &i[0], &i[1], &y); vec![y] },
+        |be, i, _, dy, g| be.binary_backward(Binary::Mul, &i[0], &i[1], dy, &g[0], &g[1]));
     gradcheck("div", &[a.clone(), b.clone()], &[(0, Acc), (1, Acc)], tol,
-        |be, i| { let y = be.alloc(n); be.div(&i[0], &i[1], &y); vec![y] },
-        |be, i, _, dy, g| be.div_backward(&i[0], &i[1], dy, &g[0], &g[1]));
+        |be, i| { let y = be.alloc(n); be.binary_forward(Binary::Div, &i[0], &i[1], &y); vec![y] },
+        |be, i, _, dy, g| be.binary_backward(Binary::Div, &i[0], &i[1], dy, &g[0], &g[1]));
     gradcheck("exp", std::slice::from_ref(&a), &[(0, Acc)], tol,
-        |be, i| { let y = be.alloc(n); be.exp_forward(&i[0], &y); vec![y] },
-        |be, _, s, dy, g| be.exp_backward(&s[0], dy, &g[0]));
+        |be, i| { let y = be.alloc(n); be.unary_forward(Unary::Exp, &i[0], &y); vec![y] },
+        |be, i, s, dy, g| be.unary_backward(Unary::Exp, &i[0], &s[0], dy, &g[0]));
     gradcheck("log", std::slice::from_ref(&pos), &[(0, Acc)], tol,
-        |be, i| { let y = be.alloc(n); be.log_forward(&i[0], &y); vec![y] },
-        |be, i, _, dy, g| be.log_backward(&i[0], dy, &g[0]));
+        |be, i| { let y = be.alloc(n); be.unary_forward(Unary::Log, &i[0], &y); vec![y] },
+        |be, i, s, dy, g| be.unary_backward(Unary::Log, &i[0], &s[0], dy, &g[0]));
     for p in [2.0f32, 0.5, -1.5, 3.0] {
         gradcheck(&format!("pow p={p}"), std::slice::from_ref(&pos), &[(0, Acc)], tol,
-            |be, i| { let y = be.alloc(n); be.pow_forward(&i[0], p, &y); vec![y] },
-            |be, i, _, dy, g| be.pow_backward(&i[0], p, dy, &g[0]));
+            |be, i| { let y = be.alloc(n); be.unary_forward(Unary::Pow(p), &i[0], &y); vec![y] },
+            |be, i, s, dy, g| be.unary_backward(Unary::Pow(p), &i[0], &s[0], dy, &g[0]));
     }
 }
 
@@ -185,7 +189,7 @@ fn elementwise_forward_and_aliasing() {
     let (a, b) = (rng.vec(19, -2.0, 2.0), rng.vec(19, 0.5, 2.0));
     let (ba, bb) = (upload(&be, &a), upload(&be, &b));
     // out aliases a (allowed): a ← a / b
-    be.div(&ba, &bb, &ba);
+    be.binary_forward(Binary::Div, &ba, &bb, &ba);
     let want: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| (x / y) as f64).collect();
     assert_close("div in place", &be.download(&ba), &want, 0.0);
     be.axpy(0.5, &bb, &ba);
@@ -195,7 +199,7 @@ fn elementwise_forward_and_aliasing() {
     // add through views of one storage: second half += first half
     let arena = upload(&be, &[1.0, 2.0, 3.0, 10.0, 20.0, 30.0]);
     let (lo, hi) = (be.view(&arena, 0, 3), be.view(&arena, 3, 3));
-    be.add(&lo, &hi, &hi);
+    be.binary_forward(Binary::Add, &lo, &hi, &hi);
     assert_eq!(be.download(&arena), vec![1.0, 2.0, 3.0, 11.0, 22.0, 33.0]);
     be.fill(&lo, 7.0);
     be.copy(&lo, &hi);

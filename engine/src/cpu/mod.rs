@@ -24,7 +24,7 @@
 //! - **Aliasing.** An op makes `&[f32]`/`&mut [f32]` from views only after checking how they
 //!   overlap: an output must be disjoint from every other argument, except where the trait allows
 //!   in place, where it must be disjoint or the very same view ([`par::Inout`]). The rarely used
-//!   general elementwise ops (`add`, `mul`, `exp`, …) keep working on `&[Cell<f32>]` index by
+//!   unary and binary elementwise ops (`Unary`, `Binary`) keep working on `&[Cell<f32>]` index by
 //!   index, which is memory-safe for any overlap.
 
 mod activation;

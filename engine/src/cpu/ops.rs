@@ -8,7 +8,7 @@ use super::{
 };
 use crate::backend::{Backend, BnTensors, plain};
 use crate::profile::{DispatchTime, Scope, Work};
-use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape, YoloParams};
 
 /// Least traffic and multiply-adds of one convolution's GEMMs.
 fn conv_work(s: &ConvShape) -> Work {
@@ -102,49 +102,38 @@ impl Backend for CpuBackend {
         // SAFETY: under the queue lock; the only slice of x.
         blas::scal(&self.par, a, unsafe { x.write() });
     }
-    fn add(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("add", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
-        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x + y);
+    fn unary_forward(&self, op: Unary, x: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op(op.names().0, Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+        match op {
+            Unary::Exp => blas::unary(x.cells(), out.cells(), f32::exp),
+            Unary::Log => blas::unary(x.cells(), out.cells(), f32::ln),
+            Unary::Pow(p) => blas::unary(x.cells(), out.cells(), |v| v.powf(p)),
+        }
     }
-    fn mul(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("mul", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
-        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x * y);
+    fn unary_backward(&self, op: Unary, x: &CpuBuf, y: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
+        let _q = self.op(op.names().1, Work::elementwise(x.len, 3, 1, 4), &[x, y, g, dx]);
+        match op {
+            Unary::Exp => blas::unary_backward(y.cells(), g.cells(), dx.cells(), |y, g| g * y),
+            Unary::Log => blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g / x),
+            Unary::Pow(p) => blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g * p * x.powf(p - 1.0)),
+        }
     }
-    fn div(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("div", Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
-        blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x / y);
+    fn binary_forward(&self, op: Binary, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op(op.names().0, Work::elementwise(out.len, 2, 1, 1), &[a, b, out]);
+        match op {
+            Binary::Add => blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x + y),
+            Binary::Mul => blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x * y),
+            Binary::Div => blas::binary(a.cells(), b.cells(), out.cells(), |x, y| x / y),
+        }
     }
-    fn exp_forward(&self, x: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("exp_forward", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
-        blas::unary(x.cells(), out.cells(), f32::exp);
-    }
-    fn log_forward(&self, x: &CpuBuf, out: &CpuBuf) {
-        let _q = self.op("log_forward", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
-        blas::unary(x.cells(), out.cells(), f32::ln);
-    }
-    fn pow_forward(&self, x: &CpuBuf, p: f32, out: &CpuBuf) {
-        let _q = self.op("pow_forward", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
-        blas::unary(x.cells(), out.cells(), |v| v.powf(p));
-    }
-    fn mul_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
-        let _q = self.op("mul_backward", Work::elementwise(a.len, 5, 2, 4), &[a, b, g, da, db]);
-        blas::binary_backward(a.cells(), b.cells(), g.cells(), da.cells(), db.cells(), |a, b, g| (g * b, g * a));
-    }
-    fn div_backward(&self, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
-        let _q = self.op("div_backward", Work::elementwise(a.len, 5, 2, 6), &[a, b, g, da, db]);
-        blas::binary_backward(a.cells(), b.cells(), g.cells(), da.cells(), db.cells(), |a, b, g| (g / b, -g * a / (b * b)));
-    }
-    fn exp_backward(&self, y: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
-        let _q = self.op("exp_backward", Work::elementwise(y.len, 3, 1, 2), &[y, g, dx]);
-        blas::unary_backward(y.cells(), g.cells(), dx.cells(), |y, g| g * y);
-    }
-    fn log_backward(&self, x: &CpuBuf, g: &CpuBuf, dx: &CpuBuf) {
-        let _q = self.op("log_backward", Work::elementwise(x.len, 3, 1, 2), &[x, g, dx]);
-        blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g / x);
-    }
-    fn pow_backward(&self, x: &CpuBuf, p: f32, g: &CpuBuf, dx: &CpuBuf) {
-        let _q = self.op("pow_backward", Work::elementwise(x.len, 3, 1, 4), &[x, g, dx]);
-        blas::unary_backward(x.cells(), g.cells(), dx.cells(), |x, g| g * p * x.powf(p - 1.0));
+    fn binary_backward(&self, op: Binary, a: &CpuBuf, b: &CpuBuf, g: &CpuBuf, da: &CpuBuf, db: &CpuBuf) {
+        let _q = self.op(op.names().1, Work::elementwise(a.len, 5, 2, 6), &[a, b, g, da, db]);
+        let (a, b, g, da, db) = (a.cells(), b.cells(), g.cells(), da.cells(), db.cells());
+        match op {
+            Binary::Add => blas::binary_backward(a, b, g, da, db, |_, _, g| (g, g)),
+            Binary::Mul => blas::binary_backward(a, b, g, da, db, |a, b, g| (g * b, g * a)),
+            Binary::Div => blas::binary_backward(a, b, g, da, db, |a, b, g| (g / b, -g * a / (b * b))),
+        }
     }
 
     // ---- convolution ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
 use crate::backend::{Backend, BnTensors};
 use crate::profile::{DispatchTime, Scope, Work};
-use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape, YoloParams};
 
 pub(super) fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
@@ -77,38 +77,39 @@ impl Backend for GpuBackend {
     fn scal(&self, a: f32, x: &GpuBuf) {
         self.blas(Kernel::Scal, x.len(), &[x], a, 1);
     }
-    fn add(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Add, a.len(), &[a, b, out], 0.0, 1);
+    fn unary_forward(&self, op: Unary, x: &GpuBuf, out: &GpuBuf) {
+        let (kernel, p) = match op {
+            Unary::Exp => (Kernel::ExpForward, 0.0),
+            Unary::Log => (Kernel::LogForward, 0.0),
+            Unary::Pow(p) => (Kernel::PowForward, p),
+        };
+        self.blas(kernel, x.len(), &[x, out], p, 1);
     }
-    fn mul(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Mul, a.len(), &[a, b, out], 0.0, 1);
+    fn unary_backward(&self, op: Unary, x: &GpuBuf, y: &GpuBuf, g: &GpuBuf, dx: &GpuBuf) {
+        match op {
+            Unary::Exp => self.blas(Kernel::ExpBackward, y.len(), &[y, g, dx], 0.0, 1),
+            Unary::Log => self.blas(Kernel::LogBackward, x.len(), &[x, g, dx], 0.0, 1),
+            Unary::Pow(p) => self.blas(Kernel::PowBackward, x.len(), &[x, g, dx], p, 1),
+        }
     }
-    fn div(&self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::Div, a.len(), &[a, b, out], 0.0, 1);
+    fn binary_forward(&self, op: Binary, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
+        let kernel = match op {
+            Binary::Add => Kernel::AddForward,
+            Binary::Mul => Kernel::MulForward,
+            Binary::Div => Kernel::DivForward,
+        };
+        self.blas(kernel, a.len(), &[a, b, out], 0.0, 1);
     }
-    fn exp_forward(&self, x: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::ExpForward, x.len(), &[x, out], 0.0, 1);
-    }
-    fn log_forward(&self, x: &GpuBuf, out: &GpuBuf) {
-        self.blas(Kernel::LogForward, x.len(), &[x, out], 0.0, 1);
-    }
-    fn pow_forward(&self, x: &GpuBuf, p: f32, out: &GpuBuf) {
-        self.blas(Kernel::PowForward, x.len(), &[x, out], p, 1);
-    }
-    fn mul_backward(&self, a: &GpuBuf, b: &GpuBuf, g: &GpuBuf, da: &GpuBuf, db: &GpuBuf) {
-        self.blas(Kernel::MulBackward, a.len(), &[a, b, g, da, db], 0.0, 2);
-    }
-    fn div_backward(&self, a: &GpuBuf, b: &GpuBuf, g: &GpuBuf, da: &GpuBuf, db: &GpuBuf) {
-        self.blas(Kernel::DivBackward, a.len(), &[a, b, g, da, db], 0.0, 2);
-    }
-    fn exp_backward(&self, y: &GpuBuf, g: &GpuBuf, dx: &GpuBuf) {
-        self.blas(Kernel::ExpBackward, y.len(), &[y, g, dx], 0.0, 1);
-    }
-    fn log_backward(&self, x: &GpuBuf, g: &GpuBuf, dx: &GpuBuf) {
-        self.blas(Kernel::LogBackward, x.len(), &[x, g, dx], 0.0, 1);
-    }
-    fn pow_backward(&self, x: &GpuBuf, p: f32, g: &GpuBuf, dx: &GpuBuf) {
-        self.blas(Kernel::PowBackward, x.len(), &[x, g, dx], p, 1);
+    fn binary_backward(&self, op: Binary, a: &GpuBuf, b: &GpuBuf, g: &GpuBuf, da: &GpuBuf, db: &GpuBuf) {
+        match op {
+            // The gradient of a sum is g for both inputs: two axpys, no kernel of its own.
+            Binary::Add => {
+                self.axpy(1.0, g, da);
+                self.axpy(1.0, g, db);
+            }
+            Binary::Mul => self.blas(Kernel::MulBackward, a.len(), &[a, b, g, da, db], 0.0, 2),
+            Binary::Div => self.blas(Kernel::DivBackward, a.len(), &[a, b, g, da, db], 0.0, 2),
+        }
     }
 
     // ---- convolution (gpu/conv.rs) -------------------------------------------------------------
