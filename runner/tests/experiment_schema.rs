@@ -245,3 +245,36 @@ fn readme_documents_every_experiment_key() {
     assert!(checked > 50, "only {checked} keys seen");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// ARCHITECTURE.md's code map names every module of the three crates: a file `x.rs` by its name,
+/// a folder module (`x/mod.rs`) as `x/`. A new module without its line fails here.
+#[test]
+fn architecture_code_map_names_every_module() {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    let mut stack: Vec<std::path::PathBuf> = ["engine/src", "runner/src", "reports/src"].iter().map(|d| root().join(d)).collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()).filter(|_| path.extension().is_some_and(|e| e == "rs")) else {
+                continue;
+            };
+            let key = match stem {
+                "lib" | "main" => continue,
+                "mod" => format!("{}/", dir.file_name().unwrap().to_string_lossy()),
+                other => other.to_string(),
+            };
+            seen += 1;
+            if !map.contains(&key) {
+                missing.push(path.strip_prefix(root()).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    assert!(seen > 50, "only {seen} modules found");
+    assert!(missing.is_empty(), "ARCHITECTURE.md's code map does not name: {}", missing.join(", "));
+}
