@@ -138,14 +138,15 @@ fn a_buffer_over_the_binding_limit_is_refused_with_advice() {
     cfg.set_batch(32, 1).unwrap();
     let opts = BuildOptions::default();
     let limit = (128 << 20) / 4;
-    let e = MemoryPlan::check_fits(&cfg, &opts, limit, "gpu").unwrap_err().to_string();
+    let fits = |cfg: &engine::cfg::ModelCfg, limit: usize| MemoryPlan::of(cfg, &opts).unwrap().check_fits(cfg, &opts, limit, "gpu");
+    let e = fits(&cfg, limit).unwrap_err().to_string();
     assert!(e.contains("buffer of 169 MiB") && e.contains("at most 128 MiB"), "{e}");
     assert!(e.contains("raise subdivisions to 2 (mini-batch 16)"), "{e}");
     cfg.set_batch(32, 2).unwrap();
-    let plan = MemoryPlan::check_fits(&cfg, &opts, limit, "gpu").unwrap();
-    assert!(plan.largest <= limit);
+    fits(&cfg, limit).unwrap();
+    assert!(MemoryPlan::of(&cfg, &opts).unwrap().largest <= limit);
     // One image per pass that still does not fit: only a smaller input helps.
-    let e = MemoryPlan::check_fits(&cfg, &opts, 1 << 20, "gpu").unwrap_err().to_string();
+    let e = fits(&cfg, 1 << 20).unwrap_err().to_string();
     assert!(e.contains("lower width/height (even one image per pass does not fit)"), "{e}");
 }
 

@@ -412,7 +412,7 @@ fn gpu_backends_are_checked() {
     // Item 10: a network whose largest buffer exceeds the adapter's binding limit is refused by
     // `check` with the figures (the side is chosen from the adapter's own limit).
     let a = &adapters[0];
-    let limit = a.max_storage_buffer_binding_size.min(a.max_buffer_size).min(4 * u64::from(u32::MAX)) / 4;
+    let limit = a.max_buffer_floats() as u64;
     let side = ((((limit / 8) as f64).sqrt() as u64) / 32 + 1) * 32;
     let exp = experiment(&d, "big.toml", 2, "", "", "");
     let text = read(&exp).replace("width = 64\nheight = 64", &format!("width = {side}\nheight = {side}"));

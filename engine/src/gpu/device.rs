@@ -24,6 +24,19 @@ pub struct AdapterInfoRecord {
     pub compute_capable: bool,
 }
 
+impl AdapterInfoRecord {
+    /// The most floats one buffer may hold on this adapter (see [`buffer_floats`]).
+    pub fn max_buffer_floats(&self) -> usize {
+        buffer_floats(self.max_storage_buffer_binding_size, self.max_buffer_size)
+    }
+}
+
+/// Floats one buffer may hold under these limits: every kernel binds its buffers whole, so the
+/// binding limit is the buffer limit; views index in u32.
+pub(crate) fn buffer_floats(max_binding_bytes: u64, max_buffer_bytes: u64) -> usize {
+    usize::try_from(max_binding_bytes.min(max_buffer_bytes) / 4).unwrap_or(usize::MAX).min(u32::MAX as usize)
+}
+
 impl fmt::Display for AdapterInfoRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

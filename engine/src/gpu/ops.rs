@@ -53,9 +53,7 @@ impl Backend for GpuBackend {
         self.stats.current()
     }
     fn max_buffer_floats(&self) -> usize {
-        // Every kernel binds its buffers whole: the binding limit is the buffer limit.
-        let bytes = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
-        usize::try_from(bytes / 4).unwrap_or(usize::MAX).min(u32::MAX as usize)
+        super::device::buffer_floats(self.limits.max_storage_buffer_binding_size, self.limits.max_buffer_size)
     }
     fn set_scope(&self, scope: Scope) {
         self.set_scope_label(scope);

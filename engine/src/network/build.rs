@@ -188,13 +188,13 @@ impl MemoryPlan {
         4 * (self.state as u64 + self.activations as u64)
     }
 
-    /// Refuses `cfg` when its largest buffer holds more than `max_floats` (see
-    /// [`Backend::max_buffer_floats`]), with advice: the smallest subdivisions (a divisor of the
-    /// batch) whose mini-batch fits, or a smaller input when none does.
-    pub fn check_fits(cfg: &ModelCfg, opts: &BuildOptions, max_floats: usize, backend: &str) -> Result<MemoryPlan, NetworkError> {
-        let plan = MemoryPlan::of(cfg, opts)?;
-        if plan.largest <= max_floats {
-            return Ok(plan);
+    /// Refuses this plan (made by [`MemoryPlan::of`] from `cfg` and `opts`) when its largest
+    /// buffer holds more than `max_floats` (see [`Backend::max_buffer_floats`]), with advice: the
+    /// smallest subdivisions (a divisor of the batch) whose mini-batch fits, or a smaller input
+    /// when none does.
+    pub fn check_fits(&self, cfg: &ModelCfg, opts: &BuildOptions, max_floats: usize, backend: &str) -> Result<(), NetworkError> {
+        if self.largest <= max_floats {
+            return Ok(());
         }
         let net = &cfg.net;
         let fits = (net.subdivisions + 1..=net.batch).filter(|s| net.batch % s == 0).find(|&s| {
@@ -208,7 +208,7 @@ impl MemoryPlan {
         };
         Err(NetworkError::TooLarge {
             backend: backend.to_string(),
-            bytes: 4 * plan.largest as u64,
+            bytes: 4 * self.largest as u64,
             limit: 4 * max_floats as u64,
             batch: net.batch,
             subdivisions: net.subdivisions,
@@ -227,8 +227,7 @@ impl<B: Backend> Network<B> {
             return Err(NetworkError::Subdivisions { batch: net.batch, subdivisions: net.subdivisions });
         }
         // Refused before anything is allocated, rather than failing in the middle.
-        MemoryPlan::check_fits(&cfg, opts, backend.max_buffer_floats(), &backend.name())?;
-        let net = &cfg.net;
+        MemoryPlan::of(&cfg, opts)?.check_fits(&cfg, opts, backend.max_buffer_floats(), &backend.name())?;
         let mb = net.mini_batch();
         let b = &backend;
         // Persistent state first, packed into arenas (see STATE_ARENA_FLOATS).

@@ -207,9 +207,7 @@ fn check_memory(
     let plan = MemoryPlan::of(cfg, build)?;
     // A GPU binds each buffer whole: the largest must fit the adapter's binding limit.
     for (spec, a) in adapters {
-        let limit = a.max_storage_buffer_binding_size.min(a.max_buffer_size) / 4;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX).min(u32::MAX as usize);
-        MemoryPlan::check_fits(cfg, build, limit, &format!("{spec} ({})", a.name))
+        plan.check_fits(cfg, build, a.max_buffer_floats(), &format!("{spec} ({})", a.name))
             .map_err(|e| anyhow::anyhow!("{}: {e}", exp.file.display()))?;
     }
     let net_bytes = plan.build_bytes() + 4 * plan.workspace as u64;

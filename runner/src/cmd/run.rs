@@ -359,8 +359,9 @@ impl<'e> Training<'e> {
                 if !s.timings.is_empty() {
                     self.slots[i].kernels.add_step(&s.timings);
                 }
-                // Device time per phase where the GPU timed its launches (None on the CPU).
-                let timed = !s.timings.is_empty();
+                // Device time per phase where the GPU timed its launches (None on the CPU, whose
+                // per-op times would be host time).
+                let timed = self.slots[i].is_gpu && !s.timings.is_empty();
                 let device = |p: Phase| timed.then(|| s.device_seconds(p));
                 let r = IterationRecord {
                     backend: name,

@@ -165,8 +165,8 @@ pub fn build(
     Ok(match spec {
         BackendSpec::Cpu => {
             let cpu = crate::cmd::cpu_backend(cpu_threads)?;
-            // The iteration table's device columns are GPU time; the CPU's phases are its host
-            // columns. Per-op host timing is for `runner bench --backend cpu`.
+            // Nothing in a run reads the CPU's per-op host times (its phases are the host
+            // columns): do not pay for them. `runner bench --backend cpu` turns them on.
             cpu.set_timing(false);
             let threads = cpu.threads();
             let net = Network::build(cpu, cfg.clone(), opts)?;
