@@ -46,6 +46,11 @@ if [ -n "${CPU_PINNED:-}" ]; then
   echo "== cpu backend vs pytorch cpu, pinned (ci/bench/cpu.sh)"
   RUNNER="$BIN/runner" ITERS="${CPU_PINNED_ITERS:-3}" OUT=/tmp/cpu-pinned timeout 400 bash ci/bench/cpu.sh 2>&1 | grep -E "^==|images_per_s|images/s|ratio|peak|^ *[0-9]+ "
 fi
+# A second build (e.g. a branch) next to the headline's: the memory plan, and checkpointing.
+if [ -x "$BIN/runner-mem" ]; then
+  bench mem runner-mem --iterations "$ITERS"
+  bench mem_checkpointing runner-mem --iterations "$ITERS" --checkpointing auto --memory-budget 4GiB
+fi
 [ -x "$BIN/runner-before" ] && bench before runner-before --iterations "${BEFORE_ITERS:-3}"
 [ -n "${SKIP_VARIANTS:-}" ] || {
   bench no_timestamps runner --iterations "$ITERS" --no-timestamps
@@ -63,4 +68,4 @@ if [ -x "$BIN/conv_tiles" ]; then
 fi
 } 2>&1 | tee "$LOG"
 echo "== summary"
-grep -E "^== |images/s|device time|^\{.*images_per_s|test result|all GEMMs|ratio|peak" "$LOG"
+grep -E "^== |images/s|device time|^\{.*images_per_s|test result|all GEMMs|ratio|peak|planned" "$LOG"
