@@ -41,7 +41,7 @@ pub fn check(exp: &Experiment) -> Result<Plan> {
     let data = check_data(exp, &cfg)?;
     let adapters = check_backends(&exp.backends.list)?;
     let optimizer = overrides::optimizer(exp, &cfg);
-    let build = BuildOptions { adam: optimizer == engine::train::Optimizer::Adam, max_boxes: 200, seed: exp.experiment.seed };
+    let build = BuildOptions { adam: optimizer == engine::train::Optimizer::Adam, max_boxes: 200, seed: exp.experiment.seed, ..Default::default() };
     let memory = check_memory(exp, &cfg, &build, &adapters)?;
     Ok(Plan { cfg, data, build, memory })
 }
