@@ -133,6 +133,20 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
     if let Some(c) = exp.train.checkpoint_every {
         train.insert("checkpoint_every".into(), int(c));
     }
+    match exp.train.checkpointing.as_ref().map(|c| c.resolve()) {
+        Some(Ok(engine::network::Checkpointing::Layers(l))) => {
+            train.insert("checkpointing".into(), Value::Array(l.iter().map(|&i| int(i)).collect()));
+        }
+        Some(Ok(engine::network::Checkpointing::Auto)) => {
+            train.insert("checkpointing".into(), text("auto"));
+        }
+        _ => {
+            train.insert("checkpointing".into(), text("none"));
+        }
+    }
+    if let Some(Ok(b)) = exp.train.memory_budget.as_ref().map(|b| b.bytes()) {
+        train.insert("memory_budget".into(), int(b));
+    }
     let augment = table(vec![
         ("enabled", Value::Boolean(exp.train.augment.enabled)),
         ("jitter", f32v(aug.jitter)),

@@ -24,6 +24,34 @@ pub enum Checkpointing {
     Layers(Vec<usize>),
 }
 
+impl std::fmt::Display for Checkpointing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Checkpointing::None => f.write_str("none"),
+            Checkpointing::Auto => f.write_str("auto"),
+            Checkpointing::Layers(l) => f.write_str(&l.iter().map(usize::to_string).collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+impl std::str::FromStr for Checkpointing {
+    type Err = String;
+
+    /// `none`, `auto`, or layer indices separated by commas (`3,7,12`).
+    fn from_str(s: &str) -> Result<Checkpointing, String> {
+        match s.trim() {
+            "none" => Ok(Checkpointing::None),
+            "auto" => Ok(Checkpointing::Auto),
+            list => list
+                .split(',')
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map(Checkpointing::Layers)
+                .map_err(|_| format!("`{s}`: expected \"none\", \"auto\" or layer indices such as 3,7,12")),
+        }
+    }
+}
+
 /// Boundaries for `s` segments of about equal kept memory (what the layers keep without
 /// checkpointing). With `smallest_cut` each boundary moves to the layer with the smallest output
 /// within two layers of the even split (a boundary's output is kept for the whole forward).

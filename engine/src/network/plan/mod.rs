@@ -220,6 +220,30 @@ pub fn bytes_text(bytes: u64) -> String {
     format!("{gib:.2} GiB ({bytes} bytes)")
 }
 
+/// A byte count written as a number with an optional unit: `6GiB`, `512 MiB`, `1.5GB`, `4096`
+/// (B, KB/MB/GB = powers of 1000, KiB/MiB/GiB = powers of 1024; case-insensitive).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = (t[..split].trim(), t[split..].trim());
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB or GiB)")),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("`{s}`: expected a size such as 6GiB or 512MiB"))?;
+    let bytes = v * scale as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{s}`: a size must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
 /// The tensors a layer owns: every layer has an output and a gradient.
 fn layer_tensors(d: &[LayerDesc], i: usize) -> Vec<TensorKind> {
     let l = &d[i];
