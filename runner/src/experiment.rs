@@ -331,6 +331,11 @@ pub struct Thresholds {
     pub map_abs_delta: Option<f64>,
     /// Max RSS growth within an epoch after `warmup_iterations`, bytes.
     pub rss_growth_bytes: Option<u64>,
+    /// Max growth of every backend's memory within an epoch after `warmup_iterations`, relative
+    /// to the epoch's start: the process RSS over the backend's iterations, and the device bytes
+    /// the backend holds over its samples (0..1).
+    #[serde(default, deserialize_with = "de::unit_interval_opt")]
+    pub memory_growth_rel: Option<f64>,
     /// Max peak RSS of the whole run (sampled every 200 ms from before the networks are built), bytes.
     pub max_rss_bytes: Option<u64>,
     #[serde(default = "de::default_warmup")]
@@ -355,6 +360,7 @@ impl Default for Thresholds {
             window: de::default_window(),
             map_abs_delta: None,
             rss_growth_bytes: None,
+            memory_growth_rel: None,
             max_rss_bytes: None,
             warmup_iterations: de::default_warmup(),
             max_swap_bytes: None,
