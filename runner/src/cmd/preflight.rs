@@ -226,10 +226,20 @@ fn check_memory(
     let mut host = loader_bytes;
     let mut lines = Vec::new();
     for b in &exp.backends.list {
+        let checkpointing = if plan.boundaries > 0 {
+            format!(
+                ", checkpointing in {} segments (recomputes {:.0}% of the forward FLOPs)",
+                plan.boundaries + 1,
+                100.0 * plan.recompute_flops / plan.forward_flops.max(1.0)
+            )
+        } else {
+            String::new()
+        };
         let detail = format!(
-            "parameters and optimiser state {}, activations {}, largest buffer {}",
+            "parameters and optimiser state {}, activations {} shared by lifetime ({} without sharing){checkpointing}, largest buffer {}",
             gib(4 * plan.state as u64),
             gib(4 * plan.activations as u64),
+            gib(4 * plan.unshared as u64),
             gib(4 * plan.largest as u64)
         );
         match b {
