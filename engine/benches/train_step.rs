@@ -41,9 +41,10 @@ fn main() {
     let (mut cfg, _) = engine::cfg::load("yolov4-tiny").expect("built-in cfg");
     cfg.set_size(size, size).expect("size");
     cfg.set_batch(batch, 1).expect("batch");
+    let opts = engine::network::BuildOptions { seed: 1, ..Default::default() };
     let r = match which {
-        "cpu" => run(CpuBackend::new(), cfg, iterations - 1, 1, 1),
-        _ => run(GpuBackend::new(&AdapterSelector::default()).expect("GPU adapter"), cfg, iterations - 1, 1, 1),
+        "cpu" => run(CpuBackend::new(), cfg, iterations - 1, 1, &opts),
+        _ => run(GpuBackend::new(&AdapterSelector::default()).expect("GPU adapter"), cfg, iterations - 1, 1, &opts),
     }
     .expect("training step");
     if !r.kernels.is_empty() {

@@ -58,12 +58,14 @@ pub fn random_batch(cfg: &ModelCfg, max_boxes: usize, seed: u64) -> (Vec<f32>, V
     (images, truths)
 }
 
-/// Builds `cfg` on `backend` and trains `warmup + steps` iterations of SGD on one random batch.
-pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usize, seed: u64) -> Result<BenchResult, TrainError> {
+/// Builds `cfg` on `backend` with `opts` (its seed also draws the batch) and trains
+/// `warmup + steps` iterations of SGD on one random batch.
+pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usize, opts: &BuildOptions) -> Result<BenchResult, TrainError> {
+    let seed = opts.seed;
     // Warm-up steps should not sit in burn_in's tiny learning rates: that is not the steady state.
     cfg.net.burn_in = 0;
     let t_build = Instant::now();
-    let net = Network::build(backend, cfg, &BuildOptions { seed, ..Default::default() })?;
+    let net = Network::build(backend, cfg, opts)?;
     let build_s = t_build.elapsed().as_secs_f64();
     let name = net.backend.name();
     let (images, truths) = random_batch(&net.cfg, net.max_boxes, seed);

@@ -17,12 +17,14 @@ pub enum Phase {
     Backward,
     /// Optimiser update and gradient reset.
     Update,
+    /// Forward ops run again for a checkpointed segment's backward.
+    Recompute,
     /// Anything outside a training pass (uploads, reductions for diagnostics, inference).
     Other,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Forward, Phase::Loss, Phase::Backward, Phase::Update, Phase::Other];
+    pub const ALL: [Phase; 6] = [Phase::Forward, Phase::Loss, Phase::Backward, Phase::Update, Phase::Recompute, Phase::Other];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +32,7 @@ impl Phase {
             Phase::Loss => "loss",
             Phase::Backward => "backward",
             Phase::Update => "update",
+            Phase::Recompute => "recompute",
             Phase::Other => "other",
         }
     }

@@ -172,7 +172,7 @@ impl<B: Backend> Trainer<B> {
         rec.timings = timings;
         self.iteration = iteration;
         if !rec.loss.is_finite() {
-            return Err(self.diagnose_nonfinite(iteration, rec.loss));
+            return Err(self.diagnose_nonfinite(iteration, &rec));
         }
         if stats[net.health_slot..].iter().any(|&f| f != 0.0) {
             return Err(self.diagnose_state(iteration, rec.loss));
@@ -269,8 +269,17 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Slow path, only after a non-finite loss: find the first layer whose output (in forward
-    /// order) or gradient (in backward order) holds NaN/Inf.
-    fn diagnose_nonfinite(&self, iteration: u64, loss: f64) -> TrainError {
+    /// order) or gradient (in backward order) holds NaN/Inf. With memory reuse (the default) no
+    /// activation holds its value after the step, so the first head whose loss is non-finite is
+    /// named instead.
+    fn diagnose_nonfinite(&self, iteration: u64, rec: &StepRecord) -> TrainError {
+        let loss = rec.loss;
+        if self.net.plan.options.reuse {
+            return match rec.heads.iter().find(|h| !h.cost.is_finite()) {
+                Some(h) => TrainError::NonFinite { iteration, loss, layer: h.layer, kind: "yolo", what: "loss" },
+                None => TrainError::NonFiniteLoss { iteration, loss },
+            };
+        }
         let b = &self.net.backend;
         let bad = |buf: &B::Buf| b.download(buf).iter().any(|v| !v.is_finite());
         for (i, l) in self.net.layers.iter().enumerate() {

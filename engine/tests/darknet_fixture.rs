@@ -48,7 +48,7 @@ fn run_fixture<B: Backend>(backend: B, quirks: DarknetCpuQuirks) -> Vec<engine::
     }
     let (w, h, batch) = (cfg.net.width, cfg.net.height, cfg.net.batch);
     let mut net = Network::build(backend, cfg, &BuildOptions { max_boxes: 200, ..Default::default() }).expect("builds");
-    net.darknet_cpu = quirks;
+    net.set_darknet_cpu(quirks).expect("quirks set");
     let file = net.load_weights(&dir.join("init.weights")).expect("init.weights loads");
     assert_eq!(file.header.seen, 0);
 

@@ -67,7 +67,7 @@ fn fixture_network<B: Backend>(backend: B) -> Network<B> {
 
 fn run_fixture<B: Backend>(backend: B, quirks: DarknetCpuQuirks) -> Vec<StepRecord> {
     let mut net = fixture_network(backend);
-    net.darknet_cpu = quirks;
+    net.set_darknet_cpu(quirks).expect("quirks set");
     let c = &net.cfg.net;
     let b = fixture_batch(&fixture_dir(), c.width, c.height, c.batch);
     let mut trainer = Trainer::new(net, Optimizer::Sgd);

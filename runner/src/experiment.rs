@@ -197,6 +197,47 @@ pub struct TrainSection {
     pub augment: Augment,
     /// Write .weights every N iterations (None: only at the end).
     pub checkpoint_every: Option<u64>,
+    /// Gradient checkpointing: "none" (default), "auto" (fit `memory_budget` with the least
+    /// recomputation, or without a budget the smallest plan) or the boundary layers' indices.
+    pub checkpointing: Option<CheckpointingSetting>,
+    /// Bytes a backend may hold for the network ("6GiB", "512MiB" or a number of bytes): a plan
+    /// that needs more is refused, naming the smallest budget that fits.
+    pub memory_budget: Option<ByteSize>,
+}
+
+/// `[train] checkpointing`: a name or a list of layer indices.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CheckpointingSetting {
+    Name(String),
+    Layers(Vec<usize>),
+}
+
+impl CheckpointingSetting {
+    pub fn resolve(&self) -> Result<engine::network::Checkpointing, String> {
+        match self {
+            CheckpointingSetting::Name(n) => n.parse(),
+            CheckpointingSetting::Layers(l) => Ok(engine::network::Checkpointing::Layers(l.clone())),
+        }
+    }
+}
+
+/// A byte count: text with a unit or a plain number of bytes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSize::Bytes(0) => Err("a size must be at least one byte".into()),
+            ByteSize::Bytes(b) => Ok(*b),
+            ByteSize::Text(t) => engine::network::plan::parse_bytes(t),
+        }
+    }
 }
 
 /// Augmentation overrides (darknet-spec §d). `enabled = false` turns every one off.
@@ -290,6 +331,11 @@ pub struct Thresholds {
     pub map_abs_delta: Option<f64>,
     /// Max RSS growth within an epoch after `warmup_iterations`, bytes.
     pub rss_growth_bytes: Option<u64>,
+    /// Max growth of every backend's memory within an epoch after `warmup_iterations`, relative
+    /// to the epoch's start: the process RSS over the backend's iterations, and the device bytes
+    /// the backend holds over its samples (0..1).
+    #[serde(default, deserialize_with = "de::unit_interval_opt")]
+    pub memory_growth_rel: Option<f64>,
     /// Max peak RSS of the whole run (sampled every 200 ms from before the networks are built), bytes.
     pub max_rss_bytes: Option<u64>,
     #[serde(default = "de::default_warmup")]
@@ -314,6 +360,7 @@ impl Default for Thresholds {
             window: de::default_window(),
             map_abs_delta: None,
             rss_growth_bytes: None,
+            memory_growth_rel: None,
             max_rss_bytes: None,
             warmup_iterations: de::default_warmup(),
             max_swap_bytes: None,

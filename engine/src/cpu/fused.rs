@@ -146,10 +146,12 @@ pub(super) fn batchnorm_activation_forward(
 /// one pass applies the activation's derivative and sums Σdy, Σdy·x_norm, a second writes dx.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn activation_batchnorm_backward(
-    par: &Par, delta: &mut [f32], y: &[f32], x: Option<&[f32]>, x_norm: &[f32], var: &[f32], gamma: &[f32],
+    par: &Par, delta: &mut [f32], y: Option<&[f32]>, x: Option<&[f32]>, x_norm: &[f32], var: &[f32], gamma: &[f32],
     dgamma: &mut [f32], dbeta: &mut [f32], act: Activation, s: &ChannelShape, form: BnBackward,
 ) {
     let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
+    // No output (a linear activation, whose derivative never reads it): x_norm stands in, unread.
+    let y = y.unwrap_or(x_norm);
     for len in [y.len(), x_norm.len(), x.map_or(s.len(), <[f32]>::len)] {
         assert_eq!(len, delta.len(), "cpu activation_batchnorm_backward: tensor lengths differ");
     }
@@ -225,13 +227,16 @@ pub(super) fn bias_activation(par: &Par, target: &mut [f32], y: Option<&mut [f32
 /// Backward of [`bias_activation`]: `delta` becomes dL/d(conv output), dbias accumulates; one
 /// item per channel (the derivative, then the channel's sum in the plain op's order).
 pub(super) fn activation_bias_backward(
-    par: &Par, delta: &mut [f32], y: &[f32], x: Option<&[f32]>, dbias: &mut [f32], act: Activation, s: &ChannelShape,
+    par: &Par, delta: &mut [f32], y: Option<&[f32]>, x: Option<&[f32]>, dbias: &mut [f32], act: Activation, s: &ChannelShape,
 ) {
     let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
     assert_eq!(delta.len(), s.len(), "cpu activation_bias_backward: gradient length");
     assert_eq!(dbias.len(), channels, "cpu activation_bias_backward: bias length");
+    // No output: a linear activation, whose derivative is never taken.
+    assert!(y.is_some() || act == Activation::Linear, "cpu activation_bias_backward: a non-linear activation needs its output");
+    let y = y.unwrap_or(&[]);
     let x = x.unwrap_or(y);
-    assert!(x.len() == delta.len() && y.len() == delta.len(), "cpu activation_bias_backward: tensor lengths differ");
+    assert!(act == Activation::Linear || (x.len() == delta.len() && y.len() == delta.len()), "cpu activation_bias_backward: tensor lengths differ");
     let d = SharedMut::new(delta);
     let sums = par.map(channels, |c| {
         let mut acc = 0.0f64;

@@ -395,7 +395,11 @@ impl Backend for CpuBackend {
             return plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form);
         }
         const OP: &str = "activation_batchnorm_backward";
-        let mut ins = vec![y, bn.x_norm, bn.var, bn.gamma];
+        // A linear activation never reads the output, which the memory plan may then reuse
+        // for the gradient: it is left out of the disjointness check and not read.
+        let reads_y = act != Activation::Linear;
+        let mut ins = vec![bn.x_norm, bn.var, bn.gamma];
+        ins.extend(reads_y.then_some(y));
         ins.extend(pre_act);
         let mut bufs = vec![delta, bn.dgamma, bn.dbeta];
         bufs.extend(&ins);
@@ -405,7 +409,7 @@ impl Backend for CpuBackend {
         // queue lock.
         unsafe {
             fused::activation_batchnorm_backward(
-                &self.par, delta.write(), y.read(), pre_act.map(|p| p.read()), bn.x_norm.read(), bn.var.read(), bn.gamma.read(),
+                &self.par, delta.write(), reads_y.then(|| y.read()), pre_act.map(|p| p.read()), bn.x_norm.read(), bn.var.read(), bn.gamma.read(),
                 bn.dgamma.write(), bn.dbeta.write(), act, s, form,
             );
         }
@@ -416,13 +420,15 @@ impl Backend for CpuBackend {
             return plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s);
         }
         const OP: &str = "activation_bias_backward";
-        let mut ins = vec![y];
+        // As in activation_batchnorm_backward: a linear activation never reads the output.
+        let reads_y = act != Activation::Linear;
+        let mut ins: Vec<&CpuBuf> = reads_y.then_some(y).into_iter().collect();
         ins.extend(pre_act);
         let _q = self.op(OP, Work::elementwise(s.len(), 3, 1, 2), &[delta, y, dbias]);
         assert_disjoint(OP, &[delta, dbias], &ins);
         // SAFETY: the outputs are disjoint from the inputs and each other (asserted), under the
         // queue lock.
-        unsafe { fused::activation_bias_backward(&self.par, delta.write(), y.read(), pre_act.map(|p| p.read()), dbias.write(), act, s) }
+        unsafe { fused::activation_bias_backward(&self.par, delta.write(), reads_y.then(|| y.read()), pre_act.map(|p| p.read()), dbias.write(), act, s) }
     }
 
     // ---- reductions ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 use rand::Rng;
 
 use super::layer::{needs_pre_activation, BatchNorm, Conv, Layer, LayerOp, Param};
+use super::plan::{self, ActivationPlan, Checkpointing, PlanOptions, TensorKind};
 use super::{Network, NetworkError};
 use crate::backend::Backend;
 use crate::cfg::{LayerKind, LayerShape, ModelCfg};
@@ -20,11 +21,31 @@ pub struct BuildOptions {
     pub max_boxes: usize,
     /// Seed of the run (weight init stream and dropout masks).
     pub seed: u64,
+    /// Gradient checkpointing (`[train] checkpointing`).
+    pub checkpointing: Checkpointing,
+    /// Bytes the network may allocate on its backend (`[train] memory_budget`): the build fails,
+    /// naming the smallest budget that would fit, when the plan needs more.
+    pub memory_budget: Option<u64>,
+    /// Share memory between activation tensors whose lifetimes do not overlap (off only to
+    /// compare against the layout without a plan).
+    pub memory_reuse: bool,
+    /// Fill every activation tensor with NaN as soon as its value is dead (a test of the
+    /// plan: a read outside a tensor's lifetime then shows in the results).
+    #[doc(hidden)]
+    pub poison_dead: bool,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { adam: false, max_boxes: 200, seed: 0 }
+        BuildOptions {
+            adam: false,
+            max_boxes: 200,
+            seed: 0,
+            checkpointing: Checkpointing::None,
+            memory_budget: None,
+            memory_reuse: true,
+            poison_dead: false,
+        }
     }
 }
 
@@ -116,76 +137,118 @@ fn state_lens(convs: &[(ConvShape, usize, bool)], adam: bool) -> Vec<usize> {
 /// What a network allocates when it is built, in floats, computed from the cfg alone (nothing is
 /// allocated): for checking that a run fits before it starts. `engine/tests/memory_plan.rs`
 /// proves it equals what [`Network::build`] allocates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MemoryPlan {
     /// Parameters, gradients/momentum, Adam moments, BN running statistics (the state arenas).
     pub state: usize,
-    /// Layer outputs and gradients, BN batch statistics and normalised values, pre-activations,
-    /// input, truths, statistics, the shared conv scratch.
+    /// The activation arenas: layer outputs and gradients, x_norm, pre-activations and raw
+    /// convolution outputs, placed by the activation plan ([`super::plan`]).
     pub activations: usize,
+    /// Small buffers outside the plan: input, truths, statistics, BN batch statistics.
+    pub fixed: usize,
     /// The largest single buffer (arena or activation).
     pub largest: usize,
-    /// Scratch a backend may add for its convolutions (the CPU's im2col columns and GEMM
-    /// output of images sharing a GEMM), not allocated at build time.
+    /// Scratch a backend may add for the largest convolution (the CPU's im2col columns), not
+    /// allocated at build time.
     pub workspace: usize,
+    /// The most activation floats alive at one step (what a perfect placement would need).
+    pub peak_live: usize,
+    /// Activation floats without the plan (every tensor in memory of its own).
+    pub unshared: usize,
+    /// Checkpoint boundaries in use (0: no checkpointing).
+    pub boundaries: usize,
+    /// Forward FLOPs of one pass, and the FLOPs checkpointing's recomputation adds to it.
+    pub forward_flops: f64,
+    pub recompute_flops: f64,
+}
+
+/// A plan and the activation layout it was computed from.
+pub(crate) struct Planned {
+    pub memory: MemoryPlan,
+    pub activations: ActivationPlan,
+    pub mb: usize,
+}
+
+/// Floats of the buffers outside the plan for mini-batches of `mb`.
+fn fixed_floats(cfg: &ModelCfg, convs: &[(ConvShape, usize, bool)], mb: usize, opts: &BuildOptions, state_arenas: usize) -> Vec<usize> {
+    let net = &cfg.net;
+    let heads = cfg.layers.iter().filter(|l| matches!(l.kind, LayerKind::Yolo(_))).count();
+    let mut v = vec![
+        mb.saturating_mul(net.channels * net.height * net.width),
+        mb * opts.max_boxes * 5,
+        (net.subdivisions * heads * STATS_LEN).max(1) + state_arenas,
+        recompute_stats_len(convs),
+    ];
+    for (_, filters, bn) in convs {
+        if *bn {
+            v.extend([*filters, *filters]);
+        }
+    }
+    v
+}
+
+/// The throwaway running statistics recomputed batch norms write (two of the widest layer).
+fn recompute_stats_len(convs: &[(ConvShape, usize, bool)]) -> usize {
+    2 * convs.iter().filter(|c| c.2).map(|c| c.1).max().unwrap_or(1)
 }
 
 impl MemoryPlan {
     /// The plan of `cfg` (batch, subdivisions and size as set) with `opts`.
     pub fn of(cfg: &ModelCfg, opts: &BuildOptions) -> Result<MemoryPlan, NetworkError> {
-        let shapes = cfg.shapes()?;
+        Ok(MemoryPlan::planned(cfg, &cfg.shapes()?, opts, false)?.memory)
+    }
+
+    /// The plan and the activation layout (`stale_deltas`: see [`PlanOptions::stale_deltas`]).
+    pub(crate) fn planned(cfg: &ModelCfg, shapes: &[LayerShape], opts: &BuildOptions, stale_deltas: bool) -> Result<Planned, NetworkError> {
         let net = &cfg.net;
         if net.subdivisions == 0 || net.batch % net.subdivisions != 0 {
             return Err(NetworkError::Subdivisions { batch: net.batch, subdivisions: net.subdivisions });
         }
         let mb = net.mini_batch();
-        let convs = conv_layers(cfg, &shapes, mb);
+        let convs = conv_layers(cfg, shapes, mb);
         let (_, arenas) = pack(&state_lens(&convs, opts.adam));
-        let mut plan = MemoryPlan { state: arenas.iter().sum(), largest: arenas.iter().copied().max().unwrap_or(0), ..Default::default() };
-        let add = |plan: &mut MemoryPlan, len: usize| {
-            plan.activations = plan.activations.saturating_add(len);
-            plan.largest = plan.largest.max(len);
-        };
-        let mut scratch = 1;
-        let mut heads = 0;
-        // The CPU's two grow-only conv scratch buffers reach their largest sizes separately.
-        let (mut cpu_col, mut cpu_gemm) = (0usize, 0usize);
-        let mut conv = convs.iter();
-        for (lc, sh) in cfg.layers.iter().zip(&shapes) {
-            let out_len = mb.saturating_mul(sh.output.len());
-            match &lc.kind {
-                LayerKind::Convolutional(c) => {
-                    let Some((shape, _, _)) = conv.next() else { break };
-                    scratch = scratch.max(shape.output_len());
-                    if c.batch_normalize {
-                        add(&mut plan, 2 * c.filters);
-                        add(&mut plan, shape.output_len());
-                    }
-                    if needs_pre_activation(c.activation) {
-                        add(&mut plan, shape.output_len());
-                    }
-                    let (col, gemm) = crate::cpu::conv_scratch_lens(&shape);
-                    cpu_col = cpu_col.max(col);
-                    cpu_gemm = cpu_gemm.max(gemm);
-                }
-                LayerKind::Shortcut { activation, .. } if needs_pre_activation(*activation) => add(&mut plan, out_len),
-                LayerKind::Yolo(_) => heads += 1,
-                _ => {}
+        let fixed = fixed_floats(cfg, &convs, mb, opts, arenas.len());
+        let state: usize = arenas.iter().sum();
+        let fixed_sum: usize = fixed.iter().sum();
+        let n = cfg.layers.len();
+        if let Checkpointing::Layers(l) = &opts.checkpointing {
+            if let Some(&bad) = l.iter().find(|&&i| i >= n) {
+                return Err(NetworkError::Checkpoint { layer: bad, layers: n });
             }
-            add(&mut plan, out_len);
-            add(&mut plan, out_len);
         }
-        add(&mut plan, mb.saturating_mul(net.channels * net.height * net.width));
-        add(&mut plan, mb * opts.max_boxes * 5);
-        add(&mut plan, (net.subdivisions * heads * STATS_LEN).max(1) + arenas.len());
-        add(&mut plan, scratch);
-        plan.workspace = cpu_col.saturating_add(cpu_gemm);
-        Ok(plan)
+        let desc = plan::describe(cfg, shapes, mb);
+        let base = PlanOptions { boundaries: Vec::new(), reuse: opts.memory_reuse, stale_deltas };
+        let other = 4 * (state + fixed_sum) as u64;
+        let activations = plan::resolve_checkpointing(&desc, &opts.checkpointing, opts.memory_budget, other, base)
+            .map_err(|smallest| NetworkError::MemoryBudget { budget: opts.memory_budget.unwrap_or(0), smallest, mb })?;
+        // The CPU's two grow-only conv scratch buffers reach their largest sizes separately.
+        let (cpu_col, cpu_gemm) = convs.iter().map(|(s, _, _)| crate::cpu::conv_scratch_lens(s)).fold((0, 0), |(a, b), (c, g)| (a.max(c), b.max(g)));
+        let workspace = cpu_col.saturating_add(cpu_gemm);
+        let largest = arenas.iter().chain(&activations.arenas).chain(&fixed).copied().max().unwrap_or(0);
+        let memory = MemoryPlan {
+            state,
+            activations: activations.arena_floats(),
+            fixed: fixed_sum,
+            largest,
+            workspace,
+            peak_live: activations.peak_live_floats(),
+            unshared: activations.unshared_floats(),
+            boundaries: plan::segment_count(&activations).saturating_sub(1),
+            forward_flops: activations.forward_flops,
+            recompute_flops: activations.recompute_flops,
+        };
+        Ok(Planned { memory, activations, mb })
+    }
+
+    /// The plan with its activation layout (which tensor lives when and where), for reports.
+    pub fn detailed(cfg: &ModelCfg, opts: &BuildOptions) -> Result<(MemoryPlan, ActivationPlan), NetworkError> {
+        let p = MemoryPlan::planned(cfg, &cfg.shapes()?, opts, false)?;
+        Ok((p.memory, p.activations))
     }
 
     /// Bytes the network allocates at build time.
     pub fn build_bytes(&self) -> u64 {
-        4 * (self.state as u64 + self.activations as u64)
+        4 * (self.state as u64 + self.activations as u64 + self.fixed as u64)
     }
 
     /// Refuses this plan (made by [`MemoryPlan::of`] from `cfg` and `opts`) when its largest
@@ -217,22 +280,36 @@ impl MemoryPlan {
     }
 }
 
+/// Buffers of the activation plan on a backend: the arenas and a view per planned tensor.
+pub(crate) struct ActivationViews<B: Backend> {
+    pub arenas: Vec<B::Buf>,
+    pub views: Vec<B::Buf>,
+}
+
+impl<B: Backend> ActivationViews<B> {
+    /// Allocates `plan`'s arenas on `b` and makes the views (what the backend cannot hold was
+    /// refused by [`MemoryPlan::check_fits`] before).
+    pub(crate) fn alloc(b: &B, plan: &ActivationPlan) -> ActivationViews<B> {
+        let arenas: Vec<B::Buf> = plan.arenas.iter().map(|&len| b.alloc(len.max(1))).collect();
+        let views = plan.tensors.iter().map(|t| b.view(&arenas[t.arena], t.offset, t.len)).collect();
+        ActivationViews { arenas, views }
+    }
+}
+
 impl<B: Backend> Network<B> {
     /// Instantiate `cfg` on `backend` for mini-batches of `cfg.net.batch / cfg.net.subdivisions`
     /// images and initialise its weights as Darknet does (see [`Network::init_weights`]).
     pub fn build(backend: B, cfg: ModelCfg, opts: &BuildOptions) -> Result<Network<B>, NetworkError> {
         let shapes = cfg.shapes()?;
-        let net = &cfg.net;
-        if net.subdivisions == 0 || net.batch % net.subdivisions != 0 {
-            return Err(NetworkError::Subdivisions { batch: net.batch, subdivisions: net.subdivisions });
-        }
+        let Planned { activations: plan, mb, memory } = MemoryPlan::planned(&cfg, &shapes, opts, false)?;
         // Refused before anything is allocated, rather than failing in the middle.
-        MemoryPlan::of(&cfg, opts)?.check_fits(&cfg, opts, backend.max_buffer_floats(), &backend.name())?;
-        let mb = net.mini_batch();
+        memory.check_fits(&cfg, opts, backend.max_buffer_floats(), &backend.name())?;
+        let net = &cfg.net;
         let b = &backend;
         // Persistent state first, packed into arenas (see STATE_ARENA_FLOATS).
         let convs = conv_layers(&cfg, &shapes, mb);
         let (places, arena_lens) = pack(&state_lens(&convs, opts.adam));
+        let acts = ActivationViews::alloc(b, &plan);
         let state_arenas: Vec<B::Buf> = arena_lens.iter().map(|&len| b.alloc(len)).collect();
         let mut place = places.into_iter();
         let mut take = |len: usize| {
@@ -241,15 +318,17 @@ impl<B: Backend> Network<B> {
         };
         let mut states: std::collections::VecDeque<ConvState<B::Buf>> =
             convs.iter().map(|(shape, filters, bn)| conv_state(shape.weight_len(), *filters, *bn, opts.adam, &mut take)).collect();
+        let view = |i: usize, kind: TensorKind| {
+            let k = plan.tensor_index(i, kind).expect("the plan lists every layer's tensors");
+            acts.views[k].clone()
+        };
         let mut layers = Vec::with_capacity(cfg.layers.len());
         let mut heads = Vec::new();
-        let mut scratch_len = 1;
         for (i, (lc, sh)) in cfg.layers.iter().zip(&shapes).enumerate() {
             let (inp, out) = (sh.input, sh.output);
             let op = match &lc.kind {
                 LayerKind::Convolutional(c) => {
                     let shape = ConvShape::new(mb, inp.c, inp.h, inp.w, c.filters, c.size, c.stride, c.padding, c.groups);
-                    scratch_len = scratch_len.max(shape.output_len());
                     let state = states.pop_front().expect("one state per conv layer");
                     let bn = state.bn.map(|(scales, rolling_mean, rolling_variance)| BatchNorm {
                         scales: param(scales, false),
@@ -257,7 +336,8 @@ impl<B: Backend> Network<B> {
                         rolling_variance,
                         mean: b.alloc(c.filters),
                         variance: b.alloc(c.filters),
-                        x_norm: b.alloc(shape.output_len()),
+                        x_norm: view(i, TensorKind::XNorm),
+                        conv_out: view(i, TensorKind::ConvOut),
                     });
                     LayerOp::Conv(Conv {
                         shape,
@@ -265,7 +345,7 @@ impl<B: Backend> Network<B> {
                         weights: param(state.weights, true),
                         biases: param(state.biases, false),
                         bn,
-                        pre_act: needs_pre_activation(c.activation).then(|| b.alloc(shape.output_len())),
+                        pre_act: needs_pre_activation(c.activation).then(|| view(i, TensorKind::PreAct)),
                     })
                 }
                 LayerKind::Route(r) => LayerOp::Route { inputs: r.layers.clone(), groups: r.groups, group_id: r.group_id },
@@ -277,7 +357,7 @@ impl<B: Backend> Network<B> {
                 LayerKind::Shortcut { from, activation } => LayerOp::Shortcut {
                     from: from.clone(),
                     activation: *activation,
-                    pre_act: needs_pre_activation(*activation).then(|| b.alloc(mb * out.len())),
+                    pre_act: needs_pre_activation(*activation).then(|| view(i, TensorKind::PreAct)),
                 },
                 LayerKind::Reorg { stride } => {
                     LayerOp::Reorg(ReorgShape { batch: mb, c: inp.c, h: inp.h, w: inp.w, stride: *stride })
@@ -314,13 +394,8 @@ impl<B: Backend> Network<B> {
                     LayerOp::Yolo { params, head: heads.len() - 1 }
                 }
             };
-            layers.push(Layer {
-                op,
-                input: inp,
-                output_shape: out,
-                output: b.alloc(mb * out.len()),
-                delta: b.alloc(mb * out.len()),
-            });
+            debug_assert_eq!(b.len(&view(i, TensorKind::Output)), mb * out.len());
+            layers.push(Layer { op, input: inp, output_shape: out, output: view(i, TensorKind::Output), delta: view(i, TensorKind::Delta) });
         }
         let input_len = mb * net.channels * net.height * net.width;
         let input = b.alloc(input_len);
@@ -328,7 +403,7 @@ impl<B: Backend> Network<B> {
         // The step's statistics, then one non-finite flag per state arena (read back together).
         let health_slot = (net.subdivisions * heads.len() * STATS_LEN).max(1);
         let stats = b.alloc(health_slot + state_arenas.len());
-        let scratch = b.alloc(scratch_len);
+        let recompute_stats = b.alloc(recompute_stats_len(&convs));
         let subdivisions = net.subdivisions;
         let mut network = Network {
             backend,
@@ -342,7 +417,12 @@ impl<B: Backend> Network<B> {
             stats,
             subdivisions,
             heads,
-            scratch,
+            plan,
+            activation_arenas: acts.arenas,
+            activation_views: acts.views,
+            recompute_stats,
+            poison_dead: opts.poison_dead,
+            build_options: opts.clone(),
             state_arenas,
             health_slot,
             seed: opts.seed,
@@ -350,6 +430,37 @@ impl<B: Backend> Network<B> {
         };
         network.init_weights(opts.seed);
         Ok(network)
+    }
+
+    /// Re-plans the activations (gradients kept across passes or not) and moves every layer
+    /// onto the new arenas; their values are lost.
+    pub(crate) fn replan(&mut self, stale_deltas: bool) -> Result<(), NetworkError> {
+        let planned = MemoryPlan::planned(&self.cfg, &self.shapes, &self.build_options, stale_deltas)?;
+        let acts = ActivationViews::alloc(&self.backend, &planned.activations);
+        let view = |i: usize, kind: TensorKind| {
+            planned.activations.tensor_index(i, kind).map(|k| acts.views[k].clone()).expect("the plan lists every layer's tensors")
+        };
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.output = view(i, TensorKind::Output);
+            l.delta = view(i, TensorKind::Delta);
+            match &mut l.op {
+                LayerOp::Conv(c) => {
+                    if let Some(bn) = &mut c.bn {
+                        bn.x_norm = view(i, TensorKind::XNorm);
+                        bn.conv_out = view(i, TensorKind::ConvOut);
+                    }
+                    if let Some(p) = &mut c.pre_act {
+                        *p = view(i, TensorKind::PreAct);
+                    }
+                }
+                LayerOp::Shortcut { pre_act: Some(p), .. } => *p = view(i, TensorKind::PreAct),
+                _ => {}
+            }
+        }
+        self.plan = planned.activations;
+        self.activation_arenas = acts.arenas;
+        self.activation_views = acts.views;
+        Ok(())
     }
 
     /// Darknet's initialisation: conv weights `√(2/(size²·c/groups))·U[−1,1)`, biases 0, BN

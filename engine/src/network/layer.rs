@@ -25,6 +25,8 @@ pub struct BatchNorm<B: Backend> {
     pub mean: B::Buf,
     pub variance: B::Buf,
     pub x_norm: B::Buf,
+    /// The convolution's raw output (batch norm's input); needed only inside the forward.
+    pub conv_out: B::Buf,
 }
 
 pub struct Conv<B: Backend> {

@@ -1,15 +1,17 @@
 //! The layer graph, written once and generic over [`Backend`].
 //!
 //! Building a network allocates every buffer it will ever use (parameters, gradients, optimiser
-//! state, activations, deltas, one shared scratch) from the shapes of the cfg: nothing is allocated
-//! inside a step. A training pass records forward, loss, backward and update on the backend
-//! without reading anything back; the caller downloads the small statistics buffer once.
+//! state, activations, deltas) from the shapes of the cfg: nothing is allocated inside a step.
+//! Activations and deltas share arenas by the activation memory plan ([`plan`]). A training pass
+//! records forward, loss, backward and update on the backend without reading anything back; the
+//! caller downloads the small statistics buffer once.
 
 pub mod build;
 pub mod layer;
 mod params;
 pub mod predict;
 pub mod pass;
+pub mod plan;
 
 use crate::backend::Backend;
 use crate::cfg::{CfgError, LayerShape, ModelCfg};
@@ -17,6 +19,7 @@ use crate::yolo_stats::STATS_LEN;
 pub use layer::{Layer, LayerOp, Param};
 pub use pass::Update;
 pub use build::{BuildOptions, MemoryPlan, STATE_ARENA_FLOATS};
+pub use plan::{ActivationPlan, Checkpointing};
 
 /// Errors building or running a network.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub enum NetworkError {
         bytes >> 20, limit >> 20
     )]
     TooLarge { backend: String, bytes: u64, limit: u64, batch: usize, subdivisions: usize, advice: String },
+    #[error("checkpointing names layer {layer}, but the network has {layers} layers (0..{layers})")]
+    Checkpoint { layer: usize, layers: usize },
+    #[error("the network needs more than the memory budget of {} at {mb} images per pass; the smallest plan (with checkpointing = \"auto\") needs {}: raise memory_budget to at least that, or lower the batch per pass (raise subdivisions)", plan::bytes_text(*budget), plan::bytes_text(*smallest))]
+    MemoryBudget { budget: u64, smallest: u64, mb: usize },
 }
 
 /// What a [`Network`] computes with: training (batch statistics, dropout) or inference.
@@ -63,8 +70,18 @@ pub struct Network<B: Backend> {
     pub subdivisions: usize,
     /// Indices of the [yolo] layers, in order.
     pub heads: Vec<usize>,
-    /// Scratch shared by every conv layer for the pre-normalisation output.
-    pub(crate) scratch: B::Buf,
+    /// When every activation tensor lives and where (the views in `layers` point into
+    /// `activation_arenas` as it says).
+    pub plan: ActivationPlan,
+    pub(crate) activation_arenas: Vec<B::Buf>,
+    /// A view per tensor of `plan`, in its order.
+    pub(crate) activation_views: Vec<B::Buf>,
+    /// Where recomputed batch norms write their running statistics (a throwaway: the forward
+    /// already updated the real ones once).
+    pub(crate) recompute_stats: B::Buf,
+    /// Fill dead tensors with NaN ([`BuildOptions::poison_dead`]).
+    pub(crate) poison_dead: bool,
+    pub(crate) build_options: BuildOptions,
     /// The arenas holding every parameter, gradient/momentum, Adam moment and BN running
     /// statistic (the views in `layers` point into them): the state a checkpoint saves.
     pub state_arenas: Vec<B::Buf>,
@@ -75,7 +92,8 @@ pub struct Network<B: Backend> {
     pub seed: u64,
     /// Reproduce Darknet-CPU's training bugs. All off by default (this project's semantics,
     /// darknet-spec §0); only for fidelity tests against fixtures made with Darknet's CPU build.
-    pub darknet_cpu: DarknetCpuQuirks,
+    /// Set through [`Network::set_darknet_cpu`] (one quirk changes the memory plan).
+    pub(crate) darknet_cpu: DarknetCpuQuirks,
 }
 
 /// Where Darknet's CPU build (AlexeyAB and hank-ai alike) departs from the gradient of the loss it
@@ -137,6 +155,22 @@ impl<B: Backend> Network<B> {
             }
         }
         out
+    }
+
+    /// The Darknet-CPU quirks in effect.
+    pub fn darknet_cpu(&self) -> DarknetCpuQuirks {
+        self.darknet_cpu
+    }
+
+    /// Reproduce Darknet-CPU's training bugs (tests only). `stale_layer_grads` keeps gradients
+    /// across passes, so it re-plans the activations (their values are lost: call before
+    /// training).
+    pub fn set_darknet_cpu(&mut self, quirks: DarknetCpuQuirks) -> Result<(), NetworkError> {
+        if quirks.stale_layer_grads != self.plan.options.stale_deltas {
+            self.replan(quirks.stale_layer_grads)?;
+        }
+        self.darknet_cpu = quirks;
+        Ok(())
     }
 
     /// Bytes held on the backend (allocated, peak).

@@ -1,6 +1,7 @@
 //! Forward, backward and the optimiser update, recorded on the backend without readback.
 
 use super::layer::{BatchNorm, Conv, Layer, LayerOp, Param};
+use super::plan::{Step, TensorKind};
 use super::{Mode, Network};
 use crate::backend::{Backend, BnTensors};
 use crate::profile::{Phase, Scope};
@@ -46,98 +47,141 @@ impl<B: Backend> Network<B> {
     /// Record a forward pass over the current input. In training mode the [yolo] heads also
     /// compute their gradients and write pass `pass`'s statistics.
     pub fn forward(&self, mode: Mode, pass: usize, iteration: u64) {
+        let range = match mode {
+            Mode::Train => 0..self.plan.forward_end(),
+            Mode::Infer => self.plan.infer_start()..self.plan.steps.len(),
+        };
+        for t in range {
+            self.zero_before(t);
+            match self.plan.steps[t] {
+                Step::Forward(i) | Step::Infer(i) => self.forward_layer(i, mode, pass, iteration, false),
+                _ => {}
+            }
+            self.poison_after(t);
+        }
+    }
+
+    /// Gradients whose lifetime starts at step `t` start at zero (they accumulate).
+    fn zero_before(&self, t: usize) {
+        for &k in &self.plan.zero[t] {
+            self.backend.fill(&self.activation_views[k], 0.0);
+        }
+    }
+
+    /// With [`super::BuildOptions::poison_dead`], tensors whose value is dead after step `t`
+    /// become NaN, so a read the plan did not foresee cannot go unnoticed.
+    fn poison_after(&self, t: usize) {
+        if self.poison_dead {
+            for &k in &self.plan.dies[t] {
+                self.backend.fill(&self.activation_views[k], f32::NAN);
+            }
+        }
+    }
+
+    /// Layer `i`'s forward. `recompute`: the same ops again for a checkpointed segment's
+    /// backward, with batch norm's running statistics written to a throwaway.
+    fn forward_layer(&self, i: usize, mode: Mode, pass: usize, iteration: u64, recompute: bool) {
         let b = &self.backend;
         let mb = self.mini_batch;
-        for (i, l) in self.layers.iter().enumerate() {
-            let x = self.input_of(i);
-            let spatial_in = l.input.h * l.input.w;
-            let phase = if matches!(l.op, LayerOp::Yolo { .. }) { Phase::Loss } else { Phase::Forward };
-            b.set_scope(Scope::layer(i, l.kind_name(), phase));
-            match &l.op {
-                LayerOp::Conv(c) => {
-                    let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
-                    match &c.bn {
-                        Some(bn) => {
-                            let conv_out = b.view(&self.scratch, 0, c.shape.output_len());
-                            b.conv_forward(x, &c.weights.value, &conv_out, &c.shape);
-                            match mode {
-                                Mode::Train => b.batchnorm_activation_forward(
-                                    &conv_out, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs,
-                                    if self.darknet_cpu.bn_f32_stats { BnStats::DarknetCpu } else { BnStats::Accurate },
-                                ),
-                                Mode::Infer => {
-                                    let target = c.pre_act.as_ref().unwrap_or(&l.output);
-                                    b.batchnorm_forward_infer(
-                                        &conv_out, target, &bn.rolling_mean, &bn.rolling_variance, &bn.scales.value,
-                                        &c.biases.value, mb, c.shape.filters, cs.spatial,
-                                    );
-                                    if c.activation != Activation::Linear || c.pre_act.is_some() {
-                                        b.activation_forward(target, &l.output, c.activation);
-                                    }
+        let l = &self.layers[i];
+        let x = self.input_of(i);
+        let spatial_in = l.input.h * l.input.w;
+        let phase = match l.op {
+            _ if recompute => Phase::Recompute,
+            LayerOp::Yolo { .. } => Phase::Loss,
+            _ => Phase::Forward,
+        };
+        b.set_scope(Scope::layer(i, l.kind_name(), phase));
+        match &l.op {
+            LayerOp::Conv(c) => {
+                let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
+                match &c.bn {
+                    Some(bn) => {
+                        b.conv_forward(x, &c.weights.value, &bn.conv_out, &c.shape);
+                        match mode {
+                            Mode::Train => {
+                                let mut t = bn_tensors(c, bn);
+                                let (rm, rv);
+                                if recompute {
+                                    rm = b.view(&self.recompute_stats, 0, c.shape.filters);
+                                    rv = b.view(&self.recompute_stats, c.shape.filters, c.shape.filters);
+                                    (t.rolling_mean, t.rolling_var) = (&rm, &rv);
+                                }
+                                let stats = if self.darknet_cpu.bn_f32_stats { BnStats::DarknetCpu } else { BnStats::Accurate };
+                                b.batchnorm_activation_forward(&bn.conv_out, &l.output, c.pre_act.as_ref(), &t, c.activation, &cs, stats)
+                            }
+                            Mode::Infer => {
+                                let target = c.pre_act.as_ref().unwrap_or(&l.output);
+                                b.batchnorm_forward_infer(
+                                    &bn.conv_out, target, &bn.rolling_mean, &bn.rolling_variance, &bn.scales.value,
+                                    &c.biases.value, mb, c.shape.filters, cs.spatial,
+                                );
+                                if c.activation != Activation::Linear || c.pre_act.is_some() {
+                                    b.activation_forward(target, &l.output, c.activation);
                                 }
                             }
                         }
-                        None => b.conv_bias_activation_forward(
-                            x, &c.weights.value, &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape,
-                        ),
                     }
+                    None => b.conv_bias_activation_forward(
+                        x, &c.weights.value, &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape,
+                    ),
                 }
-                LayerOp::Route { inputs, groups, group_id } => {
-                    let out_stride = l.output_shape.len();
-                    let mut offset = 0;
-                    for &src in inputs {
-                        let s = self.layers[src].output_shape;
-                        let part = s.len() / groups;
-                        b.copy_slices(&self.layers[src].output, &l.output, &SliceCopy {
-                            batch: mb,
-                            len: part,
-                            src_stride: s.len(),
-                            src_offset: group_id * part,
-                            dst_stride: out_stride,
-                            dst_offset: offset,
-                            accumulate: false,
-                        });
-                        offset += part;
-                    }
-                }
-                LayerOp::Maxpool(s) => b.maxpool_forward(x, &l.output, s),
-                LayerOp::Avgpool => b.avgpool_forward(x, &l.output, &ChannelShape::new(mb, l.input.c, spatial_in)),
-                LayerOp::Upsample(s) => b.upsample_forward(x, &l.output, s),
-                LayerOp::Shortcut { from, activation, pre_act } => {
-                    let target = pre_act.as_ref().unwrap_or(&l.output);
-                    b.copy(x, target);
-                    for &f in from {
-                        b.axpy(1.0, &self.layers[f].output, target);
-                    }
-                    if *activation != Activation::Linear || pre_act.is_some() {
-                        b.activation_forward(target, &l.output, *activation);
-                    }
-                }
-                LayerOp::Reorg(s) => b.reorg_forward(x, &l.output, s),
-                LayerOp::ScaleChannels { from } => {
-                    // Darknet: the previous layer holds the C×1×1 scales, `from` the C×H×W map.
-                    let c = l.output_shape.c;
-                    let spatial = l.output_shape.h * l.output_shape.w;
-                    b.scale_channels_forward(&self.layers[*from].output, x, &l.output, &ChannelShape::new(mb, c, spatial))
-                }
-                LayerOp::Dropout { probability } => match mode {
-                    Mode::Train => b.dropout_forward(x, &l.output, *probability, dropout_seed(self.seed, iteration, i)),
-                    Mode::Infer => b.copy(x, &l.output),
-                },
-                LayerOp::Yolo { params, head } => match mode {
-                    Mode::Train => {
-                        let stats = b.view(&self.stats, (pass * self.heads.len() + head) * STATS_LEN, STATS_LEN);
-                        b.yolo_forward_backward(x, &l.output, &self.truths, &l.delta, &stats, params);
-                    }
-                    Mode::Infer => {
-                        // Inference needs only the activated output: run the head with no truths
-                        // into a throwaway view of its own delta and of pass 0's stats.
-                        let stats = b.view(&self.stats, head * STATS_LEN, STATS_LEN);
-                        b.fill(&self.truths, 0.0);
-                        b.yolo_forward_backward(x, &l.output, &self.truths, &l.delta, &stats, params);
-                    }
-                },
             }
+            LayerOp::Route { inputs, groups, group_id } => {
+                let out_stride = l.output_shape.len();
+                let mut offset = 0;
+                for &src in inputs {
+                    let s = self.layers[src].output_shape;
+                    let part = s.len() / groups;
+                    b.copy_slices(&self.layers[src].output, &l.output, &SliceCopy {
+                        batch: mb,
+                        len: part,
+                        src_stride: s.len(),
+                        src_offset: group_id * part,
+                        dst_stride: out_stride,
+                        dst_offset: offset,
+                        accumulate: false,
+                    });
+                    offset += part;
+                }
+            }
+            LayerOp::Maxpool(s) => b.maxpool_forward(x, &l.output, s),
+            LayerOp::Avgpool => b.avgpool_forward(x, &l.output, &ChannelShape::new(mb, l.input.c, spatial_in)),
+            LayerOp::Upsample(s) => b.upsample_forward(x, &l.output, s),
+            LayerOp::Shortcut { from, activation, pre_act } => {
+                let target = pre_act.as_ref().unwrap_or(&l.output);
+                b.copy(x, target);
+                for &f in from {
+                    b.axpy(1.0, &self.layers[f].output, target);
+                }
+                if *activation != Activation::Linear || pre_act.is_some() {
+                    b.activation_forward(target, &l.output, *activation);
+                }
+            }
+            LayerOp::Reorg(s) => b.reorg_forward(x, &l.output, s),
+            LayerOp::ScaleChannels { from } => {
+                // Darknet: the previous layer holds the C×1×1 scales, `from` the C×H×W map.
+                let c = l.output_shape.c;
+                let spatial = l.output_shape.h * l.output_shape.w;
+                b.scale_channels_forward(&self.layers[*from].output, x, &l.output, &ChannelShape::new(mb, c, spatial))
+            }
+            LayerOp::Dropout { probability } => match mode {
+                Mode::Train => b.dropout_forward(x, &l.output, *probability, dropout_seed(self.seed, iteration, i)),
+                Mode::Infer => b.copy(x, &l.output),
+            },
+            LayerOp::Yolo { params, head } => match mode {
+                Mode::Train => {
+                    let stats = b.view(&self.stats, (pass * self.heads.len() + head) * STATS_LEN, STATS_LEN);
+                    b.yolo_forward_backward(x, &l.output, &self.truths, &l.delta, &stats, params);
+                }
+                Mode::Infer => {
+                    // Inference needs only the activated output: run the head with no truths
+                    // into a throwaway view of its own delta and of pass 0's stats.
+                    let stats = b.view(&self.stats, head * STATS_LEN, STATS_LEN);
+                    b.fill(&self.truths, 0.0);
+                    b.yolo_forward_backward(x, &l.output, &self.truths, &l.delta, &stats, params);
+                }
+            },
         }
     }
 
@@ -148,125 +192,127 @@ impl<B: Backend> Network<B> {
     }
 
     /// Backward pass with an extra gradient `output_grad` added to the last layer's delta (for
-    /// gradient checks of networks without a [yolo] head, and for custom losses).
+    /// gradient checks of networks without a [yolo] head, and for custom losses). With
+    /// checkpointing, each segment's forward runs again right before its backward.
     pub fn backward_seeded(&self, iteration: u64, output_grad: Option<&B::Buf>) {
         let b = &self.backend;
-        let mb = self.mini_batch;
         b.set_scope(Scope::network(Phase::Backward));
-        for l in &self.layers {
-            // A [yolo] head writes its whole delta in the forward pass.
-            let zeroed = match l.op {
-                LayerOp::Yolo { .. } => false,
-                // Darknet's layers with a `train` flag: convolutional, maxpool, shortcut.
-                LayerOp::Conv(_) | LayerOp::Maxpool(_) | LayerOp::Shortcut { .. } => true,
-                _ => !self.darknet_cpu.stale_layer_grads,
-            };
-            if zeroed {
-                b.fill(&l.delta, 0.0);
+        let last = self.layers.len().wrapping_sub(1);
+        for t in self.plan.forward_end()..self.plan.infer_start() {
+            self.zero_before(t);
+            match self.plan.steps[t] {
+                Step::Recompute(j) => self.forward_layer(j, Mode::Train, 0, iteration, true),
+                Step::Backward(i) => {
+                    if let (Some(g), true) = (output_grad, i == last) {
+                        b.axpy(1.0, g, &self.layers[last].delta);
+                    }
+                    self.backward_layer(i, iteration);
+                }
+                _ => {}
             }
+            self.poison_after(t);
         }
-        if let (Some(g), Some(last)) = (output_grad, self.layers.last()) {
-            b.axpy(1.0, g, &last.delta);
-        }
-        for i in (0..self.layers.len()).rev() {
-            let l: &Layer<B> = &self.layers[i];
-            let x = self.input_of(i);
-            let dx = self.input_delta_of(i);
-            let spatial_in = l.input.h * l.input.w;
-            b.set_scope(Scope::layer(i, l.kind_name(), Phase::Backward));
-            match &l.op {
-                LayerOp::Conv(c) => {
-                    let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
-                    match &c.bn {
-                        Some(bn) => {
-                            let form = if self.darknet_cpu.bn_backward { BnBackward::DarknetCpu } else { BnBackward::Exact };
-                            b.activation_batchnorm_backward(
-                                &l.delta, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs, form,
-                            );
-                        }
-                        None => b.activation_bias_backward(&l.delta, &l.output, c.pre_act.as_ref(), &c.biases.grad, c.activation, &cs),
+    }
+
+    /// Layer `i`'s backward.
+    fn backward_layer(&self, i: usize, iteration: u64) {
+        let b = &self.backend;
+        let mb = self.mini_batch;
+        let l: &Layer<B> = &self.layers[i];
+        let x = self.input_of(i);
+        let dx = self.input_delta_of(i);
+        let spatial_in = l.input.h * l.input.w;
+        b.set_scope(Scope::layer(i, l.kind_name(), Phase::Backward));
+        match &l.op {
+            LayerOp::Conv(c) => {
+                let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
+                match &c.bn {
+                    Some(bn) => {
+                        let form = if self.darknet_cpu.bn_backward { BnBackward::DarknetCpu } else { BnBackward::Exact };
+                        b.activation_batchnorm_backward(&l.delta, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs, form);
                     }
-                    b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
-                    if let Some(dx) = dx {
-                        if self.darknet_cpu.conv_overwrites_input_grad {
-                            b.fill(dx, 0.0);
-                        }
-                        b.conv_backward_data(&l.delta, &c.weights.value, dx, &c.shape);
-                    }
+                    None => b.activation_bias_backward(&l.delta, &l.output, c.pre_act.as_ref(), &c.biases.grad, c.activation, &cs),
                 }
-                LayerOp::Route { inputs, groups, group_id } => {
-                    let out_stride = l.output_shape.len();
-                    let mut offset = 0;
-                    for &src in inputs {
-                        let s = self.layers[src].output_shape;
-                        let part = s.len() / groups;
-                        b.copy_slices(&l.delta, &self.layers[src].delta, &SliceCopy {
-                            batch: mb,
-                            len: part,
-                            src_stride: out_stride,
-                            src_offset: offset,
-                            dst_stride: s.len(),
-                            dst_offset: group_id * part,
-                            accumulate: true,
-                        });
-                        offset += part;
+                b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
+                if let Some(dx) = dx {
+                    if self.darknet_cpu.conv_overwrites_input_grad {
+                        b.fill(dx, 0.0);
                     }
+                    b.conv_backward_data(&l.delta, &c.weights.value, dx, &c.shape);
                 }
-                LayerOp::Maxpool(s) => {
-                    if let Some(dx) = dx {
-                        b.maxpool_backward(x, &l.delta, dx, s);
-                    }
+            }
+            LayerOp::Route { inputs, groups, group_id } => {
+                let out_stride = l.output_shape.len();
+                let mut offset = 0;
+                for &src in inputs {
+                    let s = self.layers[src].output_shape;
+                    let part = s.len() / groups;
+                    b.copy_slices(&l.delta, &self.layers[src].delta, &SliceCopy {
+                        batch: mb,
+                        len: part,
+                        src_stride: out_stride,
+                        src_offset: offset,
+                        dst_stride: s.len(),
+                        dst_offset: group_id * part,
+                        accumulate: true,
+                    });
+                    offset += part;
                 }
-                LayerOp::Avgpool => {
-                    if let Some(dx) = dx {
-                        b.avgpool_backward(&l.delta, dx, &ChannelShape::new(mb, l.input.c, spatial_in));
-                    }
+            }
+            LayerOp::Maxpool(s) => {
+                if let Some(dx) = dx {
+                    b.maxpool_backward(x, &l.delta, dx, s);
                 }
-                LayerOp::Upsample(s) => {
-                    if let Some(dx) = dx {
-                        b.upsample_backward(&l.delta, dx, s);
-                    }
+            }
+            LayerOp::Avgpool => {
+                if let Some(dx) = dx {
+                    b.avgpool_backward(&l.delta, dx, &ChannelShape::new(mb, l.input.c, spatial_in));
                 }
-                LayerOp::Shortcut { from, activation, pre_act } => {
-                    if *activation != Activation::Linear {
-                        let pre = pre_act.as_ref().unwrap_or(&l.output);
-                        b.activation_backward(pre, &l.output, &l.delta, &l.delta, *activation);
-                    }
-                    if let Some(dx) = dx {
-                        b.axpy(1.0, &l.delta, dx);
-                    }
-                    for &f in from {
-                        b.axpy(1.0, &l.delta, &self.layers[f].delta);
-                    }
+            }
+            LayerOp::Upsample(s) => {
+                if let Some(dx) = dx {
+                    b.upsample_backward(&l.delta, dx, s);
                 }
-                LayerOp::Reorg(s) => {
-                    if let Some(dx) = dx {
-                        b.reorg_backward(&l.delta, dx, s);
-                    }
+            }
+            LayerOp::Shortcut { from, activation, pre_act } => {
+                if *activation != Activation::Linear {
+                    let pre = pre_act.as_ref().unwrap_or(&l.output);
+                    b.activation_backward(pre, &l.output, &l.delta, &l.delta, *activation);
                 }
-                LayerOp::ScaleChannels { from } => {
-                    let c = l.output_shape.c;
-                    let spatial = l.output_shape.h * l.output_shape.w;
-                    let from_l = &self.layers[*from];
-                    let scratch_ds;
-                    let dscale = match dx {
-                        Some(d) => d,
-                        None => {
-                            scratch_ds = b.view(&self.scratch, 0, b.len(x));
-                            &scratch_ds
-                        }
-                    };
-                    b.scale_channels_backward(&from_l.output, x, &l.delta, &from_l.delta, dscale, &ChannelShape::new(mb, c, spatial));
+                if let Some(dx) = dx {
+                    b.axpy(1.0, &l.delta, dx);
                 }
-                LayerOp::Dropout { probability } => {
-                    if let Some(dx) = dx {
-                        b.dropout_backward(&l.delta, dx, *probability, dropout_seed(self.seed, iteration, i));
-                    }
+                for &f in from {
+                    b.axpy(1.0, &l.delta, &self.layers[f].delta);
                 }
-                LayerOp::Yolo { .. } => {
-                    if let Some(dx) = dx {
-                        b.axpy(1.0, &l.delta, dx);
+            }
+            LayerOp::Reorg(s) => {
+                if let Some(dx) = dx {
+                    b.reorg_backward(&l.delta, dx, s);
+                }
+            }
+            LayerOp::ScaleChannels { from } => {
+                let c = l.output_shape.c;
+                let spatial = l.output_shape.h * l.output_shape.w;
+                let from_l = &self.layers[*from];
+                // With the network input as scales, their gradient goes to a planned throwaway.
+                let dscale = match dx {
+                    Some(d) => d,
+                    None => {
+                        let k = self.plan.tensor_index(i, TensorKind::DScale).expect("layer 0 scale_channels has a scale gradient");
+                        &self.activation_views[k]
                     }
+                };
+                b.scale_channels_backward(&from_l.output, x, &l.delta, &from_l.delta, dscale, &ChannelShape::new(mb, c, spatial));
+            }
+            LayerOp::Dropout { probability } => {
+                if let Some(dx) = dx {
+                    b.dropout_backward(&l.delta, dx, *probability, dropout_seed(self.seed, iteration, i));
+                }
+            }
+            LayerOp::Yolo { .. } => {
+                if let Some(dx) = dx {
+                    b.axpy(1.0, &l.delta, dx);
                 }
             }
         }

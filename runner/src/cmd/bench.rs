@@ -46,6 +46,13 @@ pub struct BenchArgs {
     /// what timing costs; no kernels table
     #[arg(long)]
     pub no_timestamps: bool,
+    /// Gradient checkpointing: none, auto, or boundary layers such as 3,7,12
+    #[arg(long, default_value = "none")]
+    pub checkpointing: engine::network::Checkpointing,
+    /// Memory budget (e.g. 4GiB): the network's plan must fit it (with --checkpointing auto,
+    /// the plan with the least recomputation that fits)
+    #[arg(long, value_parser = engine::network::plan::parse_bytes)]
+    pub memory_budget: Option<u64>,
     /// Seed of the weights and the random data
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -86,6 +93,13 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     }
     cfg.set_size(a.size, a.size)?;
     cfg.set_batch(a.batch, a.subdivisions)?;
+    let opts = engine::network::BuildOptions {
+        seed: a.seed,
+        checkpointing: a.checkpointing.clone(),
+        memory_budget: a.memory_budget,
+        ..Default::default()
+    };
+    let plan = engine::network::MemoryPlan::of(&cfg, &opts)?;
     let timed;
     let adapter;
     let r = match &a.backend {
@@ -94,7 +108,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
             adapter = format!("cpu ({} threads)", cpu.threads());
             cpu.set_timing(!a.no_timestamps);
             timed = cpu.timing();
-            engine::bench::run(cpu, cfg, a.iterations, a.warmup, a.seed)?
+            engine::bench::run(cpu, cfg, a.iterations, a.warmup, &opts)?
         }
         BackendSpec::Gpu(sel) => {
             let gpu = GpuBackend::new(&sel.adapter_selector())?;
@@ -105,7 +119,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
             gpu.set_timing(!a.no_timestamps);
             timed = gpu.timing();
             gpu.warm_up();
-            engine::bench::run(gpu, cfg, a.iterations, a.warmup, a.seed)?
+            engine::bench::run(gpu, cfg, a.iterations, a.warmup, &opts)?
         }
     };
     let dir = match &a.out {
@@ -116,6 +130,14 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         None => super::new_run_dir(Path::new("runs"), "bench")?,
     };
     print_result(a, &r, timed);
+    let recompute = plan.recompute_flops / plan.forward_flops.max(1.0);
+    println!(
+        "planned device bytes {} (activations {} shared by lifetime, {} without sharing){}",
+        plan.build_bytes(),
+        4 * plan.activations as u64,
+        4 * plan.unshared as u64,
+        if plan.boundaries > 0 { format!("; checkpointing: {} segments, recomputes {:.0}% of the forward FLOPs", plan.boundaries + 1, 100.0 * recompute) } else { String::new() }
+    );
     let records = kernel_records(&a.backend.to_string(), &r.kernels);
     if timed {
         write_kernels(&dir.join("tables"), &records, true, true)?;
@@ -143,8 +165,15 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
             "loss": per_step(Phase::Loss),
             "backward": per_step(Phase::Backward),
             "update": per_step(Phase::Update),
+            "recompute": per_step(Phase::Recompute),
             "other": per_step(Phase::Other),
         }) } else { serde_json::Value::Null },
+        "planned_bytes": plan.build_bytes(),
+        "planned_activation_bytes": 4 * plan.activations as u64,
+        "unshared_activation_bytes": 4 * plan.unshared as u64,
+        "checkpointing": a.checkpointing.to_string(),
+        "checkpoint_segments": plan.boundaries + 1,
+        "recompute_fraction_of_forward_flops": recompute,
         "device_bytes": r.bytes,
         "peak_device_bytes": r.peak_bytes,
         "last_loss": r.last_loss,

@@ -90,6 +90,9 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
         let g = gate("RSS growth within an epoch after warm-up", worst.0 as f64, limit as f64, worst.0 <= limit, worst.1);
         out.push(if measured { g } else { g.not_informative("fewer than two iterations of one epoch after the warm-up") });
     }
+    if let Some(limit) = t.memory_growth_rel {
+        out.push(memory_growth(run, &backends, t.warmup_iterations, limit));
+    }
     if let Some(limit) = t.max_rss_bytes {
         let m = run.summary.peak_rss_bytes;
         let at = run.memory.iter().max_by_key(|s| s.rss_bytes).filter(|s| s.rss_bytes == m);
@@ -179,6 +182,28 @@ mod tests {
     }
 
     /// Issue 17 item 4: the run's peak RSS is gated, wherever in the run it happened.
+    /// Issue 14: a backend whose RSS or device bytes grow by more than the limit within an epoch
+    /// after the warm-up fails; flat memory passes; the warm-up itself is not counted.
+    #[test]
+    fn memory_growth_is_gated_per_backend() {
+        use reports::MemorySample;
+        let exp = experiment_with("memory_growth_rel = 0.01\nwarmup_iterations = 2", "[\"cpu\", \"gpu\"]");
+        let data = |gpu_rss: &[u64], dev: &[u64]| {
+            let mut its: Vec<IterationRecord> =
+                (1..=5).map(|i| IterationRecord { backend: "cpu".into(), iteration: i, rss_bytes: 1000, ..Default::default() }).collect();
+            its.extend(gpu_rss.iter().enumerate().map(|(i, &r)| IterationRecord { backend: "gpu".into(), iteration: i as u64 + 1, rss_bytes: r, ..Default::default() }));
+            let mem = dev.iter().map(|&d| MemorySample { backend: "gpu".into(), gpu_bytes: d, ..Default::default() }).collect();
+            RunData::new(its, Vec::new(), mem, RunSummary::default(), Vec::new(), String::new())
+        };
+        let g = |run: &RunData| super::evaluate(&exp, run).into_iter().find(|g| g.name.starts_with("memory growth")).unwrap();
+        // The warm-up's growth (1000 → 2000) is not counted; after it, flat.
+        assert!(g(&data(&[1000, 2000, 2000, 2000, 2005], &[500, 500, 500])).pass);
+        let rss = g(&data(&[1000, 2000, 2000, 2000, 2100], &[500, 500]));
+        assert!(!rss.pass && rss.detail.contains("gpu epoch 0"), "{rss:?}");
+        let dev = g(&data(&[1000, 2000, 2000, 2000, 2000], &[500, 500, 520]));
+        assert!(!dev.pass && dev.detail.contains("device bytes"), "{dev:?}");
+    }
+
     #[test]
     fn peak_rss_is_gated() {
         let exp = experiment_with("max_rss_bytes = 1000000000", "[\"cpu\"]");
@@ -214,4 +239,46 @@ mod tests {
         let none = g(&[]);
         assert!(!none.pass && none.measured.is_nan(), "{none:?}");
     }
+}
+
+/// Growth within an epoch after the warm-up, relative to the epoch's start, of every backend's
+/// process RSS (over its iterations) and device bytes (over the memory samples taken while it
+/// trained): the worst of them. A step that allocates shows here.
+fn memory_growth(run: &RunData, backends: &[String], warmup: u64, limit: f64) -> GateResult {
+    let mut worst = (0.0f64, String::from("not enough iterations after warm-up"));
+    let mut measured = false;
+    let mut consider = |start: u64, max: u64, what: String| {
+        if start == 0 {
+            return;
+        }
+        measured = true;
+        let g = max.saturating_sub(start) as f64 / start as f64;
+        if g >= worst.0 {
+            worst = (g, what);
+        }
+    };
+    for b in backends {
+        let its: Vec<_> = run.iterations.iter().filter(|r| &r.backend == b && r.iteration > warmup).collect();
+        let mut epochs: Vec<u64> = its.iter().map(|r| r.epoch).collect();
+        epochs.dedup();
+        for e in epochs {
+            let rs: Vec<u64> = its.iter().filter(|r| r.epoch == e).map(|r| r.rss_bytes).collect();
+            if let (Some(&start), Some(&max)) = (rs.first(), rs.iter().max())
+                && rs.len() > 1
+            {
+                consider(start, max, format!("{b} epoch {e}: RSS {start} → max {max} bytes"));
+            }
+        }
+        // Device bytes: the samples while this backend trained, after its first iteration past
+        // the warm-up was reported (the samples carry time, not iterations: the first non-zero
+        // figure is the built network).
+        let dev: Vec<u64> = run.memory.iter().filter(|s| &s.backend == b && s.gpu_bytes > 0).map(|s| s.gpu_bytes).collect();
+        if let (Some(&start), Some(&max)) = (dev.first(), dev.iter().max())
+            && dev.len() > 1
+        {
+            consider(start, max, format!("{b}: device bytes {start} → max {max}"));
+        }
+    }
+    let g = gate("memory growth within an epoch after warm-up (relative)", worst.0, limit, worst.0 <= limit, worst.1);
+    if measured { g } else { g.not_informative("fewer than two measurements of one epoch after the warm-up") }
 }

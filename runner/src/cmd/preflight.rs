@@ -41,7 +41,15 @@ pub fn check(exp: &Experiment) -> Result<Plan> {
     let data = check_data(exp, &cfg)?;
     let adapters = check_backends(&exp.backends.list)?;
     let optimizer = overrides::optimizer(exp, &cfg);
-    let build = BuildOptions { adam: optimizer == engine::train::Optimizer::Adam, max_boxes: 200, seed: exp.experiment.seed };
+    let (checkpointing, memory_budget) = overrides::memory(exp)?;
+    let build = BuildOptions {
+        adam: optimizer == engine::train::Optimizer::Adam,
+        max_boxes: 200,
+        seed: exp.experiment.seed,
+        checkpointing,
+        memory_budget,
+        ..Default::default()
+    };
     let memory = check_memory(exp, &cfg, &build, &adapters)?;
     Ok(Plan { cfg, data, build, memory })
 }
@@ -204,7 +212,7 @@ fn check_memory(
     build: &BuildOptions,
     adapters: &[(BackendSpec, AdapterInfoRecord)],
 ) -> Result<Vec<String>> {
-    let plan = MemoryPlan::of(cfg, build)?;
+    let plan = MemoryPlan::of(cfg, build).map_err(|e| anyhow::anyhow!("{}: {e}", exp.file.display()))?;
     // A GPU binds each buffer whole: the largest must fit the adapter's binding limit.
     for (spec, a) in adapters {
         plan.check_fits(cfg, build, a.max_buffer_floats(), &format!("{spec} ({})", a.name))
@@ -218,10 +226,20 @@ fn check_memory(
     let mut host = loader_bytes;
     let mut lines = Vec::new();
     for b in &exp.backends.list {
+        let checkpointing = if plan.boundaries > 0 {
+            format!(
+                ", checkpointing in {} segments (recomputes {:.0}% of the forward FLOPs)",
+                plan.boundaries + 1,
+                100.0 * plan.recompute_flops / plan.forward_flops.max(1.0)
+            )
+        } else {
+            String::new()
+        };
         let detail = format!(
-            "parameters and optimiser state {}, activations {}, largest buffer {}",
+            "parameters and optimiser state {}, activations {} shared by lifetime ({} without sharing){checkpointing}, largest buffer {}",
             gib(4 * plan.state as u64),
             gib(4 * plan.activations as u64),
+            gib(4 * plan.unshared as u64),
             gib(4 * plan.largest as u64)
         );
         match b {

@@ -79,6 +79,14 @@ pub fn optimizer(exp: &Experiment, cfg: &ModelCfg) -> engine::train::Optimizer {
     }
 }
 
+/// Gradient checkpointing and the memory budget of `[train]` (validated when the experiment
+/// was loaded).
+pub fn memory(exp: &Experiment) -> Result<(engine::network::Checkpointing, Option<u64>)> {
+    let c = exp.train.checkpointing.as_ref().map(|c| c.resolve()).transpose().map_err(|e| anyhow::anyhow!("train.checkpointing: {e}"))?;
+    let b = exp.train.memory_budget.as_ref().map(|b| b.bytes()).transpose().map_err(|e| anyhow::anyhow!("train.memory_budget: {e}"))?;
+    Ok((c.unwrap_or_default(), b))
+}
+
 /// When training stops: the experiment's epochs or max_batches, else the cfg's max_batches.
 pub fn stop(exp: &Experiment, cfg: &ModelCfg) -> Stop {
     match (exp.train.epochs, exp.train.max_batches) {

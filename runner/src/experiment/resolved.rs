@@ -133,6 +133,20 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
     if let Some(c) = exp.train.checkpoint_every {
         train.insert("checkpoint_every".into(), int(c));
     }
+    match exp.train.checkpointing.as_ref().map(|c| c.resolve()) {
+        Some(Ok(engine::network::Checkpointing::Layers(l))) => {
+            train.insert("checkpointing".into(), Value::Array(l.iter().map(|&i| int(i)).collect()));
+        }
+        Some(Ok(engine::network::Checkpointing::Auto)) => {
+            train.insert("checkpointing".into(), text("auto"));
+        }
+        _ => {
+            train.insert("checkpointing".into(), text("none"));
+        }
+    }
+    if let Some(Ok(b)) = exp.train.memory_budget.as_ref().map(|b| b.bytes()) {
+        train.insert("memory_budget".into(), int(b));
+    }
     let augment = table(vec![
         ("enabled", Value::Boolean(exp.train.augment.enabled)),
         ("jitter", f32v(aug.jitter)),
@@ -165,7 +179,7 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
     let mut thresholds = table(vec![("window", int(t.window)), ("warmup_iterations", int(t.warmup_iterations))]);
     let mut unset = Vec::new();
     // Gates left out are not evaluated: TOML has no null, so they are named in a comment.
-    let gates: [(&str, Option<Value>); 9] = [
+    let gates: [(&str, Option<Value>); 10] = [
         ("loss_rel_delta_iter", t.loss_rel_delta_iter.map(Value::Float)),
         ("loss_rel_delta_iter_first", t.loss_rel_delta_iter_first.map(int)),
         ("loss_rel_delta_window", t.loss_rel_delta_window.map(Value::Float)),
@@ -173,6 +187,7 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
         ("min_gpu_speedup", t.min_gpu_speedup.map(Value::Float)),
         ("min_map50", t.min_map50.map(Value::Float)),
         ("rss_growth_bytes", t.rss_growth_bytes.map(int)),
+        ("memory_growth_rel", t.memory_growth_rel.map(Value::Float)),
         ("max_rss_bytes", t.max_rss_bytes.map(int)),
         ("max_swap_bytes", t.max_swap_bytes.map(int)),
     ];

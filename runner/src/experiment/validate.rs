@@ -232,6 +232,12 @@ fn validate_train(exp: &Experiment, loc: &Locator) -> Result<(), ExperimentError
     {
         return Err(loc.at("train.steps", format!("must be at most {MAX_ITERATIONS} iterations, got {big}")));
     }
+    if let Some(c) = &t.checkpointing {
+        c.resolve().map_err(|e| loc.at("train.checkpointing", e))?;
+    }
+    if let Some(b) = &t.memory_budget {
+        b.bytes().map_err(|e| loc.at("train.memory_budget", e))?;
+    }
     if t.checkpoint_every == Some(0) {
         return Err(loc.at("train.checkpoint_every", "must be at least 1 (leave it out for no checkpoints)"));
     }
