@@ -10,12 +10,14 @@ pub mod layer;
 mod params;
 pub mod predict;
 pub mod pass;
+pub mod tensors;
 
 use crate::backend::Backend;
 use crate::cfg::{CfgError, LayerShape, ModelCfg};
 use crate::yolo_stats::STATS_LEN;
 pub use layer::{Layer, LayerOp, Param};
 pub use pass::Update;
+pub use tensors::{LayerTensor, TensorPhase};
 pub use build::{BuildOptions, MemoryPlan, STATE_ARENA_FLOATS};
 
 /// Errors building or running a network.
@@ -76,6 +78,9 @@ pub struct Network<B: Backend> {
     /// Reproduce Darknet-CPU's training bugs. All off by default (this project's semantics,
     /// darknet-spec §0); only for fidelity tests against fixtures made with Darknet's CPU build.
     pub darknet_cpu: DarknetCpuQuirks,
+    /// Test-only perturbation of one layer ([`tensors::Fault`]); `None` in every real run.
+    #[doc(hidden)]
+    pub fault: Option<tensors::Fault>,
 }
 
 /// Where Darknet's CPU build (AlexeyAB and hank-ai alike) departs from the gradient of the loss it

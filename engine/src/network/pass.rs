@@ -138,6 +138,7 @@ impl<B: Backend> Network<B> {
                     }
                 },
             }
+            self.inject_fault(i, super::TensorPhase::Forward);
         }
     }
 
