@@ -149,7 +149,7 @@ pub struct TensorDiff {
 impl TensorDiff {
     /// Past the tolerance (a NaN difference is).
     pub fn exceeds(&self, tolerance: f64) -> bool {
-        !(self.rel_diff <= tolerance)
+        self.rel_diff.is_nan() || self.rel_diff > tolerance
     }
 }
 
@@ -225,7 +225,15 @@ fn diff(layer: usize, layer_type: &'static str, a: &LayerTensor, b: &[f32], tole
     }
     let n = a.data.len();
     let rms = (den / n.max(1) as f64).sqrt();
-    let n_outside = a.data.iter().zip(b).filter(|&(&x, &y)| !((x as f64 - y as f64).abs() <= tolerance * (x.abs() as f64).max(rms))).count();
+    let n_outside = a
+        .data
+        .iter()
+        .zip(b)
+        .filter(|&(&x, &y)| {
+            let d = (x as f64 - y as f64).abs();
+            d.is_nan() || d > tolerance * (x.abs() as f64).max(rms)
+        })
+        .count();
     TensorDiff { layer, layer_type, phase: a.phase, tensor: a.name, rel_diff: num.sqrt() / den.sqrt().max(TINY), max_abs_diff: max_abs, n_outside, n }
 }
 

@@ -129,3 +129,36 @@ pub fn render_page(summary: &DivergenceSummary, rows: &[DivergenceRecord], chart
         crate::SCHEMA_VERSION
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(layer: u64, phase: &str, tensor: &str, rel_diff: f64) -> DivergenceRecord {
+        DivergenceRecord { iteration: 1, layer, layer_type: "conv".into(), phase: phase.into(), tensor: tensor.into(), rel_diff, max_abs_diff: rel_diff, n_outside: 0, n: 10 }
+    }
+
+    #[test]
+    fn table_chart_and_page_are_written_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("reports-divergence-{}", std::process::id()));
+        let rows = vec![
+            row(0, "forward", "output", 0.0),
+            row(1, "forward", "output", 2e-7),
+            row(1, "backward", "delta", 3e-2),
+            row(0, "update", "weights", f64::NAN),
+            row(1, KNOWN_PHASE, "argmax flips", 0.1),
+        ];
+        let files = write_divergence(&dir.join("tables"), &rows, true, true).unwrap();
+        assert_eq!(files.len(), 2);
+        let df = tables::read_table(&dir.join("tables"), "divergence").unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, DIVERGENCE_COLUMNS);
+        assert_eq!(df.height(), rows.len());
+        let chart = crate::charts::render_divergence(&rows, 1, 1e-3, Some(&dir.join("charts")), true, true).unwrap();
+        assert!(dir.join("charts/divergence.png").exists() && dir.join("charts/divergence.svg").exists());
+        let summary = DivergenceSummary { title: "cpu vs gpu".into(), tolerance: 1e-3, iterations_compared: 1, first: Some("layer 1 (conv) backward: delta".into()), missing: Vec::new() };
+        let page = render_page(&summary, &rows, Some(&chart));
+        assert!(page.contains("first divergence: layer 1 (conv) backward: delta") && page.contains("argmax flips") && page.contains("<svg"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
