@@ -76,7 +76,7 @@ fn one_backend_or_a_bad_tolerance_is_a_one_line_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("exp.toml") && stderr.contains("[backends] list"), "{stderr}");
-    let out = runner(&d, &["diverge", exp.to_str().unwrap(), "--tolerance", "-1"]);
+    let out = runner(&d, &["diverge", exp.to_str().unwrap(), "--tolerance=-1"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--tolerance"), "{stderr}");
