@@ -1,7 +1,6 @@
 //! The divergence table of `runner diverge` (`tables/divergence.{parquet,csv}`, reports/SCHEMA.md)
 //! and its report page: where two backends trained in lockstep part, layer by layer.
 
-use crate::charts::Chart;
 use crate::html::{CSS, escape, push_frame};
 use crate::{ReportError, tables};
 use polars::prelude::*;
@@ -87,8 +86,10 @@ pub struct DivergenceSummary {
     pub missing: Vec<String>,
 }
 
-/// The HTML section: verdict line, chart, known sources, the table of the last iteration.
-pub fn html_section(summary: &DivergenceSummary, rows: &[DivergenceRecord], chart: Option<&Chart>) -> String {
+/// The HTML section: verdict line, chart (`chart_svg`, from `charts::render_divergence`: taken
+/// as text so this module does not import the charts that import it), known sources, the table
+/// of the last iteration.
+pub fn html_section(summary: &DivergenceSummary, rows: &[DivergenceRecord], chart_svg: Option<&str>) -> String {
     let mut h = String::from("<h2>Divergence by layer</h2>\n");
     let _ = writeln!(
         h,
@@ -103,8 +104,8 @@ pub fn html_section(summary: &DivergenceSummary, rows: &[DivergenceRecord], char
         }
         None => h.push_str("<p class=\"verdict PASS\">no tensor past the tolerance</p>\n"),
     }
-    if let Some(c) = chart {
-        let _ = writeln!(h, "<figure>{}<figcaption>{}</figcaption></figure>", c.svg, escape(&c.title));
+    if let Some(svg) = chart_svg {
+        let _ = writeln!(h, "<figure>{svg}<figcaption>Relative difference per layer: forward, backward, update (log scale)</figcaption></figure>");
     }
     let last = rows.iter().map(|r| r.iteration).max().unwrap_or(0);
     let at_last: Vec<DivergenceRecord> = rows.iter().filter(|r| r.iteration == last).cloned().collect();
@@ -121,11 +122,11 @@ pub fn html_section(summary: &DivergenceSummary, rows: &[DivergenceRecord], char
 }
 
 /// A self-contained page holding [`html_section`].
-pub fn render_page(summary: &DivergenceSummary, rows: &[DivergenceRecord], chart: Option<&Chart>) -> String {
+pub fn render_page(summary: &DivergenceSummary, rows: &[DivergenceRecord], chart_svg: Option<&str>) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>divergence — {}</title><style>{CSS}</style></head><body>\n<h1>Lockstep divergence</h1>\n{}\n<p class=\"meta\">report schema version {}</p>\n</body></html>\n",
         escape(&summary.title),
-        html_section(summary, rows, chart),
+        html_section(summary, rows, chart_svg),
         crate::SCHEMA_VERSION
     )
 }
@@ -157,7 +158,7 @@ mod tests {
         let chart = crate::charts::render_divergence(&rows, 1, 1e-3, Some(&dir.join("charts")), true, true).unwrap();
         assert!(dir.join("charts/divergence.png").exists() && dir.join("charts/divergence.svg").exists());
         let summary = DivergenceSummary { title: "cpu vs gpu".into(), tolerance: 1e-3, iterations_compared: 1, first: Some("layer 1 (conv) backward: delta".into()), missing: Vec::new() };
-        let page = render_page(&summary, &rows, Some(&chart));
+        let page = render_page(&summary, &rows, Some(&chart.svg));
         assert!(page.contains("first divergence: layer 1 (conv) backward: delta") && page.contains("argmax flips") && page.contains("<svg"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -244,6 +244,6 @@ fn write_outputs(dir: &Path, rows: &[DivergenceRecord], summary: &DivergenceSumm
     let iteration = rows.iter().map(|r| r.iteration).max().unwrap_or(0);
     let chart = reports::charts::render_divergence(rows, iteration, summary.tolerance, Some(&dir.join("charts")), formats.png, formats.svg)?;
     let page = dir.join("report.html");
-    std::fs::write(&page, render_page(summary, rows, Some(&chart))).with_context(|| format!("writing {}", page.display()))?;
+    std::fs::write(&page, render_page(summary, rows, Some(&chart.svg))).with_context(|| format!("writing {}", page.display()))?;
     Ok(())
 }
