@@ -8,6 +8,7 @@ pub mod cfg;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod diverge;
 pub mod eval;
 pub mod gpu;
 pub mod lr;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::Backend;
 use crate::lr::learning_rate;
 use crate::network::pass::Update;
-use crate::network::{LayerOp, Mode, Network, NetworkError};
+use crate::network::{LayerOp, Mode, Network, NetworkError, TensorPhase};
 use crate::profile::{DispatchTime, Phase, Scope};
 use crate::yolo_stats as ys;
 
@@ -89,6 +89,16 @@ pub enum TrainError {
     NoLossLayer,
 }
 
+/// A step between [`Trainer::gradients`] and [`Trainer::apply_update`].
+#[must_use = "the step is finished only by Trainer::apply_update"]
+#[derive(Debug)]
+pub struct PendingUpdate {
+    iteration: u64,
+    lr: f32,
+    t_forward: f64,
+    t_backward: f64,
+}
+
 /// Drives a [`Network`] through Darknet's training iterations.
 pub struct Trainer<B: Backend> {
     pub net: Network<B>,
@@ -109,8 +119,16 @@ impl<B: Backend> Trainer<B> {
 
     /// One iteration on `images` (`[batch][c][h][w]`) and `truths` (`[batch][max_boxes][5]`).
     pub fn step(&mut self, images: &[f32], truths: &[f32]) -> Result<StepRecord, TrainError> {
+        let pending = self.gradients(images, truths)?;
+        self.apply_update(pending)
+    }
+
+    /// The first half of [`Trainer::step`]: every micro-batch's forward, loss and backward,
+    /// leaving the summed parameter gradients in place. A caller may read the network's tensors
+    /// (`Network::layer_tensors`) before finishing the step with [`Trainer::apply_update`]; the
+    /// two calls record exactly the work of one `step`, so the results are the same.
+    pub fn gradients(&mut self, images: &[f32], truths: &[f32]) -> Result<PendingUpdate, TrainError> {
         let net = &self.net;
-        let b = &net.backend;
         let per_img = net.cfg.net.channels * net.cfg.net.height * net.cfg.net.width;
         let per_truth = net.max_boxes * 5;
         let n = self.step_images();
@@ -142,6 +160,19 @@ impl<B: Backend> Trainer<B> {
             t_forward += (t1 - t0).as_secs_f64();
             t_backward += t1.elapsed().as_secs_f64();
         }
+        if let Some(f) = net.fault {
+            net.inject_fault(f.layer, TensorPhase::Backward);
+        }
+        Ok(PendingUpdate { iteration, lr, t_forward, t_backward })
+    }
+
+    /// The second half of [`Trainer::step`]: the optimiser update, the state check and the
+    /// step's one readback.
+    pub fn apply_update(&mut self, pending: PendingUpdate) -> Result<StepRecord, TrainError> {
+        let PendingUpdate { iteration, lr, t_forward, t_backward } = pending;
+        let net = &self.net;
+        let b = &net.backend;
+        let n = self.step_images();
         let t2 = Instant::now();
         let c = &net.cfg.net;
         let update = match self.optimizer {

@@ -14,7 +14,7 @@ use std::fmt::Write;
 /// Rows of the iterations table shown in the report (the full table is in tables/).
 pub const ITERATION_HEAD_ROWS: usize = 20;
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;padding:16px 24px;color:#222;background:#fff}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:4px}
 .verdict{font-size:2em;font-weight:bold;padding:10px 18px;border-radius:6px;display:inline-block;margin:8px 0}
@@ -194,7 +194,7 @@ fn readable(value: &str, unit: &str) -> String {
 }
 
 /// A DataFrame as an HTML table; `left` lists text columns (left-aligned).
-fn push_frame(h: &mut String, df: Result<DataFrame, crate::ReportError>, left: &[usize]) {
+pub(crate) fn push_frame(h: &mut String, df: Result<DataFrame, crate::ReportError>, left: &[usize]) {
     let df = match df {
         Ok(df) => df,
         Err(e) => {

@@ -8,6 +8,7 @@ pub mod charts;
 pub mod compare;
 pub mod deltas;
 pub mod demo;
+pub mod divergence;
 pub mod gate;
 pub mod html;
 pub mod kernels;

@@ -35,6 +35,8 @@ enum Command {
     Detect(cmd::detect::DetectArgs),
     /// Training throughput on random data, with GPU time per layer and kernel
     Bench(cmd::bench::BenchArgs),
+    /// Train two backends in lockstep and name the first layer where they part
+    Diverge(cmd::diverge::DivergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Map(a) => cmd::map::run(&a),
         Command::Detect(a) => cmd::detect::run(&a),
         Command::Bench(a) => cmd::bench::run(&a),
+        Command::Diverge(a) => cmd::diverge::run(&a),
     };
     match result {
         Ok(code) => code,

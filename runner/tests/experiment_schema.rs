@@ -278,3 +278,15 @@ fn architecture_code_map_names_every_module() {
     assert!(seen > 50, "only {seen} modules found");
     assert!(missing.is_empty(), "ARCHITECTURE.md's code map does not name: {}", missing.join(", "));
 }
+
+/// README's "The `runner` command" block is what `runner --help` prints (every subcommand, in
+/// order, with its one-line help).
+#[test]
+fn readme_shows_runner_help_as_printed() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner")).arg("--help").output().expect("runner starts");
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("$ runner --help\n").expect("README help block") + "$ runner --help\n".len();
+    let end = start + readme[start..].find("```").expect("end of the help block");
+    assert_eq!(readme[start..end].trim_end(), help.trim_end(), "README's help block differs from `runner --help`");
+}

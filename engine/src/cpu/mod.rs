@@ -37,7 +37,7 @@ mod fused;
 mod ops;
 mod optim;
 mod par;
-mod pool;
+pub(crate) mod pool;
 mod reduce;
 mod resample;
 mod route;

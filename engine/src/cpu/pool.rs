@@ -12,7 +12,7 @@ use crate::shapes::PoolShape;
 
 /// Index into the image plane of the max of window (oy, ox), or None if it holds no pixel.
 #[inline]
-fn argmax(plane: &[f32], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
+pub(crate) fn argmax(plane: &[f32], s: &PoolShape, oy: usize, ox: usize) -> (f32, Option<usize>) {
     let off = (s.padding / 2) as isize;
     let mut best = f32::MIN;
     let mut best_i = None;

@@ -22,7 +22,7 @@ use crate::yolo::{Layout, logistic};
 use crate::yolo_stats as st;
 
 /// Class probability above which an anchor counts as "having a class" for ignore_thresh.
-const CLASS_MATCH_THRESH: f32 = 0.25;
+pub(crate) const CLASS_MATCH_THRESH: f32 = 0.25;
 
 /// The scores of a prediction against its truth that feed statistics (Darknet also computes
 /// DIoU and CIoU there, for nothing it prints).

@@ -427,6 +427,7 @@ impl<B: Backend> Network<B> {
             health_slot,
             seed: opts.seed,
             darknet_cpu: Default::default(),
+            fault: None,
         };
         network.init_weights(opts.seed);
         Ok(network)

@@ -12,12 +12,14 @@ mod params;
 pub mod predict;
 pub mod pass;
 pub mod plan;
+pub mod tensors;
 
 use crate::backend::Backend;
 use crate::cfg::{CfgError, LayerShape, ModelCfg};
 use crate::yolo_stats::STATS_LEN;
 pub use layer::{Layer, LayerOp, Param};
 pub use pass::Update;
+pub use tensors::{LayerTensor, TensorPhase};
 pub use build::{BuildOptions, MemoryPlan, STATE_ARENA_FLOATS};
 pub use plan::{ActivationPlan, Checkpointing};
 
@@ -94,6 +96,9 @@ pub struct Network<B: Backend> {
     /// darknet-spec §0); only for fidelity tests against fixtures made with Darknet's CPU build.
     /// Set through [`Network::set_darknet_cpu`] (one quirk changes the memory plan).
     pub(crate) darknet_cpu: DarknetCpuQuirks,
+    /// Test-only perturbation of one layer ([`tensors::Fault`]); `None` in every real run.
+    #[doc(hidden)]
+    pub fault: Option<tensors::Fault>,
 }
 
 /// Where Darknet's CPU build (AlexeyAB and hank-ai alike) departs from the gradient of the loss it

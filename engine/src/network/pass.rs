@@ -183,6 +183,9 @@ impl<B: Backend> Network<B> {
                 }
             },
         }
+        if !recompute {
+            self.inject_fault(i, super::TensorPhase::Forward);
+        }
     }
 
     /// Record the backward pass of the last training forward. Parameter gradients accumulate

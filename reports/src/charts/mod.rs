@@ -3,6 +3,7 @@
 //! font library is needed.
 
 mod bars;
+mod divergence;
 mod layers;
 mod lines;
 mod validation;
@@ -14,6 +15,7 @@ use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
 
+pub use divergence::render_divergence;
 pub use lines::{LineSpec, Series};
 
 static FONT: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");

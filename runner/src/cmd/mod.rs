@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod detect;
 pub mod devices;
+pub mod diverge;
 pub mod gates;
 pub mod map;
 pub mod memory;

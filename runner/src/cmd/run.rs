@@ -32,8 +32,8 @@ use super::progress::Progress;
 use crate::experiment::{self, Experiment, RunMode, overrides};
 
 mod checkpoints;
-mod lane;
-mod signals;
+pub(crate) mod lane;
+pub(crate) mod signals;
 mod validation;
 
 use lane::Slot;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use engine::Backend;
 use engine::checkpoint::{CheckpointError, CheckpointInfo};
 use engine::data::loader::BatchPlan;
+use engine::diverge::Probe;
 use engine::eval::map::MapAccumulator;
 use engine::eval::{ConfusionMatrix, Detection, GroundTruth};
 use engine::network::predict::batch_truths;
@@ -41,6 +42,8 @@ pub trait Lane: Send {
     fn discard_timings(&self);
     /// Writes the current weights as a Darknet `.weights` file (`seen` = images trained).
     fn save_weights(&self, path: &Path, seen: u64) -> Result<()>;
+    /// The trainer as `runner diverge` drives it: a step in two halves, tensors read between.
+    fn probe(&mut self) -> &mut dyn Probe;
 }
 
 /// A validation pass of one backend.
@@ -102,6 +105,9 @@ where
     fn save_weights(&self, path: &Path, seen: u64) -> Result<()> {
         self.net.save_weights(path, seen)?;
         Ok(())
+    }
+    fn probe(&mut self) -> &mut dyn Probe {
+        self
     }
 }
 
