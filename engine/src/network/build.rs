@@ -8,7 +8,7 @@ use super::{Network, NetworkError};
 use crate::backend::Backend;
 use crate::cfg::{LayerKind, LayerShape, ModelCfg};
 use crate::rng::{stream, Purpose};
-use crate::shapes::{ConvShape, PoolShape, ReorgShape, UpsampleShape, YoloParams};
+use crate::shapes::{ConvShape, PoolShape, ReorgShape, SoftmaxShape, UpsampleShape, YoloParams};
 use crate::yolo_stats::STATS_LEN;
 
 /// Options for [`Network::build`].
@@ -104,6 +104,12 @@ fn conv_layers(cfg: &ModelCfg, shapes: &[LayerShape], mb: usize) -> Vec<(ConvSha
         .collect()
 }
 
+/// Floats of one image's class vector: the input of the classifier loss layers (0 without one;
+/// shape inference makes them all equal).
+pub(crate) fn label_len(cfg: &ModelCfg, shapes: &[LayerShape]) -> usize {
+    cfg.layers.iter().zip(shapes).find(|(l, _)| l.kind.is_classifier_loss()).map_or(0, |(_, s)| s.input.len())
+}
+
 /// Lengths (floats) of the state tensors of every conv layer, in arena order.
 fn state_lens(convs: &[(ConvShape, usize, bool)], adam: bool) -> Vec<usize> {
     let mut lens = Vec::new();
@@ -170,6 +176,7 @@ impl MemoryPlan {
                 }
                 LayerKind::Shortcut { activation, .. } if needs_pre_activation(*activation) => add(&mut plan, out_len),
                 LayerKind::Yolo(_) => heads += 1,
+                k if k.is_classifier_loss() => heads += 1,
                 _ => {}
             }
             add(&mut plan, out_len);
@@ -177,6 +184,7 @@ impl MemoryPlan {
         }
         add(&mut plan, mb.saturating_mul(net.channels * net.height * net.width));
         add(&mut plan, mb * opts.max_boxes * 5);
+        add(&mut plan, (mb * label_len(cfg, &shapes)).max(1));
         add(&mut plan, (net.subdivisions * heads * STATS_LEN).max(1) + arenas.len());
         add(&mut plan, scratch);
         plan.workspace = cpu_col.saturating_add(cpu_gemm);
@@ -313,6 +321,15 @@ impl<B: Backend> Network<B> {
                     heads.push(i);
                     LayerOp::Yolo { params, head: heads.len() - 1 }
                 }
+                LayerKind::Softmax { groups, temperature } => {
+                    heads.push(i);
+                    let shape = SoftmaxShape { batch: mb, inputs: inp.len(), groups: *groups, temperature: *temperature };
+                    LayerOp::Softmax { shape, head: heads.len() - 1 }
+                }
+                LayerKind::Cost { kind, scale } => {
+                    heads.push(i);
+                    LayerOp::Cost { kind: *kind, scale: *scale, head: heads.len() - 1 }
+                }
             };
             layers.push(Layer {
                 op,
@@ -325,6 +342,8 @@ impl<B: Backend> Network<B> {
         let input_len = mb * net.channels * net.height * net.width;
         let input = b.alloc(input_len);
         let truths = b.alloc(mb * opts.max_boxes * 5);
+        let label_len = label_len(&cfg, &shapes);
+        let labels = b.alloc((mb * label_len).max(1));
         // The step's statistics, then one non-finite flag per state arena (read back together).
         let health_slot = (net.subdivisions * heads.len() * STATS_LEN).max(1);
         let stats = b.alloc(health_slot + state_arenas.len());
@@ -338,6 +357,8 @@ impl<B: Backend> Network<B> {
             layers,
             input,
             truths,
+            labels,
+            label_len,
             max_boxes: opts.max_boxes,
             stats,
             subdivisions,
