@@ -156,7 +156,7 @@ impl ModelCfg {
                         return Err(err("needs a previous layer".into()));
                     }
                     if let LayerKind::Softmax { groups, .. } = &layer.kind
-                        && input.len() % groups != 0
+                        && !input.len().is_multiple_of(*groups)
                     {
                         return Err(err(format!("{} inputs are not divisible by groups={groups}", input.len())));
                     }

@@ -481,7 +481,7 @@ fn resample_params(batch: usize, c: usize, h: usize, w: usize, stride: usize, b1
 }
 
 fn softmax_params(s: &SoftmaxShape, bufs: &[&GpuBuf]) -> SoftmaxP {
-    assert!(s.groups > 0 && s.inputs % s.groups == 0, "gpu softmax: {} inputs not divisible by groups={}", s.inputs, s.groups);
+    assert!(s.groups > 0 && s.inputs.is_multiple_of(s.groups), "gpu softmax: {} inputs not divisible by groups={}", s.inputs, s.groups);
     let o = |i: usize| bufs.get(i).map_or(0, |b| off(b));
     SoftmaxP {
         rows: u(s.rows()),
