@@ -34,8 +34,8 @@ fn run(d: &Path, exp: &Path) -> (i32, String, PathBuf) {
 
 #[test]
 fn cpu_classifier_learns_well_above_chance() {
-    let (d, exp) = variant("cpu", &[("list = [\"cpu\", \"gpu\"]", "list = [\"cpu\"]"), ("top1_abs_delta = 0.05\n", ""),
-        ("loss_rel_delta_iter = 0.01\n", ""), ("loss_rel_delta_window = 0.05\n", ""), ("out_dir = \"../runs\"", "out_dir = \"runs\"")]);
+    let (d, exp) = variant("cpu", &[("list = [\"cpu\", \"gpu\"]", "list = [\"cpu\"]"), ("top1_abs_delta = 0.2\n", ""),
+        ("loss_rel_delta_iter = 0.01\n", ""), ("out_dir = \"../runs\"", "out_dir = \"runs\"")]);
     let (code, text, run_dir) = run(&d, &exp);
     assert_eq!(code, 0, "{text}");
     let epochs = std::fs::read_to_string(run_dir.join("tables/epochs.csv")).expect("epochs table");
@@ -55,8 +55,10 @@ fn cpu_and_gpu_classifiers_train_alike() {
         return;
     }
     // 2 epochs of 48 images at batch 16 = 6 iterations per backend.
+    // Short enough that the two trainings have not drifted apart: the top-1 delta is held tight.
     let (d, exp) = variant("parity", &[("images = 384, val_images = 96", "images = 48, val_images = 32"), ("epochs = 20", "epochs = 2"),
-        ("min_top1 = 0.5\n", ""), ("out_dir = \"../runs\"", "out_dir = \"runs\"")]);
+        ("min_top1 = 0.5\n", ""), ("top1_abs_delta = 0.2", "top1_abs_delta = 0.05\nloss_rel_delta_window = 0.01"),
+        ("out_dir = \"../runs\"", "out_dir = \"runs\"")]);
     let (code, text, run_dir) = run(&d, &exp);
     assert_eq!(code, 0, "{text}");
     let gate = std::fs::read_to_string(run_dir.join("gate.json")).expect("gate.json");
