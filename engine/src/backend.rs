@@ -16,8 +16,8 @@
 
 use crate::profile::{DispatchTime, Scope};
 use crate::shapes::{
-    Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape,
-    YoloParams,
+    Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary,
+    UpsampleShape, YoloParams,
 };
 
 /// The tensors of one batch-normalised layer, as the composite ops take them.
@@ -178,6 +178,19 @@ pub trait Backend {
     /// gradient w.r.t. `x` into `dx` (overwritten; ordinary gradient = −Darknet delta) and the
     /// head's statistics into `stats` (see [`crate::yolo::YoloStats`] for the layout).
     fn yolo_forward_backward(&self, x: &Self::Buf, out: &Self::Buf, truths: &Self::Buf, dx: &Self::Buf, stats: &Self::Buf, p: &YoloParams);
+
+    // ---- classifier losses ([softmax], [cost]) --------------------------------------------------
+    /// y = exp((x − max)/T) / Σ exp((x − max)/T) over each group of `s.group_len()` values.
+    fn softmax_forward(&self, x: &Self::Buf, y: &Self::Buf, s: &SoftmaxShape);
+    /// Darknet's softmax cross-entropy on the forward's output `y` against `truth` (same layout):
+    /// dx = y − t (overwritten; 0 where t is `SECRET_NUM`) — the ordinary gradient w.r.t. the
+    /// logits when T = 1 and each group's truths sum to 1, which Darknet uses in every case — and
+    /// `stats` (one record, `crate::yolo_stats` layout) gets the cost Σ −t·ln y in COST,
+    /// CLASS_LOSS and CLS_ONLY_LOSS, 0 elsewhere.
+    fn softmax_loss(&self, y: &Self::Buf, truth: &Self::Buf, dx: &Self::Buf, stats: &Self::Buf, s: &SoftmaxShape);
+    /// `[cost]`: error = per-element cost of `x` against `truth` (Darknet's l.output), dx = −Darknet
+    /// delta (overwritten), `stats` as in [`Backend::softmax_loss`] with Σ error.
+    fn cost_forward(&self, kind: CostKind, x: &Self::Buf, truth: &Self::Buf, error: &Self::Buf, dx: &Self::Buf, stats: &Self::Buf);
 
     // ---- optimisers (darknet-spec §c, gradients accumulated as ordinary gradients) -------------
     /// Darknet SGD on one parameter tensor whose summed gradient sits in `upd`:

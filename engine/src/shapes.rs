@@ -379,3 +379,67 @@ impl YoloParams {
         self.len() == 0
     }
 }
+
+/// Darknet's mask value in truth vectors: an element whose truth equals it gets no gradient and
+/// no cost (`[cost] type=masked`; the softmax cross-entropy skips it too).
+pub const SECRET_NUM: f32 = -1234.0;
+
+/// Smallest probability the softmax cross-entropy takes the logarithm of, so an underflowed p
+/// gives a large finite cost instead of Inf (where Darknet would print inf).
+pub const SOFTMAX_MIN_PROB: f32 = 1e-30;
+
+/// `[softmax]` over a batch: each image's `inputs` values are `groups` consecutive groups of
+/// `inputs / groups` values, each normalised on its own at `temperature`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftmaxShape {
+    pub batch: usize,
+    pub inputs: usize,
+    pub groups: usize,
+    pub temperature: f32,
+}
+
+impl SoftmaxShape {
+    /// Values per group.
+    pub fn group_len(&self) -> usize {
+        self.inputs / self.groups.max(1)
+    }
+    /// Groups over the whole batch (one softmax each).
+    pub fn rows(&self) -> usize {
+        self.batch * self.groups
+    }
+    pub fn len(&self) -> usize {
+        self.batch * self.inputs
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `[cost] type=`: the per-element error of the input against the truth (d = t − x).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CostKind {
+    /// error d², Darknet delta d.
+    Sse,
+    /// As `Sse`, but elements whose truth is [`SECRET_NUM`] count nothing.
+    Masked,
+    /// Smooth L1: d² and delta d where |d| < 1, else 2|d| − 1 and delta sign(d).
+    Smooth,
+}
+
+impl CostKind {
+    pub fn darknet_name(self) -> &'static str {
+        match self {
+            CostKind::Sse => "sse",
+            CostKind::Masked => "masked",
+            CostKind::Smooth => "smooth",
+        }
+    }
+    /// Code shared with cost.wgsl (through the generated preamble).
+    pub fn code(self) -> u32 {
+        match self {
+            CostKind::Sse => 0,
+            CostKind::Masked => 1,
+            CostKind::Smooth => 2,
+        }
+    }
+}

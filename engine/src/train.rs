@@ -85,7 +85,7 @@ pub enum TrainError {
     NonFiniteState { iteration: u64, loss: f64, layer: usize, kind: &'static str, tensor: String, count: usize },
     #[error("batch has {got_floats} floats, the step needs {expected_floats}: {expected} images of {channels}×{height}×{width} (batch × subdivisions images, channels × height × width floats each)")]
     BatchSize { got_floats: usize, expected_floats: usize, expected: usize, channels: usize, height: usize, width: usize },
-    #[error("the model has no loss layer ([yolo]): there is nothing to train")]
+    #[error("the model has no loss layer ([yolo], [softmax] or [cost]): there is nothing to train")]
     NoLossLayer,
 }
 

@@ -285,3 +285,73 @@ fn duplicate_keys_keep_the_first_like_darknet() {
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].origin.line, 4);
 }
+
+// ---- classifiers (issue 16) ---------------------------------------------------------------------
+
+fn classifier_reference(name: &str) -> PathBuf {
+    reference("yolov4-tiny").with_file_name("classifiers").join(format!("{name}.cfg"))
+}
+
+/// Darknet's ImageNet classifiers: conv/maxpool stacks ending in a 1000-filter 1×1 conv, global
+/// [avgpool], [softmax] and [cost].
+#[test]
+fn darknet_classifiers_parse_and_end_in_softmax_and_cost() {
+    for (name, convs) in [("tiny", 16), ("darknet", 8)] {
+        let (m, _) = cfg::parse_file(&classifier_reference(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let n = m.layers.len();
+        assert_eq!(m.layers.iter().filter(|l| matches!(l.kind, LayerKind::Convolutional(_))).count(), convs, "{name}");
+        assert_eq!(m.layers[n - 3].kind, LayerKind::Avgpool, "{name}");
+        assert_eq!(m.layers[n - 2].kind, LayerKind::Softmax { groups: 1, temperature: 1.0 }, "{name}");
+        assert_eq!(m.layers[n - 1].kind, LayerKind::Cost { kind: engine::shapes::CostKind::Sse, scale: 1.0 }, "{name}");
+        assert!(m.is_classifier());
+        assert_eq!(m.classifier_classes(), Some(1000), "{name}");
+        let s = m.shapes().unwrap();
+        assert_eq!(s[n - 1].output, chw(1000, 1, 1), "{name}");
+    }
+}
+
+/// cifar.cfg starts with [crop], which is refused with its file and line.
+#[test]
+fn cifar_classifier_refuses_crop_with_file_and_line() {
+    let e = cfg::parse_file(&classifier_reference("cifar")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, CfgError::UnsupportedSection { .. }), "{msg}");
+    assert!(msg.contains("cifar.cfg:15") && msg.contains("crop"), "{msg}");
+}
+
+fn classifier_text(tail: &str) -> String {
+    format!(
+        "[net]\nbatch=2\nsubdivisions=1\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=4\nsize=1\nstride=1\nactivation=linear\n\n[avgpool]\n\n{tail}"
+    )
+}
+
+#[test]
+fn softmax_and_cost_keys_and_errors() {
+    let (m, _) = cfg::parse_str(&classifier_text("[softmax]\ngroups=2\ntemperature=0.5\n\n[cost]\ntype=smooth\nscale=2\n"), "c.cfg").unwrap();
+    assert_eq!(m.layers[2].kind, LayerKind::Softmax { groups: 2, temperature: 0.5 });
+    assert_eq!(m.layers[3].kind, LayerKind::Cost { kind: engine::shapes::CostKind::Smooth, scale: 2.0 });
+    let (m, _) = cfg::parse_str(&classifier_text("[softmax]\n\n[cost]\ntype=masked\n"), "c.cfg").unwrap();
+    assert_eq!(m.layers[3].kind, LayerKind::Cost { kind: engine::shapes::CostKind::Masked, scale: 1.0 });
+    for (tail, want) in [
+        ("[softmax]\ngroups=3\n", "c.cfg:16"), // the section: 4 inputs not divisible by 3
+        ("[softmax]\ntemperature=0\n", "c.cfg:17"),             // the key's line
+        ("[softmax]\ntree=data/9k.tree\n", "c.cfg:17"),
+        ("[cost]\ntype=wgan\n", "c.cfg:17"),
+    ] {
+        let err = match cfg::parse_str(&classifier_text(tail), "c.cfg") {
+            Err(e) => e.to_string(),
+            Ok((m, _)) => m.shapes().err().map(|e| e.to_string()).unwrap_or_else(|| panic!("{tail:?} accepted")),
+        };
+        assert!(err.contains(want), "{tail:?}: {err}");
+    }
+}
+
+#[test]
+fn builtin_tiny_classifier_and_its_classes_override() {
+    let (mut m, warnings) = cfg::load("tiny-classifier").unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(m.is_classifier());
+    assert_eq!(m.classifier_classes(), Some(3));
+    m.set_classes(5).unwrap();
+    assert_eq!(m.classifier_classes(), Some(5));
+}

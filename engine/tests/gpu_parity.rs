@@ -50,6 +50,10 @@ mod dropout;
 mod optim;
 #[path = "parity/reduce.rs"]
 mod reduce;
+#[path = "parity/softmax.rs"]
+mod softmax;
+#[path = "parity/cost.rs"]
+mod cost;
 
 /// Deterministic pseudo-random data in [lo, hi).
 fn data(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {

@@ -19,6 +19,8 @@ mod common;
 mod conv_bn;
 #[path = "gradcheck/layers.rs"]
 mod layers;
+#[path = "gradcheck/loss.rs"]
+mod loss;
 
 // ---- helpers ------------------------------------------------------------------------------------
 

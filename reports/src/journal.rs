@@ -141,5 +141,15 @@ pub fn iteration_fields(r: &IterationRecord) -> Vec<String> {
 
 /// One epoch record as CSV fields, in [`EPOCH_COLUMNS`] order.
 pub fn epoch_fields(r: &EpochRecord) -> Vec<String> {
-    vec![r.backend.clone(), r.epoch.to_string(), f(r.map50), f(r.map50_95), f(r.precision), f(r.recall), f(r.f1)]
+    vec![
+        r.backend.clone(),
+        r.epoch.to_string(),
+        f(r.map50),
+        f(r.map50_95),
+        f(r.precision),
+        f(r.recall),
+        f(r.f1),
+        opt(r.top1),
+        opt(r.top5),
+    ]
 }

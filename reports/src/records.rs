@@ -88,6 +88,10 @@ pub struct EpochRecord {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// A classifier's top-1 and top-k accuracy on the validation split (0..1; k is the dataset's
+    /// `top`, 5 by default); `None` for a detector.
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
 }
 
 /// One sample of the process memory timeline.

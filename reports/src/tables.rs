@@ -39,7 +39,7 @@ const ITERATION_FLOATS: &[(&str, Option<&str>)] = &[
 /// Device time columns: empty (null) where nothing was timed.
 const DEVICE_COLUMNS: [&str; 5] = ["device_forward_s", "device_loss_s", "device_backward_s", "device_update_s", "device_other_s"];
 pub const EPOCH_COLUMNS: &[&str] =
-    &["backend", "epoch", "map50", "map50_95", "precision", "recall", "f1"];
+    &["backend", "epoch", "map50", "map50_95", "precision", "recall", "f1", "top1", "top5"];
 pub const MEMORY_COLUMNS: &[&str] = &["t_s", "rss_bytes", "swap_bytes", "gpu_bytes", "backend"];
 pub const SUMMARY_COLUMNS: &[&str] = &["key", "value", "unit"];
 pub const DELTA_COLUMNS: &[&str] = &[
@@ -112,6 +112,8 @@ pub fn epochs_frame(rows: &[EpochRecord]) -> Result<DataFrame, ReportError> {
             col("precision", f(|r| r.precision)),
             col("recall", f(|r| r.recall)),
             col("f1", f(|r| r.f1)),
+            col("top1", rows.iter().map(|r| r.top1).collect::<Vec<Option<f64>>>()),
+            col("top5", rows.iter().map(|r| r.top5).collect::<Vec<Option<f64>>>()),
         ],
     )
 }
@@ -254,7 +256,10 @@ pub fn epochs_from_frame(df: &DataFrame) -> Result<Vec<EpochRecord>, ReportError
     let backend = strs(df, "backend")?;
     let epoch = u64s(df, "epoch")?;
     let fl: Vec<Vec<f64>> =
-        EPOCH_COLUMNS[2..].iter().map(|n| f64s(df, n)).collect::<Result<_, _>>()?;
+        EPOCH_COLUMNS[2..7].iter().map(|n| f64s(df, n)).collect::<Result<_, _>>()?;
+    // Folders written before classifiers have no accuracy columns.
+    let acc: Vec<Vec<Option<f64>>> =
+        ["top1", "top5"].iter().map(|c| if has(df, c) { opt_f64s(df, c) } else { Ok(vec![None; df.height()]) }).collect::<Result<_, _>>()?;
     Ok((0..df.height())
         .map(|i| EpochRecord {
             backend: backend[i].clone(),
@@ -264,6 +269,8 @@ pub fn epochs_from_frame(df: &DataFrame) -> Result<Vec<EpochRecord>, ReportError
             precision: fl[2][i],
             recall: fl[3][i],
             f1: fl[4][i],
+            top1: acc[0][i],
+            top5: acc[1][i],
         })
         .collect())
 }

@@ -349,6 +349,12 @@ pub struct Thresholds {
     /// Min final-epoch mAP@0.5 on the validation split, every backend (0..1): "the model learns".
     #[serde(default, deserialize_with = "de::unit_interval_opt")]
     pub min_map50: Option<f64>,
+    /// A classifier's max |final top-1 accuracy − the first backend's| (absolute, 0..1).
+    #[serde(default, deserialize_with = "de::unit_interval_opt")]
+    pub top1_abs_delta: Option<f64>,
+    /// A classifier's min final top-1 accuracy on the validation split, every backend (0..1).
+    #[serde(default, deserialize_with = "de::unit_interval_opt")]
+    pub min_top1: Option<f64>,
 }
 
 impl Default for Thresholds {
@@ -366,6 +372,8 @@ impl Default for Thresholds {
             max_swap_bytes: None,
             min_gpu_speedup: None,
             min_map50: None,
+            top1_abs_delta: None,
+            min_top1: None,
         }
     }
 }

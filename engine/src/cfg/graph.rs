@@ -151,6 +151,27 @@ impl ModelCfg {
                     s
                 }
                 LayerKind::Dropout { .. } => input,
+                LayerKind::Softmax { .. } | LayerKind::Cost { .. } => {
+                    if index == 0 {
+                        return Err(err("needs a previous layer".into()));
+                    }
+                    if let LayerKind::Softmax { groups, .. } = &layer.kind
+                        && !input.len().is_multiple_of(*groups)
+                    {
+                        return Err(err(format!("{} inputs are not divisible by groups={groups}", input.len())));
+                    }
+                    if let Some(y) = self.layers.iter().find(|l| matches!(l.kind, LayerKind::Yolo(_))) {
+                        return Err(err(format!("a classifier loss cannot share a network with the [yolo] at {}", y.origin)));
+                    }
+                    // Every classifier loss reads the same class vector: their inputs must agree.
+                    if let Some(j) = (0..index).find(|&j| self.layers[j].kind.is_classifier_loss()) {
+                        let first = get(j)?.len();
+                        if input.len() != first {
+                            return Err(err(format!("{} inputs, but the loss at layer {j} has {first}: every classifier loss must see the same classes", input.len())));
+                        }
+                    }
+                    input
+                }
                 LayerKind::Yolo(y) => {
                     if index == 0 || !matches!(self.layers[index - 1].kind, LayerKind::Convolutional(_)) {
                         return Err(err("must directly follow a [convolutional] layer".into()));

@@ -5,13 +5,13 @@ use super::error::{CfgError, CfgWarning};
 use super::model::{ConvCfg, LayerKind, MaxpoolCfg, RouteCfg};
 use super::reader::Reader;
 use super::yolo;
-use crate::shapes::Activation;
+use crate::shapes::{Activation, CostKind};
 
 /// Darknet section names this engine cannot run (error rather than a silently different network).
 const UNSUPPORTED: &[&str] = &[
     "local", "activation", "crnn", "gru", "lstm", "conv_lstm", "history", "rnn", "connected", "conn",
-    "local_avg", "local_avgpool", "reorg3d", "lrn", "normalization", "batchnorm", "soft", "softmax",
-    "contrastive", "region", "detection", "cost", "crop", "sam", "Gaussian_yolo", "gaussian_yolo",
+    "local_avg", "local_avgpool", "reorg3d", "lrn", "normalization", "batchnorm", "soft",
+    "contrastive", "region", "detection", "crop", "sam", "Gaussian_yolo", "gaussian_yolo",
     "empty", "silence", "implicit_add", "implicit_mul", "deconvolutional", "deconv",
 ];
 
@@ -28,6 +28,8 @@ pub(crate) fn parse_layer(mut r: Reader<'_>, index: usize, warnings: &mut Vec<Cf
         "scale_channels" => (scale_channels(&mut r, index)?, &[]),
         "dropout" => (dropout(&mut r)?, &[]),
         "yolo" => (LayerKind::Yolo(yolo::parse_yolo(&mut r)?), yolo::YOLO_IGNORED),
+        "softmax" => (softmax(&mut r)?, &[]),
+        "cost" => (cost(&mut r)?, COST_IGNORED),
         "net" | "network" => {
             return Err(CfgError::Structure { origin: r.origin(), message: format!("[{name}] may only be the first section") });
         }
@@ -199,4 +201,43 @@ fn dropout(r: &mut Reader<'_>) -> Result<LayerKind, CfgError> {
     r.reject_f32_unless("dropblock_size_rel", 0.0, "DropBlock")?;
     r.reject_int_unless("dropblock_size_abs", 0, "DropBlock")?;
     Ok(LayerKind::Dropout { probability })
+}
+
+/// Darknet's parse_softmax: `groups` (1), `temperature` (1); hierarchical softmax (`tree`) and
+/// the per-pixel form (`spatial`) are not supported.
+fn softmax(r: &mut Reader<'_>) -> Result<LayerKind, CfgError> {
+    let groups = r.positive("groups", 1)?;
+    let temperature = r.f32("temperature", 1.0)?;
+    if !(temperature.is_finite() && temperature > 0.0) {
+        let line = r.sec.entries.iter().find(|e| e.key == "temperature").map_or(r.sec.line, |e| e.line);
+        return Err(r.bad("temperature", &temperature.to_string(), line, "must be a positive number"));
+    }
+    if let Some((v, line)) = r.get("tree") {
+        return Err(CfgError::UnsupportedKey { origin: r.origin_at(line), key: "tree".into(), value: v, why: "hierarchical softmax" });
+    }
+    r.reject_int_unless("spatial", 0, "spatial softmax")?;
+    r.reject_int_unless("noloss", 0, "softmax without its loss")?;
+    Ok(LayerKind::Softmax { groups, temperature })
+}
+
+/// [cost] keys Darknet reads for other cost types (seg, L1, wgan) or never uses in training.
+const COST_IGNORED: &[&str] = &["ratio", "noobject_scale", "thresh"];
+
+/// Darknet's parse_cost: `type` (sse), `scale` (1).
+fn cost(r: &mut Reader<'_>) -> Result<LayerKind, CfgError> {
+    let kind = match r.string("type") {
+        None => CostKind::Sse,
+        Some((v, line)) => match v.as_str() {
+            "sse" => CostKind::Sse,
+            "masked" => CostKind::Masked,
+            "smooth" => CostKind::Smooth,
+            _ => return Err(r.bad("type", &v, line, "unsupported cost type (sse, masked, smooth)")),
+        },
+    };
+    let scale = r.f32("scale", 1.0)?;
+    if !scale.is_finite() {
+        let line = r.sec.entries.iter().find(|e| e.key == "scale").map_or(r.sec.line, |e| e.line);
+        return Err(r.bad("scale", &scale.to_string(), line, "must be a finite number"));
+    }
+    Ok(LayerKind::Cost { kind, scale })
 }

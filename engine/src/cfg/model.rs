@@ -1,7 +1,7 @@
 //! The parsed form of a Darknet `.cfg`: what every section means, with Darknet's defaults
 //! already applied and route/shortcut indices resolved to absolute layer indices.
 
-use crate::shapes::{Activation, IouLoss};
+use crate::shapes::{Activation, CostKind, IouLoss};
 
 /// Where something came from in a cfg file (1-based line).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -162,6 +162,12 @@ pub enum LayerKind {
     ScaleChannels { from: usize },
     Dropout { probability: f32 },
     Yolo(YoloCfg),
+    /// Softmax over each of `groups` equal groups of the input's values, at `temperature`; in
+    /// training also Darknet's cross-entropy loss against the image's class vector.
+    Softmax { groups: usize, temperature: f32 },
+    /// A loss on the previous layer's output against the class vector; its backward adds
+    /// `scale` × its gradient to the previous layer's.
+    Cost { kind: CostKind, scale: f32 },
 }
 
 impl LayerKind {
@@ -178,7 +184,16 @@ impl LayerKind {
             LayerKind::ScaleChannels { .. } => "scale_channels",
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Yolo(_) => "yolo",
+            LayerKind::Softmax { .. } => "softmax",
+            LayerKind::Cost { .. } => "cost",
         }
+    }
+}
+
+impl LayerKind {
+    /// A loss layer of a classifier (its truth is the image's class vector, not boxes).
+    pub fn is_classifier_loss(&self) -> bool {
+        matches!(self, LayerKind::Softmax { .. } | LayerKind::Cost { .. })
     }
 }
 
@@ -221,4 +236,11 @@ pub struct ModelCfg {
     pub source: String,
     pub net: NetConfig,
     pub layers: Vec<LayerCfg>,
+}
+
+impl ModelCfg {
+    /// A classifier: its loss layers are [softmax]/[cost] (and it has no [yolo]).
+    pub fn is_classifier(&self) -> bool {
+        self.layers.iter().any(|l| l.kind.is_classifier_loss()) && !self.layers.iter().any(|l| matches!(l.kind, LayerKind::Yolo(_)))
+    }
 }

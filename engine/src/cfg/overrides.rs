@@ -26,6 +26,18 @@ impl ModelCfg {
             return Err(self.override_err("classes must be at least 1".into()));
         }
         let mut m = self.clone();
+        if m.is_classifier() {
+            // A classifier's last [convolutional] before its losses has one filter per class.
+            let first_loss = m.layers.iter().position(|l| l.kind.is_classifier_loss()).unwrap_or(m.layers.len());
+            match m.layers[..first_loss].iter_mut().rev().find_map(|l| match &mut l.kind {
+                LayerKind::Convolutional(c) => Some(c),
+                _ => None,
+            }) {
+                Some(c) => c.filters = n,
+                None => return Err(self.override_err("no [convolutional] before the classifier's loss to set classes on".into())),
+            }
+            return self.commit(m, &format!("classes={n}"));
+        }
         let heads = m.yolo_layers();
         if heads.is_empty() {
             return Err(self.override_err("no [yolo] layer to set classes on".into()));
@@ -47,6 +59,16 @@ impl ModelCfg {
             }
         }
         self.commit(m, &format!("classes={n}"))
+    }
+
+    /// A classifier's class count: the values its loss layers see per image (None for a
+    /// detector, or when shape inference fails).
+    pub fn classifier_classes(&self) -> Option<usize> {
+        if !self.is_classifier() {
+            return None;
+        }
+        let shapes = self.shapes().ok()?;
+        self.layers.iter().zip(&shapes).find(|(l, _)| l.kind.is_classifier_loss()).map(|(_, s)| s.input.len())
     }
 
     /// Sets the network input size.

@@ -71,6 +71,8 @@ impl ModelCfg {
                 }
                 LayerKind::Reorg { stride } => format!("reorg                    /{stride:<2}   {io}"),
                 LayerKind::ScaleChannels { from } => format!("scale_channels from {from:<10}  -> {}", whc(s.output)),
+                LayerKind::Softmax { groups, temperature } => format!("softmax   groups {groups}, temperature {temperature:.2}  {io}"),
+                LayerKind::Cost { kind, scale } => format!("cost      {} scale {scale:.2}              {io}", kind.darknet_name()),
                 LayerKind::Dropout { probability } => format!("dropout       p = {probability:.3}        {io}"),
                 LayerKind::Yolo(y) => format!(
                     "yolo   classes {}, mask {}, iou_loss {}, iou_norm {:.2}, obj_norm {:.2}, cls_norm {:.2}, scale_x_y {:.2}   {}",

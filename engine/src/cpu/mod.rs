@@ -32,6 +32,7 @@ mod batchnorm;
 mod bias;
 mod blas;
 mod conv;
+mod cost;
 mod dropout;
 mod fused;
 mod ops;
@@ -41,6 +42,7 @@ pub(crate) mod pool;
 mod reduce;
 mod resample;
 mod route;
+mod softmax;
 pub mod yolo;
 
 use std::cell::Cell;

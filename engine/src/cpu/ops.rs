@@ -3,12 +3,12 @@
 //! to its op family's module.
 
 use super::{
-    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, dropout, fused, inout, optim, pool, read_slice,
-    reduce, resample, route, write_slice, yolo,
+    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, cost, dropout, fused, inout, optim, pool, read_slice,
+    reduce, resample, route, softmax, write_slice, yolo,
 };
 use crate::backend::{Backend, BnTensors, plain};
 use crate::profile::{DispatchTime, Scope, Work};
-use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
 
 /// Least traffic and multiply-adds of one convolution's GEMMs.
 fn conv_work(s: &ConvShape) -> Work {
@@ -301,6 +301,31 @@ impl Backend for CpuBackend {
     }
 
     // ---- yolo ----------------------------------------------------------------------------------
+    fn softmax_forward(&self, x: &CpuBuf, y: &CpuBuf, s: &SoftmaxShape) {
+        let _q = self.op("softmax_forward", Work::elementwise(x.len, 1, 1, 4), &[x, y]);
+        softmax::forward(x.cells(), y.cells(), s);
+    }
+    fn softmax_loss(&self, y: &CpuBuf, truth: &CpuBuf, dx: &CpuBuf, stats: &CpuBuf, s: &SoftmaxShape) {
+        let _q = self.op("softmax_loss", Work::elementwise(y.len, 2, 1, 3), &[y, truth, dx, stats]);
+        assert_disjoint("softmax_loss", &[dx, stats], &[y, truth]);
+        // SAFETY: the outputs are disjoint from each other and from the inputs (asserted); the
+        // queue lock is held.
+        unsafe {
+            softmax::loss(read_slice(y.cells()), read_slice(truth.cells()), write_slice(dx.cells()), write_slice(stats.cells()), s)
+        }
+    }
+    fn cost_forward(&self, kind: CostKind, x: &CpuBuf, truth: &CpuBuf, error: &CpuBuf, dx: &CpuBuf, stats: &CpuBuf) {
+        let _q = self.op("cost_forward", Work::elementwise(x.len, 2, 2, 3), &[x, truth, error, dx, stats]);
+        assert_disjoint("cost_forward", &[error, dx, stats], &[x, truth]);
+        // SAFETY: as in softmax_loss.
+        unsafe {
+            cost::forward(
+                kind, read_slice(x.cells()), read_slice(truth.cells()), write_slice(error.cells()), write_slice(dx.cells()),
+                write_slice(stats.cells()),
+            )
+        }
+    }
+
     fn yolo_forward_backward(&self, x: &CpuBuf, out: &CpuBuf, truths: &CpuBuf, dx: &CpuBuf, stats: &CpuBuf, p: &YoloParams) {
         let work = Work { flops: (x.len * p.max_boxes * 20) as f64, bytes: (3 * x.len * 4) as f64 };
         let _q = self.op("yolo_forward_backward", work, &[x, out, truths, dx, stats]);

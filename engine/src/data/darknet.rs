@@ -24,6 +24,11 @@ pub struct DataFile {
     pub valid: Option<PathBuf>,
     pub names: Option<PathBuf>,
     pub backup: Option<PathBuf>,
+    /// A classifier dataset's class names (Darknet's `labels`): an image's class is the label
+    /// whose text occurs in its path as the list writes it.
+    pub labels: Option<PathBuf>,
+    /// k of the top-k accuracy a classifier reports (Darknet's `top`; 5 when not given).
+    pub top: Option<usize>,
 }
 
 impl DataFile {
@@ -37,6 +42,7 @@ impl DataFile {
     pub fn parse(text: &str, path: &Path) -> Result<DataFile> {
         let base = parent_dir(path);
         let (mut classes, mut train, mut valid, mut names, mut backup) = (None, None, None, None, None);
+        let (mut labels, mut top) = (None, None);
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let s = raw.split('#').next().unwrap_or("").trim();
@@ -64,13 +70,27 @@ impl DataFile {
                 "valid" => valid = Some(resolve_first_existing(&[&base], value)),
                 "names" => names = Some(resolve_first_existing(&[&base], value)),
                 "backup" => backup = Some(resolve_first_existing(&[&base], value)),
+                "labels" => labels = Some(resolve_first_existing(&[&base], value)),
+                "top" => {
+                    top = Some(value.parse::<usize>().ok().filter(|&k| k > 0).ok_or_else(|| {
+                        DataError::parse(path, line, format!("top must be a positive integer, found `{value}`"))
+                    })?)
+                }
                 _ => {} // Darknet's other keys (eval, results, map, ...) do not concern training.
             }
         }
         let missing = |k: &str| DataError::Config(format!("{}: missing `{k} = ...`", path.display()));
+        // A classifier's class count may come from its labels file alone.
+        let classes = match (classes, &labels) {
+            (Some(c), _) => c,
+            (None, Some(l)) => read_names(l)?.len(),
+            (None, None) => return Err(missing("classes")),
+        };
         Ok(DataFile {
             path: path.to_path_buf(),
-            classes: classes.ok_or_else(|| missing("classes"))?,
+            labels,
+            top,
+            classes,
             train: train.ok_or_else(|| missing("train"))?,
             valid,
             names,
@@ -83,9 +103,14 @@ impl DataFile {
         parent_dir(&self.path)
     }
 
-    /// Class names from `names`, or "0", "1", ... when the `.data` gives none.
+    /// A classifier dataset (it has `labels`).
+    pub fn is_classifier(&self) -> bool {
+        self.labels.is_some()
+    }
+
+    /// Class names from `labels` (a classifier) or `names`, or "0", "1", ... when it gives none.
     pub fn class_names(&self) -> Result<Vec<String>> {
-        match &self.names {
+        match self.labels.as_ref().or(self.names.as_ref()) {
             Some(p) => {
                 let names = read_names(p)?;
                 if names.len() != self.classes {
@@ -105,6 +130,9 @@ impl DataFile {
 
     /// The training set (`train` list).
     pub fn train_set(&self, policy: LabelPolicy) -> Result<Dataset> {
+        if self.is_classifier() {
+            return Dataset::from_class_list(&self.train, Some(&self.dir()), &self.class_names()?);
+        }
         Dataset::from_list(&self.train, Some(&self.dir()), self.classes, policy)
     }
 
@@ -113,6 +141,9 @@ impl DataFile {
         let valid = self.valid.as_ref().ok_or_else(|| {
             DataError::Config(format!("{}: no `valid = ...` list", self.path.display()))
         })?;
+        if self.is_classifier() {
+            return Dataset::from_class_list(valid, Some(&self.dir()), &self.class_names()?);
+        }
         Dataset::from_list(valid, Some(&self.dir()), self.classes, policy)
     }
 }
@@ -202,6 +233,42 @@ impl Dataset {
             return Err(DataError::Config(format!("{}: the image list is empty", list.display())));
         }
         Ok(Dataset { list: list.to_path_buf(), classes, samples, warnings })
+    }
+
+    /// A classifier's image list: each image's class is the one label whose text occurs in the
+    /// entry as the list writes it (Darknet matches the same way, but sets every label that
+    /// matches; here none or several is an error naming the list's line). The class becomes one
+    /// box covering the whole image, so the loader and the detectors' tooling carry it unchanged.
+    pub fn from_class_list(list: &Path, data_dir: Option<&Path>, labels: &[String]) -> Result<Dataset> {
+        let text = fs::read_to_string(list).map_err(|e| DataError::io(list, e))?;
+        let list_dir = parent_dir(list);
+        let anchors: Vec<&Path> = data_dir.into_iter().chain([list_dir.as_path()]).collect();
+        let mut samples = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let entry = raw.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let image = resolve_first_existing(&anchors, entry);
+            if !image.is_file() {
+                return Err(DataError::parse(list, i + 1, format!("image `{entry}` not found")));
+            }
+            let found: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| !l.is_empty() && entry.contains(l.as_str())).map(|(c, _)| c).collect();
+            let class = match found.as_slice() {
+                [c] => *c,
+                [] => return Err(DataError::parse(list, i + 1, format!("`{entry}` contains none of the labels"))),
+                several => {
+                    let names: Vec<&str> = several.iter().map(|&c| labels[c].as_str()).collect();
+                    return Err(DataError::parse(list, i + 1, format!("`{entry}` contains several labels ({}): its class is ambiguous", names.join(", "))));
+                }
+            };
+            let whole = Label { class: class as u32, x: 0.5, y: 0.5, w: 1.0, h: 1.0 };
+            samples.push(Sample { image, label_file: None, labels: vec![whole] });
+        }
+        if samples.is_empty() {
+            return Err(DataError::Config(format!("{}: the image list is empty", list.display())));
+        }
+        Ok(Dataset { list: list.to_path_buf(), classes: labels.len(), samples, warnings: Vec::new() })
     }
 
     pub fn len(&self) -> usize {

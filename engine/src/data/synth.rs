@@ -88,6 +88,10 @@ pub struct SynthSpec {
     /// Objects per image: 1..=max_objects (fewer if placement fails).
     pub max_objects: usize,
     pub seed: u64,
+    /// A classification set: one object per image, centred (its size still drawn from
+    /// min/max_size), the class name in the file name and a `labels` list instead of box labels
+    /// (Darknet's classifier layout).
+    pub classify: bool,
 }
 
 impl Default for SynthSpec {
@@ -102,6 +106,7 @@ impl Default for SynthSpec {
             max_size: 0.5,
             max_objects: 4,
             seed: 1,
+            classify: false,
         }
     }
 }
@@ -138,10 +143,11 @@ impl SynthSpec {
         let mut owner = vec![0u8; w * h]; // 1 + object index that painted the pixel last
         let mut boxes: Vec<[i64; 4]> = Vec::new(); // x0, y0, x1, y1 (exclusive), unclipped
         let mut kinds = Vec::new();
-        let wanted = 1 + below(&mut rng, self.max_objects);
+        let wanted = if self.classify { 1 } else { 1 + below(&mut rng, self.max_objects) };
         for _ in 0..wanted {
             let kind = ShapeKind::ALL[below(&mut rng, self.classes)];
-            let Some(b) = place(self, &boxes, &mut rng) else { continue };
+            let placed = if self.classify { Some(centre(self, &mut rng)) } else { place(self, &boxes, &mut rng) };
+            let Some(b) = placed else { continue };
             let variant = below(&mut rng, 4) as u8;
             let colour = shape_colour(&img, &b, &mut rng);
             paint(&mut img, &mut owner, &b, kind, variant, colour, boxes.len() as u8 + 1, &mut rng);
@@ -174,6 +180,9 @@ impl SynthSpec {
     /// Writes the dataset into `dir` (created if needed) and returns its parsed `obj.data`.
     pub fn write(&self, dir: &Path) -> Result<DataFile> {
         self.validate()?;
+        if self.classify {
+            return self.write_classification(dir);
+        }
         let images = dir.join("images");
         fs::create_dir_all(&images).map_err(|e| DataError::io(&images, e))?;
         for (split, prefix, count, list) in [(0, "train", self.train_images, "train.txt"), (1, "val", self.val_images, "valid.txt")] {
@@ -201,6 +210,41 @@ impl SynthSpec {
         write_file(&data_path, &data)?;
         DataFile::load(&data_path)
     }
+}
+
+impl SynthSpec {
+    /// A Darknet classifier dataset: `images/<split>_<i>_<class>.png`, lists, `labels.txt` (one
+    /// class name per line; an image's class is the label its path contains) and `obj.data`.
+    fn write_classification(&self, dir: &Path) -> Result<DataFile> {
+        let images = dir.join("images");
+        fs::create_dir_all(&images).map_err(|e| DataError::io(&images, e))?;
+        let names = self.names();
+        for (split, prefix, count, list) in [(0, "train", self.train_images, "train.txt"), (1, "val", self.val_images, "valid.txt")] {
+            let mut listing = String::new();
+            for i in 0..count {
+                let (img, labels) = self.render(split, i as u64);
+                let class = labels.first().map_or(0, |l| l.class as usize);
+                let name = format!("{prefix}_{i:05}_{}", names[class]);
+                img.save_png(&images.join(format!("{name}.png")))?;
+                let _ = writeln!(listing, "images/{name}.png");
+            }
+            write_file(&dir.join(list), &listing)?;
+        }
+        write_file(&dir.join("labels.txt"), &(names.join("\n") + "\n"))?;
+        let data = format!("classes = {}\ntrain = train.txt\nvalid = valid.txt\nlabels = labels.txt\ntop = 5\n", self.classes);
+        let data_path = dir.join("obj.data");
+        write_file(&data_path, &data)?;
+        DataFile::load(&data_path)
+    }
+}
+
+/// A box of random size (within the spec's limits) centred in the image.
+fn centre(spec: &SynthSpec, rng: &mut ChaCha8Rng) -> [i64; 4] {
+    let (iw, ih) = (spec.width as f32, spec.height as f32);
+    let bw = (uniform(rng, spec.min_size, spec.max_size) * iw).max(3.0).round() as i64;
+    let bh = (uniform(rng, spec.min_size, spec.max_size) * ih).max(3.0).round() as i64;
+    let (x0, y0) = ((spec.width as i64 - bw) / 2, (spec.height as i64 - bh) / 2);
+    [x0, y0, x0 + bw, y0 + bh]
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {

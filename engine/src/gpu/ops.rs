@@ -1,11 +1,12 @@
 //! `Backend` for `GpuBackend`: checks shapes, packs params in WGSL field order, dispatches.
 
-use super::params::{ActP, BiasP, BlasP, BnP, DropoutP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
+use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, SoftmaxP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
 use crate::backend::{Backend, BnTensors};
 use crate::profile::{DispatchTime, Scope, Work};
-use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, PoolShape, ReorgShape, SliceCopy, Unary, UpsampleShape, YoloParams};
+use crate::yolo_stats::STATS_LEN;
+use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
 
 pub(super) fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
@@ -318,6 +319,33 @@ impl Backend for GpuBackend {
         self.yolo(x, out, truths, dx, stats, p);
     }
 
+    // ---- classifier losses ------------------------------------------------------------------------
+    fn softmax_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &SoftmaxShape) {
+        check("softmax_forward x", x, s.len());
+        check("softmax_forward y", y, s.len());
+        let p = softmax_params(s, &[x, y]);
+        self.dispatch_1d(Kernel::SoftmaxForward, &[x, y], &p, s.rows(), Work::elementwise(s.len(), 1, 1, 4));
+    }
+
+    fn softmax_loss(&self, y: &GpuBuf, truth: &GpuBuf, dx: &GpuBuf, stats: &GpuBuf, s: &SoftmaxShape) {
+        for (what, b) in [("y", y), ("truth", truth), ("dx", dx)] {
+            check(&format!("softmax_loss {what}"), b, s.len());
+        }
+        assert!(stats.len() >= STATS_LEN, "gpu softmax_loss: stats holds {} floats, need {STATS_LEN}", stats.len());
+        let p = softmax_params(s, &[y, truth, dx, stats]);
+        // One workgroup: a fixed-order sum over the classifier's few outputs.
+        self.dispatch(Kernel::SoftmaxLoss, &[y, truth, dx, stats], &p, [1, 1, 1], Work::elementwise(s.len(), 2, 1, 3));
+    }
+
+    fn cost_forward(&self, kind: CostKind, x: &GpuBuf, truth: &GpuBuf, error: &GpuBuf, dx: &GpuBuf, stats: &GpuBuf) {
+        for (what, b) in [("truth", truth), ("error", error), ("dx", dx)] {
+            check(&format!("cost_forward {what}"), b, x.len());
+        }
+        assert!(stats.len() >= STATS_LEN, "gpu cost_forward: stats holds {} floats, need {STATS_LEN}", stats.len());
+        let p = CostP { n: u(x.len()), kind: kind.code(), o1: off(x), o2: off(truth), o3: off(error), o4: off(dx), o5: off(stats) };
+        self.dispatch(Kernel::CostForward, &[x, truth, error, dx, stats], &p, [1, 1, 1], Work::elementwise(x.len(), 2, 2, 3));
+    }
+
     // ---- optimisers -------------------------------------------------------------------------------
     fn sgd_update(&self, w: &GpuBuf, upd: &GpuBuf, lr: f32, momentum: f32, decay: f32, batch: f32) {
         check("sgd upd", upd, w.len());
@@ -450,6 +478,21 @@ fn route_params(batch: usize, channels: usize, spatial: usize, bufs: &[&GpuBuf])
 #[allow(clippy::too_many_arguments)]
 fn resample_params(batch: usize, c: usize, h: usize, w: usize, stride: usize, b1: &GpuBuf, b2: &GpuBuf, scale: f32) -> ResampleP {
     ResampleP { batch: u(batch), c: u(c), h: u(h), w: u(w), stride: u(stride), o1: off(b1), o2: off(b2), scale }
+}
+
+fn softmax_params(s: &SoftmaxShape, bufs: &[&GpuBuf]) -> SoftmaxP {
+    assert!(s.groups > 0 && s.inputs.is_multiple_of(s.groups), "gpu softmax: {} inputs not divisible by groups={}", s.inputs, s.groups);
+    let o = |i: usize| bufs.get(i).map_or(0, |b| off(b));
+    SoftmaxP {
+        rows: u(s.rows()),
+        n: u(s.group_len()),
+        total: u(s.len()),
+        o1: o(0),
+        o2: o(1),
+        o3: o(2),
+        o4: o(3),
+        inv_t: 1.0 / s.temperature,
+    }
 }
 
 fn dropout_params(n: usize, seed: u64, b1: &GpuBuf, b2: &GpuBuf, p: f32) -> DropoutP {

@@ -175,6 +175,20 @@ params! {
     }
 }
 
+params! {
+    /// softmax.wgsl: softmax per group and its cross-entropy.
+    SoftmaxP for Softmax {
+        rows: u32, n: u32, total: u32, o1: u32, o2: u32, o3: u32, o4: u32,
+        /// 1 / temperature.
+        inv_t: f32,
+    }
+}
+
+params! {
+    /// cost.wgsl: [cost] error and gradient (`kind`: [`crate::shapes::CostKind::code`]).
+    CostP for Cost { n: u32, kind: u32, o1: u32, o2: u32, o3: u32, o4: u32, o5: u32 }
+}
+
 /// Float offset of a view as a kernel parameter (alloc refuses views WGSL's u32 cannot index).
 pub(crate) fn off(b: &super::GpuBuf) -> u32 {
     b.off()
@@ -207,6 +221,8 @@ mod tests {
             r::<OptimP>(),
             r::<ReduceP>(),
             r::<YoloP>(),
+            r::<SoftmaxP>(),
+            r::<CostP>(),
         ]
     }
 

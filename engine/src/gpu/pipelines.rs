@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-use crate::shapes::{Activation, BnBackward, IouLoss};
+use crate::shapes::{Activation, BnBackward, CostKind, IouLoss, SECRET_NUM, SOFTMAX_MIN_PROB};
+use crate::yolo_stats as ys;
 
 /// Size of one params slot; also the bound size of the uniform block. Every params record must
 /// fit (checked by the layout test in params.rs).
@@ -38,9 +39,11 @@ pub(crate) enum Module {
     Optim,
     Reduce,
     Yolo,
+    Softmax,
+    Cost,
 }
 
-pub(crate) const MODULES: [Module; 12] = [
+pub(crate) const MODULES: [Module; 14] = [
     Module::Blas,
     Module::Conv,
     Module::Bias,
@@ -53,6 +56,8 @@ pub(crate) const MODULES: [Module; 12] = [
     Module::Optim,
     Module::Reduce,
     Module::Yolo,
+    Module::Softmax,
+    Module::Cost,
 ];
 
 impl Module {
@@ -70,6 +75,8 @@ impl Module {
             Module::Optim => include_str!("../../../shaders-wgsl/optim.wgsl"),
             Module::Reduce => include_str!("../../../shaders-wgsl/reduce.wgsl"),
             Module::Yolo => include_str!("../../../shaders-wgsl/yolo.wgsl"),
+            Module::Softmax => include_str!("../../../shaders-wgsl/softmax.wgsl"),
+            Module::Cost => include_str!("../../../shaders-wgsl/cost.wgsl"),
         }
     }
     pub(crate) fn name(self) -> &'static str {
@@ -86,6 +93,8 @@ impl Module {
             Module::Optim => "optim",
             Module::Reduce => "reduce",
             Module::Yolo => "yolo",
+            Module::Softmax => "softmax",
+            Module::Cost => "cost",
         }
     }
 
@@ -133,6 +142,14 @@ fn preamble() -> String {
     for k in [IouLoss::Mse, IouLoss::Iou, IouLoss::Giou, IouLoss::Diou, IouLoss::Ciou] {
         let _ = writeln!(s, "const IOU_{}: u32 = {}u;", k.darknet_name().to_uppercase(), iou_code(k));
     }
+    for k in [CostKind::Sse, CostKind::Masked, CostKind::Smooth] {
+        let _ = writeln!(s, "const COST_{}: u32 = {}u;", k.darknet_name().to_uppercase(), k.code());
+    }
+    for (name, slot) in [("COST", ys::COST), ("CLASS_LOSS", ys::CLASS_LOSS), ("CLS_ONLY_LOSS", ys::CLS_ONLY_LOSS), ("LEN", ys::STATS_LEN)] {
+        let _ = writeln!(s, "const STATS_{name}: u32 = {slot}u;");
+    }
+    let _ = writeln!(s, "const SECRET_NUM: f32 = {:?};", SECRET_NUM);
+    let _ = writeln!(s, "const MIN_PROB: f32 = {:e};", SOFTMAX_MIN_PROB);
     s += "// ---- end of generated constants ----\n";
     s
 }
@@ -278,6 +295,9 @@ kernels! {
     YoloPositives => (Yolo, "yolo_positives", 6),
     YoloFinish => (Yolo, "yolo_finish", 6),
     YoloStats => (Yolo, "yolo_stats", 6),
+    SoftmaxForward => (Softmax, "softmax_forward", 2),
+    SoftmaxLoss => (Softmax, "softmax_loss", 4),
+    CostForward => (Cost, "cost_forward", 5),
 }
 
 /// Which of wgpu's shader runtime checks a module gets.

@@ -9,7 +9,7 @@ use super::{Network, NetworkError};
 use crate::backend::Backend;
 use crate::cfg::{LayerKind, LayerShape, ModelCfg};
 use crate::rng::{stream, Purpose};
-use crate::shapes::{ConvShape, PoolShape, ReorgShape, UpsampleShape, YoloParams};
+use crate::shapes::{ConvShape, PoolShape, ReorgShape, SoftmaxShape, UpsampleShape, YoloParams};
 use crate::yolo_stats::STATS_LEN;
 
 /// Options for [`Network::build`].
@@ -125,6 +125,12 @@ fn conv_layers(cfg: &ModelCfg, shapes: &[LayerShape], mb: usize) -> Vec<(ConvSha
         .collect()
 }
 
+/// Floats of one image's class vector: the input of the classifier loss layers (0 without one;
+/// shape inference makes them all equal).
+pub(crate) fn label_len(cfg: &ModelCfg, shapes: &[LayerShape]) -> usize {
+    cfg.layers.iter().zip(shapes).find(|(l, _)| l.kind.is_classifier_loss()).map_or(0, |(_, s)| s.input.len())
+}
+
 /// Lengths (floats) of the state tensors of every conv layer, in arena order.
 fn state_lens(convs: &[(ConvShape, usize, bool)], adam: bool) -> Vec<usize> {
     let mut lens = Vec::new();
@@ -170,12 +176,15 @@ pub(crate) struct Planned {
 }
 
 /// Floats of the buffers outside the plan for mini-batches of `mb`.
-fn fixed_floats(cfg: &ModelCfg, convs: &[(ConvShape, usize, bool)], mb: usize, opts: &BuildOptions, state_arenas: usize) -> Vec<usize> {
+fn fixed_floats(
+    cfg: &ModelCfg, shapes: &[LayerShape], convs: &[(ConvShape, usize, bool)], mb: usize, opts: &BuildOptions, state_arenas: usize,
+) -> Vec<usize> {
     let net = &cfg.net;
-    let heads = cfg.layers.iter().filter(|l| matches!(l.kind, LayerKind::Yolo(_))).count();
+    let heads = cfg.layers.iter().filter(|l| matches!(l.kind, LayerKind::Yolo(_)) || l.kind.is_classifier_loss()).count();
     let mut v = vec![
         mb.saturating_mul(net.channels * net.height * net.width),
         mb * opts.max_boxes * 5,
+        (mb * label_len(cfg, shapes)).max(1),
         (net.subdivisions * heads * STATS_LEN).max(1) + state_arenas,
         recompute_stats_len(convs),
     ];
@@ -207,7 +216,7 @@ impl MemoryPlan {
         let mb = net.mini_batch();
         let convs = conv_layers(cfg, shapes, mb);
         let (_, arenas) = pack(&state_lens(&convs, opts.adam));
-        let fixed = fixed_floats(cfg, &convs, mb, opts, arenas.len());
+        let fixed = fixed_floats(cfg, shapes, &convs, mb, opts, arenas.len());
         let state: usize = arenas.iter().sum();
         let fixed_sum: usize = fixed.iter().sum();
         let n = cfg.layers.len();
@@ -393,6 +402,15 @@ impl<B: Backend> Network<B> {
                     heads.push(i);
                     LayerOp::Yolo { params, head: heads.len() - 1 }
                 }
+                LayerKind::Softmax { groups, temperature } => {
+                    heads.push(i);
+                    let shape = SoftmaxShape { batch: mb, inputs: inp.len(), groups: *groups, temperature: *temperature };
+                    LayerOp::Softmax { shape, head: heads.len() - 1 }
+                }
+                LayerKind::Cost { kind, scale } => {
+                    heads.push(i);
+                    LayerOp::Cost { kind: *kind, scale: *scale, head: heads.len() - 1 }
+                }
             };
             debug_assert_eq!(b.len(&view(i, TensorKind::Output)), mb * out.len());
             layers.push(Layer { op, input: inp, output_shape: out, output: view(i, TensorKind::Output), delta: view(i, TensorKind::Delta) });
@@ -400,6 +418,8 @@ impl<B: Backend> Network<B> {
         let input_len = mb * net.channels * net.height * net.width;
         let input = b.alloc(input_len);
         let truths = b.alloc(mb * opts.max_boxes * 5);
+        let label_len = label_len(&cfg, &shapes);
+        let labels = b.alloc((mb * label_len).max(1));
         // The step's statistics, then one non-finite flag per state arena (read back together).
         let health_slot = (net.subdivisions * heads.len() * STATS_LEN).max(1);
         let stats = b.alloc(health_slot + state_arenas.len());
@@ -413,6 +433,8 @@ impl<B: Backend> Network<B> {
             layers,
             input,
             truths,
+            labels,
+            label_len,
             max_boxes: opts.max_boxes,
             stats,
             subdivisions,

@@ -2,7 +2,7 @@
 
 use crate::backend::Backend;
 use crate::cfg::Chw;
-use crate::shapes::{Activation, ConvShape, PoolShape, ReorgShape, UpsampleShape, YoloParams};
+use crate::shapes::{Activation, ConvShape, CostKind, PoolShape, ReorgShape, SoftmaxShape, UpsampleShape, YoloParams};
 
 /// A trainable tensor with its accumulated gradient and optimiser state.
 pub struct Param<B: Backend> {
@@ -52,6 +52,9 @@ pub enum LayerOp<B: Backend> {
     ScaleChannels { from: usize },
     Dropout { probability: f32 },
     Yolo { params: YoloParams, head: usize },
+    /// `head`: this loss layer's statistics record (see `Network::heads`).
+    Softmax { shape: SoftmaxShape, head: usize },
+    Cost { kind: CostKind, scale: f32, head: usize },
 }
 
 pub struct Layer<B: Backend> {
@@ -78,6 +81,8 @@ impl<B: Backend> Layer<B> {
             LayerOp::ScaleChannels { .. } => "scale_channels",
             LayerOp::Dropout { .. } => "dropout",
             LayerOp::Yolo { .. } => "yolo",
+            LayerOp::Softmax { .. } => "softmax",
+            LayerOp::Cost { .. } => "cost",
         }
     }
 }

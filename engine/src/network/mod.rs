@@ -7,6 +7,7 @@
 //! caller downloads the small statistics buffer once.
 
 pub mod build;
+pub mod classify;
 pub mod layer;
 mod params;
 pub mod predict;
@@ -65,6 +66,11 @@ pub struct Network<B: Backend> {
     pub input: B::Buf,
     /// Truth boxes `[mini_batch][max_boxes][5]`.
     pub truths: B::Buf,
+    /// A classifier's truth: each image's class vector `[mini_batch][label_len]` (one-hot at the
+    /// class of the image's first truth box), made from the boxes by [`Network::set_input`].
+    pub labels: B::Buf,
+    /// Floats per image of `labels` (the classifier loss layers' input; 0 for a detector).
+    pub label_len: usize,
     pub max_boxes: usize,
     /// Per-pass statistics `[subdivisions][heads][STATS_LEN]`, then one non-finite flag per state
     /// arena (from `health_slot`), downloaded once per step.
@@ -195,6 +201,28 @@ impl<B: Backend> Network<B> {
             return Err(NetworkError::InputSize { got: truths.len(), expected, what: "truths" });
         }
         self.backend.upload(&self.truths, truths);
+        if self.label_len > 0 {
+            self.backend.upload(&self.labels, &class_vectors(truths, self.max_boxes, self.label_len));
+        }
         Ok(())
     }
+}
+
+/// One-hot class vectors (`label_len` floats per image) from truth boxes
+/// (`[image][max_boxes][x, y, w, h, class]`): the class of each image's first box; an image
+/// without a box, or whose class is out of range, gets all zeros (no class to learn).
+pub fn class_vectors(truths: &[f32], max_boxes: usize, label_len: usize) -> Vec<f32> {
+    let per = max_boxes * 5;
+    let images = truths.len() / per.max(1);
+    let mut out = vec![0.0; images * label_len];
+    for (b, t) in truths.chunks_exact(per.max(1)).enumerate() {
+        if per == 0 || t[0] == 0.0 {
+            continue;
+        }
+        let class = t[4];
+        if class >= 0.0 && (class as usize) < label_len {
+            out[b * label_len + class as usize] = 1.0;
+        }
+    }
+    out
 }

@@ -88,7 +88,7 @@ impl<B: Backend> Network<B> {
         let spatial_in = l.input.h * l.input.w;
         let phase = match l.op {
             _ if recompute => Phase::Recompute,
-            LayerOp::Yolo { .. } => Phase::Loss,
+            LayerOp::Yolo { .. } | LayerOp::Cost { .. } => Phase::Loss,
             _ => Phase::Forward,
         };
         b.set_scope(Scope::layer(i, l.kind_name(), phase));
@@ -169,6 +169,21 @@ impl<B: Backend> Network<B> {
                 Mode::Train => b.dropout_forward(x, &l.output, *probability, dropout_seed(self.seed, iteration, i)),
                 Mode::Infer => b.copy(x, &l.output),
             },
+            LayerOp::Softmax { shape, head } => {
+                b.softmax_forward(x, &l.output, shape);
+                if mode == Mode::Train {
+                    // Darknet computes the cross-entropy whenever truth is present.
+                    let stats = b.view(&self.stats, (pass * self.heads.len() + head) * STATS_LEN, STATS_LEN);
+                    b.softmax_loss(&l.output, &self.labels, &l.delta, &stats, shape);
+                }
+            }
+            // Without truth (inference) Darknet's [cost] does nothing: its output stays as it was.
+            LayerOp::Cost { kind, head, .. } => {
+                if mode == Mode::Train {
+                    let stats = b.view(&self.stats, (pass * self.heads.len() + head) * STATS_LEN, STATS_LEN);
+                    b.cost_forward(*kind, x, &self.labels, &l.output, &l.delta, &stats);
+                }
+            }
             LayerOp::Yolo { params, head } => match mode {
                 Mode::Train => {
                     let stats = b.view(&self.stats, (pass * self.heads.len() + head) * STATS_LEN, STATS_LEN);
@@ -316,6 +331,18 @@ impl<B: Backend> Network<B> {
             LayerOp::Yolo { .. } => {
                 if let Some(dx) = dx {
                     b.axpy(1.0, &l.delta, dx);
+                }
+            }
+            // Darknet passes softmax's delta straight through (its Jacobian taken as the
+            // identity: exact for the cross-entropy part, not for what a [cost] adds).
+            LayerOp::Softmax { .. } => {
+                if let Some(dx) = dx {
+                    b.axpy(1.0, &l.delta, dx);
+                }
+            }
+            LayerOp::Cost { scale, .. } => {
+                if let Some(dx) = dx {
+                    b.axpy(*scale, &l.delta, dx);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Line charts (loss, loss delta, mAP, memory) from one generic spec.
 
 use super::{DrawResult, color, draw_empty, err};
-use crate::records::{IterationRecord, backend_names};
+use crate::records::{EpochRecord, IterationRecord, backend_names};
 use crate::run_data::RunData;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -330,6 +330,32 @@ pub fn map_spec(run: &RunData) -> LineSpec {
             dashed: true,
             markers: true,
         });
+    }
+    spec.y_max = Some(1.0);
+    spec.legend = SeriesLabelPosition::LowerRight;
+    spec
+}
+
+/// A classifier's validation accuracy per epoch: top-1 solid, top-k dashed, one colour per backend.
+pub fn accuracy_spec(run: &RunData) -> LineSpec {
+    let mut spec = LineSpec::new("Accuracy per epoch", "epoch", "accuracy (0–1)", "no accuracy recorded (not a classifier)");
+    let mut names: Vec<String> = Vec::new();
+    for e in run.epochs.iter().filter(|e| e.top1.is_some()) {
+        if !names.contains(&e.backend) {
+            names.push(e.backend.clone());
+        }
+    }
+    for (i, b) in names.iter().enumerate() {
+        let rows: Vec<_> = run.epochs.iter().filter(|e| &e.backend == b).collect();
+        for (label, get, dashed) in [("top-1", (|e: &EpochRecord| e.top1) as fn(&EpochRecord) -> Option<f64>, false), ("top-k", |e| e.top5, true)] {
+            spec.series.push(Series {
+                label: format!("{b} {label}"),
+                color: color(i),
+                points: rows.iter().filter_map(|e| get(e).map(|v| (e.epoch as f64, v))).collect(),
+                dashed,
+                markers: true,
+            });
+        }
     }
     spec.y_max = Some(1.0);
     spec.legend = SeriesLabelPosition::LowerRight;

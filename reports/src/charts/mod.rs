@@ -118,8 +118,8 @@ macro_rules! render {
 }
 
 /// Every chart's file stem, in the order of the report.
-pub const NAMES: [&str; 10] = [
-    "loss", "loss_components", "loss_delta", "map", "pr_curve", "f1_curve", "confusion_matrix", "throughput", "memory", "layer_time",
+pub const NAMES: [&str; 11] = [
+    "loss", "loss_components", "loss_delta", "map", "accuracy", "pr_curve", "f1_curve", "confusion_matrix", "throughput", "memory", "layer_time",
 ];
 
 /// Renders every chart. With `dir`, also writes `<name>.png` (if `png`) and `<name>.svg` (if `svg`).
@@ -139,6 +139,7 @@ pub fn render_all(
         render!("loss_components", "Loss components (box + objectness + class = loss)", run, dir, png, svg, draw_components),
         render!("loss_delta", "Relative loss delta vs reference", run, dir, png, svg, draw_delta),
         render!("map", "mAP per epoch", run, dir, png, svg, draw_map),
+        render!("accuracy", "Top-1 and top-k accuracy per epoch (classifiers)", run, dir, png, svg, draw_accuracy),
         render!("pr_curve", "Precision–recall curves of the last validation", run, dir, png, svg, draw_pr),
         render!("f1_curve", "F1 over the confidence threshold, last validation", run, dir, png, svg, draw_f1),
         render!("confusion_matrix", "Confusion matrix of the last validation (IoU 0.5, confidence 0.25)", run, dir, png, svg, draw_confusion),
@@ -174,6 +175,10 @@ fn draw_delta<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) 
 
 fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
     lines::draw(root, &lines::map_spec(run))
+}
+
+fn draw_accuracy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {
+    lines::draw(root, &lines::accuracy_spec(run))
 }
 
 fn draw_memory<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &RunData) -> DrawResult {

@@ -69,6 +69,36 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
             g
         });
     }
+    if let (Some(limit), Some(reference)) = (t.top1_abs_delta, backends.first()) {
+        let last = |b: &str| run.epochs.iter().filter(|e| e.backend == b).filter_map(|e| e.top1).next_back();
+        let mut worst = (0.0f64, String::from("one backend only"));
+        let mut compared = false;
+        for b in backends.iter().skip(1) {
+            if let (Some(r), Some(v)) = (last(reference), last(b)) {
+                compared = true;
+                let d = (v - r).abs();
+                if d >= worst.0 || d.is_nan() {
+                    worst = (d, format!("final top-1 accuracy: {b} {v:.4} vs {reference} {r:.4}"));
+                }
+            }
+        }
+        let g = gate("top-1 accuracy absolute delta", worst.0, limit, worst.0 <= limit, worst.1);
+        out.push(if compared { g } else { g.not_informative("no two backends with an evaluated classifier epoch") });
+    }
+    if let Some(limit) = t.min_top1 {
+        let mut worst = (f64::INFINITY, String::from("no epoch was evaluated"));
+        for b in &backends {
+            let (v, detail) = match run.epochs.iter().filter(|e| &e.backend == b).filter_map(|e| e.top1.map(|t| (e.epoch, t))).next_back() {
+                Some((epoch, t)) => (t, format!("{b}: top-1 {t:.4} after epoch {epoch}")),
+                None => (f64::NAN, format!("{b}: no classifier epoch was evaluated")),
+            };
+            if v.is_nan() || v < worst.0 {
+                worst = (v, detail);
+            }
+        }
+        let m = if worst.0.is_infinite() { f64::NAN } else { worst.0 };
+        out.push(gate("final top-1 accuracy on the validation split", m, limit, m >= limit, worst.1));
+    }
     if let Some(limit) = t.rss_growth_bytes {
         // Growth of the process RSS within each epoch, after the warm-up iterations.
         let mut worst = (0u64, String::from("not enough iterations after warm-up"));

@@ -78,8 +78,11 @@ fn check_model(exp: &Experiment, cfg: &ModelCfg) -> Result<()> {
     Ok(())
 }
 
-/// The classes of the model's [yolo] heads, when they all agree.
+/// The classes of the model's [yolo] heads, when they all agree (a classifier's: its loss inputs).
 pub fn head_classes(cfg: &ModelCfg) -> Option<usize> {
+    if cfg.is_classifier() {
+        return cfg.classifier_classes();
+    }
     let mut classes = cfg.layers.iter().filter_map(|l| if let LayerKind::Yolo(y) = &l.kind { Some(y.classes) } else { None });
     let first = classes.next()?;
     classes.all(|c| c == first).then_some(first)
@@ -108,6 +111,10 @@ fn check_data(exp: &Experiment, cfg: &ModelCfg) -> Result<Data> {
             let data = DataFile::load(&d.data_file)?;
             data.class_names()?;
             same_classes(d.data_file.display().to_string(), data.classes)?;
+            if data.is_classifier() != cfg.is_classifier() {
+                let (d_kind, m_kind) = if data.is_classifier() { ("a classifier's (it has `labels`)", "a detector") } else { ("a detector's (no `labels`)", "a classifier") };
+                bail!("{}: this dataset is {d_kind} but {} is {m_kind}", d.data_file.display(), cfg_name(exp));
+            }
             let train = data.train_set(LabelPolicy::Strict)?;
             let valid = if data.valid.is_some() { data.valid_set(LabelPolicy::Strict)? } else { train.clone() };
             for set in [&train, &valid] {
@@ -131,6 +138,7 @@ pub fn synth_spec(exp: &Experiment, s: &crate::experiment::SyntheticData, cfg: &
         max_size: s.max_size as f32 / side,
         max_objects: s.max_objects,
         seed: s.seed.unwrap_or(exp.experiment.seed),
+        classify: cfg.is_classifier(),
     }
 }
 

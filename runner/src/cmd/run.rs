@@ -196,6 +196,8 @@ struct Training<'e> {
     loader: Loader,
     val: BatchPlan,
     classes: usize,
+    /// k of a classifier's top-k accuracy (the dataset's `top`, else 5).
+    top: usize,
     tag: String,
     start: u64,
     run_dir: PathBuf,
@@ -227,12 +229,19 @@ impl<'e> Training<'e> {
                 experiment::DataSource::Synthetic(_) => Vec::new(),
             },
         };
+        let mut top = 5;
         let (train_set, valid_set) = match plan.data {
             Data::Synthetic(spec) => {
                 let data = spec.write(&run_dir.join("data"))?;
+                top = data.top.unwrap_or(top);
                 (data.train_set(engine::data::LabelPolicy::Strict)?, data.valid_set(engine::data::LabelPolicy::Strict)?)
             }
-            Data::Darknet { train, valid } => (train, valid),
+            Data::Darknet { train, valid } => {
+                if let experiment::DataSource::Darknet(d) = &exp.data.source {
+                    top = engine::data::darknet::DataFile::load(&d.data_file)?.top.unwrap_or(top);
+                }
+                (train, valid)
+            }
         };
         let optimizer = overrides::optimizer(exp, cfg);
         let mut slots = Vec::new();
@@ -282,6 +291,7 @@ impl<'e> Training<'e> {
             loader,
             val,
             classes: exp.data_classes(),
+            top,
             tag,
             start,
             run_dir: run_dir.to_path_buf(),
@@ -422,12 +432,15 @@ impl<'e> Training<'e> {
         for (i, s) in self.slots.iter().enumerate() {
             progress.line(&format!("{}: evaluating epoch {epoch} on the validation split ({images} images)…", s.name));
             self.active.store(i, Ordering::Relaxed);
-            let ev = s.lane.evaluate(&self.val, self.classes, validation::IMAGES);
+            let ev = s.lane.evaluate(&self.val, self.classes, validation::IMAGES, self.top);
             self.active.store(super::memory::NO_BACKEND, Ordering::Relaxed);
             let ev = ev?;
             s.lane.discard_timings();
             let (e, classes) = validation::epoch_records(&s.name, epoch, &ev, &self.names);
-            progress.line(&format!("{} epoch {epoch}: mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}  P {:.3} R {:.3} F1 {:.3}", s.name, e.map50, e.map50_95, e.precision, e.recall, e.f1));
+            match (&ev.topk, e.top1, e.top5) {
+                (Some(t), Some(top1), Some(topk)) => progress.line(&format!("{} epoch {epoch}: top-1 {top1:.4}  top-{} {topk:.4} ({} images)", s.name, t.k, t.images)),
+                _ => progress.line(&format!("{} epoch {epoch}: mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}  P {:.3} R {:.3} F1 {:.3}", s.name, e.map50, e.map50_95, e.precision, e.recall, e.f1)),
+            }
             self.journal.epoch(&e)?;
             let v = &mut self.validation;
             v.classes.extend(classes);
@@ -436,8 +449,10 @@ impl<'e> Training<'e> {
             v.confusion.retain(|c| c.backend != s.name);
             v.confusion.extend(validation::confusion(&s.name, &ev, &self.names));
             validation::write_images(&self.run_dir, &s.name, &ev, &self.names)?;
-            if e.map50 > self.best_map[i] {
-                self.best_map[i] = e.map50;
+            // A classifier's best epoch is its best top-1 accuracy.
+            let score = e.top1.unwrap_or(e.map50);
+            if score > self.best_map[i] {
+                self.best_map[i] = score;
                 let path = checkpoints::dir(&self.run_dir, &s.name).join(format!("{name}_best.weights"));
                 std::fs::create_dir_all(checkpoints::dir(&self.run_dir, &s.name)).with_context(|| format!("creating {}", path.display()))?;
                 let seen = s.lane.iteration() * self.loader.plan().cfg.batch as u64;

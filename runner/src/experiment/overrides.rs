@@ -20,12 +20,12 @@ pub fn model_cfg(exp: &Experiment) -> Result<ModelCfg> {
         eprintln!("{w}");
     }
     // Before the overrides (which would fail on it less clearly): training needs a loss layer.
-    if !cfg.layers.iter().any(|l| matches!(l.kind, engine::cfg::LayerKind::Yolo(_))) {
+    if !cfg.layers.iter().any(|l| matches!(l.kind, engine::cfg::LayerKind::Yolo(_)) || l.kind.is_classifier_loss()) {
         let name = match &exp.model.source {
             ModelSource::File(p) => p.display().to_string(),
             _ => exp.model.cfg.clone(),
         };
-        bail!("{name}: the model has no loss layer ([yolo]); training it would optimise nothing (is the cfg cut short?)");
+        bail!("{name}: the model has no loss layer ([yolo], or [softmax]/[cost] for a classifier); training it would optimise nothing (is the cfg cut short?)");
     }
     if let Some(c) = exp.model.classes {
         cfg.set_classes(c)?;

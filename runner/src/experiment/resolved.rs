@@ -41,9 +41,11 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
         ModelSource::File(p) => p.display().to_string(),
         _ => exp.model.cfg.clone(),
     };
-    let classes = cfg.layers.iter().find_map(|l| match &l.kind {
-        engine::cfg::LayerKind::Yolo(y) => Some(y.classes),
-        _ => None,
+    let classes = cfg.classifier_classes().or_else(|| {
+        cfg.layers.iter().find_map(|l| match &l.kind {
+            engine::cfg::LayerKind::Yolo(y) => Some(y.classes),
+            _ => None,
+        })
     });
     let mut model = table(vec![("cfg", text(cfg_name)), ("width", int(n.width)), ("height", int(n.height))]);
     if let Some(c) = classes {
@@ -179,13 +181,15 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
     let mut thresholds = table(vec![("window", int(t.window)), ("warmup_iterations", int(t.warmup_iterations))]);
     let mut unset = Vec::new();
     // Gates left out are not evaluated: TOML has no null, so they are named in a comment.
-    let gates: [(&str, Option<Value>); 10] = [
+    let gates: [(&str, Option<Value>); 12] = [
         ("loss_rel_delta_iter", t.loss_rel_delta_iter.map(Value::Float)),
         ("loss_rel_delta_iter_first", t.loss_rel_delta_iter_first.map(int)),
         ("loss_rel_delta_window", t.loss_rel_delta_window.map(Value::Float)),
         ("map_abs_delta", t.map_abs_delta.map(Value::Float)),
         ("min_gpu_speedup", t.min_gpu_speedup.map(Value::Float)),
         ("min_map50", t.min_map50.map(Value::Float)),
+        ("top1_abs_delta", t.top1_abs_delta.map(Value::Float)),
+        ("min_top1", t.min_top1.map(Value::Float)),
         ("rss_growth_bytes", t.rss_growth_bytes.map(int)),
         ("memory_growth_rel", t.memory_growth_rel.map(Value::Float)),
         ("max_rss_bytes", t.max_rss_bytes.map(int)),

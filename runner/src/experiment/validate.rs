@@ -151,6 +151,7 @@ pub fn read_darknet_data(path: &Path) -> Result<DarknetData, String> {
     let dir = super::base_dir(path);
     let mut classes: Option<(usize, usize)> = None;
     let (mut train, mut valid, mut names) = (None, None, None);
+    let mut labels = false;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -167,13 +168,18 @@ pub fn read_darknet_data(path: &Path) -> Result<DarknetData, String> {
             }
             "train" => train = Some(file("train list")?),
             "valid" => valid = Some(file("valid list")?),
-            "names" => names = Some(file("names file")?),
+            // A classifier's class names (Darknet's `labels`) win over `names`.
+            "names" if !labels => names = Some(file("names file")?),
+            "labels" => {
+                names = Some(file("labels file")?);
+                labels = true;
+            }
             _ => {} // backup, eval, results...: not used for training here
         }
     }
     let missing = |k: &str| format!("{}: no `{k} = ...` line", path.display());
     let (classes, classes_line) = classes.ok_or_else(|| missing("classes"))?;
-    let names_file = names.ok_or_else(|| missing("names"))?;
+    let names_file = names.ok_or_else(|| missing("names` or `labels"))?;
     let train_list = train.ok_or_else(|| missing("train"))?;
     let names_text = std::fs::read_to_string(&names_file)
         .map_err(|e| format!("{}: {e}", names_file.display()))?;
@@ -300,6 +306,7 @@ fn validate_backends(exp: &Experiment, loc: &Locator) -> Result<(), ExperimentEr
         ("loss_rel_delta_iter", th.loss_rel_delta_iter.is_some()),
         ("loss_rel_delta_window", th.loss_rel_delta_window.is_some()),
         ("map_abs_delta", th.map_abs_delta.is_some()),
+        ("top1_abs_delta", th.top1_abs_delta.is_some()),
     ];
     for (key, set) in parity {
         if set && list.len() < 2 {

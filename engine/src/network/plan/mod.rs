@@ -124,6 +124,17 @@ pub(crate) enum Op {
     ScaleChannels(usize),
     Dropout,
     Yolo,
+    /// Classifier losses: like [yolo], they write their gradient in the forward.
+    Softmax,
+    Cost,
+}
+
+impl Op {
+    /// Loss layers: their gradient is written in the training forward, they are never
+    /// recomputed.
+    pub(crate) fn is_loss(&self) -> bool {
+        matches!(self, Op::Yolo | Op::Softmax | Op::Cost)
+    }
 }
 
 /// The layers of `cfg` as the plan sees them, for mini-batches of `mb`.
@@ -143,6 +154,8 @@ pub(crate) fn describe(cfg: &ModelCfg, shapes: &[LayerShape], mb: usize) -> Vec<
                 LayerKind::ScaleChannels { from } => (Op::ScaleChannels(*from), Activation::Linear, false),
                 LayerKind::Dropout { .. } => (Op::Dropout, Activation::Linear, false),
                 LayerKind::Yolo(_) => (Op::Yolo, Activation::Linear, false),
+                LayerKind::Softmax { .. } => (Op::Softmax, Activation::Linear, false),
+                LayerKind::Cost { .. } => (Op::Cost, Activation::Linear, false),
             };
             LayerDesc {
                 op,
@@ -263,7 +276,7 @@ fn layer_tensors(d: &[LayerDesc], i: usize) -> Vec<TensorKind> {
 /// Whether Darknet's CPU build zeroes this layer's gradient before a pass (its layers with a
 /// `train` flag; [yolo] writes its own in the forward).
 fn darknet_zeroes(op: &Op) -> bool {
-    matches!(op, Op::Conv | Op::Maxpool | Op::Shortcut(_) | Op::Yolo)
+    matches!(op, Op::Conv | Op::Maxpool | Op::Shortcut(_)) || op.is_loss()
 }
 
 impl ActivationPlan {

@@ -12,6 +12,7 @@
 //! | shortcut | its gradient; its output (or pre-activation) when the activation is not linear |
 //! | scale_channels | both inputs and its gradient |
 //! | [yolo] | its gradient, which it wrote in the forward; its output is read by nothing in training |
+//! | softmax, [cost] | their gradient, which they wrote in the forward (a [cost] after a softmax adds its own into the softmax's) |
 //!
 //! Gradients accumulate (`+=`): each is zeroed right before the first step that uses it (see
 //! `lifetimes`), instead of all of them at the start of the backward.
@@ -55,9 +56,16 @@ pub(crate) fn forward_uses(d: &[LayerDesc], i: usize, train: bool) -> Vec<(Tenso
             input(&mut u);
             u.push((t(*from, Output), Use::Read));
         }
-        Op::Yolo => {
+        Op::Yolo | Op::Softmax => {
             input(&mut u);
-            // The head writes its gradient with its output (inference: into a throwaway).
+            // The head writes its gradient with its output (inference: [yolo] into a throwaway,
+            // softmax not at all).
+            u.push((t(i, Delta), Use::Write));
+        }
+        // Without truth a [cost] does nothing: in inference it touches no tensor.
+        Op::Cost if !train => return u,
+        Op::Cost => {
+            input(&mut u);
             u.push((t(i, Delta), Use::Write));
         }
         Op::Maxpool | Op::Avgpool | Op::Upsample | Op::Reorg | Op::Dropout => input(&mut u),
@@ -133,7 +141,7 @@ pub(crate) fn backward_uses(d: &[LayerDesc], i: usize) -> Vec<(TensorId, Use)> {
                 u.push((t(i, DScale), Use::Write));
             }
         }
-        Op::Yolo | Op::Avgpool | Op::Upsample | Op::Reorg | Op::Dropout => {
+        Op::Yolo | Op::Softmax | Op::Cost | Op::Avgpool | Op::Upsample | Op::Reorg | Op::Dropout => {
             u.push((t(i, Delta), Use::Read));
             into_input(&mut u);
         }
@@ -154,7 +162,7 @@ fn recomputed(d: &[LayerDesc], segment: std::ops::RangeInclusive<usize>) -> Vec<
     };
     let mut needed = vec![false; e + 1];
     for j in (s..=e).rev() {
-        if matches!(d[j].op, Op::Yolo) {
+        if d[j].op.is_loss() {
             continue;
         }
         needed[j] = (s..=e).any(|i| reads(backward_uses(d, i), j))
@@ -208,8 +216,11 @@ pub(crate) fn uses(d: &[LayerDesc], step: Step) -> Vec<(TensorId, Use)> {
         Step::InferEnd => {
             let mut u: Vec<(TensorId, Use)> =
                 (0..n).filter(|&i| matches!(d[i].op, Op::Yolo)).map(|i| (t(i, TensorKind::Output), Use::Read)).collect();
-            if n > 0 && !matches!(d[n - 1].op, Op::Yolo) {
-                u.push((t(n - 1, TensorKind::Output), Use::Read));
+            // A classifier's prediction: the last layer that is not a [cost].
+            if let Some(last) = (0..n).rev().find(|&i| !matches!(d[i].op, Op::Cost))
+                && !matches!(d[last].op, Op::Yolo)
+            {
+                u.push((t(last, TensorKind::Output), Use::Read));
             }
             u
         }

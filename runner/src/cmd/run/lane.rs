@@ -9,6 +9,7 @@ use engine::checkpoint::{CheckpointError, CheckpointInfo};
 use engine::data::loader::BatchPlan;
 use engine::diverge::Probe;
 use engine::eval::map::MapAccumulator;
+use engine::network::classify::TopK;
 use engine::eval::{ConfusionMatrix, Detection, GroundTruth};
 use engine::network::predict::batch_truths;
 use engine::gpu::GpuBackend;
@@ -36,7 +37,8 @@ pub trait Lane: Send {
     fn resume(&mut self, path: &Path) -> Result<CheckpointInfo, CheckpointError>;
     /// Every batch of `val` through the network: mAP accumulation, confusion matrix, and the
     /// first `keep` images with their detections (for the validation images).
-    fn evaluate(&self, val: &BatchPlan, classes: usize, keep: usize) -> Result<Evaluation>;
+    /// A classifier instead counts top-1 and top-`top` hits (no detections, curves or images).
+    fn evaluate(&self, val: &BatchPlan, classes: usize, keep: usize, top: usize) -> Result<Evaluation>;
     /// Drops device timings recorded outside training steps (evaluation), so they are not
     /// counted in the next step.
     fn discard_timings(&self);
@@ -55,6 +57,8 @@ pub struct Evaluation {
     pub samples: Vec<Sample>,
     pub width: usize,
     pub height: usize,
+    /// A classifier's top-1/top-k hits (None for a detector).
+    pub topk: Option<TopK>,
 }
 
 /// One validation image as the network saw it, with what it found and what is labelled.
@@ -96,7 +100,17 @@ where
     fn resume(&mut self, path: &Path) -> Result<CheckpointInfo, CheckpointError> {
         Trainer::resume(self, path)
     }
-    fn evaluate(&self, val: &BatchPlan, classes: usize, keep: usize) -> Result<Evaluation> {
+    fn evaluate(&self, val: &BatchPlan, classes: usize, keep: usize, top: usize) -> Result<Evaluation> {
+        if self.net.cfg.is_classifier() {
+            let mut acc = TopK::new(top);
+            let mut cache = None;
+            for i in 0..val.num_batches() {
+                self.net.classify_batch(&val.make_batch(i, &mut cache)?, &mut acc);
+            }
+            let c = &self.net.cfg.net;
+            let (map, confusion) = (MapAccumulator::new(classes), ConfusionMatrix::new(classes));
+            return Ok(Evaluation { map, confusion, samples: Vec::new(), width: c.width, height: c.height, topk: Some(acc) });
+        }
         evaluate(&self.net, val, classes, keep)
     }
     fn discard_timings(&self) {
@@ -130,7 +144,7 @@ fn evaluate<B: Backend>(net: &Network<B>, val: &BatchPlan, classes: usize, keep:
         }
     }
     let c = &net.cfg.net;
-    Ok(Evaluation { map, confusion, samples, width: c.width, height: c.height })
+    Ok(Evaluation { map, confusion, samples, width: c.width, height: c.height, topk: None })
 }
 
 /// Planar RGB floats in [0, 1] → interleaved 8-bit RGB.

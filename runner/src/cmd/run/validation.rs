@@ -38,6 +38,8 @@ pub fn epoch_records(backend: &str, epoch: u64, ev: &Evaluation, names: &[String
         precision: at50.precision,
         recall: at50.recall,
         f1: at50.f1,
+        top1: ev.topk.map(|t| t.top1_accuracy()),
+        top5: ev.topk.map(|t| t.topk_accuracy()),
     };
     let classes = at50
         .classes
