@@ -19,8 +19,6 @@ struct P {
 @group(0) @binding(4) var<storage, read_write> b4: array<f32>;
 @group(0) @binding(5) var<storage, read_write> b5: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-
 // x (b1), truth (b2) → error (b3), dx (b4), stats record (b5)
 @compute @workgroup_size(256)
 fn cost_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
@@ -41,20 +39,14 @@ fn cost_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
         b4[p.o4 + i] = -delta;
         acc += err;
     }
-    red[lid.x] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid.x < s) {
-            red[lid.x] = red[lid.x] + red[lid.x + s];
-        }
-        workgroupBarrier();
-    }
+    // The include's fixed tree (include/reduce.wgsl): reruns give the same bits.
+    let total = tree_sum(lid.x, acc);
     if (lid.x == 0u) {
         for (var k = 0u; k < STATS_LEN; k++) {
             b5[p.o5 + k] = 0.0;
         }
-        b5[p.o5 + STATS_COST] = red[0];
-        b5[p.o5 + STATS_CLASS_LOSS] = red[0];
-        b5[p.o5 + STATS_CLS_ONLY_LOSS] = red[0];
+        b5[p.o5 + STATS_COST] = total;
+        b5[p.o5 + STATS_CLASS_LOSS] = total;
+        b5[p.o5 + STATS_CLS_ONLY_LOSS] = total;
     }
 }

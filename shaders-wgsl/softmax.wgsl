@@ -21,7 +21,6 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> b3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> b4: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
 
 // x (b1) → y (b2)
 @compute @workgroup_size(256)
@@ -60,20 +59,14 @@ fn softmax_loss(@builtin(local_invocation_id) lid: vec3<u32>) {
         }
         b3[p.o3 + i] = d;
     }
-    red[lid.x] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid.x < s) {
-            red[lid.x] = red[lid.x] + red[lid.x + s];
-        }
-        workgroupBarrier();
-    }
+    // The include's fixed tree (include/reduce.wgsl): reruns give the same bits.
+    let total = tree_sum(lid.x, acc);
     if (lid.x == 0u) {
         for (var k = 0u; k < STATS_LEN; k++) {
             b4[p.o4 + k] = 0.0;
         }
-        b4[p.o4 + STATS_COST] = red[0];
-        b4[p.o4 + STATS_CLASS_LOSS] = red[0];
-        b4[p.o4 + STATS_CLS_ONLY_LOSS] = red[0];
+        b4[p.o4 + STATS_COST] = total;
+        b4[p.o4 + STATS_CLASS_LOSS] = total;
+        b4[p.o4 + STATS_CLS_ONLY_LOSS] = total;
     }
 }

@@ -105,7 +105,7 @@ impl Module {
         match self {
             Module::Activation => &[ACT],
             Module::Batchnorm => &[ACT, REDUCE],
-            Module::Bias | Module::Pool | Module::Route => &[REDUCE],
+            Module::Bias | Module::Pool | Module::Route | Module::Softmax | Module::Cost => &[REDUCE],
             _ => &[],
         }
     }
