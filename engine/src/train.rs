@@ -39,7 +39,7 @@ pub struct HeadRecord {
 pub struct StepRecord {
     /// 1-based iteration this step performed.
     pub iteration: u64,
-    /// Darknet's printed loss: mean over heads of cost, ÷ full batch.
+    /// Darknet's printed loss: the mean over the loss layers ([yolo] heads, or a classifier's softmax and [cost]) of their cost, ÷ full batch (per image).
     pub loss: f64,
     /// The loss's parts on the loss's own scale (mean over heads, ÷ full batch), so that
     /// `box_loss + obj_loss + class_loss == loss`: box part of the cost, objectness Σδ², class Σδ².
