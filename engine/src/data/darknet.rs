@@ -204,31 +204,17 @@ impl Dataset {
     /// Reads an image list (one path per line, blank lines ignored) and every image's labels.
     /// `data_dir` is the directory of the `.data` file the list came from, if any (see module doc).
     pub fn from_list(list: &Path, data_dir: Option<&Path>, classes: usize, policy: LabelPolicy) -> Result<Dataset> {
-        let text = fs::read_to_string(list).map_err(|e| DataError::io(list, e))?;
-        let list_dir = parent_dir(list);
-        let mut anchors: Vec<&Path> = Vec::new();
-        if let Some(d) = data_dir {
-            anchors.push(d);
-        }
-        anchors.push(&list_dir);
         let mut samples = Vec::new();
         let mut warnings = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let entry = raw.trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let image = resolve_first_existing(&anchors, entry);
-            if !image.is_file() {
-                return Err(DataError::parse(list, i + 1, format!("image `{entry}` not found")));
-            }
+        for_each_entry(list, data_dir, |ListEntry { image, .. }| {
             let label_file = find_label_file(&image);
             let labels = match &label_file {
                 Some(lf) => read_labels(lf, classes, policy, &mut warnings)?,
                 None => Vec::new(),
             };
             samples.push(Sample { image, label_file, labels });
-        }
+            Ok(())
+        })?;
         if samples.is_empty() {
             return Err(DataError::Config(format!("{}: the image list is empty", list.display())));
         }
@@ -240,31 +226,22 @@ impl Dataset {
     /// matches; here none or several is an error naming the list's line). The class becomes one
     /// box covering the whole image, so the loader and the detectors' tooling carry it unchanged.
     pub fn from_class_list(list: &Path, data_dir: Option<&Path>, labels: &[String]) -> Result<Dataset> {
-        let text = fs::read_to_string(list).map_err(|e| DataError::io(list, e))?;
-        let list_dir = parent_dir(list);
-        let anchors: Vec<&Path> = data_dir.into_iter().chain([list_dir.as_path()]).collect();
         let mut samples = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let entry = raw.trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let image = resolve_first_existing(&anchors, entry);
-            if !image.is_file() {
-                return Err(DataError::parse(list, i + 1, format!("image `{entry}` not found")));
-            }
+        for_each_entry(list, data_dir, |ListEntry { line, entry, image }| {
+            let entry = entry.as_str();
             let found: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| !l.is_empty() && entry.contains(l.as_str())).map(|(c, _)| c).collect();
             let class = match found.as_slice() {
                 [c] => *c,
-                [] => return Err(DataError::parse(list, i + 1, format!("`{entry}` contains none of the labels"))),
+                [] => return Err(DataError::parse(list, line, format!("`{entry}` contains none of the labels"))),
                 several => {
                     let names: Vec<&str> = several.iter().map(|&c| labels[c].as_str()).collect();
-                    return Err(DataError::parse(list, i + 1, format!("`{entry}` contains several labels ({}): its class is ambiguous", names.join(", "))));
+                    return Err(DataError::parse(list, line, format!("`{entry}` contains several labels ({}): its class is ambiguous", names.join(", "))));
                 }
             };
             let whole = Label { class: class as u32, x: 0.5, y: 0.5, w: 1.0, h: 1.0 };
             samples.push(Sample { image, label_file: None, labels: vec![whole] });
-        }
+            Ok(())
+        })?;
         if samples.is_empty() {
             return Err(DataError::Config(format!("{}: the image list is empty", list.display())));
         }
@@ -398,6 +375,34 @@ fn parse_label_line(line: &str, classes: usize) -> std::result::Result<Label, St
         v[k] = x;
     }
     Ok(Label { class: class as u32, x: v[0], y: v[1], w: v[2], h: v[3] })
+}
+
+/// One image of a list file: its 1-based line, the entry as written, the path it resolves to.
+struct ListEntry {
+    line: usize,
+    entry: String,
+    image: PathBuf,
+}
+
+/// Calls `each` on the non-empty entries of an image list in order, each resolved against
+/// `data_dir` (if any) and then the list's own folder; an image that does not exist is an error
+/// naming the line (raised when the walk reaches it, after the earlier entries' own errors).
+fn for_each_entry(list: &Path, data_dir: Option<&Path>, mut each: impl FnMut(ListEntry) -> Result<()>) -> Result<()> {
+    let text = fs::read_to_string(list).map_err(|e| DataError::io(list, e))?;
+    let list_dir = parent_dir(list);
+    let anchors: Vec<&Path> = data_dir.into_iter().chain([list_dir.as_path()]).collect();
+    for (i, raw) in text.lines().enumerate() {
+        let entry = raw.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let image = resolve_first_existing(&anchors, entry);
+        if !image.is_file() {
+            return Err(DataError::parse(list, i + 1, format!("image `{entry}` not found")));
+        }
+        each(ListEntry { line: i + 1, entry: entry.to_string(), image })?;
+    }
+    Ok(())
 }
 
 fn parent_dir(p: &Path) -> PathBuf {
