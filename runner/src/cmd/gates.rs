@@ -104,17 +104,11 @@ pub fn evaluate(exp: &Experiment, run: &RunData) -> Vec<GateResult> {
         let mut worst = (0u64, String::from("not enough iterations after warm-up"));
         let mut measured = false;
         let first = backends.first().cloned().unwrap_or_default();
-        let its: Vec<_> = run.iterations.iter().filter(|r| r.backend == first && r.iteration > t.warmup_iterations).collect();
-        let mut epochs: Vec<u64> = its.iter().map(|r| r.epoch).collect();
-        epochs.dedup();
-        for e in epochs {
-            let rs: Vec<u64> = its.iter().filter(|r| r.epoch == e).map(|r| r.rss_bytes).collect();
-            if let (Some(&start), Some(&max)) = (rs.first(), rs.iter().max()) {
-                measured |= rs.len() > 1;
-                let g = max.saturating_sub(start);
-                if g >= worst.0 {
-                    worst = (g, format!("epoch {e}: RSS {start} → max {max} bytes"));
-                }
+        for EpochRss { epoch: e, start, max, iterations } in epoch_rss(run, &first, t.warmup_iterations) {
+            measured |= iterations > 1;
+            let g = max.saturating_sub(start);
+            if g >= worst.0 {
+                worst = (g, format!("epoch {e}: RSS {start} → max {max} bytes"));
             }
         }
         let g = gate("RSS growth within an epoch after warm-up", worst.0 as f64, limit as f64, worst.0 <= limit, worst.1);
@@ -271,6 +265,29 @@ mod tests {
     }
 }
 
+/// One epoch of one backend's iterations after the warm-up: the process RSS after its first
+/// iteration and the largest after any, over `iterations` iterations.
+struct EpochRss {
+    epoch: u64,
+    start: u64,
+    max: u64,
+    iterations: usize,
+}
+
+/// `backend`'s epochs (in order) with their RSS after the first `warmup` iterations.
+fn epoch_rss(run: &RunData, backend: &str, warmup: u64) -> Vec<EpochRss> {
+    let its: Vec<_> = run.iterations.iter().filter(|r| r.backend == backend && r.iteration > warmup).collect();
+    let mut epochs: Vec<u64> = its.iter().map(|r| r.epoch).collect();
+    epochs.dedup();
+    epochs
+        .into_iter()
+        .filter_map(|e| {
+            let rs: Vec<u64> = its.iter().filter(|r| r.epoch == e).map(|r| r.rss_bytes).collect();
+            Some(EpochRss { epoch: e, start: *rs.first()?, max: *rs.iter().max()?, iterations: rs.len() })
+        })
+        .collect()
+}
+
 /// Growth within an epoch after the warm-up, relative to the epoch's start, of every backend's
 /// process RSS (over its iterations) and device bytes (over the memory samples taken while it
 /// trained): the worst of them. A step that allocates shows here.
@@ -288,20 +305,14 @@ fn memory_growth(run: &RunData, backends: &[String], warmup: u64, limit: f64) ->
         }
     };
     for b in backends {
-        let its: Vec<_> = run.iterations.iter().filter(|r| &r.backend == b && r.iteration > warmup).collect();
-        let mut epochs: Vec<u64> = its.iter().map(|r| r.epoch).collect();
-        epochs.dedup();
-        for e in epochs {
-            let rs: Vec<u64> = its.iter().filter(|r| r.epoch == e).map(|r| r.rss_bytes).collect();
-            if let (Some(&start), Some(&max)) = (rs.first(), rs.iter().max())
-                && rs.len() > 1
-            {
+        for EpochRss { epoch: e, start, max, iterations } in epoch_rss(run, b, warmup) {
+            if iterations > 1 {
                 consider(start, max, format!("{b} epoch {e}: RSS {start} → max {max} bytes"));
             }
         }
-        // Device bytes: the samples while this backend trained, after its first iteration past
-        // the warm-up was reported (the samples carry time, not iterations: the first non-zero
-        // figure is the built network).
+        // Device bytes: every sample taken while this backend was at work, from the first
+        // non-zero figure (the built network) on. The samples carry time, not iterations, so the
+        // warm-up is not left out here: a step that allocates shows all the same.
         let dev: Vec<u64> = run.memory.iter().filter(|s| &s.backend == b && s.gpu_bytes > 0).map(|s| s.gpu_bytes).collect();
         if let (Some(&start), Some(&max)) = (dev.first(), dev.iter().max())
             && dev.len() > 1
