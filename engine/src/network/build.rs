@@ -255,6 +255,11 @@ impl MemoryPlan {
         Ok((p.memory, p.activations))
     }
 
+    /// The share of a pass's forward FLOPs that checkpointing computes again (0 without it).
+    pub fn recompute_fraction(&self) -> f64 {
+        self.recompute_flops / self.forward_flops.max(1.0)
+    }
+
     /// Bytes the network allocates at build time.
     pub fn build_bytes(&self) -> u64 {
         4 * (self.state as u64 + self.activations as u64 + self.fixed as u64)

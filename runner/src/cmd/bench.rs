@@ -130,7 +130,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         None => super::new_run_dir(Path::new("runs"), "bench")?,
     };
     print_result(a, &r, timed);
-    let recompute = plan.recompute_flops / plan.forward_flops.max(1.0);
+    let recompute = plan.recompute_fraction();
     println!(
         "planned device bytes {} (activations {} shared by lifetime, {} without sharing){}",
         plan.build_bytes(),

@@ -81,7 +81,8 @@ fn memory_plan(cfg: &engine::cfg::ModelCfg, a: &ModelArgs) -> Result<String> {
     writeln!(out, "{:>5}  {:<16} {:>16}  {:>12}", "layer", "type", "output", "kept MiB")?;
     for (i, (l, sh)) in cfg.layers.iter().zip(&shapes).enumerate() {
         let o = sh.output;
-        let boundary = if let Checkpointing::Layers(b) = &opts.checkpointing { b.contains(&i) } else { false };
+        // The boundaries of the plan in use ("auto" picks its own).
+        let boundary = acts.options.boundaries.contains(&i);
         writeln!(
             out,
             "{i:>5}  {:<16} {:>16}  {:>12.2}{}",
@@ -96,7 +97,7 @@ fn memory_plan(cfg: &engine::cfg::ModelCfg, a: &ModelArgs) -> Result<String> {
     writeln!(out, "activations (shared by lifetime): {} (every tensor apart: {}; most alive at once: {})", b(plan.activations), b(plan.unshared), b(plan.peak_live))?;
     writeln!(out, "input, truths, statistics: {}", b(plan.fixed))?;
     if plan.boundaries > 0 {
-        let overhead = plan.recompute_flops / plan.forward_flops.max(1.0);
+        let overhead = plan.recompute_fraction();
         writeln!(out, "checkpointing: {} segments, recomputes {:.0}% of the forward FLOPs", plan.boundaries + 1, 100.0 * overhead)?;
     } else {
         let auto = MemoryPlan::of(cfg, &BuildOptions { checkpointing: Checkpointing::Auto, memory_budget: None, ..opts.clone() })?;
@@ -106,7 +107,7 @@ fn memory_plan(cfg: &engine::cfg::ModelCfg, a: &ModelArgs) -> Result<String> {
                 "with checkpointing = \"auto\": {} ({} segments, recomputes {:.0}% of the forward FLOPs)",
                 bytes_text(auto.build_bytes()),
                 auto.boundaries + 1,
-                100.0 * auto.recompute_flops / auto.forward_flops.max(1.0)
+                100.0 * auto.recompute_fraction()
             )?;
         }
     }

@@ -238,7 +238,7 @@ fn check_memory(
             format!(
                 ", checkpointing in {} segments (recomputes {:.0}% of the forward FLOPs)",
                 plan.boundaries + 1,
-                100.0 * plan.recompute_flops / plan.forward_flops.max(1.0)
+                100.0 * plan.recompute_fraction()
             )
         } else {
             String::new()
