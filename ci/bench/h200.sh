@@ -9,7 +9,9 @@
 #   2. CPU_PINNED=1: ci/bench/cpu.sh, the CPU backend against PyTorch's CPU on 2 pinned cores;
 #   3. runner-before bench; the same without timestamps (what profiling costs), with no shader
 #      checks (ENGINE_GPU_CHECKS=none) and with every check (=all); SKIP_VARIANTS=1 skips these;
-#   4. the GPU test binaries; 5. the GEMM tile sweep.
+#   4. EXPERIMENTS=1: runner run of the main job and classifier-parity (CPU and this GPU side by
+#      side, gates included) and runner diverge of the main job; 5. the GPU test binaries;
+#   6. the GEMM tile sweep.
 # Writes logs and kernels tables to $OUT (at most 8 files come back).
 set -u
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -57,6 +59,15 @@ fi
   ENGINE_GPU_CHECKS=none bench unchecked runner --iterations "$ITERS"
   ENGINE_GPU_CHECKS=all bench all_checks runner --iterations "$ITERS"
 }
+if [ -n "${EXPERIMENTS:-}" ]; then
+  for e in tiny-parity classifier-parity; do
+    echo "== run $e"
+    timeout 300 "$BIN/runner" run "experiments/$e.toml" --out "/tmp/runs-$e" 2>&1 | tail -12
+    find "/tmp/runs-$e" -name gate.md -exec cat {} \; 2>/dev/null | head -30
+  done
+  echo "== diverge tiny-parity"
+  timeout 200 "$BIN/runner" diverge experiments/tiny-parity.toml --iterations 3 --out /tmp/div 2>&1 | tail -25
+fi
 for t in "$BIN"/gpu_*; do
   [ -x "$t" ] || continue
   echo "== $(basename "$t")"
