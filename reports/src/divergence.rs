@@ -82,6 +82,9 @@ pub struct DivergenceSummary {
     pub iterations_compared: u64,
     /// The first tensor past the tolerance, as one line; `None` when none was.
     pub first: Option<String>,
+    /// When nothing diverged: the largest difference seen (iteration, layer, phase, tensor), as
+    /// one line, so that a passing run still says where the backends were furthest apart.
+    pub largest: Option<String>,
     /// Known sources that could not be computed, and why.
     pub missing: Vec<String>,
 }
@@ -102,7 +105,12 @@ pub fn html_section(summary: &DivergenceSummary, rows: &[DivergenceRecord], char
         Some(f) => {
             let _ = writeln!(h, "<p class=\"verdict FAIL\">first divergence: {}</p>", escape(f));
         }
-        None => h.push_str("<p class=\"verdict PASS\">no tensor past the tolerance</p>\n"),
+        None => {
+            h.push_str("<p class=\"verdict PASS\">no tensor past the tolerance</p>\n");
+            if let Some(l) = &summary.largest {
+                let _ = writeln!(h, "<p>largest difference: {}</p>", escape(l));
+            }
+        }
     }
     if let Some(svg) = chart_svg {
         let _ = writeln!(h, "<figure>{svg}<figcaption>Relative difference per layer: forward, backward, update (log scale)</figcaption></figure>");
@@ -157,7 +165,7 @@ mod tests {
         assert_eq!(df.height(), rows.len());
         let chart = crate::charts::render_divergence(&rows, 1, 1e-3, Some(&dir.join("charts")), true, true).unwrap();
         assert!(dir.join("charts/divergence.png").exists() && dir.join("charts/divergence.svg").exists());
-        let summary = DivergenceSummary { title: "cpu vs gpu".into(), tolerance: 1e-3, iterations_compared: 1, first: Some("layer 1 (conv) backward: delta".into()), missing: Vec::new() };
+        let summary = DivergenceSummary { title: "cpu vs gpu".into(), tolerance: 1e-3, iterations_compared: 1, first: Some("layer 1 (conv) backward: delta".into()), largest: None, missing: Vec::new() };
         let page = render_page(&summary, &rows, Some(&chart.svg));
         assert!(page.contains("first divergence: layer 1 (conv) backward: delta") && page.contains("argmax flips") && page.contains("<svg"));
         let _ = std::fs::remove_dir_all(&dir);

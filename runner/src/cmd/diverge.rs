@@ -100,6 +100,7 @@ pub fn run(a: &DivergeArgs) -> Result<ExitCode> {
 
     let mut rows: Vec<DivergenceRecord> = Vec::new();
     let mut last: Option<(u64, Comparison)> = None;
+    let mut largest: Option<(u64, TensorDiff)> = None;
     let mut end = End::Completed;
     for it in 1..=iterations {
         if let Some(sig) = signals.received() {
@@ -121,6 +122,11 @@ pub fn run(a: &DivergeArgs) -> Result<ExitCode> {
         }
         let failed: Vec<String> = step.steps.iter().zip(&slots).filter_map(|(s, slot)| s.as_ref().err().map(|e| format!("{}: {e}", slot.name))).collect();
         let diverged = c.first_divergence().is_some();
+        if let Some(d) = c.diffs.iter().max_by(|x, y| x.rel_diff.total_cmp(&y.rel_diff)) {
+            if largest.as_ref().is_none_or(|(_, l)| d.rel_diff > l.rel_diff) {
+                largest = Some((it, d.clone()));
+            }
+        }
         last = Some((it, c));
         if !failed.is_empty() {
             end = End::Failed(anyhow::anyhow!("iteration {it}: {}", failed.join("; ")));
@@ -139,11 +145,17 @@ pub fn run(a: &DivergeArgs) -> Result<ExitCode> {
         Some(f) => println!("first divergence: {f}"),
         None => println!("no tensor past the tolerance in {} iteration(s)", last.as_ref().map_or(0, |l| l.0)),
     }
+    // A passing run still says where the backends were furthest apart.
+    let largest = if first.is_none() { largest.map(|(it, d)| describe(it, &d)) } else { None };
+    if let Some(l) = &largest {
+        println!("largest difference: {l}");
+    }
     let summary = DivergenceSummary {
         title,
         tolerance: a.tolerance,
         iterations_compared: last.as_ref().map_or(0, |l| l.0),
         first,
+        largest,
         missing: Vec::new(),
     };
     let written = write_outputs(&dir, &rows, &summary, formats);
