@@ -8,7 +8,8 @@
 #      same size and batch (fp32, TF32 off); the CPU backend on all cores (CPU_ITERS, 0 skips it);
 #   2. CPU_PINNED=1: ci/bench/cpu.sh, the CPU backend against PyTorch's CPU on 2 pinned cores;
 #   3. runner-before bench; the same without timestamps (what profiling costs), with no shader
-#      checks (ENGINE_GPU_CHECKS=none) and with every check (=all); SKIP_VARIANTS=1 skips these;
+#      checks (ENGINE_GPU_CHECKS=none), with every check (=all) and with workgroup memory zeroed
+#      (ENGINE_GPU_ZERO_WORKGROUP=1); SKIP_VARIANTS=1 skips these;
 #   4. EXPERIMENTS=1: runner run of the main job and classifier-parity (CPU and this GPU side by
 #      side, gates included) and runner diverge of the main job; 5. the GPU test binaries;
 #   6. the GEMM tile sweep.
@@ -58,6 +59,7 @@ fi
   bench no_timestamps runner --iterations "$ITERS" --no-timestamps
   ENGINE_GPU_CHECKS=none bench unchecked runner --iterations "$ITERS"
   ENGINE_GPU_CHECKS=all bench all_checks runner --iterations "$ITERS"
+  ENGINE_GPU_ZERO_WORKGROUP=1 bench zero_workgroup runner --iterations "$ITERS"
 }
 if [ -n "${EXPERIMENTS:-}" ]; then
   for e in tiny-parity classifier-parity; do

@@ -331,14 +331,16 @@ impl Default for CompileOptions {
 }
 
 impl CompileOptions {
-    /// The defaults, with `ENGINE_GPU_CHECKS=all|relaxed|none` applied (for measuring only).
+    /// The defaults, with `ENGINE_GPU_CHECKS=all|relaxed|none` and `ENGINE_GPU_ZERO_WORKGROUP=1`
+    /// applied (for measuring what each costs only).
     pub(crate) fn from_env() -> CompileOptions {
         let checks = match std::env::var("ENGINE_GPU_CHECKS").as_deref() {
             Ok("all") => Checks::All,
             Ok("none") => Checks::None,
             _ => Checks::Relaxed,
         };
-        CompileOptions { checks, ..Default::default() }
+        let zero_workgroup_memory = std::env::var("ENGINE_GPU_ZERO_WORKGROUP").is_ok_and(|v| v == "1");
+        CompileOptions { checks, zero_workgroup_memory }
     }
 
     /// The checks module `m` is built with, when they are fewer than all of wgpu's.
