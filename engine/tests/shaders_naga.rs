@@ -121,3 +121,30 @@ fn every_kernel_has_its_cpu_twin_and_parity_test() {
         assert!(ops.contains(&stem), "{} tests no kernel: no shaders-wgsl/{stem}.wgsl", path.display());
     }
 }
+
+/// The mixed-precision probe (`benches/coop_gemm.wgsl`, issue 15) needs f16 and cooperative
+/// matrices: it validates with those capabilities and translates to SPIR-V (Vulkan) and to MSL
+/// (Metal simdgroup matrices), so the probe fails here rather than on a device.
+#[test]
+fn coop_gemm_probe_validates_and_translates() {
+    let name = "benches/coop_gemm.wgsl";
+    let src = include_str!("../benches/coop_gemm.wgsl");
+    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, name)));
+    let caps = naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, name)));
+    // With bounds checks, as wgpu builds a module by default.
+    let checked = naga::proc::BoundsCheckPolicies {
+        index: naga::proc::BoundsCheckPolicy::Restrict,
+        buffer: naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
+        image_load: naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
+        binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+    };
+    let spv_opts = naga::back::spv::Options { bounds_check_policies: checked, ..Default::default() };
+    let spv = naga::back::spv::write_vec(&module, &info, &spv_opts, None);
+    assert!(spv.is_ok(), "{name}: SPIR-V: {:?}", spv.err());
+    let msl_opts = naga::back::msl::Options { lang_version: (2, 3), bounds_check_policies: checked, ..Default::default() };
+    let msl = naga::back::msl::write_string(&module, &info, &msl_opts, &naga::back::msl::PipelineOptions::default());
+    assert!(msl.is_ok(), "{name}: MSL: {:?}", msl.err());
+}
