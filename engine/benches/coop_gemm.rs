@@ -2,11 +2,14 @@
 //!
 //! Probe for issue 15 (mixed precision): what the adapter offers for f16 and cooperative
 //! matrices through wgpu, and, where it offers f16 × f16 → f32 16×16 matrices with 32-wide
-//! subgroups, how fast a GEMM on them runs (`coop_gemm.wgsl`: f32 operands rounded to f16 in
-//! workgroup memory, f32 accumulation) against this project's fp32 GEMM on the same product (a
-//! 1×1 convolution: filters = m, batch·h·w = n, channels = k; default 4096 × 4096 × 4096 on
-//! 4 images of 32 × 32). Checks 512 entries of the coop result against the f64 product of the
-//! f16-rounded operands. Prints; asserts nothing (a probe, not a test).
+//! subgroups, how fast GEMMs on them run (f16 operands, f32 accumulation), against this
+//! project's fp32 GEMM on the same product (a 1×1 convolution: filters = m, batch·h·w = n,
+//! channels = k; default 4096 × 4096 × 4096). Four kernels: `coop_gemm.wgsl` (f32 operands
+//! rounded to f16 while staged in workgroup memory), `coop_gemm_direct.wgsl` (f16 operands,
+//! fragments loaded straight from storage; `coop_gemm_direct64.wgsl` the same with 64×64 per
+//! subgroup), `coop_gemm_staged.wgsl` (f16 operands staged in
+//! workgroup memory, 128×128 tiles). Checks 512 entries of each result against the f64 product
+//! of the f16-rounded operands. Prints; asserts nothing (a probe, not a test).
 
 use std::time::Instant;
 
@@ -91,28 +94,73 @@ fn main() {
         trace: wgpu::Trace::Off,
     }))
     .expect("device with cooperative matrices");
+    let a16: Vec<u16> = a.iter().map(|&x| f16_bits(x)).collect();
+    let b16: Vec<u16> = b.iter().map(|&x| f16_bits(x)).collect();
+    for v in VARIANTS {
+        if m % v.tile.0 != 0 || n % v.tile.1 != 0 || k % 32 != 0 {
+            println!("{}: skipped ({m}x{n}x{k} is not a multiple of its {}x{} tile)", v.name, v.tile.0, v.tile.1);
+            continue;
+        }
+        let (sa, sb): (&[u8], &[u8]) = if v.f16_operands {
+            (bytemuck::cast_slice(&a16), bytemuck::cast_slice(&b16))
+        } else {
+            (bytemuck::cast_slice(&a), bytemuck::cast_slice(&b))
+        };
+        let c = run_variant(&device, &queue, v, sa, sb, m, n, k, flops);
+        let mut worst: f64 = 0.0;
+        for s in 0..512u32 {
+            let i = (uniform(3, s) * m as f32) as usize % m;
+            let j = (uniform(4, s) * n as f32) as usize % n;
+            let exact: f64 = (0..k).map(|p| round_f16(a[i * k + p]) as f64 * round_f16(b[p * n + j]) as f64).sum();
+            let scale: f64 = (0..k).map(|p| (a[i * k + p] as f64 * b[p * n + j] as f64).abs()).sum();
+            worst = worst.max((c[i * n + j] as f64 - exact).abs() / scale.max(1e-30));
+        }
+        println!("{}: worst |c - exact| / sum|a*b| over 512 entries: {worst:.3e}", v.name);
+    }
+}
+
+/// One cooperative-matrix GEMM kernel of the probe.
+struct Variant {
+    name: &'static str,
+    source: &'static str,
+    /// Operands in memory as f16 (else f32, rounded in the kernel).
+    f16_operands: bool,
+    /// Rows × columns of C per workgroup.
+    tile: (usize, usize),
+}
+
+const VARIANTS: &[Variant] = &[
+    Variant { name: "coop staged f32->f16 64x64", source: include_str!("coop_gemm.wgsl"), f16_operands: false, tile: (64, 64) },
+    Variant { name: "coop direct f16 64x128", source: include_str!("coop_gemm_direct.wgsl"), f16_operands: true, tile: (64, 128) },
+    Variant { name: "coop direct f16 128x128 (64x64 per subgroup)", source: include_str!("coop_gemm_direct64.wgsl"), f16_operands: true, tile: (128, 128) },
+    Variant { name: "coop staged f16 128x128", source: include_str!("coop_gemm_staged.wgsl"), f16_operands: true, tile: (128, 128) },
+];
+
+/// Times `REPS` dispatches of `v` (wall time, C cleared before each) and returns C.
+#[allow(clippy::too_many_arguments)]
+fn run_variant(device: &wgpu::Device, queue: &wgpu::Queue, v: &Variant, a: &[u8], b: &[u8], m: usize, n: usize, k: usize, flops: f64) -> Vec<f32> {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("coop_gemm"),
-        source: wgpu::ShaderSource::Wgsl(include_str!("coop_gemm.wgsl").into()),
+        label: Some(v.name),
+        source: wgpu::ShaderSource::Wgsl(v.source.into()),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("coop_gemm"),
+        label: Some(v.name),
         layout: None,
         module: &module,
         entry_point: Some("main"),
         compilation_options: Default::default(),
         cache: None,
     });
-    let storage = |data: &[f32], label| {
+    let storage = |data: &[u8], label| {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytemuck::cast_slice(data),
+            contents: data,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         })
     };
-    let ba = storage(&a, "a");
-    let bb = storage(&b, "b");
-    let bc = storage(&vec![0.0; m * n], "c");
+    let ba = storage(a, "a");
+    let bb = storage(b, "b");
+    let bc = storage(bytemuck::cast_slice(&vec![0.0f32; m * n]), "c");
     let dims = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("dims"),
         contents: bytemuck::cast_slice(&[m as u32, n as u32, k as u32, 0]),
@@ -135,7 +183,7 @@ fn main() {
             let mut pass = enc.begin_compute_pass(&Default::default());
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups((n / 64) as u32, (m / 64) as u32, 1);
+            pass.dispatch_workgroups((n / v.tile.1) as u32, (m / v.tile.0) as u32, 1);
         }
         queue.submit([enc.finish()]);
         device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
@@ -144,9 +192,7 @@ fn main() {
     let t = Instant::now();
     run(REPS);
     let s = t.elapsed().as_secs_f64() / REPS as f64;
-    println!("coop f16 GEMM {m}x{n}x{k}: {:.3} ms, {:.1} TFLOP/s (wall time, clears included)", s * 1e3, flops / s / 1e12);
-
-    // Read C back and check sampled entries against the f64 product of the f16-rounded operands.
+    println!("{} {m}x{n}x{k}: {:.3} ms, {:.1} TFLOP/s (wall time, clears included)", v.name, s * 1e3, flops / s / 1e12);
     let read = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: (m * n * 4) as u64,
@@ -159,15 +205,7 @@ fn main() {
     read.slice(..).map_async(wgpu::MapMode::Read, |_| {});
     device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
     let c: Vec<f32> = bytemuck::cast_slice(&read.slice(..).get_mapped_range().expect("mapped")).to_vec();
-    let mut worst: f64 = 0.0;
-    for s in 0..512u32 {
-        let i = (uniform(3, s) * m as f32) as usize % m;
-        let j = (uniform(4, s) * n as f32) as usize % n;
-        let exact: f64 = (0..k).map(|p| round_f16(a[i * k + p]) as f64 * round_f16(b[p * n + j]) as f64).sum();
-        let scale: f64 = (0..k).map(|p| (a[i * k + p] as f64 * b[p * n + j] as f64).abs()).sum();
-        worst = worst.max((c[i * n + j] as f64 - exact).abs() / scale.max(1e-30));
-    }
-    println!("coop f16 GEMM: worst |c - exact| / sum|a*b| over 512 entries: {worst:.3e}");
+    c
 }
 
 /// This project's fp32 GEMM on the same product, as a 1×1 convolution, timed with GPU timestamps.
@@ -197,6 +235,22 @@ fn fp32_baseline(m: usize, n: usize, k: usize, flops: f64) {
     } else {
         println!("fp32 GEMM: no timestamps on this adapter");
     }
+}
+
+/// The f16 bit pattern of `x` rounded to the nearest f16 (finite inputs in f16's range).
+fn f16_bits(x: f32) -> u16 {
+    let r = round_f16(x);
+    let sign = ((r.to_bits() >> 16) & 0x8000) as u16;
+    let a = r.abs();
+    if a == 0.0 {
+        return sign;
+    }
+    let exp = ((a.to_bits() >> 23) & 0xff) as i32 - 127;
+    if exp < -14 {
+        // Subnormal: a multiple of 2^-24.
+        return sign | (a * 16_777_216.0) as u16;
+    }
+    sign | (((exp + 15) as u16) << 10) | ((a.to_bits() >> 13) & 0x3ff) as u16
 }
 
 /// Round to the nearest f16 (ties to even), returned as f32; finite inputs in f16's range.

@@ -122,13 +122,22 @@ fn every_kernel_has_its_cpu_twin_and_parity_test() {
     }
 }
 
-/// The mixed-precision probe (`benches/coop_gemm.wgsl`, issue 15) needs f16 and cooperative
+/// The mixed-precision probe's kernels (`benches/coop_gemm*.wgsl`, issue 15) needs f16 and cooperative
 /// matrices: it validates with those capabilities and translates to SPIR-V (Vulkan) and to MSL
 /// (Metal simdgroup matrices), so the probe fails here rather than on a device.
 #[test]
 fn coop_gemm_probe_validates_and_translates() {
-    let name = "benches/coop_gemm.wgsl";
-    let src = include_str!("../benches/coop_gemm.wgsl");
+    for (name, src) in [
+        ("benches/coop_gemm.wgsl", include_str!("../benches/coop_gemm.wgsl")),
+        ("benches/coop_gemm_direct.wgsl", include_str!("../benches/coop_gemm_direct.wgsl")),
+        ("benches/coop_gemm_direct64.wgsl", include_str!("../benches/coop_gemm_direct64.wgsl")),
+        ("benches/coop_gemm_staged.wgsl", include_str!("../benches/coop_gemm_staged.wgsl")),
+    ] {
+        check_probe(name, src);
+    }
+}
+
+fn check_probe(name: &str, src: &str) {
     let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, name)));
     let caps = naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::COOPERATIVE_MATRIX;
     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
