@@ -66,6 +66,15 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     b2[p.o2 + i] = b1[p.o1 + i];
 }
 
+// b2 = b1 when the flag b3[o3] is nonzero, else b2 stays (the skip of a loss-scaled step restores
+// the state saved before it; the flag is computed on the device, so no readback decides).
+@compute @workgroup_size(256)
+fn copy_if_flagged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat(wid, nwg, lid);
+    if (i >= p.n || b3[p.o3] == 0.0) { return; }
+    b2[p.o2 + i] = b1[p.o1 + i];
+}
+
 // b2 += a * b1
 @compute @workgroup_size(256)
 fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -80,6 +80,9 @@ pub trait Backend {
     fn fill(&self, x: &Self::Buf, value: f32);
     /// dst = src
     fn copy(&self, src: &Self::Buf, dst: &Self::Buf);
+    /// dst = src when `flag` (a one-float view) is nonzero; else nothing. The flag is read on
+    /// the device: a step can undo itself without a readback (loss scaling's skipped steps).
+    fn copy_if_flagged(&self, flag: &Self::Buf, src: &Self::Buf, dst: &Self::Buf);
     /// y += a * x
     fn axpy(&self, a: f32, x: &Self::Buf, y: &Self::Buf);
     /// x *= a (in place)

@@ -51,6 +51,11 @@ pub struct StepRecord {
     pub recall75: f64,
     pub count: f64,
     pub lr: f32,
+    /// The loss scale this step ran with (dynamic loss scaling only).
+    pub loss_scale: Option<f32>,
+    /// The step's scaled gradients overflowed: its update was undone on the device and the
+    /// scale halved (dynamic loss scaling only).
+    pub skipped: bool,
     pub heads: Vec<HeadRecord>,
     /// Host seconds spent in each phase: on the CPU the work itself; on a GPU the recording of
     /// the phase's dispatches, with the device's execution in `t_sync` (the one wait per step).
@@ -99,17 +104,68 @@ pub struct PendingUpdate {
     t_backward: f64,
 }
 
+/// Dynamic loss scaling, for mixed precision (where small gradients would underflow f16): the
+/// loss layers' gradients are multiplied by `scale` before the backward and every parameter
+/// gradient divided by it before the update. The scale is a power of two, so in fp32 both
+/// multiplications are exact and training is bit-identical to training without scaling. When
+/// the step leaves any state non-finite (the scaled gradients overflowed) the device restores
+/// the state from before the step (BN running statistics and SGD momentum included), the step
+/// counts as skipped and the scale halves; after `growth_interval` clean steps it doubles.
+/// At a scale of 1 a non-finite state is divergence, reported as without scaling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossScale {
+    /// The scale of the next step (a power of two, ≥ 1).
+    pub scale: f32,
+    /// Clean steps after which the scale doubles.
+    pub growth_interval: u32,
+    /// Clean steps since the last change.
+    pub clean: u32,
+    /// Steps skipped so far.
+    pub skipped: u64,
+}
+
+impl LossScale {
+    /// The usual start: 2^16, doubling after 2000 clean steps.
+    pub fn dynamic() -> LossScale {
+        LossScale { scale: 65536.0, growth_interval: 2000, clean: 0, skipped: 0 }
+    }
+
+    /// The largest scale: doubling stops here (2^24, well inside f32 for gradients of order 1).
+    pub const MAX: f32 = 16_777_216.0;
+
+    /// After a step: halve on overflow (true when skipped), else count it and double after
+    /// `growth_interval` clean steps.
+    fn after_step(&mut self, overflowed: bool) -> bool {
+        if overflowed && self.scale > 1.0 {
+            self.scale = (self.scale * 0.5).max(1.0);
+            self.clean = 0;
+            self.skipped += 1;
+            return true;
+        }
+        self.clean += 1;
+        if self.clean >= self.growth_interval {
+            self.scale = (self.scale * 2.0).min(Self::MAX);
+            self.clean = 0;
+        }
+        false
+    }
+}
+
 /// Drives a [`Network`] through Darknet's training iterations.
 pub struct Trainer<B: Backend> {
     pub net: Network<B>,
     pub optimizer: Optimizer,
     /// Iterations completed (Darknet's `cur_iteration`).
     pub iteration: u64,
+    /// Dynamic loss scaling: on when the network was built with
+    /// [`crate::network::BuildOptions::loss_scaling`].
+    pub loss_scale: Option<LossScale>,
 }
 
 impl<B: Backend> Trainer<B> {
     pub fn new(net: Network<B>, optimizer: Optimizer) -> Trainer<B> {
-        Trainer { net, optimizer, iteration: 0 }
+        let loss_scale = net.overflow_flag.is_some().then(LossScale::dynamic);
+        Trainer { net, optimizer, iteration: 0, loss_scale }
     }
 
     /// Images one step consumes (the cfg's `batch`).
@@ -149,16 +205,43 @@ impl<B: Backend> Trainer<B> {
         let iteration = self.iteration + 1;
         let lr = learning_rate(&net.cfg.net, iteration);
         let mb = net.mini_batch;
+        let scale = self.loss_scale.as_ref().map(|l| l.scale);
+        if let Some(s) = scale {
+            // The state as it was, for the device to restore if the step overflows; SGD's
+            // momentum in the gradient buffers is scaled with the gradients that add to it.
+            let b = &net.backend;
+            b.set_scope(Scope::network(Phase::Update));
+            for (arena, shadow) in net.state_arenas.iter().zip(&net.shadow_arenas) {
+                b.copy(arena, shadow);
+            }
+            for p in net.params() {
+                b.scal(s, &p.grad);
+            }
+        }
         let (mut t_forward, mut t_backward) = (0.0, 0.0);
         for pass in 0..net.subdivisions {
             let t0 = Instant::now();
             let r = pass * mb..(pass + 1) * mb;
             net.set_input(&images[r.start * per_img..r.end * per_img], &truths[r.start * per_truth..r.end * per_truth])?;
             net.forward(Mode::Train, pass, iteration);
+            if let Some(s) = scale {
+                // The loss layers wrote their gradients in the forward; everything below is
+                // linear in them.
+                net.backend.set_scope(Scope::network(Phase::Loss));
+                for &h in &net.heads {
+                    net.backend.scal(s, &net.layers[h].delta);
+                }
+            }
             let t1 = Instant::now();
             net.backward(iteration);
             t_forward += (t1 - t0).as_secs_f64();
             t_backward += t1.elapsed().as_secs_f64();
+        }
+        if let Some(s) = scale {
+            net.backend.set_scope(Scope::network(Phase::Update));
+            for p in net.params() {
+                net.backend.scal(1.0 / s, &p.grad);
+            }
         }
         if let Some(f) = net.fault {
             net.inject_fault(f.layer, TensorPhase::Backward);
@@ -186,6 +269,17 @@ impl<B: Backend> Trainer<B> {
         for (k, arena) in net.state_arenas.iter().enumerate() {
             b.nonfinite_into(arena, &net.stats, net.health_slot + k);
         }
+        // Loss scaling above 1: a flagged step restores the state saved before it, on the device.
+        // At 1 the state stays as the step left it, for the divergence report below.
+        if let (Some(ls), Some(flag)) = (&self.loss_scale, &net.overflow_flag)
+            && ls.scale > 1.0
+        {
+            let flags = b.view(&net.stats, net.health_slot, net.state_arenas.len());
+            b.sum_into(&flags, flag, 0);
+            for (arena, shadow) in net.state_arenas.iter().zip(&net.shadow_arenas) {
+                b.copy_if_flagged(flag, shadow, arena);
+            }
+        }
         let t3 = Instant::now();
         // The only read of the step. On a GPU it submits everything recorded since the last
         // upload in one submission (with subdivisions, each pass's input upload submits the
@@ -205,7 +299,15 @@ impl<B: Backend> Trainer<B> {
         if !rec.loss.is_finite() {
             return Err(self.diagnose_nonfinite(iteration, &rec));
         }
-        if stats[net.health_slot..].iter().any(|&f| f != 0.0) {
+        let flagged = stats[net.health_slot..].iter().any(|&f| f != 0.0);
+        if let Some(ls) = &mut self.loss_scale {
+            rec.loss_scale = Some(ls.scale);
+            rec.skipped = ls.after_step(flagged);
+            if rec.skipped {
+                return Ok(rec);
+            }
+        }
+        if flagged {
             return Err(self.diagnose_state(iteration, rec.loss));
         }
         Ok(rec)

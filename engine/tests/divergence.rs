@@ -110,20 +110,21 @@ fn gpu_catches_an_inf_running_variance_on_the_device() {
 }
 
 /// The memory plan is what `Network::build` allocates, byte for byte (CPU accounting), for every
-/// built-in model, with SGD and Adam; and the state sits in as few arenas as the plan says.
+/// built-in model, with SGD and Adam, with and without loss scaling (its shadow of the state);
+/// and the state sits in as few arenas as the plan says.
 #[test]
 fn memory_plan_matches_the_build() {
     for name in engine::cfg::BUILTIN_NAMES {
-        for adam in [false, true] {
+        for (adam, loss_scaling) in [(false, false), (true, false), (false, true)] {
             let (mut cfg, _) = engine::cfg::load(name).unwrap();
             cfg.set_size(64, 64).unwrap();
             cfg.set_batch(4, 2).unwrap();
-            let opts = BuildOptions { adam, ..Default::default() };
+            let opts = BuildOptions { adam, loss_scaling, ..Default::default() };
             let plan = MemoryPlan::of(&cfg, &opts).unwrap();
             let net = Network::build(CpuBackend::new(), cfg, &opts).unwrap();
-            assert_eq!(net.memory_bytes().0, plan.build_bytes(), "{name} adam={adam}");
-            let state: usize = net.state_arenas.iter().map(|a| net.backend.len(a)).sum();
-            assert_eq!(state, plan.state, "{name} adam={adam}");
+            assert_eq!(net.memory_bytes().0, plan.build_bytes(), "{name} adam={adam} loss_scaling={loss_scaling}");
+            let state: usize = net.state_arenas.iter().chain(&net.shadow_arenas).map(|a| net.backend.len(a)).sum();
+            assert_eq!(state, plan.state, "{name} adam={adam} loss_scaling={loss_scaling}");
         }
     }
 }

@@ -242,6 +242,13 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     b.copy(&a, &d);
     b.fill(&a, -0.75);
     put("copy", Tol::Exact, b.download(&d));
+    // copy_if_flagged: a zero flag leaves d as it is, a nonzero one copies.
+    let flag = upb(b, &[0.0]);
+    b.copy_if_flagged(&flag, &a, &d);
+    put("copy_if_flagged unset", Tol::Exact, b.download(&d));
+    b.upload(&flag, &[1.0]);
+    b.copy_if_flagged(&flag, &c, &d);
+    put("copy_if_flagged set", Tol::Exact, b.download(&d));
     put("fill", Tol::Exact, b.download(&a));
     b.upload(&a, &data(n, 303, -2.0, 2.0));
     let (da, db) = (upb(b, &data(n, 304, -1.0, 1.0)), upb(b, &data(n, 305, -1.0, 1.0)));

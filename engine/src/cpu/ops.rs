@@ -92,6 +92,17 @@ impl Backend for CpuBackend {
         // SAFETY: under the queue lock; dst is disjoint from src (asserted).
         unsafe { blas::copy(&self.par, src.read(), dst.write()) }
     }
+    fn copy_if_flagged(&self, flag: &CpuBuf, src: &CpuBuf, dst: &CpuBuf) {
+        let _q = self.op("copy_if_flagged", Work::elementwise(dst.len, 1, 1, 0), &[flag, src, dst]);
+        assert_eq!(flag.len, 1, "cpu copy_if_flagged: the flag is one float");
+        assert_eq!(src.len, dst.len, "cpu copy_if_flagged: lengths differ");
+        if flag.cells()[0].get() == 0.0 || src.same_view(dst) {
+            return;
+        }
+        assert_disjoint("copy_if_flagged", &[dst], &[src, flag]);
+        // SAFETY: under the queue lock; dst is disjoint from src (asserted).
+        unsafe { blas::copy(&self.par, src.read(), dst.write()) }
+    }
     fn axpy(&self, a: f32, x: &CpuBuf, y: &CpuBuf) {
         let _q = self.op("axpy", Work::elementwise(y.len, 2, 1, 2), &[x, y]);
         // SAFETY: under the queue lock; y is x itself or disjoint (checked by `inout`).

@@ -70,6 +70,13 @@ impl Backend for GpuBackend {
     fn copy(&self, src: &GpuBuf, dst: &GpuBuf) {
         self.blas(Kernel::Copy, src.len(), &[src, dst], 0.0, 1);
     }
+    fn copy_if_flagged(&self, flag: &GpuBuf, src: &GpuBuf, dst: &GpuBuf) {
+        let n = src.len();
+        check("copy_if_flagged dst", dst, n);
+        check("copy_if_flagged flag", flag, 1);
+        let p = BlasP { n: u(n), o1: off(src), o2: off(dst), o3: off(flag), o4: 0, o5: 0, a: 0.0, b: 0.0 };
+        self.dispatch_1d(Kernel::CopyIfFlagged, &[src, dst, flag], &p, n, Work::elementwise(n, 2, 1, 0));
+    }
     fn axpy(&self, a: f32, x: &GpuBuf, y: &GpuBuf) {
         self.blas(Kernel::Axpy, x.len(), &[x, y], a, 1);
     }

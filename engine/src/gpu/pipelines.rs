@@ -243,6 +243,7 @@ macro_rules! kernels {
 kernels! {
     Fill => (Blas, "fill", 1),
     Copy => (Blas, "copy", 2),
+    CopyIfFlagged => (Blas, "copy_if_flagged", 3),
     Axpy => (Blas, "axpy", 2),
     Scal => (Blas, "scal", 1),
     AddForward => (Blas, "add_forward", 3),

@@ -33,6 +33,10 @@ pub struct BuildOptions {
     /// plan: a read outside a tensor's lifetime then shows in the results).
     #[doc(hidden)]
     pub poison_dead: bool,
+    /// Dynamic loss scaling (mixed precision): a shadow copy of the state arenas, so that a step
+    /// whose scaled gradients overflow restores the state from before it on the device
+    /// ([`crate::train::LossScale`]). Doubles the state's memory.
+    pub loss_scaling: bool,
 }
 
 impl Default for BuildOptions {
@@ -45,6 +49,7 @@ impl Default for BuildOptions {
             memory_budget: None,
             memory_reuse: true,
             poison_dead: false,
+            loss_scaling: false,
         }
     }
 }
@@ -188,6 +193,10 @@ fn fixed_floats(
         (net.subdivisions * heads * STATS_LEN).max(1) + state_arenas,
         recompute_stats_len(convs),
     ];
+    if opts.loss_scaling {
+        // The step's overflow flag (the per-arena flags summed).
+        v.push(1);
+    }
     for (_, filters, bn) in convs {
         if *bn {
             v.extend([*filters, *filters]);
@@ -217,7 +226,8 @@ impl MemoryPlan {
         let convs = conv_layers(cfg, shapes, mb);
         let (_, arenas) = pack(&state_lens(&convs, opts.adam));
         let fixed = fixed_floats(cfg, shapes, &convs, mb, opts, arenas.len());
-        let state: usize = arenas.iter().sum();
+        // With loss scaling every state arena has a shadow of the same size.
+        let state: usize = arenas.iter().sum::<usize>() * if opts.loss_scaling { 2 } else { 1 };
         let fixed_sum: usize = fixed.iter().sum();
         let n = cfg.layers.len();
         if let Checkpointing::Layers(l) = &opts.checkpointing {
@@ -429,6 +439,11 @@ impl<B: Backend> Network<B> {
         let health_slot = (net.subdivisions * heads.len() * STATS_LEN).max(1);
         let stats = b.alloc(health_slot + state_arenas.len());
         let recompute_stats = b.alloc(recompute_stats_len(&convs));
+        let (shadow_arenas, overflow_flag) = if opts.loss_scaling {
+            (arena_lens.iter().map(|&len| b.alloc(len)).collect(), Some(b.alloc(1)))
+        } else {
+            (Vec::new(), None)
+        };
         let subdivisions = net.subdivisions;
         let mut network = Network {
             backend,
@@ -451,6 +466,8 @@ impl<B: Backend> Network<B> {
             poison_dead: opts.poison_dead,
             build_options: opts.clone(),
             state_arenas,
+            shadow_arenas,
+            overflow_flag,
             health_slot,
             seed: opts.seed,
             darknet_cpu: Default::default(),

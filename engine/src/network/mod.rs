@@ -93,6 +93,11 @@ pub struct Network<B: Backend> {
     /// The arenas holding every parameter, gradient/momentum, Adam moment and BN running
     /// statistic (the views in `layers` point into them): the state a checkpoint saves.
     pub state_arenas: Vec<B::Buf>,
+    /// With loss scaling ([`BuildOptions::loss_scaling`]): a copy of each state arena taken at
+    /// the start of a step, written back on the device when the step overflows. Empty otherwise.
+    pub shadow_arenas: Vec<B::Buf>,
+    /// With loss scaling: one float, nonzero when any per-arena non-finite flag of the step is.
+    pub overflow_flag: Option<B::Buf>,
     /// Index in `stats` of the first of the per-arena non-finite flags (one per arena, after the
     /// per-pass head statistics).
     pub health_slot: usize,
