@@ -83,6 +83,9 @@ pub trait Backend {
     /// dst = src when `flag` (a one-float view) is nonzero; else nothing. The flag is read on
     /// the device: a step can undo itself without a readback (loss scaling's skipped steps).
     fn copy_if_flagged(&self, flag: &Self::Buf, src: &Self::Buf, dst: &Self::Buf);
+    /// out = x rounded to the nearest f16 value (ties to even; ±Inf past f16's range), kept as
+    /// f32: where mixed precision stores a tensor in f16. `out` may be `x` itself.
+    fn round_f16(&self, x: &Self::Buf, out: &Self::Buf);
     /// y += a * x
     fn axpy(&self, a: f32, x: &Self::Buf, y: &Self::Buf);
     /// x *= a (in place)

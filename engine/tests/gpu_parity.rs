@@ -54,6 +54,8 @@ mod reduce;
 mod softmax;
 #[path = "parity/cost.rs"]
 mod cost;
+#[path = "parity/half.rs"]
+mod half;
 
 /// Deterministic pseudo-random data in [lo, hi).
 fn data(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {

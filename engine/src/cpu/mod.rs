@@ -27,6 +27,7 @@
 //!   unary and binary elementwise ops (`Unary`, `Binary`) keep working on `&[Cell<f32>]` index by
 //!   index, which is memory-safe for any overlap.
 
+pub use half::round_f16;
 mod activation;
 mod batchnorm;
 mod bias;
@@ -35,6 +36,7 @@ mod conv;
 mod cost;
 mod dropout;
 mod fused;
+mod half;
 mod ops;
 mod optim;
 mod par;

@@ -3,7 +3,7 @@
 //! to its op family's module.
 
 use super::{
-    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, cost, dropout, fused, inout, optim, pool, read_slice,
+    CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, cost, dropout, fused, half, inout, optim, pool, read_slice,
     reduce, resample, route, softmax, write_slice, yolo,
 };
 use crate::backend::{Backend, BnTensors, plain};
@@ -112,6 +112,12 @@ impl Backend for CpuBackend {
         let _q = self.op("scal", Work::elementwise(x.len, 1, 1, 1), &[x]);
         // SAFETY: under the queue lock; the only slice of x.
         blas::scal(&self.par, a, unsafe { x.write() });
+    }
+    fn round_f16(&self, x: &CpuBuf, out: &CpuBuf) {
+        let _q = self.op("round_f16", Work::elementwise(out.len, 1, 1, 1), &[x, out]);
+        assert_eq!(x.len, out.len, "cpu round_f16: lengths differ");
+        // SAFETY: under the queue lock; out is x itself or disjoint (checked by `inout`).
+        half::round_slice(&self.par, unsafe { inout("round_f16", x, out) });
     }
     fn unary_forward(&self, op: Unary, x: &CpuBuf, out: &CpuBuf) {
         let _q = self.op(op.names().0, Work::elementwise(out.len, 1, 1, 1), &[x, out]);

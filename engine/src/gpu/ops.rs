@@ -1,6 +1,6 @@
 //! `Backend` for `GpuBackend`: checks shapes, packs params in WGSL field order, dispatches.
 
-use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, SoftmaxP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
+use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, HalfP, SoftmaxP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
 use crate::backend::{Backend, BnTensors};
@@ -76,6 +76,12 @@ impl Backend for GpuBackend {
         check("copy_if_flagged flag", flag, 1);
         let p = BlasP { n: u(n), o1: off(src), o2: off(dst), o3: off(flag), o4: 0, o5: 0, a: 0.0, b: 0.0 };
         self.dispatch_1d(Kernel::CopyIfFlagged, &[src, dst, flag], &p, n, Work::elementwise(n, 2, 1, 0));
+    }
+    fn round_f16(&self, x: &GpuBuf, out: &GpuBuf) {
+        let n = x.len();
+        check("round_f16 out", out, n);
+        let p = HalfP { n: u(n), o1: off(x), o2: off(out), pad: 0 };
+        self.dispatch_1d(Kernel::RoundF16, &[x, out], &p, n, Work::elementwise(n, 1, 1, 1));
     }
     fn axpy(&self, a: f32, x: &GpuBuf, y: &GpuBuf) {
         self.blas(Kernel::Axpy, x.len(), &[x, y], a, 1);

@@ -44,6 +44,11 @@ params! {
 }
 
 params! {
+    /// half.wgsl: `n` floats of view `o1` rounded to f16 into view `o2`.
+    HalfP for Half { n: u32, o1: u32, o2: u32, pad: u32 }
+}
+
+params! {
     /// conv.wgsl: the three implicit GEMMs of a convolution and the split-K reduce.
     ConvP for Conv {
         batch: u32, c: u32, h: u32, w: u32, filters: u32, size: u32, stride: u32, pad: u32,
@@ -223,6 +228,7 @@ mod tests {
             r::<YoloP>(),
             r::<SoftmaxP>(),
             r::<CostP>(),
+            r::<HalfP>(),
         ]
     }
 

@@ -41,9 +41,10 @@ pub(crate) enum Module {
     Yolo,
     Softmax,
     Cost,
+    Half,
 }
 
-pub(crate) const MODULES: [Module; 14] = [
+pub(crate) const MODULES: [Module; 15] = [
     Module::Blas,
     Module::Conv,
     Module::Bias,
@@ -58,6 +59,7 @@ pub(crate) const MODULES: [Module; 14] = [
     Module::Yolo,
     Module::Softmax,
     Module::Cost,
+    Module::Half,
 ];
 
 impl Module {
@@ -77,6 +79,7 @@ impl Module {
             Module::Yolo => include_str!("../../../shaders-wgsl/yolo.wgsl"),
             Module::Softmax => include_str!("../../../shaders-wgsl/softmax.wgsl"),
             Module::Cost => include_str!("../../../shaders-wgsl/cost.wgsl"),
+            Module::Half => include_str!("../../../shaders-wgsl/half.wgsl"),
         }
     }
     pub(crate) fn name(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Module {
             Module::Yolo => "yolo",
             Module::Softmax => "softmax",
             Module::Cost => "cost",
+            Module::Half => "half",
         }
     }
 
@@ -246,6 +250,7 @@ kernels! {
     CopyIfFlagged => (Blas, "copy_if_flagged", 3),
     Axpy => (Blas, "axpy", 2),
     Scal => (Blas, "scal", 1),
+    RoundF16 => (Half, "round_f16", 2),
     AddForward => (Blas, "add_forward", 3),
     MulForward => (Blas, "mul_forward", 3),
     DivForward => (Blas, "div_forward", 3),
