@@ -8,7 +8,7 @@ use engine::Backend;
 use engine::checkpoint::CheckpointError;
 use engine::cpu::CpuBackend;
 use engine::data::synth::SynthSpec;
-use engine::network::{BuildOptions, LayerOp, MemoryPlan, Network};
+use engine::network::{BuildOptions, LayerOp, MemoryPlan, Network, Precision};
 use engine::train::{Optimizer, TrainError, Trainer};
 
 const SIZE: usize = 64;
@@ -110,16 +110,19 @@ fn gpu_catches_an_inf_running_variance_on_the_device() {
 }
 
 /// The memory plan is what `Network::build` allocates, byte for byte (CPU accounting), for every
-/// built-in model, with SGD and Adam, with and without loss scaling (its shadow of the state);
+/// built-in model, with SGD and Adam, and mixed precision with loss scaling (the shadow of the
+/// state, the f16 weight copies);
 /// and the state sits in as few arenas as the plan says.
 #[test]
 fn memory_plan_matches_the_build() {
     for name in engine::cfg::BUILTIN_NAMES {
-        for (adam, loss_scaling) in [(false, false), (true, false), (false, true)] {
+        for (adam, loss_scaling, precision) in
+            [(false, false, Precision::Fp32), (true, false, Precision::Fp32), (false, true, Precision::Mixed)]
+        {
             let (mut cfg, _) = engine::cfg::load(name).unwrap();
             cfg.set_size(64, 64).unwrap();
             cfg.set_batch(4, 2).unwrap();
-            let opts = BuildOptions { adam, loss_scaling, ..Default::default() };
+            let opts = BuildOptions { adam, loss_scaling, precision, ..Default::default() };
             let plan = MemoryPlan::of(&cfg, &opts).unwrap();
             let net = Network::build(CpuBackend::new(), cfg, &opts).unwrap();
             assert_eq!(net.memory_bytes().0, plan.build_bytes(), "{name} adam={adam} loss_scaling={loss_scaling}");

@@ -9,60 +9,11 @@ use engine::cpu::CpuBackend;
 use engine::network::{BuildOptions, Network};
 use engine::train::{LossScale, Optimizer, Trainer};
 use engine::Backend;
-use rand::{Rng, SeedableRng};
 
 mod common;
 
-/// Two conv+BN layers, a maxpool and a [yolo] head at 16×16, batch 4 in 2 passes; constant
-/// learning rate, so skipped iterations do not change the next step's rate.
-const CFG: &str = "
-[net]
-batch=4
-subdivisions=2
-width=16
-height=16
-channels=3
-learning_rate=0.01
-momentum=0.9
-decay=0.0005
-policy=constant
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=2,3, 4,5, 6,7
-classes=1
-num=3
-";
-
 fn trainer<B: Backend>(backend: B, optimizer: Optimizer, loss_scaling: bool) -> Trainer<B> {
-    let cfg = engine::cfg::parse_str(CFG, "loss-scaling.cfg").expect("cfg parses").0;
+    let cfg = common::small::cfg();
     let opts = BuildOptions { seed: 5, adam: optimizer == Optimizer::Adam, loss_scaling, ..Default::default() };
     Trainer::new(Network::build(backend, cfg, &opts).expect("builds"), optimizer)
 }
@@ -72,26 +23,8 @@ fn state_bits<B: Backend>(net: &Network<B>) -> Vec<u32> {
     net.state_arenas.iter().flat_map(|a| net.backend.download(a)).map(f32::to_bits).collect()
 }
 
-/// Random images with two boxes each.
-fn batches(n: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    (0..n)
-        .map(|_| {
-            let images = (0..4 * 3 * 16 * 16).map(|_| rng.random_range(0.0..1.0)).collect();
-            let mut truths = vec![0.0f32; 4 * 200 * 5];
-            for img in 0..4 {
-                for k in 0..2 {
-                    let b = &mut truths[(img * 200 + k) * 5..][..5];
-                    b.copy_from_slice(&[rng.random_range(0.2..0.8), rng.random_range(0.2..0.8), rng.random_range(0.1..0.5), rng.random_range(0.1..0.5), 0.0]);
-                }
-            }
-            (images, truths)
-        })
-        .collect()
-}
-
 fn scaled_training_is_bit_identical<B: Backend>(make: impl Fn() -> B) {
-    let data = batches(3);
+    let data = common::small::batches(3);
     for optimizer in [Optimizer::Sgd, Optimizer::Adam] {
         let mut plain = trainer(make(), optimizer, false);
         let mut scaled = trainer(make(), optimizer, true);
@@ -108,7 +41,7 @@ fn scaled_training_is_bit_identical<B: Backend>(make: impl Fn() -> B) {
 }
 
 fn overflowing_steps_are_undone<B: Backend>(make: impl Fn() -> B) {
-    let data = batches(40);
+    let data = common::small::batches(40);
     let mut t = trainer(make(), Optimizer::Sgd, true);
     // One plain step first, so that SGD momentum and the running statistics are not zero.
     t.step(&data[0].0, &data[0].1).expect("first step");

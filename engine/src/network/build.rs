@@ -37,6 +37,46 @@ pub struct BuildOptions {
     /// whose scaled gradients overflow restores the state from before it on the device
     /// ([`crate::train::LossScale`]). Doubles the state's memory.
     pub loss_scaling: bool,
+    /// fp32, or mixed precision: layer outputs, gradients and the convolutions' GEMM operands
+    /// rounded to f16 ([`Precision`]).
+    pub precision: Precision,
+}
+
+/// Arithmetic precision of training (`[train] precision`).
+///
+/// `Mixed` stores in f16 what PyTorch's mixed precision stores in f16: every layer's output
+/// (except the loss layers') and every gradient with respect to one, and the convolutions' GEMMs
+/// read f16 copies of the weights (refreshed from the fp32 master weights before each step's
+/// first forward) and f16 gradients. Accumulation, batch-norm statistics, the loss layers,
+/// parameter gradients and the optimiser stay fp32. This version rounds values to f16 where
+/// they would be stored (the `round_f16` op) and keeps them in f32 buffers: the numerics of mixed
+/// precision on every backend, the reference the f16-storage kernels are checked against. Train
+/// it with loss scaling ([`BuildOptions::loss_scaling`]) so small gradients do not vanish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Mixed,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Mixed => "mixed",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "mixed" => Ok(Precision::Mixed),
+            _ => Err(format!("precision must be \"fp32\" or \"mixed\", not \"{s}\"")),
+        }
+    }
 }
 
 impl Default for BuildOptions {
@@ -50,6 +90,7 @@ impl Default for BuildOptions {
             memory_reuse: true,
             poison_dead: false,
             loss_scaling: false,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -197,6 +238,10 @@ fn fixed_floats(
         // The step's overflow flag (the per-arena flags summed).
         v.push(1);
     }
+    if opts.precision == Precision::Mixed {
+        // The f16 copies of the conv weights.
+        v.extend(pack(&convs.iter().map(|c| c.0.weight_len()).collect::<Vec<_>>()).1);
+    }
     for (_, filters, bn) in convs {
         if *bn {
             v.extend([*filters, *filters]);
@@ -342,6 +387,15 @@ impl<B: Backend> Network<B> {
         };
         let mut states: std::collections::VecDeque<ConvState<B::Buf>> =
             convs.iter().map(|(shape, filters, bn)| conv_state(shape.weight_len(), *filters, *bn, opts.adam, &mut take)).collect();
+        // Mixed precision: the f16 copies of the conv weights, packed like the state.
+        let mut half_weights = if opts.precision == Precision::Mixed {
+            let (places, lens) = pack(&convs.iter().map(|c| c.0.weight_len()).collect::<Vec<_>>());
+            let arenas: Vec<B::Buf> = lens.iter().map(|&len| b.alloc(len)).collect();
+            places.into_iter().zip(&convs).map(|((a, o), c)| Some(b.view(&arenas[a], o, c.0.weight_len()))).collect()
+        } else {
+            vec![None; convs.len()]
+        }
+        .into_iter();
         let view = |i: usize, kind: TensorKind| {
             let k = plan.tensor_index(i, kind).expect("the plan lists every layer's tensors");
             acts.views[k].clone()
@@ -370,6 +424,7 @@ impl<B: Backend> Network<B> {
                         biases: param(state.biases, false),
                         bn,
                         pre_act: needs_pre_activation(c.activation).then(|| view(i, TensorKind::PreAct)),
+                        weights_half: half_weights.next().expect("one f16 weight copy slot per conv"),
                     })
                 }
                 LayerKind::Route(r) => LayerOp::Route { inputs: r.layers.clone(), groups: r.groups, group_id: r.group_id },

@@ -39,6 +39,16 @@ pub struct Conv<B: Backend> {
     /// Pre-activation values, kept only for activations whose derivative needs them
     /// (mish, swish, hard-mish); otherwise the activation runs in place on `output`.
     pub pre_act: Option<B::Buf>,
+    /// Mixed precision: the weights rounded to f16, what the GEMMs read (refreshed from
+    /// `weights` before each step's first forward).
+    pub weights_half: Option<B::Buf>,
+}
+
+impl<B: Backend> Conv<B> {
+    /// The weights the GEMMs read: the f16 copy under mixed precision, else the weights.
+    pub fn gemm_weights(&self) -> &B::Buf {
+        self.weights_half.as_ref().unwrap_or(&self.weights.value)
+    }
 }
 
 pub enum LayerOp<B: Backend> {
@@ -55,6 +65,13 @@ pub enum LayerOp<B: Backend> {
     /// `head`: this loss layer's statistics record (see `Network::heads`).
     Softmax { shape: SoftmaxShape, head: usize },
     Cost { kind: CostKind, scale: f32, head: usize },
+}
+
+impl<B: Backend> LayerOp<B> {
+    /// A loss layer: writes its gradient in the forward ([yolo], [softmax], [cost]).
+    pub fn is_loss(&self) -> bool {
+        matches!(self, LayerOp::Yolo { .. } | LayerOp::Softmax { .. } | LayerOp::Cost { .. })
+    }
 }
 
 pub struct Layer<B: Backend> {

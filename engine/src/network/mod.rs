@@ -21,7 +21,7 @@ use crate::yolo_stats::STATS_LEN;
 pub use layer::{Layer, LayerOp, Param};
 pub use pass::Update;
 pub use tensors::{LayerTensor, TensorPhase};
-pub use build::{BuildOptions, MemoryPlan, STATE_ARENA_FLOATS};
+pub use build::{BuildOptions, MemoryPlan, Precision, STATE_ARENA_FLOATS};
 pub use plan::{ActivationPlan, Checkpointing};
 
 /// Errors building or running a network.

@@ -47,6 +47,19 @@ impl<B: Backend> Network<B> {
     /// Record a forward pass over the current input. In training mode the [yolo] heads also
     /// compute their gradients and write pass `pass`'s statistics.
     pub fn forward(&self, mode: Mode, pass: usize, iteration: u64) {
+        if self.mixed() {
+            let b = &self.backend;
+            b.set_scope(Scope::network(Phase::Forward));
+            if pass == 0 {
+                // The step's f16 weights, from the fp32 master weights the last update left.
+                for l in &self.layers {
+                    if let LayerOp::Conv(c) = &l.op {
+                        b.round_f16(&c.weights.value, c.gemm_weights());
+                    }
+                }
+            }
+            b.round_f16(&self.input, &self.input);
+        }
         let range = match mode {
             Mode::Train => 0..self.plan.forward_end(),
             Mode::Infer => self.plan.infer_start()..self.plan.steps.len(),
@@ -58,6 +71,18 @@ impl<B: Backend> Network<B> {
                 _ => {}
             }
             self.poison_after(t);
+        }
+    }
+
+    /// Mixed precision ([`super::build::Precision::Mixed`]).
+    fn mixed(&self) -> bool {
+        self.build_options.precision == super::build::Precision::Mixed
+    }
+
+    /// Under mixed precision, `buf` (a layer output or a gradient) is stored in f16.
+    fn store_half(&self, l: &Layer<B>, buf: &B::Buf) {
+        if self.mixed() && !l.op.is_loss() {
+            self.backend.round_f16(buf, buf);
         }
     }
 
@@ -97,7 +122,7 @@ impl<B: Backend> Network<B> {
                 let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
                 match &c.bn {
                     Some(bn) => {
-                        b.conv_forward(x, &c.weights.value, &bn.conv_out, &c.shape);
+                        b.conv_forward(x, c.gemm_weights(), &bn.conv_out, &c.shape);
                         match mode {
                             Mode::Train => {
                                 let mut t = bn_tensors(c, bn);
@@ -123,7 +148,7 @@ impl<B: Backend> Network<B> {
                         }
                     }
                     None => b.conv_bias_activation_forward(
-                        x, &c.weights.value, &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape,
+                        x, c.gemm_weights(), &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape,
                     ),
                 }
             }
@@ -198,6 +223,7 @@ impl<B: Backend> Network<B> {
                 }
             },
         }
+        self.store_half(l, &l.output);
         if !recompute {
             self.inject_fault(i, super::TensorPhase::Forward);
         }
@@ -241,6 +267,8 @@ impl<B: Backend> Network<B> {
         let dx = self.input_delta_of(i);
         let spatial_in = l.input.h * l.input.w;
         b.set_scope(Scope::layer(i, l.kind_name(), Phase::Backward));
+        // The gradient with respect to the output, as the layers above summed it.
+        self.store_half(l, &l.delta);
         match &l.op {
             LayerOp::Conv(c) => {
                 let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
@@ -251,12 +279,14 @@ impl<B: Backend> Network<B> {
                     }
                     None => b.activation_bias_backward(&l.delta, &l.output, c.pre_act.as_ref(), &c.biases.grad, c.activation, &cs),
                 }
+                // The GEMMs' operand: the gradient with respect to the convolution's output.
+                self.store_half(l, &l.delta);
                 b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
                 if let Some(dx) = dx {
                     if self.darknet_cpu.conv_overwrites_input_grad {
                         b.fill(dx, 0.0);
                     }
-                    b.conv_backward_data(&l.delta, &c.weights.value, dx, &c.shape);
+                    b.conv_backward_data(&l.delta, c.gemm_weights(), dx, &c.shape);
                 }
             }
             LayerOp::Route { inputs, groups, group_id } => {

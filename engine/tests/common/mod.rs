@@ -43,6 +43,7 @@ pub fn shared_gpu() -> Option<&'static GpuBackend> {
 }
 
 pub mod darknet;
+pub mod small;
 
 /// yolov4-tiny's anchors (all six, as (w, h) pixels).
 #[allow(dead_code)] // not every test crate that includes `common` uses it
