@@ -7,7 +7,9 @@
 //! `.state` layout (little-endian): magic `DKRS-OPT`, u32 version (1), u64 iteration, u8
 //! optimiser (0 SGD, 1 Adam), u64 length + bytes of a caller tag (e.g. an experiment hash), u32
 //! tensor count, then per trainable tensor in [`Network::params`] order: u64 length, the SGD
-//! momentum buffer (Darknet's `*_updates`), and for Adam the first and second moments.
+//! momentum buffer (Darknet's `*_updates`), and for Adam the first and second moments; with
+//! loss scaling (mixed precision) a trailer: `LSCL`, f32 scale, u32 clean steps, u64 skipped
+//! steps (a file without it resumes without a scale of its own).
 //!
 //! Both files are written to a temporary name and renamed, so an interrupted save never leaves a
 //! truncated checkpoint under the final name.
@@ -20,6 +22,8 @@ use crate::train::{Optimizer, Trainer};
 use crate::weights::{self, Extent, WeightsError};
 
 const MAGIC: &[u8; 8] = b"DKRS-OPT";
+/// Starts the loss-scale trailer of a `.state` file.
+const LOSS_SCALE_TAG: &[u8; 4] = b"LSCL";
 const VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,12 @@ impl<B: Backend> Trainer<B> {
                 put(v, "Adam second moment")?;
             }
         }
+        if let Some(ls) = &self.loss_scale {
+            out.extend_from_slice(LOSS_SCALE_TAG);
+            out.extend_from_slice(&ls.scale.to_le_bytes());
+            out.extend_from_slice(&ls.clean.to_le_bytes());
+            out.extend_from_slice(&ls.skipped.to_le_bytes());
+        }
         Ok(out)
     }
 
@@ -139,7 +149,7 @@ impl<B: Backend> Trainer<B> {
             });
         }
         let bytes = std::fs::read(&state).map_err(io_err(&state))?;
-        let (info, buffers) = parse_state(&state, &bytes, &self.net, self.optimizer)?;
+        let (info, buffers, loss_scale) = parse_state(&state, &bytes, &self.net, self.optimizer)?;
         let file = weights::read_weights(weights, &self.net.conv_dims(), Extent::All)?;
         let expected_seen = info.iteration * self.step_images() as u64;
         if file.header.seen != expected_seen {
@@ -163,6 +173,9 @@ impl<B: Backend> Trainer<B> {
             }
         }
         self.iteration = info.iteration;
+        if let (Some(ls), Some((scale, clean, skipped))) = (&mut self.loss_scale, loss_scale) {
+            (ls.scale, ls.clean, ls.skipped) = (scale, clean, skipped);
+        }
         Ok(info)
     }
 }
@@ -173,7 +186,7 @@ fn parse_state<B: Backend>(
     bytes: &[u8],
     net: &Network<B>,
     optimizer: Optimizer,
-) -> Result<(CheckpointInfo, Vec<Vec<Vec<f32>>>), CheckpointError> {
+) -> Result<(CheckpointInfo, Vec<Vec<Vec<f32>>>, Option<(f32, u32, u64)>), CheckpointError> {
     let file = path.display().to_string();
     let bad = |msg: String| CheckpointError::Format { file: file.clone(), msg };
     let mut r = Reader { bytes, pos: 0 };
@@ -215,10 +228,22 @@ fn parse_state<B: Backend>(
         }
         buffers.push(bufs);
     }
+    let loss_scale = if bytes.len() - r.pos == 20 && r.bytes[r.pos..].starts_with(LOSS_SCALE_TAG) {
+        r.take(4);
+        let scale = r.u32().map(f32::from_bits).filter(|s| s.is_finite() && *s >= 1.0);
+        let clean = r.u32();
+        let skipped = r.u64();
+        match (scale, clean, skipped) {
+            (Some(s), Some(c), Some(k)) => Some((s, c, k)),
+            _ => return Err(bad("the loss-scale trailer holds a scale below 1 or not finite".into())),
+        }
+    } else {
+        None
+    };
     if r.pos != bytes.len() {
         return Err(bad(format!("{} bytes left after the last tensor", bytes.len() - r.pos)));
     }
-    Ok((CheckpointInfo { iteration, optimizer, tag }, buffers))
+    Ok((CheckpointInfo { iteration, optimizer, tag }, buffers, loss_scale))
 }
 
 struct Reader<'a> {

@@ -143,3 +143,31 @@ fn mixed_inference_uses_the_current_weights() {
     };
     assert_eq!(predict(&mut t.net), predict(&mut fresh));
 }
+
+#[test]
+fn mixed_resume_is_exact() {
+    // The loss scale travels in the checkpoint: stopping after step 3 and resuming gives the
+    // bits of the uninterrupted run (steps 1-2 overflow at the starting scale and are skipped).
+    let data = common::small::batches(6);
+    let dir = std::env::temp_dir().join(format!("mixed-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let weights = dir.join("m_3.weights");
+    let mut whole = trainer(CpuBackend::new(), &opts(Precision::Mixed));
+    for (i, (x, y)) in data.iter().enumerate() {
+        whole.step(x, y).expect("step");
+        if i == 2 {
+            whole.save_checkpoint(&weights, "t").expect("checkpoint");
+        }
+    }
+    let mut resumed = trainer(CpuBackend::new(), &opts(Precision::Mixed));
+    resumed.resume(&weights).expect("resume");
+    assert_eq!(resumed.iteration, 3);
+    for (x, y) in &data[3..] {
+        resumed.step(x, y).expect("step");
+    }
+    assert_eq!(resumed.loss_scale, whole.loss_scale);
+    assert!(resumed.loss_scale.as_ref().is_some_and(|l| l.skipped > 0), "the run skipped steps");
+    let bits = |t: &Trainer<CpuBackend>| state(&t.net).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&resumed) == bits(&whole), "the resumed run differs");
+    let _ = std::fs::remove_dir_all(&dir);
+}
