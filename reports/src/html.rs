@@ -27,6 +27,31 @@ figcaption{font-size:.9em;color:#555}pre{background:#f7f7f7;padding:10px;overflo
 .meta{color:#555;font-size:.9em}
 "#;
 
+/// One line per backend that trained with loss scaling (mixed precision): the scale at the
+/// start and the end, and the steps skipped.
+pub fn loss_scale_lines(iterations: &[crate::records::IterationRecord]) -> Vec<String> {
+    let mut backends: Vec<&str> = Vec::new();
+    for r in iterations {
+        if r.loss_scale.is_some() && !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+    }
+    backends
+        .into_iter()
+        .map(|b| {
+            let rows: Vec<_> = iterations.iter().filter(|r| r.backend == b && r.loss_scale.is_some()).collect();
+            let skipped = rows.iter().filter(|r| r.skipped).count();
+            let scale = |r: &crate::records::IterationRecord| r.loss_scale.map_or(String::new(), fmt_num);
+            format!(
+                "mixed precision ({b}): loss scale {} at the first step, {} at the last; {skipped} of {} steps skipped (their gradients overflowed: the update was undone and the scale halved)",
+                rows.first().map_or(String::new(), |r| scale(r)),
+                rows.last().map_or(String::new(), |r| scale(r)),
+                rows.len()
+            )
+        })
+        .collect()
+}
+
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -96,7 +121,11 @@ pub fn render(run: &RunData, charts: &[Chart], images: &[(String, Vec<u8>)]) -> 
     if gate.gates.is_empty() {
         h.push_str("<tr><td class=\"l\" colspan=\"5\">no gates defined: the experiment has no [thresholds]</td></tr>\n");
     }
-    h.push_str("</table>\n<h2>Charts</h2>\n");
+    h.push_str("</table>\n");
+    for line in loss_scale_lines(&run.iterations) {
+        let _ = writeln!(h, "<p class=\"meta\">{}</p>", escape(&line));
+    }
+    h.push_str("<h2>Charts</h2>\n");
     for c in charts {
         // An inline <svg> must not carry an XML declaration.
         let svg = c.svg.trim_start();

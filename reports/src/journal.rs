@@ -136,6 +136,8 @@ pub fn iteration_fields(r: &IterationRecord) -> Vec<String> {
         opt(r.device_other_s),
         r.rss_bytes.to_string(),
         r.gpu_bytes.to_string(),
+        opt(r.loss_scale),
+        r.skipped.to_string(),
     ]
 }
 

@@ -60,6 +60,11 @@ pub struct IterationRecord {
     pub rss_bytes: u64,
     /// GPU memory allocated by this backend after the iteration, bytes (0 on CPU).
     pub gpu_bytes: u64,
+    /// Mixed precision: the loss scale of this step (`None` without loss scaling).
+    pub loss_scale: Option<f64>,
+    /// Mixed precision: the scaled gradients overflowed, so the step was undone and the scale
+    /// halved.
+    pub skipped: bool,
 }
 
 impl IterationRecord {

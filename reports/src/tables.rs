@@ -13,6 +13,7 @@ pub const ITERATION_COLUMNS: &[&str] = &[
     "recall50", "recall75", "count", "lr", "images_per_s", "step_s", "data_wait_s", "data_load_s",
     "host_forward_s", "host_backward_s", "host_update_s", "host_wait_s", "device_forward_s",
     "device_loss_s", "device_backward_s", "device_update_s", "device_other_s", "rss_bytes", "gpu_bytes",
+    "loss_scale", "skipped",
 ];
 
 /// Float columns of the iteration table (in order) and, for reading schema-2 folders, the name
@@ -96,6 +97,8 @@ pub fn iterations_frame(rows: &[IterationRecord]) -> Result<DataFrame, ReportErr
             col("device_other_s", o(|r| r.device_other_s)),
             col("rss_bytes", u(|r| r.rss_bytes)),
             col("gpu_bytes", u(|r| r.gpu_bytes)),
+            col("loss_scale", o(|r| r.loss_scale)),
+            col("skipped", rows.iter().map(|r| r.skipped).collect::<Vec<bool>>()),
         ],
     )
 }
@@ -194,6 +197,12 @@ fn opt_f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, ReportError>
     Ok(c.f64()?.iter().collect())
 }
 
+/// A boolean column (missing values read as false).
+fn bools(df: &DataFrame, name: &str) -> Result<Vec<bool>, ReportError> {
+    let c = df.column(name)?.cast(&DataType::Boolean)?;
+    Ok(c.bool()?.iter().map(|v| v.unwrap_or(false)).collect())
+}
+
 fn has(df: &DataFrame, name: &str) -> bool {
     df.get_column_names().iter().any(|c| c.as_str() == name)
 }
@@ -218,6 +227,9 @@ pub fn iterations_from_frame(df: &DataFrame) -> Result<Vec<IterationRecord>, Rep
         .iter()
         .map(|c| if has(df, c) { opt_f64s(df, c) } else { Ok(vec![None; n]) })
         .collect::<Result<_, _>>()?;
+    // Folders written before mixed precision have neither column.
+    let loss_scale = if has(df, "loss_scale") { opt_f64s(df, "loss_scale")? } else { vec![None; n] };
+    let skipped = if has(df, "skipped") { bools(df, "skipped")? } else { vec![false; n] };
     Ok((0..n)
         .map(|i| IterationRecord {
             backend: backend[i].clone(),
@@ -248,6 +260,8 @@ pub fn iterations_from_frame(df: &DataFrame) -> Result<Vec<IterationRecord>, Rep
             device_other_s: device[4][i],
             rss_bytes: rss[i],
             gpu_bytes: gpu[i],
+            loss_scale: loss_scale[i],
+            skipped: skipped[i],
         })
         .collect())
 }

@@ -87,7 +87,11 @@ fn csv_has_the_schema_columns_and_reads_back_without_parquet() {
     for (a, b) in back.iterations.iter().zip(&run.iterations) {
         assert_eq!((&a.backend, a.iteration, a.epoch, a.rss_bytes), (&b.backend, b.iteration, b.epoch, b.rss_bytes));
         assert!((a.loss - b.loss).abs() <= 1e-12 * b.loss.abs(), "{} vs {}", a.loss, b.loss);
+        assert_eq!((a.loss_scale, a.skipped), (b.loss_scale, b.skipped), "loss scaling columns");
     }
+    assert!(run.iterations.iter().any(|r| r.skipped), "the synthetic run has skipped steps");
+    let html = read(&dir.join("report.html"));
+    assert!(html.contains("mixed precision (gpu): loss scale 65536 at the first step, 16384 at the last; 2 of"), "loss-scale line");
 }
 
 #[test]

@@ -203,6 +203,17 @@ pub struct TrainSection {
     /// Bytes a backend may hold for the network ("6GiB", "512MiB" or a number of bytes): a plan
     /// that needs more is refused, naming the smallest budget that fits.
     pub memory_budget: Option<ByteSize>,
+    /// "fp32" (default) or "mixed": f16 activations and gradients, fp32 accumulation and master
+    /// weights, with dynamic loss scaling.
+    pub precision: Option<PrecisionSetting>,
+}
+
+/// `[train] precision`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionSetting {
+    Fp32,
+    Mixed,
 }
 
 /// `[train] checkpointing`: a name or a list of layer indices.

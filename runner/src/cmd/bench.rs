@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// the plan with the least recomputation that fits)
     #[arg(long, value_parser = engine::network::plan::parse_bytes)]
     pub memory_budget: Option<u64>,
+    /// Arithmetic: fp32, or mixed (f16 activations and gradients, fp32 accumulation, dynamic
+    /// loss scaling)
+    #[arg(long, default_value = "fp32")]
+    pub precision: engine::network::Precision,
     /// Seed of the weights and the random data
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -97,6 +101,8 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         seed: a.seed,
         checkpointing: a.checkpointing.clone(),
         memory_budget: a.memory_budget,
+        precision: a.precision,
+        loss_scaling: a.precision == engine::network::Precision::Mixed,
         ..Default::default()
     };
     let plan = engine::network::MemoryPlan::of(&cfg, &opts)?;
@@ -138,6 +144,9 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         4 * plan.unshared as u64,
         if plan.boundaries > 0 { format!("; checkpointing: {} segments, recomputes {:.0}% of the forward FLOPs", plan.boundaries + 1, 100.0 * recompute) } else { String::new() }
     );
+    if a.precision != engine::network::Precision::Fp32 {
+        println!("precision {}: GEMMs {}", a.precision, gemm_path(a.precision));
+    }
     let records = kernel_records(&a.backend.to_string(), &r.kernels);
     if timed {
         write_kernels(&dir.join("tables"), &records, true, true)?;
@@ -172,6 +181,8 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         "planned_activation_bytes": 4 * plan.activations as u64,
         "unshared_activation_bytes": 4 * plan.unshared as u64,
         "checkpointing": a.checkpointing.to_string(),
+        "precision": a.precision.to_string(),
+        "gemm_path": gemm_path(a.precision),
         "checkpoint_segments": plan.boundaries + 1,
         "recompute_fraction_of_forward_flops": recompute,
         "device_bytes": r.bytes,
@@ -209,4 +220,14 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
         print!("{}", r.kernels.top_kernels_text(15));
     }
     println!("device bytes {} (peak {})", r.bytes, r.peak_bytes);
+}
+
+/// Which GEMM arithmetic ran, said plainly in the output and in bench.json.
+pub fn gemm_path(p: engine::network::Precision) -> &'static str {
+    match p {
+        engine::network::Precision::Fp32 => "fp32",
+        engine::network::Precision::Mixed => {
+            "fp32 kernels on f16-rounded operands (f16 storage and cooperative-matrix GEMMs are not built yet: mixed precision has its numerics here, not its speed)"
+        }
+    }
 }

@@ -42,12 +42,16 @@ pub fn check(exp: &Experiment) -> Result<Plan> {
     let adapters = check_backends(&exp.backends.list)?;
     let optimizer = overrides::optimizer(exp, &cfg);
     let (checkpointing, memory_budget) = overrides::memory(exp)?;
+    let precision = overrides::precision(exp);
     let build = BuildOptions {
         adam: optimizer == engine::train::Optimizer::Adam,
         max_boxes: 200,
         seed: exp.experiment.seed,
         checkpointing,
         memory_budget,
+        precision,
+        // Mixed precision trains with dynamic loss scaling, so small gradients survive f16.
+        loss_scaling: precision == engine::network::Precision::Mixed,
         ..Default::default()
     };
     let memory = check_memory(exp, &cfg, &build, &adapters)?;

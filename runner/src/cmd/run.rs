@@ -402,6 +402,8 @@ impl<'e> Training<'e> {
                     device_other_s: device(Phase::Other),
                     rss_bytes: super::memory::rss_bytes(),
                     gpu_bytes,
+                    loss_scale: s.loss_scale.map(f64::from),
+                    skipped: s.skipped,
                 };
                 progress.step(&r);
                 self.journal.iteration(&r, n)?;

@@ -87,6 +87,14 @@ pub fn memory(exp: &Experiment) -> Result<(engine::network::Checkpointing, Optio
     Ok((c.unwrap_or_default(), b))
 }
 
+/// `[train] precision` (fp32 unless the experiment says mixed).
+pub fn precision(exp: &Experiment) -> engine::network::Precision {
+    match exp.train.precision {
+        Some(crate::experiment::PrecisionSetting::Mixed) => engine::network::Precision::Mixed,
+        _ => engine::network::Precision::Fp32,
+    }
+}
+
 /// When training stops: the experiment's epochs or max_batches, else the cfg's max_batches.
 pub fn stop(exp: &Experiment, cfg: &ModelCfg) -> Stop {
     match (exp.train.epochs, exp.train.max_batches) {

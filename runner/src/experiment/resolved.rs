@@ -135,6 +135,7 @@ pub fn render(exp: &Experiment, cfg: &ModelCfg) -> String {
     if let Some(c) = exp.train.checkpoint_every {
         train.insert("checkpoint_every".into(), int(c));
     }
+    train.insert("precision".into(), text(&super::overrides::precision(exp).to_string()));
     match exp.train.checkpointing.as_ref().map(|c| c.resolve()) {
         Some(Ok(engine::network::Checkpointing::Layers(l))) => {
             train.insert("checkpointing".into(), Value::Array(l.iter().map(|&i| int(i)).collect()));
