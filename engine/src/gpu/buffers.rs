@@ -126,7 +126,7 @@ impl GpuBuf {
         let (start, end) = (self.offset as u64 * 4, (self.offset + self.len) as u64 * 4);
         let fine = start / s.align * s.align;
         let half = (s.max_binding / 2) / s.align * s.align;
-        let coarse = if half > 0 { start / half * half } else { fine };
+        let coarse = start.checked_div(half).map_or(fine, |k| k * half);
         let w0 = if end - coarse <= s.max_binding { coarse } else { fine };
         let size = (s.size - w0).min(s.max_binding / 4 * 4);
         (end <= w0 + size).then_some((w0, size))

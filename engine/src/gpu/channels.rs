@@ -59,10 +59,9 @@ impl Chunks {
 
     /// The first chunk of a range of images, and its chunk count (ranges start on chunk edges).
     fn of_range(&self, r: Images) -> (usize, usize) {
-        if self.ppc > 0 {
-            (r.start / self.ppc, r.count.div_ceil(self.ppc))
-        } else {
-            (r.start * self.pieces, r.count * self.pieces)
+        match r.start.checked_div(self.ppc) {
+            Some(first) => (first, r.count.div_ceil(self.ppc)),
+            None => (r.start * self.pieces, r.count * self.pieces),
         }
     }
 }

@@ -32,7 +32,8 @@ struct Misfit {
     what: String,
     floats: usize,
     limit: usize,
-    limit_what: &'static str,
+    /// Over the binding limit (else the buffer limit).
+    binding: bool,
     /// Fewer images per pass may help.
     by_batch: bool,
 }
@@ -42,8 +43,7 @@ fn tensor_name(id: Option<TensorId>) -> String {
 }
 
 /// A byte count in MiB, or KiB below one MiB (small limits of tests).
-fn size(floats: usize) -> String {
-    let bytes = 4 * floats as u64;
+pub(super) fn size_text(bytes: u64) -> String {
     if bytes >= 1 << 20 { format!("{} MiB", bytes >> 20) } else { format!("{} KiB", bytes.div_ceil(1024)) }
 }
 
@@ -51,18 +51,17 @@ impl MemoryPlan {
     fn misfit(&self, limits: BufferLimits) -> Option<Misfit> {
         if self.largest > limits.buffer {
             let what = "this network's largest buffer".to_string();
-            return Some(Misfit { what, floats: self.largest, limit: limits.buffer, limit_what: "holds at most", by_batch: true });
+            return Some(Misfit { what, floats: self.largest, limit: limits.buffer, binding: false, by_batch: true });
         }
         let (image, id) = self.largest_image;
         if image > limits.binding {
-            let what = format!("one image of {}", tensor_name(id));
-            let limit_what = "binds at most (tensors are bound in ranges of whole images)";
-            return Some(Misfit { what, floats: image, limit: limits.binding, limit_what, by_batch: false });
+            let what = format!("one image of {} (tensors are bound in ranges of whole images)", tensor_name(id));
+            return Some(Misfit { what, floats: image, limit: limits.binding, binding: true, by_batch: false });
         }
         let (whole, id) = self.largest_whole;
         if whole > limits.binding {
             let what = format!("{} (an op that binds it whole)", tensor_name(id));
-            return Some(Misfit { what, floats: whole, limit: limits.binding, limit_what: "binds at most", by_batch: true });
+            return Some(Misfit { what, floats: whole, limit: limits.binding, binding: true, by_batch: true });
         }
         None
     }
@@ -75,7 +74,7 @@ impl MemoryPlan {
         let Some(m) = self.misfit(limits) else { return Ok(()) };
         let net = &cfg.net;
         let fits = m.by_batch.then(|| {
-            (net.subdivisions + 1..=net.batch).filter(|s| net.batch % s == 0).find(|&s| {
+            (net.subdivisions + 1..=net.batch).filter(|&s| net.batch.is_multiple_of(s)).find(|&s| {
                 let mut c = cfg.clone();
                 c.net.subdivisions = s;
                 MemoryPlan::of(&c, opts).is_ok_and(|p| p.misfit(limits).is_none())
@@ -89,10 +88,9 @@ impl MemoryPlan {
         Err(NetworkError::TooLarge {
             backend: backend.to_string(),
             what: m.what,
-            size: size(m.floats),
             bytes: 4 * m.floats as u64,
-            limit_what: m.limit_what,
-            limit: size(m.limit),
+            binding: m.binding,
+            limit: (m.limit as u64).saturating_mul(4),
             batch: net.batch,
             subdivisions: net.subdivisions,
             advice,

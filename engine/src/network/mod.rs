@@ -39,14 +39,18 @@ pub enum NetworkError {
     Params { layer: usize, what: String },
     /// A buffer larger than the backend holds, or a tensor (or one image of it) larger than it
     /// binds at once (a GPU adapter's limits; see `MemoryPlan::check_fits`).
-    #[error("{backend}: {what} needs {size} (batch {batch}, subdivisions {subdivisions}) but the device {limit_what} {limit}; {advice}")]
+    #[error(
+        "{backend}: {what} needs {} (batch {batch}, subdivisions {subdivisions}) but the device {} {}; {advice}",
+        fits::size_text(*bytes), if *binding { "binds at most" } else { "holds at most" }, fits::size_text(*limit)
+    )]
     TooLarge {
         backend: String,
+        /// The buffer or tensor, and how it is bound.
         what: String,
-        size: String,
         bytes: u64,
-        limit_what: &'static str,
-        limit: String,
+        /// Over the binding limit (else the buffer limit).
+        binding: bool,
+        limit: u64,
         batch: usize,
         subdivisions: usize,
         advice: String,
