@@ -67,14 +67,15 @@ fn chunk_of(q: u32) -> vec4<u32> {
     return chunk_range(q, p.batch, p.spatial, p.ppc, p.pieces, p.piece_len);
 }
 
-// x = b1 → scratch (b2) [o2 + (c·chunks + q)·2 ..] = (chunk mean, Σ(x − chunk mean)²).
-// Workgroup (flat) = c·chunks + q.
+// x = b1 → scratch (b2) [o2 + (q·channels + c)·2 ..] = (chunk mean, Σ(x − chunk mean)²).
+// Workgroup (flat) = q·channels + c. Partials are chunk-major so that a dispatch over a range of
+// images (a tensor larger than one binding, gpu/chunk.rs) writes one contiguous block of them.
 @compute @workgroup_size(256)
 fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
     let valid = g < p.channels * p.chunks;
-    let c = g / p.chunks;
-    let r = chunk_of(g % p.chunks);
+    let c = g % p.channels;
+    let r = chunk_of(g / p.channels);
     let len = r.w - r.z;
     var s = 0.0;
     if (valid) {
@@ -114,8 +115,8 @@ fn bn_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var m2 = 0.0;
     for (var q = 0u; q < p.chunks; q++) {
         let nq = f32(chunk_count(chunk_of(q)));
-        let mq = b1[p.o1 + 2u * (c * p.chunks + q)];
-        let m2q = b1[p.o1 + 2u * (c * p.chunks + q) + 1u];
+        let mq = b1[p.o1 + 2u * (q * p.channels + c)];
+        let m2q = b1[p.o1 + 2u * (q * p.channels + c) + 1u];
         let total = n + nq;
         let d = mq - mean;
         mean = mean + d * (nq / total);
@@ -225,14 +226,14 @@ fn grad_z(i: u32, c: u32) -> f32 {
     return dy * gradient(z, b2[p.o2 + i], p.act);
 }
 
-// dy = b1, y = b2, x_norm = b3, gamma = b4, beta = b5 → scratch (b6) [o6 + (c·chunks + q)·2 ..]
+// dy = b1, y = b2, x_norm = b3, gamma = b4, beta = b5 → scratch (b6) [o6 + (q·channels + c)·2 ..]
 // = (Σ dz, Σ dz·x_norm) over the chunk.
 @compute @workgroup_size(256)
 fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
     let valid = g < p.channels * p.chunks;
-    let c = g / p.chunks;
-    let r = chunk_of(g % p.chunks);
+    let c = g % p.channels;
+    let r = chunk_of(g / p.channels);
     let len = r.w - r.z;
     var s = vec2<f32>(0.0, 0.0);
     if (valid) {
@@ -260,7 +261,7 @@ fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     if (c >= p.channels) { return; }
     var s = vec2<f32>(0.0, 0.0);
     for (var q = 0u; q < p.chunks; q++) {
-        let at = p.o1 + 2u * (c * p.chunks + q);
+        let at = p.o1 + 2u * (q * p.channels + c);
         s = s + vec2<f32>(b1[at], b1[at + 1u]);
     }
     b4[p.o4 + c] = b4[p.o4 + c] + s.y;

@@ -28,13 +28,14 @@ fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     b1[p.o1 + i] = b1[p.o1 + i] + b2[p.o2 + c];
 }
 
-// dy (b1) → scratch (b2) [o2 + c·chunks + q] = Σ over chunk q of channel c.
+// dy (b1) → scratch (b2) [o2 + q·channels + c] = Σ over chunk q of channel c (chunk-major, as in
+// batchnorm.wgsl).
 @compute @workgroup_size(256)
 fn bias_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
     let valid = g < p.channels * p.chunks;
-    let c = g / p.chunks;
-    let r = chunk_range(g % p.chunks, p.batch, p.spatial, p.ppc, p.pieces, p.piece_len);
+    let c = g % p.channels;
+    let r = chunk_range(g / p.channels, p.batch, p.spatial, p.ppc, p.pieces, p.piece_len);
     let len = r.w - r.z;
     var s = 0.0;
     if (valid) {
@@ -58,7 +59,7 @@ fn bias_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (c >= p.channels) { return; }
     var s = 0.0;
     for (var q = 0u; q < p.chunks; q++) {
-        s = s + b1[p.o1 + c * p.chunks + q];
+        s = s + b1[p.o1 + q * p.channels + c];
     }
     b2[p.o2 + c] = b2[p.o2 + c] + s;
 }

@@ -59,9 +59,15 @@ pub trait Backend {
     fn flush(&self);
     /// Bytes currently allocated on the device by this backend, and the peak so far.
     fn memory_bytes(&self) -> (u64, u64);
-    /// The most floats one buffer may hold (a GPU binds each buffer whole, up to the adapter's
-    /// storage-binding limit). A network whose largest buffer exceeds it is refused when built.
+    /// The most floats one buffer may hold (a GPU adapter's `max_buffer_size`). A network whose
+    /// largest buffer exceeds it is refused when built.
     fn max_buffer_floats(&self) -> usize {
+        usize::MAX
+    }
+    /// The most floats an op binds at once (a GPU adapter's storage-binding limit, less one
+    /// binding alignment): larger tensors are bound in ranges of whole images, so one image of a
+    /// tensor, and a tensor an op binds whole, must fit (see `MemoryPlan::check_fits`).
+    fn max_binding_floats(&self) -> usize {
         usize::MAX
     }
 

@@ -8,7 +8,7 @@ use engine::Backend;
 use engine::checkpoint::CheckpointError;
 use engine::cpu::CpuBackend;
 use engine::data::synth::SynthSpec;
-use engine::network::{BuildOptions, LayerOp, MemoryPlan, Network, Precision};
+use engine::network::{BufferLimits, BuildOptions, LayerOp, MemoryPlan, Network, Precision};
 use engine::train::{Optimizer, TrainError, Trainer};
 
 const SIZE: usize = 64;
@@ -132,20 +132,27 @@ fn memory_plan_matches_the_build() {
     }
 }
 
-/// A network whose largest buffer exceeds what the backend binds is refused before anything is
+/// A network whose largest buffer exceeds what the backend holds is refused before anything is
 /// allocated, with the smallest subdivisions that fit (yolov4-tiny 416², 32 images per pass: the
-/// first layer's output is 177 MB, over wgpu's default 128 MiB binding limit).
+/// first layer's output is 177 MB, over a 128 MiB buffer limit). Tensors larger than one binding
+/// are not refused: they are bound in ranges of images (tests/gpu_chunked.rs).
 #[test]
-fn a_buffer_over_the_binding_limit_is_refused_with_advice() {
+fn a_buffer_over_the_buffer_limit_is_refused_with_advice() {
     let (mut cfg, _) = engine::cfg::load("yolov4-tiny").unwrap();
     cfg.set_size(416, 416).unwrap();
     cfg.set_batch(32, 1).unwrap();
     let opts = BuildOptions::default();
     let limit = (128 << 20) / 4;
-    let fits = |cfg: &engine::cfg::ModelCfg, limit: usize| MemoryPlan::of(cfg, &opts).unwrap().check_fits(cfg, &opts, limit, "gpu");
+    let fits = |cfg: &engine::cfg::ModelCfg, limit: usize| {
+        let limits = BufferLimits { buffer: limit, binding: usize::MAX };
+        MemoryPlan::of(cfg, &opts).unwrap().check_fits(cfg, &opts, limits, "gpu")
+    };
     let e = fits(&cfg, limit).unwrap_err().to_string();
-    assert!(e.contains("buffer of 169 MiB") && e.contains("at most 128 MiB"), "{e}");
+    assert!(e.contains("largest buffer needs 169 MiB") && e.contains("holds at most 128 MiB"), "{e}");
     assert!(e.contains("raise subdivisions to 2 (mini-batch 16)"), "{e}");
+    // The same limit as a binding limit only: bound in ranges of images, it fits.
+    let binding = BufferLimits { buffer: usize::MAX, binding: limit };
+    MemoryPlan::of(&cfg, &opts).unwrap().check_fits(&cfg, &opts, binding, "gpu").unwrap();
     cfg.set_batch(32, 2).unwrap();
     fits(&cfg, limit).unwrap();
     assert!(MemoryPlan::of(&cfg, &opts).unwrap().largest <= limit);
@@ -154,10 +161,10 @@ fn a_buffer_over_the_binding_limit_is_refused_with_advice() {
     assert!(e.contains("lower width/height (even one image per pass does not fit)"), "{e}");
 }
 
-/// The GPU backend refuses (an error, not a panic) a network over its adapter's binding limit:
+/// The GPU backend refuses (an error, not a panic) a network over its adapter's buffer limit:
 /// the input size is chosen from the adapter's own limit so the case holds on every adapter.
 #[test]
-fn gpu_refuses_a_network_over_its_binding_limit() {
+fn gpu_refuses_a_network_over_its_buffer_limit() {
     let Some(gpu) = common::gpu_or_skip() else { return };
     let limit = gpu.max_buffer_floats();
     // The first conv of yolov4-tiny writes 32 × (S/2)² floats per image.
@@ -168,7 +175,7 @@ fn gpu_refuses_a_network_over_its_binding_limit() {
     match Network::build(gpu, cfg, &BuildOptions::default()) {
         Err(e @ engine::network::NetworkError::TooLarge { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("binds at most") && msg.contains("lower width/height"), "{msg}");
+            assert!(msg.contains("holds at most") && msg.contains("lower width/height"), "{msg}");
         }
         Err(e) => panic!("{side}x{side}: another error: {e}"),
         Ok(_) => panic!("{side}x{side} built although its first output exceeds {limit} floats"),

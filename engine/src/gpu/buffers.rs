@@ -1,8 +1,12 @@
 //! Device storage, views into it, and byte accounting.
 //!
-//! A [`GpuBuf`] is a view: shared storage plus an offset and a length in floats. Kernels bind the
-//! whole storage buffer and receive the view's float offset in their params block, because
-//! storage-buffer binding offsets must be 256-byte aligned and views start anywhere.
+//! A [`GpuBuf`] is a view: shared storage plus an offset and a length in floats. Kernels bind a
+//! storage buffer and receive the view's float offset within the binding in their params block,
+//! because storage-buffer binding offsets must be aligned (256 bytes) and views start anywhere.
+//! A buffer that fits one binding (the adapter's `max_storage_buffer_binding_size`) is bound
+//! whole; a larger one (up to `max_buffer_size`) is bound through a window around the view
+//! ([`GpuBuf::window`]), and ops whose views are larger than a binding split their dispatches over
+//! the batch (gpu/chunk.rs).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +46,11 @@ pub(crate) struct Storage {
     pub(crate) buffer: wgpu::Buffer,
     /// Bytes counted in the stats (the requested floats × 4).
     bytes: u64,
+    /// Bytes of the wgpu buffer (at least 4).
+    size: u64,
+    /// The backend's binding limit and binding-offset alignment, in bytes.
+    max_binding: u64,
+    align: u64,
     stats: Arc<MemoryStats>,
 }
 
@@ -75,10 +84,52 @@ impl GpuBuf {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// Float offset as a kernel parameter. Views beyond 2^32 floats (16 GiB) cannot be addressed by
-    /// WGSL's u32 indices, so alloc refuses them and this cannot overflow.
+    /// Float offset within the bound range ([`GpuBuf::window`]) as a kernel parameter: less than
+    /// one binding, so it cannot overflow u32.
     pub(crate) fn off(&self) -> u32 {
-        self.offset as u32
+        ((self.offset as u64 * 4 - self.window().0) / 4) as u32
+    }
+
+    /// Whether the view can be bound at all (it lies within one binding-sized window). Ops split
+    /// their work over the batch until every view they bind does.
+    pub(crate) fn fits_binding(&self) -> bool {
+        self.try_window().is_some()
+    }
+
+    /// Most floats a view may hold to be bindable wherever it starts (the window starts at the
+    /// aligned-down offset, so up to one alignment less than a binding).
+    pub(crate) fn max_view_floats(&self) -> usize {
+        let s = &self.storage;
+        (s.max_binding.saturating_sub(s.align) / 4) as usize
+    }
+
+    /// The byte range (start, size) of the storage bound for this view: the whole buffer when it
+    /// fits one binding (offsets are then absolute, as they always were), else a binding-sized
+    /// window holding the view. Windows start on a grid of half a binding where the view allows
+    /// (few distinct windows, so few bind groups), else at the view's aligned-down start.
+    pub(crate) fn window(&self) -> (u64, u64) {
+        self.try_window().unwrap_or_else(|| {
+            panic!(
+                "gpu: a view of {} bytes cannot be bound within the adapter's storage binding limit of {} bytes \
+                 (the op binding it does not split its work over the batch)",
+                self.len as u64 * 4,
+                self.storage.max_binding
+            )
+        })
+    }
+
+    fn try_window(&self) -> Option<(u64, u64)> {
+        let s = &self.storage;
+        if s.size <= s.max_binding {
+            return Some((0, s.size));
+        }
+        let (start, end) = (self.offset as u64 * 4, (self.offset + self.len) as u64 * 4);
+        let fine = start / s.align * s.align;
+        let half = (s.max_binding / 2) / s.align * s.align;
+        let coarse = start.checked_div(half).map_or(fine, |k| k * half);
+        let w0 = if end - coarse <= s.max_binding { coarse } else { fine };
+        let size = (s.size - w0).min(s.max_binding / 4 * 4);
+        (end <= w0 + size).then_some((w0, size))
     }
     pub(crate) fn id(&self) -> u64 {
         self.storage.id
@@ -93,13 +144,15 @@ pub(crate) fn alloc(
     device: &wgpu::Device,
     stats: &Arc<MemoryStats>,
     len: usize,
-    max_binding: u64,
+    limits: &wgpu::Limits,
     label: &str,
 ) -> GpuBuf {
     let bytes = (len as u64) * 4;
+    // Networks are refused before they allocate what cannot fit (MemoryPlan::check_fits).
     assert!(
-        bytes <= max_binding && len <= u32::MAX as usize,
-        "gpu alloc of {len} floats ({bytes} bytes) exceeds the adapter's storage binding limit of {max_binding} bytes"
+        bytes <= limits.max_buffer_size && len <= u32::MAX as usize,
+        "gpu alloc of {len} floats ({bytes} bytes) exceeds the adapter's buffer size limit of {} bytes",
+        limits.max_buffer_size
     );
     // Zero-sized buffers cannot be bound; keep one float.
     let size = bytes.max(4);
@@ -110,7 +163,15 @@ pub(crate) fn alloc(
         mapped_at_creation: false,
     });
     stats.add(bytes);
-    let storage = Storage { id: stats.new_id(), buffer, bytes, stats: stats.clone() };
+    let storage = Storage {
+        id: stats.new_id(),
+        buffer,
+        bytes,
+        size,
+        max_binding: limits.max_storage_buffer_binding_size,
+        align: u64::from(limits.min_storage_buffer_offset_alignment).max(4),
+        stats: stats.clone(),
+    };
     GpuBuf { storage: Arc::new(storage), offset: 0, len }
 }
 

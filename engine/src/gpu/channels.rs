@@ -5,7 +5,14 @@
 //! A channel's batch·spatial values are cut into chunks fixed by the shape alone, so that every
 //! reduction launches channels × chunks workgroups (layer 0 of yolov4-tiny at batch 64: 32
 //! channels × 704 chunks instead of 32 workgroups) and still sums in one fixed order.
+//!
+//! A tensor larger than one storage binding is dispatched over ranges of images (gpu/chunk.rs)
+//! that start on chunk boundaries; the partials are chunk-major (`q·channels + c`), so each range
+//! writes one block of them and the combine still reads every chunk of the whole batch in order:
+//! the statistics cover the mini-batch, with the same bits as one dispatch gives.
 
+use super::buffers::view;
+use super::chunk::Images;
 use super::params::{BiasP, BnP, off, u};
 use super::pipelines::{GemmTile, Kernel, bn_form_code};
 use super::{GpuBackend, GpuBuf};
@@ -38,6 +45,25 @@ impl Chunks {
             Chunks { count: s.batch.div_ceil(ppc).max(1), ppc, pieces: 1, piece_len: s.spatial }
         }
     }
+
+    /// As [`Chunks::of`], with at most `images` whole planes per chunk (a range of images that
+    /// binds must hold whole chunks).
+    fn within(s: &ChannelShape, images: usize) -> Chunks {
+        let ch = Chunks::of(s);
+        if ch.ppc <= images.max(1) {
+            return ch;
+        }
+        let ppc = images.max(1);
+        Chunks { count: s.batch.div_ceil(ppc).max(1), ppc, ..ch }
+    }
+
+    /// The first chunk of a range of images, and its chunk count (ranges start on chunk edges).
+    fn of_range(&self, r: Images) -> (usize, usize) {
+        match r.start.checked_div(self.ppc) {
+            Some(first) => (first, r.count.div_ceil(self.ppc)),
+            None => (r.start * self.pieces, r.count * self.pieces),
+        }
+    }
 }
 
 fn check(what: &str, buf: &GpuBuf, want: usize) {
@@ -60,6 +86,16 @@ fn bn_params(s: &ChannelShape, ch: Chunks) -> BnP {
 }
 
 impl GpuBackend {
+    /// The chunking of `s` and the ranges of images its per-image views `split` are dispatched
+    /// over: the whole batch when they bind as they are, else ranges of whole chunks.
+    fn channel_ranges(&self, what: &str, s: &ChannelShape, split: &[(&GpuBuf, usize)]) -> (Chunks, Vec<Images>) {
+        if split.iter().all(|(b, _)| b.fits_binding()) {
+            return (Chunks::of(s), vec![Images { start: 0, count: s.batch }]);
+        }
+        let ch = Chunks::within(s, self.images_per_range(what, split));
+        (ch, self.image_ranges(what, s.batch, split, ch.ppc.max(1)))
+    }
+
     /// Batch statistics (partials + combine, or Darknet-CPU's serial f32 sums) and the running
     /// statistics' update.
     fn bn_statistics(&self, x: &GpuBuf, bn: &BnTensors<'_, GpuBuf>, s: &ChannelShape, stats: BnStats) {
@@ -80,15 +116,20 @@ impl GpuBackend {
             self.dispatch(Kernel::BnStatsDarknetCpu, &bufs, &p, self.grid(s.channels as u64), Work::elementwise(s.len(), 2, 0, 3));
             return;
         }
-        let ch = Chunks::of(s);
+        let img = s.channels * s.spatial;
+        let (ch, ranges) = self.channel_ranges("batchnorm statistics", s, &[(x, img)]);
         let scratch = self.channel_scratch(2 * s.channels * ch.count);
         let base = bn_params(s, ch);
         let t = GemmTile::DEFAULT;
-        let n = s.len();
         let mut rec = self.lock();
-        let p = BnP { o1: off(x), o2: off(&scratch), ..base };
-        let grid = self.grid((s.channels * ch.count) as u64);
-        self.dispatch_locked(&mut rec, Kernel::BnPartials, t, &[x, &scratch], &p, grid, Work::elementwise(n, 2, 0, 3));
+        for r in ranges {
+            let (q0, qn) = ch.of_range(r);
+            let xs = view(x, r.start * img, r.count * img);
+            let part = view(&scratch, 2 * s.channels * q0, 2 * s.channels * qn);
+            let p = BnP { batch: u(r.count), chunks: u(qn), o1: off(&xs), o2: off(&part), ..base };
+            let grid = self.grid((s.channels * qn) as u64);
+            self.dispatch_locked(&mut rec, Kernel::BnPartials, t, &[&xs, &part], &p, grid, Work::elementwise(xs.len(), 2, 0, 3));
+        }
         let p = BnP {
             o1: off(&scratch),
             o2: off(bn.mean),
@@ -121,22 +162,27 @@ impl GpuBackend {
         }
         self.bn_statistics(x, bn, s, stats);
         let pre_buf = pre.unwrap_or(y);
-        let p = BnP {
-            o1: off(x),
-            o2: off(y),
-            o3: off(bn.x_norm),
-            o4: off(bn.mean),
-            o5: off(bn.var),
-            o6: off(bn.gamma),
-            o7: off(bn.beta),
-            o8: off(pre_buf),
-            act: act.code(),
-            has_pre: u32::from(pre.is_some()),
-            ..bn_params(s, Chunks::of(s))
-        };
-        let bufs = [x, y, bn.x_norm, bn.mean, bn.var, bn.gamma, bn.beta, pre_buf];
-        let writes = 2 + usize::from(pre.is_some());
-        self.dispatch_1d(Kernel::BnNormalize, &bufs, &p, n, Work::elementwise(n, 1, writes, 6));
+        let img = s.channels * s.spatial;
+        let split = [(x, img), (y, img), (bn.x_norm, img), (bn.mean, 0), (bn.var, 0), (bn.gamma, 0), (bn.beta, 0), (pre_buf, img)];
+        self.per_images("batchnorm", s.batch, &split, |r, v| {
+            let p = BnP {
+                batch: u(r.count),
+                o1: off(v[0]),
+                o2: off(v[1]),
+                o3: off(v[2]),
+                o4: off(v[3]),
+                o5: off(v[4]),
+                o6: off(v[5]),
+                o7: off(v[6]),
+                o8: off(v[7]),
+                act: act.code(),
+                has_pre: u32::from(pre.is_some()),
+                ..bn_params(s, Chunks::of(s))
+            };
+            let n = r.count * img;
+            let writes = 2 + usize::from(pre.is_some());
+            self.dispatch_1d(Kernel::BnNormalize, v, &p, n, Work::elementwise(n, 1, writes, 6));
+        });
     }
 
     /// Backward through `act` and batch norm: `dy` (gradient w.r.t. the activation's output `y`)
@@ -152,40 +198,63 @@ impl GpuBackend {
         for (w, b) in [("var", bn.var), ("gamma", bn.gamma), ("beta", bn.beta), ("dgamma", bn.dgamma), ("dbeta", bn.dbeta)] {
             check(&format!("batchnorm_backward {w}"), b, s.channels);
         }
-        let ch = Chunks::of(s);
+        let img = s.channels * s.spatial;
+        let split = [(dy, img), (y, img), (bn.x_norm, img), (dx, img)];
+        let (ch, ranges) = self.channel_ranges("batchnorm_backward", s, &split);
         let scratch = self.channel_scratch(2 * s.channels * ch.count + 4 * s.channels);
         let base = BnP { act: act.code(), form: bn_form_code(form), ..bn_params(s, ch) };
         let reads = if act == Activation::Linear { 2 } else { 3 };
         let t = GemmTile::DEFAULT;
         let mut rec = self.lock();
-        let p = BnP { o1: off(dy), o2: off(y), o3: off(bn.x_norm), o4: off(bn.gamma), o5: off(bn.beta), o6: off(&scratch), ..base };
-        let grid = self.grid((s.channels * ch.count) as u64);
-        let bufs = [dy, y, bn.x_norm, bn.gamma, bn.beta, &scratch];
-        self.dispatch_locked(&mut rec, Kernel::BnBackwardPartials, t, &bufs, &p, grid, Work::elementwise(n, reads, 0, 4));
+        for r in &ranges {
+            let (q0, qn) = ch.of_range(*r);
+            let [d, yy, xn] = [dy, y, bn.x_norm].map(|b| view(b, r.start * img, r.count * img));
+            let part = view(&scratch, 2 * s.channels * q0, 2 * s.channels * qn);
+            let p = BnP {
+                batch: u(r.count),
+                chunks: u(qn),
+                o1: off(&d),
+                o2: off(&yy),
+                o3: off(&xn),
+                o4: off(bn.gamma),
+                o5: off(bn.beta),
+                o6: off(&part),
+                ..base
+            };
+            let grid = self.grid((s.channels * qn) as u64);
+            let bufs = [&d, &yy, &xn, bn.gamma, bn.beta, &part];
+            self.dispatch_locked(&mut rec, Kernel::BnBackwardPartials, t, &bufs, &p, grid, Work::elementwise(d.len(), reads, 0, 4));
+        }
         let p = BnP { o1: off(&scratch), o2: off(bn.var), o3: off(bn.gamma), o4: off(bn.dgamma), o5: off(bn.dbeta), ..base };
         let bufs = [&scratch, bn.var, bn.gamma, bn.dgamma, bn.dbeta];
         let grid = self.grid((s.channels as u64).div_ceil(256));
         self.dispatch_locked(&mut rec, Kernel::BnBackwardCombine, t, &bufs, &p, grid, Work::elementwise(2 * s.channels * ch.count, 1, 0, 1));
-        let p = BnP {
-            o1: off(dy),
-            o2: off(y),
-            o3: off(bn.x_norm),
-            o4: off(bn.gamma),
-            o5: off(bn.beta),
-            o6: off(&scratch),
-            o7: off(dx),
-            ..base
-        };
-        let bufs = [dy, y, bn.x_norm, bn.gamma, bn.beta, &scratch, dx];
-        let grid = self.grid((n as u64).div_ceil(256));
-        self.dispatch_locked(&mut rec, Kernel::BnBackwardApply, t, &bufs, &p, grid, Work::elementwise(n, reads, 1, 6));
+        for r in &ranges {
+            let [d, yy, xn, dxs] = [dy, y, bn.x_norm, dx].map(|b| view(b, r.start * img, r.count * img));
+            let p = BnP {
+                batch: u(r.count),
+                o1: off(&d),
+                o2: off(&yy),
+                o3: off(&xn),
+                o4: off(bn.gamma),
+                o5: off(bn.beta),
+                o6: off(&scratch),
+                o7: off(&dxs),
+                ..base
+            };
+            let bufs = [&d, &yy, &xn, bn.gamma, bn.beta, &scratch, &dxs];
+            let n = d.len();
+            let grid = self.grid((n as u64).div_ceil(256));
+            self.dispatch_locked(&mut rec, Kernel::BnBackwardApply, t, &bufs, &p, grid, Work::elementwise(n, reads, 1, 6));
+        }
     }
 
     /// dbias[c] += Σ dy over channel c (chunk partials, then an ordered combine).
     pub(super) fn bias_backward_chunked(&self, dy: &GpuBuf, dbias: &GpuBuf, s: &ChannelShape) {
         check("bias_backward dy", dy, s.len());
         check("bias_backward dbias", dbias, s.channels);
-        let ch = Chunks::of(s);
+        let img = s.channels * s.spatial;
+        let (ch, ranges) = self.channel_ranges("bias_backward", s, &[(dy, img)]);
         let scratch = self.channel_scratch(s.channels * ch.count);
         let base = BiasP {
             batch: u(s.batch),
@@ -199,9 +268,13 @@ impl GpuBackend {
         };
         let t = GemmTile::DEFAULT;
         let mut rec = self.lock();
-        let p = BiasP { o1: off(dy), o2: off(&scratch), ..base };
-        let grid = self.grid((s.channels * ch.count) as u64);
-        self.dispatch_locked(&mut rec, Kernel::BiasPartials, t, &[dy, &scratch], &p, grid, Work::elementwise(s.len(), 1, 0, 1));
+        for r in ranges {
+            let (q0, qn) = ch.of_range(r);
+            let (d, part) = (view(dy, r.start * img, r.count * img), view(&scratch, s.channels * q0, s.channels * qn));
+            let p = BiasP { batch: u(r.count), chunks: u(qn), o1: off(&d), o2: off(&part), ..base };
+            let grid = self.grid((s.channels * qn) as u64);
+            self.dispatch_locked(&mut rec, Kernel::BiasPartials, t, &[&d, &part], &p, grid, Work::elementwise(d.len(), 1, 0, 1));
+        }
         let p = BiasP { o1: off(&scratch), o2: off(dbias), ..base };
         let grid = self.grid((s.channels as u64).div_ceil(256));
         self.dispatch_locked(&mut rec, Kernel::BiasCombine, t, &[&scratch, dbias], &p, grid, Work::elementwise(s.channels * ch.count, 1, 1, 1));

@@ -7,6 +7,7 @@
 //! batch): 64×64 tiles walk K 16 at a time and K is split over enough workgroups to fill the GPU,
 //! the splits summed in a fixed order.
 
+use super::chunk::{Images, images};
 use super::params::{ConvP, off, u};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf};
@@ -252,8 +253,13 @@ impl GpuBackend {
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let ss = s.size * s.size;
         // Binding 4 is the bias; without one, bind y (the kernel does not read it then).
-        let b4 = bias.unwrap_or(y);
-        self.conv_gemm(Kernel::ConvForward, s, mg, s.batch * s.out_h * s.out_w, cg * ss, [x, w, y, b4], bias.is_some(), None);
+        let b4 = bias.map_or((y, per_out(s)), |b| (b, 0));
+        let split = [(x, per_in(s)), (w, 0), (y, per_out(s)), b4];
+        self.per_images("conv_forward", s.batch, &split, |r, v| {
+            let s = ConvShape { batch: r.count, ..*s };
+            let n = s.batch * s.out_h * s.out_w;
+            self.conv_gemm(Kernel::ConvForward, &s, mg, n, cg * ss, [v[0], v[1], v[2], v[3]], bias.is_some(), None);
+        });
     }
 
     pub(super) fn conv_backward_data_into(&self, dy: &GpuBuf, w: &GpuBuf, dx: &GpuBuf, s: &ConvShape) {
@@ -262,10 +268,14 @@ impl GpuBackend {
         super::ops::check("conv_backward_data w", w, s.weight_len());
         super::ops::check("conv_backward_data dx", dx, s.input_len());
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
-        for ph in Phase::all(s) {
-            let n = s.batch * ph.qh * ph.qw;
-            self.conv_gemm(Kernel::ConvBackwardData, s, cg, n, mg * ph.nky * ph.nkx, [dy, w, dx, dx], false, Some(ph));
-        }
+        let split = [(dy, per_out(s)), (w, 0), (dx, per_in(s)), (dx, per_in(s))];
+        self.per_images("conv_backward_data", s.batch, &split, |r, v| {
+            let s = ConvShape { batch: r.count, ..*s };
+            for ph in Phase::all(&s) {
+                let n = s.batch * ph.qh * ph.qw;
+                self.conv_gemm(Kernel::ConvBackwardData, &s, cg, n, mg * ph.nky * ph.nkx, [v[0], v[1], v[2], v[3]], false, Some(ph));
+            }
+        });
     }
 
     pub(super) fn conv_backward_weights_into(&self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape) {
@@ -286,10 +296,14 @@ impl GpuBackend {
         // K as (image, pixel tile) pairs; few output tiles and a long K (early layers: few
         // weights, many pixels) would leave the GPU idle, so K is split into per-split partials
         // that conv_splitk_reduce adds up in split order.
+        let ranges = self.image_ranges("conv_backward_weights", s.batch, &[(x, per_in(s)), (dy, per_out(s))], 1);
+        if ranges.len() > 1 {
+            return self.conv_backward_weights_ranges(x, dy, dw, s, t, &ranges);
+        }
         let k_tiles = s.batch * ohw.div_ceil(t.bk as usize);
         let want = SPLITK_TARGET_GROUPS.div_ceil(groups);
         let by_k = (k_tiles / SPLITK_MIN_TILES).max(1);
-        let by_mem = (SPLITK_MAX_SCRATCH / s.weight_len().max(1)).max(1);
+        let by_mem = (self.splitk_max_floats() / s.weight_len().max(1)).max(1);
         let splits = want.min(by_k).min(by_mem).clamp(1, 65_535);
         let kchunk = k_tiles.div_ceil(splits);
         let splits = k_tiles.div_ceil(kchunk);
@@ -309,5 +323,71 @@ impl GpuBackend {
             let work = Work::elementwise(s.weight_len(), splits + 1, 1, splits);
             self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &bufs, &p, groups, work);
         }
+    }
+}
+
+/// Floats of one image of the convolution's input and output.
+fn per_in(s: &ConvShape) -> usize {
+    s.c * s.h * s.w
+}
+fn per_out(s: &ConvShape) -> usize {
+    s.filters * s.out_h * s.out_w
+}
+
+impl GpuBackend {
+    /// Most floats of split-K partials: the scratch must also bind whole.
+    fn splitk_max_floats(&self) -> usize {
+        SPLITK_MAX_SCRATCH.min((self.limits.max_storage_buffer_binding_size / 4) as usize)
+    }
+
+    /// Backward weights of a batch whose x or dy is larger than one binding: each range of
+    /// images writes the partials of its own K splits (split-K over the range's pixel tiles),
+    /// and one reduce adds every split into dw in order (fixed order: reruns give the same bits).
+    fn conv_backward_weights_ranges(&self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape, t: GemmTile, ranges: &[Images]) {
+        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
+        let (m, n) = (mg, cg * s.size * s.size);
+        let tiles_per_image = (s.out_h * s.out_w).div_ceil(t.bk as usize);
+        let (m_tiles, n_tiles) = (m.div_ceil(t.bm()), n.div_ceil(t.bn()));
+        let wl = s.weight_len();
+        // Splits of every range share one K chunk: as many as the scratch allows, at most the
+        // rule's target, at least one per range.
+        let by_mem = (self.splitk_max_floats() / wl.max(1)).max(1);
+        let largest = ranges.iter().map(|r| r.count).max().unwrap_or(1) * tiles_per_image;
+        let per_range = (by_mem / ranges.len()).clamp(1, SPLITK_TARGET_GROUPS.div_ceil(m_tiles * n_tiles * s.groups));
+        let kchunk = largest.div_ceil(per_range).max(1);
+        let splits: Vec<usize> = ranges.iter().map(|r| (r.count * tiles_per_image).div_ceil(kchunk)).collect();
+        let total: usize = splits.iter().sum();
+        assert!(
+            total * wl <= self.splitk_max_floats(),
+            "gpu conv_backward_weights: {} partial weight sets of {wl} floats exceed one binding; lower width/height",
+            total
+        );
+        let max = self.limits.max_compute_workgroups_per_dimension as usize;
+        assert!(n_tiles <= max && m_tiles * s.groups <= max, "gpu conv: shape {s:?} too large for one dispatch");
+        let scratch = self.splitk(total * wl);
+        let mut rec = self.lock();
+        let mut first = 0;
+        for (r, &k) in ranges.iter().zip(&splits) {
+            let sub = ConvShape { batch: r.count, ..*s };
+            let (xs, dys) = (images(x, per_in(s), *r), images(dy, per_out(s), *r));
+            let part = super::buffers::view(&scratch, first * wl, k * wl);
+            let bufs = [&xs, &dys, dw, &part];
+            let mut p = self.conv_params(&sub, m, n, sub.batch * sub.out_h * sub.out_w, t, bufs);
+            // splits > 1 makes the kernel write partials (even for a range of one split).
+            p.kchunk = u(kchunk);
+            p.splits = u(k.max(2));
+            let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, k as u32];
+            let work = gemm_work(s, m, n, sub.batch * sub.out_h * sub.out_w);
+            self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, t, &bufs, &p, grid, work);
+            first += k;
+        }
+        let bufs = [x, dy, dw, &scratch];
+        let p = ConvP { o3: off(dw), o4: off(&scratch), splits: u(total), total: u(wl), ..Default::default() };
+        let groups = self.grid((wl as u64).div_ceil(256));
+        let work = Work::elementwise(wl, total + 1, 1, total);
+        // The reduce reads only dw and the partials; x and dy stand in for bindings it ignores.
+        let (xs, dys) = (images(x, per_in(s), ranges[0]), images(dy, per_out(s), ranges[0]));
+        let bufs = [&xs, &dys, bufs[2], bufs[3]];
+        self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &bufs, &p, groups, work);
     }
 }

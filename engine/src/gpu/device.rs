@@ -25,16 +25,27 @@ pub struct AdapterInfoRecord {
 }
 
 impl AdapterInfoRecord {
-    /// The most floats one buffer may hold on this adapter (see [`buffer_floats`]).
+    /// The most floats one buffer may hold on this adapter.
     pub fn max_buffer_floats(&self) -> usize {
-        buffer_floats(self.max_storage_buffer_binding_size, self.max_buffer_size)
+        buffer_floats(self.max_buffer_size)
+    }
+    /// The most floats one kernel binds at once on this adapter (see [`binding_floats`]).
+    pub fn max_binding_floats(&self) -> usize {
+        let limits = wgpu::Limits { max_storage_buffer_binding_size: self.max_storage_buffer_binding_size, ..Default::default() };
+        binding_floats(&limits)
     }
 }
 
-/// Floats one buffer may hold under these limits: every kernel binds its buffers whole, so the
-/// binding limit is the buffer limit; views index in u32.
-pub(crate) fn buffer_floats(max_binding_bytes: u64, max_buffer_bytes: u64) -> usize {
-    usize::try_from(max_binding_bytes.min(max_buffer_bytes) / 4).unwrap_or(usize::MAX).min(u32::MAX as usize)
+/// Floats one buffer may hold under this byte limit (views index in u32).
+pub(crate) fn buffer_floats(max_buffer_bytes: u64) -> usize {
+    usize::try_from(max_buffer_bytes / 4).unwrap_or(usize::MAX).min(u32::MAX as usize)
+}
+
+/// Floats of the largest view an op binds at once: a binding less one offset alignment (a
+/// window starts at the view's aligned-down offset).
+pub(crate) fn binding_floats(limits: &wgpu::Limits) -> usize {
+    let align = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    usize::try_from(limits.max_storage_buffer_binding_size.saturating_sub(align) / 4).unwrap_or(usize::MAX)
 }
 
 impl fmt::Display for AdapterInfoRecord {
@@ -64,6 +75,10 @@ pub struct AdapterSelector {
     pub name: Option<String>,
     pub backends: Option<wgpu::Backends>,
     pub power: Option<wgpu::PowerPreference>,
+    /// Lowers the storage-binding limit the backend works with to at most this many bytes (never
+    /// raises it): for tests of large tensors bound in chunks on any adapter. Not read from the
+    /// environment.
+    pub max_binding_bytes: Option<u64>,
 }
 
 impl AdapterSelector {

@@ -29,7 +29,8 @@ const QUERIES: u32 = wgpu::QUERY_SET_MAX_QUERIES;
 /// Submissions whose times are kept until read.
 const MAX_PENDING: usize = 64;
 
-type BindKey = (usize, [u64; MAX_BUFFERS]);
+/// Buffer count and, per buffer, (storage id, start of the bound window).
+type BindKey = (usize, [(u64, u64); MAX_BUFFERS]);
 
 /// What a timed dispatch was.
 #[derive(Clone, Copy, Debug)]
@@ -241,7 +242,7 @@ impl Recorder {
             }
         }
         if !dead.is_empty() {
-            self.bind_groups.retain(|(n, ids), _| !ids[..*n].iter().any(|id| dead.contains(id)));
+            self.bind_groups.retain(|(n, ids), _| !ids[..*n].iter().any(|(id, _)| dead.contains(id)));
         }
     }
 
@@ -278,9 +279,9 @@ impl Recorder {
         self.mirror.resize(start + self.slot_bytes as usize, 0);
         self.mirror[start..start + params.len()].copy_from_slice(params);
 
-        let mut ids = [0u64; MAX_BUFFERS];
+        let mut ids = [(0u64, 0u64); MAX_BUFFERS];
         for (i, b) in bufs.iter().enumerate() {
-            ids[i] = b.id();
+            ids[i] = (b.id(), b.window().0);
         }
         let key = (n, ids);
         if !self.bind_groups.contains_key(&key) {
@@ -293,7 +294,9 @@ impl Recorder {
                 }),
             }];
             for (i, b) in bufs.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buffer().as_entire_binding() });
+                let (offset, size) = b.window();
+                let resource = wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: b.buffer(), offset, size: wgpu::BufferSize::new(size) });
+                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
             }
             let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(kernel.entry()),

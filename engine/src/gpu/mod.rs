@@ -2,7 +2,8 @@
 //! Metal, Vulkan or DX12 through wgpu.
 //!
 //! - device.rs: adapter listing and selection, device limits.
-//! - buffers.rs: storage, views ([`GpuBuf`]) and byte accounting.
+//! - buffers.rs: storage, views ([`GpuBuf`]), their bound windows and byte accounting.
+//! - chunk.rs: ops over tensors larger than one storage binding run over ranges of images.
 //! - pipelines.rs: shader registry (generated preamble + .wgsl), bind layouts, pipeline cache.
 //! - params.rs: typed kernel parameter records, one per WGSL `struct P`.
 //! - encoder.rs: recording dispatches into one command encoder, params arena, bind-group cache,
@@ -16,6 +17,7 @@
 
 mod buffers;
 mod channels;
+mod chunk;
 mod conv;
 mod device;
 mod encoder;
@@ -85,7 +87,12 @@ impl GpuBackend {
         let sel = selector.clone().with_env();
         let adapter = device::select_adapter(&sel)?;
         let info = device::describe(&adapter);
-        let (device, queue, limits) = device::request_device(&adapter)?;
+        let (device, queue, mut limits) = device::request_device(&adapter)?;
+        if let Some(cap) = sel.max_binding_bytes {
+            // Only the backend's own decisions (windows, chunks) see the lowered limit.
+            let floor = u64::from(limits.min_storage_buffer_offset_alignment).max(256) * 4;
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap.max(floor) / 4 * 4);
+        }
         let options = CompileOptions::from_env();
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
@@ -95,10 +102,9 @@ impl GpuBackend {
         let rec = Mutex::new(recorder);
         let stats = Arc::new(MemoryStats::default());
         let internal = Arc::new(MemoryStats::default());
-        let max_binding = limits.max_storage_buffer_binding_size;
-        let reduce_scratch = buffers::alloc(&device, &internal, REDUCE_PARTS, max_binding, "reduce partials");
-        let splitk_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, max_binding, "split-k partials"));
-        let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, max_binding, "channel partials"));
+        let reduce_scratch = buffers::alloc(&device, &internal, REDUCE_PARTS, &limits, "reduce partials");
+        let splitk_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "split-k partials"));
+        let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "channel partials"));
         Ok(GpuBackend {
             device,
             queue,
@@ -206,7 +212,7 @@ impl GpuBackend {
     fn scratch(&self, slot: &Mutex<GpuBuf>, len: usize, label: &str) -> GpuBuf {
         let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
         if s.len() < len {
-            *s = buffers::alloc(&self.device, &self.internal, len, self.limits.max_storage_buffer_binding_size, label);
+            *s = buffers::alloc(&self.device, &self.internal, len, &self.limits, label);
         }
         s.clone()
     }
@@ -222,7 +228,7 @@ impl GpuBackend {
     }
 
     fn alloc_buf(&self, len: usize) -> GpuBuf {
-        buffers::alloc(&self.device, &self.stats, len, self.limits.max_storage_buffer_binding_size, "tensor")
+        buffers::alloc(&self.device, &self.stats, len, &self.limits, "tensor")
     }
 
     fn flush_recorded(&self) {

@@ -1,6 +1,7 @@
 //! `Backend` for `GpuBackend`: checks shapes, packs params in WGSL field order, dispatches.
 
 use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, HalfP, SoftmaxP, OptimP, PoolP, ReduceP, ResampleP, RouteP, off, u};
+use super::chunk::{Images, images};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
 use crate::backend::{Backend, BnTensors};
@@ -12,16 +13,41 @@ pub(super) fn check(what: &str, buf: &GpuBuf, want: usize) {
     assert_eq!(buf.len(), want, "gpu {what}: view holds {} floats, the shape needs {want}", buf.len());
 }
 
+/// The views of `r` (see [`images`]) for each (view, floats per image) of `split`.
+pub(super) fn sub_views(split: &[(&GpuBuf, usize)], r: Images) -> Vec<GpuBuf> {
+    split.iter().map(|&(b, per_image)| images(b, per_image, r)).collect()
+}
+
 impl GpuBackend {
     /// An elementwise blas.wgsl kernel over `n` floats of `bufs`; `writes` of them are outputs.
     fn blas(&self, k: Kernel, n: usize, bufs: &[&GpuBuf], a: f32, writes: usize) {
         for b in bufs {
             check(k.entry(), b, n);
         }
-        let o = |i: usize| bufs.get(i).map_or(0, |b| off(b));
-        let p = BlasP { n: u(n), o1: o(0), o2: o(1), o3: o(2), o4: o(3), o5: o(4), a, b: 0.0 };
-        let work = Work::elementwise(n, bufs.len().saturating_sub(writes), writes, 1);
-        self.dispatch_1d(k, bufs, &p, n, work);
+        self.elementwise(k.entry(), n, bufs, |n, v| {
+            let o = |i: usize| v.get(i).map_or(0, |b| off(b));
+            let p = BlasP { n: u(n), o1: o(0), o2: o(1), o3: o(2), o4: o(3), o5: o(4), a, b: 0.0 };
+            let work = Work::elementwise(n, bufs.len().saturating_sub(writes), writes, 1);
+            self.dispatch_1d(k, v, &p, n, work);
+        });
+    }
+
+    /// Calls `f(count, views)` once per range of elements of `bufs` (all of length `n`) that
+    /// binds (once, with the views themselves, when they all do).
+    fn elementwise(&self, what: &str, n: usize, bufs: &[&GpuBuf], mut f: impl FnMut(usize, &[&GpuBuf])) {
+        let split: Vec<(&GpuBuf, usize)> = bufs.iter().map(|b| (*b, 1)).collect();
+        for r in self.element_ranges(what, n, bufs) {
+            let v = sub_views(&split, r);
+            f(r.count, &v.iter().collect::<Vec<_>>());
+        }
+    }
+
+    /// Calls `f(range, views)` once per range of images (see [`GpuBackend::image_ranges`]).
+    pub(super) fn per_images(&self, what: &str, batch: usize, split: &[(&GpuBuf, usize)], mut f: impl FnMut(Images, &[&GpuBuf])) {
+        for r in self.image_ranges(what, batch, split, 1) {
+            let v = sub_views(split, r);
+            f(r, &v.iter().collect::<Vec<_>>());
+        }
     }
 }
 
@@ -54,7 +80,10 @@ impl Backend for GpuBackend {
         self.stats.current()
     }
     fn max_buffer_floats(&self) -> usize {
-        super::device::buffer_floats(self.limits.max_storage_buffer_binding_size, self.limits.max_buffer_size)
+        super::device::buffer_floats(self.limits.max_buffer_size)
+    }
+    fn max_binding_floats(&self) -> usize {
+        super::device::binding_floats(&self.limits)
     }
     fn set_scope(&self, scope: Scope) {
         self.set_scope_label(scope);
@@ -74,14 +103,19 @@ impl Backend for GpuBackend {
         let n = src.len();
         check("copy_if_flagged dst", dst, n);
         check("copy_if_flagged flag", flag, 1);
-        let p = BlasP { n: u(n), o1: off(src), o2: off(dst), o3: off(flag), o4: 0, o5: 0, a: 0.0, b: 0.0 };
-        self.dispatch_1d(Kernel::CopyIfFlagged, &[src, dst, flag], &p, n, Work::elementwise(n, 2, 1, 0));
+        // The flag is bound whole with every range of src and dst.
+        self.elementwise("copy_if_flagged", n, &[src, dst], |n, v| {
+            let p = BlasP { n: u(n), o1: off(v[0]), o2: off(v[1]), o3: off(flag), o4: 0, o5: 0, a: 0.0, b: 0.0 };
+            self.dispatch_1d(Kernel::CopyIfFlagged, &[v[0], v[1], flag], &p, n, Work::elementwise(n, 2, 1, 0));
+        });
     }
     fn round_f16(&self, x: &GpuBuf, out: &GpuBuf) {
         let n = x.len();
         check("round_f16 out", out, n);
-        let p = HalfP { n: u(n), o1: off(x), o2: off(out), pad: 0 };
-        self.dispatch_1d(Kernel::RoundF16, &[x, out], &p, n, Work::elementwise(n, 1, 1, 1));
+        self.elementwise("round_f16", n, &[x, out], |n, v| {
+            let p = HalfP { n: u(n), o1: off(v[0]), o2: off(v[1]), pad: 0 };
+            self.dispatch_1d(Kernel::RoundF16, v, &p, n, Work::elementwise(n, 1, 1, 1));
+        });
     }
     fn axpy(&self, a: f32, x: &GpuBuf, y: &GpuBuf) {
         self.blas(Kernel::Axpy, x.len(), &[x, y], a, 1);
@@ -139,8 +173,10 @@ impl Backend for GpuBackend {
         let (batch, channels, spatial) = (s.batch, s.channels, s.spatial);
         check("bias_add y", y, batch * channels * spatial);
         check("bias_add bias", bias, channels);
-        let p = BiasP { batch: u(batch), channels: u(channels), spatial: u(spatial), o1: off(y), o2: off(bias), ..Default::default() };
-        self.dispatch_1d(Kernel::BiasAdd, &[y, bias], &p, y.len(), Work::elementwise(y.len(), 1, 1, 1));
+        self.per_images("bias_add", batch, &[(y, channels * spatial), (bias, 0)], |r, v| {
+            let p = BiasP { batch: u(r.count), channels: u(channels), spatial: u(spatial), o1: off(v[0]), o2: off(v[1]), ..Default::default() };
+            self.dispatch_1d(Kernel::BiasAdd, v, &p, v[0].len(), Work::elementwise(v[0].len(), 1, 1, 1));
+        });
     }
 
     fn bias_backward(&self, dy: &GpuBuf, dbias: &GpuBuf, s: &ChannelShape) {
@@ -169,12 +205,17 @@ impl Backend for GpuBackend {
         for b in [rolling_mean, rolling_var, gamma, beta] {
             check("batchnorm per-channel", b, channels);
         }
-        let p = BnP {
-            batch: u(batch), channels: u(channels), spatial: u(spatial),
-            o1: off(x), o2: off(y), o3: off(rolling_mean), o4: off(rolling_var), o5: off(gamma), o6: off(beta),
-            ..Default::default()
-        };
-        self.dispatch_1d(Kernel::BnInfer, &[x, y, rolling_mean, rolling_var, gamma, beta], &p, n, Work::elementwise(n, 1, 1, 4));
+        let img = channels * spatial;
+        let split = [(x, img), (y, img), (rolling_mean, 0), (rolling_var, 0), (gamma, 0), (beta, 0)];
+        self.per_images("batchnorm_forward_infer", batch, &split, |r, v| {
+            let n = r.count * img;
+            let p = BnP {
+                batch: u(r.count), channels: u(channels), spatial: u(spatial),
+                o1: off(v[0]), o2: off(v[1]), o3: off(v[2]), o4: off(v[3]), o5: off(v[4]), o6: off(v[5]),
+                ..Default::default()
+            };
+            self.dispatch_1d(Kernel::BnInfer, v, &p, n, Work::elementwise(n, 1, 1, 4));
+        });
     }
 
     fn batchnorm_backward(
@@ -189,34 +230,46 @@ impl Backend for GpuBackend {
     // ---- activations ----------------------------------------------------------------------------
     fn activation_forward(&self, x: &GpuBuf, y: &GpuBuf, act: Activation) {
         check("activation y", y, x.len());
-        let p = ActP { n: u(x.len()), act: act.code(), o1: off(x), o2: off(y), o3: 0, o4: 0 };
-        self.dispatch_1d(Kernel::ActivationForward, &[x, y], &p, x.len(), Work::elementwise(x.len(), 1, 1, 1));
+        self.elementwise("activation_forward", x.len(), &[x, y], |n, v| {
+            let p = ActP { n: u(n), act: act.code(), o1: off(v[0]), o2: off(v[1]), o3: 0, o4: 0 };
+            self.dispatch_1d(Kernel::ActivationForward, v, &p, n, Work::elementwise(n, 1, 1, 1));
+        });
     }
 
     fn activation_backward(&self, x: &GpuBuf, y: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, act: Activation) {
         for b in [y, dy, dx] {
             check("activation_backward", b, x.len());
         }
-        let p = ActP { n: u(x.len()), act: act.code(), o1: off(x), o2: off(y), o3: off(dy), o4: off(dx) };
-        self.dispatch_1d(Kernel::ActivationBackward, &[x, y, dy, dx], &p, x.len(), Work::elementwise(x.len(), 2, 1, 1));
+        self.elementwise("activation_backward", x.len(), &[x, y, dy, dx], |n, v| {
+            let p = ActP { n: u(n), act: act.code(), o1: off(v[0]), o2: off(v[1]), o3: off(v[2]), o4: off(v[3]) };
+            self.dispatch_1d(Kernel::ActivationBackward, v, &p, n, Work::elementwise(n, 2, 1, 1));
+        });
     }
 
     // ---- pooling / resampling -------------------------------------------------------------------
     fn maxpool_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &PoolShape) {
         check("maxpool x", x, s.input_len());
         check("maxpool y", y, s.output_len());
-        let p = pool_params(s, x, y, y);
-        let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((s.input_len() + s.output_len()) * 4) as f64 };
-        self.dispatch_1d(Kernel::MaxpoolForward, &[x, y], &p, s.output_len(), work);
+        let (pi, po) = (s.c * s.h * s.w, s.c * s.out_h * s.out_w);
+        self.per_images("maxpool_forward", s.batch, &[(x, pi), (y, po)], |r, v| {
+            let s = PoolShape { batch: r.count, ..*s };
+            let p = pool_params(&s, v[0], v[1], v[1]);
+            let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((s.input_len() + s.output_len()) * 4) as f64 };
+            self.dispatch_1d(Kernel::MaxpoolForward, v, &p, s.output_len(), work);
+        });
     }
 
     fn maxpool_backward(&self, x: &GpuBuf, dy: &GpuBuf, dx: &GpuBuf, s: &PoolShape) {
         check("maxpool_backward x", x, s.input_len());
         check("maxpool_backward dy", dy, s.output_len());
         check("maxpool_backward dx", dx, s.input_len());
-        let p = pool_params(s, x, dy, dx);
-        let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
-        self.dispatch_1d(Kernel::MaxpoolBackward, &[x, dy, dx], &p, s.input_len(), work);
+        let (pi, po) = (s.c * s.h * s.w, s.c * s.out_h * s.out_w);
+        self.per_images("maxpool_backward", s.batch, &[(x, pi), (dy, po), (dx, pi)], |r, v| {
+            let s = PoolShape { batch: r.count, ..*s };
+            let p = pool_params(&s, v[0], v[1], v[2]);
+            let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
+            self.dispatch_1d(Kernel::MaxpoolBackward, v, &p, s.input_len(), work);
+        });
     }
 
     fn avgpool_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &ChannelShape) {
@@ -238,17 +291,23 @@ impl Backend for GpuBackend {
     fn upsample_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &UpsampleShape) {
         check("upsample x", x, s.input_len());
         check("upsample y", y, s.output_len());
-        let p = resample_params(s.batch, s.c, s.h, s.w, s.stride, x, y, s.scale);
-        let work = Work { flops: 0.0, bytes: ((s.input_len() + s.output_len()) * 4) as f64 };
-        self.dispatch_1d(Kernel::UpsampleForward, &[x, y], &p, s.output_len(), work);
+        let (pi, po) = (s.c * s.h * s.w, s.c * s.h * s.w * s.stride * s.stride);
+        self.per_images("upsample_forward", s.batch, &[(x, pi), (y, po)], |r, v| {
+            let p = resample_params(r.count, s.c, s.h, s.w, s.stride, v[0], v[1], s.scale);
+            let work = Work { flops: 0.0, bytes: ((v[0].len() + v[1].len()) * 4) as f64 };
+            self.dispatch_1d(Kernel::UpsampleForward, v, &p, v[1].len(), work);
+        });
     }
 
     fn upsample_backward(&self, dy: &GpuBuf, dx: &GpuBuf, s: &UpsampleShape) {
         check("upsample_backward dy", dy, s.output_len());
         check("upsample_backward dx", dx, s.input_len());
-        let p = resample_params(s.batch, s.c, s.h, s.w, s.stride, dy, dx, s.scale);
-        let work = Work { flops: s.output_len() as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
-        self.dispatch_1d(Kernel::UpsampleBackward, &[dy, dx], &p, s.input_len(), work);
+        let (pi, po) = (s.c * s.h * s.w, s.c * s.h * s.w * s.stride * s.stride);
+        self.per_images("upsample_backward", s.batch, &[(dy, po), (dx, pi)], |r, v| {
+            let p = resample_params(r.count, s.c, s.h, s.w, s.stride, v[0], v[1], s.scale);
+            let work = Work { flops: v[0].len() as f64, bytes: ((2 * v[1].len() + v[0].len()) * 4) as f64 };
+            self.dispatch_1d(Kernel::UpsampleBackward, v, &p, v[1].len(), work);
+        });
     }
 
     fn reorg_forward(&self, x: &GpuBuf, y: &GpuBuf, s: &ReorgShape) {
@@ -275,20 +334,22 @@ impl Backend for GpuBackend {
         let last = s.batch - 1;
         assert!(last * s.src_stride + s.src_offset + s.len <= src.len(), "gpu copy_slices: {s:?} reads past src ({})", src.len());
         assert!(last * s.dst_stride + s.dst_offset + s.len <= dst.len(), "gpu copy_slices: {s:?} writes past dst ({})", dst.len());
-        let p = RouteP {
-            batch: u(s.batch),
-            len: u(s.len),
-            src_stride: u(s.src_stride),
-            src_offset: u(s.src_offset),
-            dst_stride: u(s.dst_stride),
-            dst_offset: u(s.dst_offset),
-            accumulate: u32::from(s.accumulate),
-            o1: off(src),
-            o2: off(dst),
-            ..Default::default()
-        };
-        let n = s.batch * s.len;
-        self.dispatch_1d(Kernel::CopySlices, &[src, dst], &p, n, Work::elementwise(n, 1 + usize::from(s.accumulate), 1, 0));
+        self.per_images("copy_slices", s.batch, &[(src, s.src_stride), (dst, s.dst_stride)], |r, v| {
+            let p = RouteP {
+                batch: u(r.count),
+                len: u(s.len),
+                src_stride: u(s.src_stride),
+                src_offset: u(s.src_offset),
+                dst_stride: u(s.dst_stride),
+                dst_offset: u(s.dst_offset),
+                accumulate: u32::from(s.accumulate),
+                o1: off(v[0]),
+                o2: off(v[1]),
+                ..Default::default()
+            };
+            let n = r.count * s.len;
+            self.dispatch_1d(Kernel::CopySlices, v, &p, n, Work::elementwise(n, 1 + usize::from(s.accumulate), 1, 0));
+        });
     }
 
     fn scale_channels_forward(&self, x: &GpuBuf, scale: &GpuBuf, y: &GpuBuf, s: &ChannelShape) {
@@ -362,17 +423,19 @@ impl Backend for GpuBackend {
     // ---- optimisers -------------------------------------------------------------------------------
     fn sgd_update(&self, w: &GpuBuf, upd: &GpuBuf, lr: f32, momentum: f32, decay: f32, batch: f32) {
         check("sgd upd", upd, w.len());
-        let p = OptimP {
-            n: u(w.len()),
-            o1: off(w),
-            o2: off(upd),
-            lr,
-            momentum,
-            decay_b: decay * batch,
-            lr_over_b: lr / batch,
-            ..Default::default()
-        };
-        self.dispatch_1d(Kernel::SgdUpdate, &[w, upd], &p, w.len(), Work::elementwise(w.len(), 2, 2, 4));
+        self.elementwise("sgd_update", w.len(), &[w, upd], |n, v| {
+            let p = OptimP {
+                n: u(n),
+                o1: off(v[0]),
+                o2: off(v[1]),
+                lr,
+                momentum,
+                decay_b: decay * batch,
+                lr_over_b: lr / batch,
+                ..Default::default()
+            };
+            self.dispatch_1d(Kernel::SgdUpdate, v, &p, n, Work::elementwise(n, 2, 2, 4));
+        });
     }
 
     fn adam_update(
@@ -383,12 +446,13 @@ impl Backend for GpuBackend {
             check("adam state", b, w.len());
         }
         let t = t.min(i32::MAX as u32) as i32;
+        self.elementwise("adam_update", w.len(), &[w, upd, m, v], |n, b| {
         let p = OptimP {
-            n: u(w.len()),
-            o1: off(w),
-            o2: off(upd),
-            o3: off(m),
-            o4: off(v),
+            n: u(n),
+            o1: off(b[0]),
+            o2: off(b[1]),
+            o3: off(b[2]),
+            o4: off(b[3]),
             lr,
             momentum: 0.0,
             decay_b: decay * batch,
@@ -399,7 +463,8 @@ impl Backend for GpuBackend {
             bc1: 1.0 - b1.powi(t),
             bc2: 1.0 - b2.powi(t),
         };
-        self.dispatch_1d(Kernel::AdamUpdate, &[w, upd, m, v], &p, w.len(), Work::elementwise(w.len(), 4, 4, 14));
+        self.dispatch_1d(Kernel::AdamUpdate, b, &p, n, Work::elementwise(n, 4, 4, 14));
+        });
     }
 
     // ---- composite ops: fused kernels (the CPU keeps the plain-op defaults) -------------------------
@@ -451,11 +516,19 @@ impl GpuBackend {
         let chunk = n.div_ceil(parts).max(1);
         let parts = n.div_ceil(chunk).max(1);
         let scratch = &self.reduce_scratch;
-        let p1 = ReduceP { n: u(n), chunk: u(chunk), parts: u(parts), mode, o1: off(x), o2: off(scratch), index: 0 };
+        let p1 = ReduceP { n: u(n), chunk: u(chunk), parts: u(parts), mode, o1: 0, o2: off(scratch), index: 0 };
         let p2 = ReduceP { o1: off(scratch), o2: off(out), index: u(index), ..p1 };
         let t = GemmTile::DEFAULT;
+        // A tensor larger than one binding: its parts in ranges of whole parts, each partial in
+        // its own slot, so the result has the same bits as one dispatch would give.
+        let ranges = self.image_ranges("reduce", parts, &[(x, chunk)], 1);
         let mut rec = self.lock();
-        self.dispatch_locked(&mut rec, Kernel::ReducePartial, t, &[x, scratch], &p1, [parts as u32, 1, 1], Work::elementwise(n, 1, 0, 1));
+        for r in ranges {
+            let (xs, ss) = (images(x, chunk, r), images(scratch, 1, r));
+            let p1 = ReduceP { n: u(xs.len()), parts: u(r.count), o1: off(&xs), o2: off(&ss), ..p1 };
+            let work = Work::elementwise(xs.len(), 1, 0, 1);
+            self.dispatch_locked(&mut rec, Kernel::ReducePartial, t, &[&xs, &ss], &p1, [r.count as u32, 1, 1], work);
+        }
         self.dispatch_locked(&mut rec, Kernel::ReduceFinal, t, &[scratch, out], &p2, [1, 1, 1], Work::elementwise(parts, 1, 0, 1));
     }
 }

@@ -62,7 +62,7 @@ impl GpuBackend {
         head.extend(p.anchors.iter().flat_map(|a| [a.0 / p.net_w as f32, a.1 / p.net_h as f32]));
         head.extend(p.mask.iter().map(|&m| m as f32));
         let len = head.len() + p.batch * TALLY + 4 * parts(p);
-        let buf = buffers::alloc(&self.device, &self.internal, len, self.limits.max_storage_buffer_binding_size, "yolo scratch");
+        let buf = buffers::alloc(&self.device, &self.internal, len, &self.limits, "yolo scratch");
         // A new buffer: no recorded work reads it, so this write may land before that work runs.
         self.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&head));
         cache.insert(key, buf.clone());

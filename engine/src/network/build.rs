@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use super::layer::{needs_pre_activation, BatchNorm, Conv, Layer, LayerOp, Param};
-use super::plan::{self, ActivationPlan, Checkpointing, PlanOptions, TensorKind};
+use super::plan::{self, ActivationPlan, Checkpointing, PlanOptions, TensorId, TensorKind};
 use super::{Network, NetworkError};
 use crate::backend::Backend;
 use crate::cfg::{LayerKind, LayerShape, ModelCfg};
@@ -212,6 +212,11 @@ pub struct MemoryPlan {
     /// Forward FLOPs of one pass, and the FLOPs checkpointing's recomputation adds to it.
     pub forward_flops: f64,
     pub recompute_flops: f64,
+    /// The largest one image of an activation tensor (floats) and which: a GPU binds tensors
+    /// larger than one binding in ranges of whole images (see [`MemoryPlan::check_fits`]).
+    pub largest_image: (usize, Option<TensorId>),
+    /// The largest activation tensor a GPU binds whole ([`ActivationPlan::binds_whole`]).
+    pub largest_whole: (usize, Option<TensorId>),
 }
 
 /// A plan and the activation layout it was computed from.
@@ -289,6 +294,9 @@ impl MemoryPlan {
         let (cpu_col, cpu_gemm) = convs.iter().map(|(s, _, _)| crate::cpu::conv_scratch_lens(s)).fold((0, 0), |(a, b), (c, g)| (a.max(c), b.max(g)));
         let workspace = cpu_col.saturating_add(cpu_gemm);
         let largest = arenas.iter().chain(&activations.arenas).chain(&fixed).copied().max().unwrap_or(0);
+        // Ties keep the first tensor (max_by_key keeps the last: reverse first).
+        let image = activations.tensors.iter().rev().map(|t| (t.len / mb.max(1), Some(t.id))).max_by_key(|t| t.0);
+        let whole = activations.tensors.iter().rev().filter(|t| activations.binds_whole(t.id)).map(|t| (t.len, Some(t.id))).max_by_key(|t| t.0);
         let memory = MemoryPlan {
             state,
             activations: activations.arena_floats(),
@@ -300,6 +308,8 @@ impl MemoryPlan {
             boundaries: plan::segment_count(&activations).saturating_sub(1),
             forward_flops: activations.forward_flops,
             recompute_flops: activations.recompute_flops,
+            largest_image: image.unwrap_or_default(),
+            largest_whole: whole.unwrap_or_default(),
         };
         Ok(Planned { memory, activations, mb })
     }
@@ -318,34 +328,6 @@ impl MemoryPlan {
     /// Bytes the network allocates at build time.
     pub fn build_bytes(&self) -> u64 {
         4 * (self.state as u64 + self.activations as u64 + self.fixed as u64)
-    }
-
-    /// Refuses this plan (made by [`MemoryPlan::of`] from `cfg` and `opts`) when its largest
-    /// buffer holds more than `max_floats` (see [`Backend::max_buffer_floats`]), with advice: the
-    /// smallest subdivisions (a divisor of the batch) whose mini-batch fits, or a smaller input
-    /// when none does.
-    pub fn check_fits(&self, cfg: &ModelCfg, opts: &BuildOptions, max_floats: usize, backend: &str) -> Result<(), NetworkError> {
-        if self.largest <= max_floats {
-            return Ok(());
-        }
-        let net = &cfg.net;
-        let fits = (net.subdivisions + 1..=net.batch).filter(|s| net.batch % s == 0).find(|&s| {
-            let mut c = cfg.clone();
-            c.net.subdivisions = s;
-            MemoryPlan::of(&c, opts).is_ok_and(|p| p.largest <= max_floats)
-        });
-        let advice = match fits {
-            Some(s) => format!("raise subdivisions to {s} (mini-batch {}) or lower width/height", net.batch / s),
-            None => "lower width/height (even one image per pass does not fit)".to_string(),
-        };
-        Err(NetworkError::TooLarge {
-            backend: backend.to_string(),
-            bytes: 4 * self.largest as u64,
-            limit: 4 * max_floats as u64,
-            batch: net.batch,
-            subdivisions: net.subdivisions,
-            advice,
-        })
     }
 }
 
@@ -372,7 +354,8 @@ impl<B: Backend> Network<B> {
         let shapes = cfg.shapes()?;
         let Planned { activations: plan, mb, memory } = MemoryPlan::planned(&cfg, &shapes, opts, false)?;
         // Refused before anything is allocated, rather than failing in the middle.
-        memory.check_fits(&cfg, opts, backend.max_buffer_floats(), &backend.name())?;
+        let limits = super::BufferLimits { buffer: backend.max_buffer_floats(), binding: backend.max_binding_floats() };
+        memory.check_fits(&cfg, opts, limits, &backend.name())?;
         let net = &cfg.net;
         let b = &backend;
         // Persistent state first, packed into arenas (see STATE_ARENA_FLOATS).

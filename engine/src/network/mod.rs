@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod classify;
+mod fits;
 pub mod layer;
 mod params;
 pub mod predict;
@@ -22,6 +23,7 @@ pub use layer::{Layer, LayerOp, Param};
 pub use pass::Update;
 pub use tensors::{LayerTensor, TensorPhase};
 pub use build::{BuildOptions, MemoryPlan, Precision, STATE_ARENA_FLOATS};
+pub use fits::BufferLimits;
 pub use plan::{ActivationPlan, Checkpointing};
 
 /// Errors building or running a network.
@@ -35,12 +37,24 @@ pub enum NetworkError {
     InputSize { got: usize, expected: usize, what: &'static str },
     #[error("parameter mismatch for layer {layer}: {what}")]
     Params { layer: usize, what: String },
-    /// A buffer larger than the backend can bind (a GPU adapter's storage-binding limit).
+    /// A buffer larger than the backend holds, or a tensor (or one image of it) larger than it
+    /// binds at once (a GPU adapter's limits; see `MemoryPlan::check_fits`).
     #[error(
-        "{backend}: this network needs a buffer of {} MiB (batch {batch}, subdivisions {subdivisions}) but the device binds at most {} MiB per buffer; {advice}",
-        bytes >> 20, limit >> 20
+        "{backend}: {what} needs {} (batch {batch}, subdivisions {subdivisions}) but the device {} {}; {advice}",
+        fits::size_text(*bytes), if *binding { "binds at most" } else { "holds at most" }, fits::size_text(*limit)
     )]
-    TooLarge { backend: String, bytes: u64, limit: u64, batch: usize, subdivisions: usize, advice: String },
+    TooLarge {
+        backend: String,
+        /// The buffer or tensor, and how it is bound.
+        what: String,
+        bytes: u64,
+        /// Over the binding limit (else the buffer limit).
+        binding: bool,
+        limit: u64,
+        batch: usize,
+        subdivisions: usize,
+        advice: String,
+    },
     #[error("checkpointing names layer {layer}, but the network has {layers} layers (0..{layers})")]
     Checkpoint { layer: usize, layers: usize },
     #[error("the network needs more than the memory budget of {} at {mb} images per pass; the smallest plan (with checkpointing = \"auto\") needs {}: raise memory_budget to at least that, or lower the batch per pass (raise subdivisions)", plan::bytes_text(*budget), plan::bytes_text(*smallest))]

@@ -225,9 +225,10 @@ fn check_memory(
     adapters: &[(BackendSpec, AdapterInfoRecord)],
 ) -> Result<Vec<String>> {
     let plan = MemoryPlan::of(cfg, build).map_err(|e| anyhow::anyhow!("{}: {e}", exp.file.display()))?;
-    // A GPU binds each buffer whole: the largest must fit the adapter's binding limit.
+    // A GPU holds buffers up to its buffer limit and binds tensors in ranges of images.
     for (spec, a) in adapters {
-        plan.check_fits(cfg, build, a.max_buffer_floats(), &format!("{spec} ({})", a.name))
+        let limits = engine::network::BufferLimits { buffer: a.max_buffer_floats(), binding: a.max_binding_floats() };
+        plan.check_fits(cfg, build, limits, &format!("{spec} ({})", a.name))
             .map_err(|e| anyhow::anyhow!("{}: {e}", exp.file.display()))?;
     }
     let net_bytes = plan.build_bytes() + 4 * plan.workspace as u64;

@@ -29,10 +29,11 @@ use crate::shapes::Activation;
 
 use super::layer::needs_pre_activation;
 
-/// Floats an activation arena holds at most (128 MiB, wgpu's default storage-binding limit: GPU
-/// kernels bind a view's whole buffer, so every arena binds on every adapter) unless one tensor
-/// alone is larger: then its arena is as large as that tensor, and `MemoryPlan::check_fits`
-/// refuses it where the device cannot bind it.
+/// Floats an activation arena holds at most (128 MiB, wgpu's default storage-binding limit: an
+/// arena that fits one binding is bound whole on every adapter) unless one tensor alone is
+/// larger: then its arena is as large as that tensor, GPU kernels bind windows of it and split
+/// their work over images (gpu/chunk.rs), and `MemoryPlan::check_fits` refuses what the device
+/// cannot hold or bind even so.
 pub const ACTIVATION_ARENA_FLOATS: usize = 1 << 25;
 
 /// Which tensor of a layer.
@@ -217,13 +218,13 @@ pub struct ActivationPlan {
     /// Forward FLOPs of a training pass, and those its recompute steps add.
     pub forward_flops: f64,
     pub recompute_flops: f64,
-    /// Per layer: a [yolo] head.
-    yolo: Vec<bool>,
+    /// Per layer: its GPU ops bind its tensors whole (see [`ActivationPlan::binds_whole`]).
+    whole: Vec<bool>,
 }
 
 /// Segments of a plan's checkpointing (1 without checkpointing).
 pub fn segment_count(plan: &ActivationPlan) -> usize {
-    schedule::segment_ends(plan.yolo.len(), &plan.options.boundaries).len().max(1)
+    schedule::segment_ends(plan.whole.len(), &plan.options.boundaries).len().max(1)
 }
 
 /// Bytes for messages: GiB with two decimals, rounded up (a budget of that size fits), and the
@@ -304,8 +305,10 @@ impl ActivationPlan {
         let forward_flops = d.iter().map(|l| l.flops).sum();
         let recompute_flops =
             steps.iter().map(|s| if let Step::Recompute(j) = s { d[*j].flops } else { 0.0 }).sum();
-        let yolo = d.iter().map(|l| matches!(l.op, Op::Yolo)).collect();
-        ActivationPlan { steps, tensors, index, arenas, uses, zero, dies, options, forward_flops, recompute_flops, yolo }
+        // What gpu/chunk.rs splits over images: convolutions (with batch norm, bias, activation),
+        // maxpool, route, upsample and shortcut. Every other op binds its tensors whole.
+        let whole = d.iter().map(|l| !matches!(l.op, Op::Conv | Op::Route(_) | Op::Maxpool | Op::Upsample | Op::Shortcut(_))).collect();
+        ActivationPlan { steps, tensors, index, arenas, uses, zero, dies, options, forward_flops, recompute_flops, whole }
     }
 
     /// The plan of `cfg` for mini-batches of `mb`.
@@ -318,13 +321,15 @@ impl ActivationPlan {
         self.index.get(&TensorId { layer, kind }).copied()
     }
 
-    /// Whether a [yolo] head binds this tensor whole (its input, output and gradient): the one
-    /// op backends cannot split over images.
-    pub fn is_yolo_tensor(&self, id: TensorId) -> bool {
-        let yolo = |i: usize| self.yolo.get(i).copied().unwrap_or(false);
+    /// Whether an op a GPU does not split over images (a [yolo] head, avgpool, reorg, dropout,
+    /// scale_channels, the classifier losses) binds this tensor whole: its own tensors and the
+    /// output and gradient of the layer before it (its input). Everything else is bound in
+    /// ranges of whole images where it is larger than one binding.
+    pub fn binds_whole(&self, id: TensorId) -> bool {
+        let whole = |i: usize| self.whole.get(i).copied().unwrap_or(false);
         match id.kind {
-            TensorKind::Output => yolo(id.layer) || yolo(id.layer + 1),
-            TensorKind::Delta => yolo(id.layer),
+            TensorKind::Output | TensorKind::Delta => whole(id.layer) || whole(id.layer + 1),
+            TensorKind::DScale => whole(id.layer),
             _ => false,
         }
     }
