@@ -383,6 +383,77 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
     }
 }
 
+/// One single-threaded GEMM call the conv ops make: `C (m×n, row stride ldc) = A·B + beta·C`,
+/// element (r, c) of A at `r·a.0 + c·a.1` (B likewise). For benchmarks of the GEMM alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmCall {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a: (isize, isize),
+    pub b: (isize, isize),
+    pub beta: f32,
+    pub ldc: usize,
+}
+
+/// Which conv op a [`GemmCall`] serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvOp {
+    Forward,
+    BackwardData,
+    BackwardWeights,
+}
+
+/// The GEMM calls `op` makes on shape `s`, in order: the same geometry, grouping and tiles as
+/// [`forward`], [`backward_data`] and [`backward_weights`] (kept beside them so they change
+/// together; the unit test checks they add up to the op's multiply-adds).
+pub fn gemm_calls(s: &ConvShape, op: ConvOp) -> Vec<GemmCall> {
+    let g = geo(s);
+    let mut out = Vec::new();
+    let mut push = |m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, ldc: usize, cut: Cut| {
+        let parts = match cut {
+            Cut::Cols => tiles(n, MIN_TILE),
+            Cut::Rows => tiles(m, MIN_TILE_ROWS),
+        };
+        for r in parts {
+            let (rows, cols) = if cut == Cut::Cols { (m, r.len()) } else { (r.len(), n) };
+            out.push(GemmCall { m: rows, k, n: cols, a: (a.rs, a.cs), b: (b.rs, b.cs), beta, ldc });
+        }
+    };
+    // Only the strides of these matrices are used.
+    let strides = |rows: usize, cols: usize, transposed: bool| {
+        let (rs, cs) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
+        Mat { ptr: std::ptr::null(), rs, cs }
+    };
+    for _gi in 0..s.groups {
+        match op {
+            ConvOp::Forward | ConvOp::BackwardData => {
+                if op == ConvOp::BackwardData && g.direct {
+                    for _b in 0..s.batch {
+                        push(g.k, g.m, g.n, strides(g.k, g.m, true), strides(g.m, g.n, false), 1.0, g.n, Cut::Cols);
+                    }
+                    continue;
+                }
+                for b0 in (0..s.batch).step_by(g.group) {
+                    let cols = g.group.min(s.batch - b0) * g.n;
+                    if op == ConvOp::Forward {
+                        push(g.m, g.k, cols, strides(g.m, g.k, false), strides(g.k, cols, false), 0.0, cols, Cut::Cols);
+                    } else {
+                        push(g.k, g.m, cols, strides(g.k, g.m, true), strides(g.m, cols, false), 0.0, cols, Cut::Cols);
+                    }
+                }
+            }
+            ConvOp::BackwardWeights => {
+                let cut = if g.k >= g.m { Cut::Cols } else { Cut::Rows };
+                for _b in 0..s.batch {
+                    push(g.m, g.n, g.k, strides(g.m, g.n, false), strides(g.n, g.k, true), 1.0, g.k, cut);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +499,20 @@ mod tests {
             let (mut col, mut wide) = (vec![0.0; col_len(&one)], vec![0.0; gemm_len(&one)]);
             forward(&Par::new(1), &x[b * one.input_len()..][..one.input_len()], &w, &mut yb, &one, &mut col, &mut wide);
             assert_eq!(&y[b * one.output_len()..][..one.output_len()], &yb[..], "image {b}");
+        }
+    }
+
+    /// The listed GEMM calls do exactly the multiply-adds of the three ops.
+    #[test]
+    fn gemm_calls_add_up_to_the_ops() {
+        for s in [ConvShape::new(16, 3, 224, 224, 32, 3, 2, 1, 1), ConvShape::new(16, 256, 7, 7, 512, 3, 1, 1, 1),
+            ConvShape::new(16, 64, 56, 56, 64, 1, 1, 0, 1), ConvShape::new(3, 8, 11, 13, 6, 5, 1, 2, 2)] {
+            let g = geo(&s);
+            let want = s.batch * s.groups * g.m * g.k * g.n;
+            for op in [ConvOp::Forward, ConvOp::BackwardData, ConvOp::BackwardWeights] {
+                let got: usize = gemm_calls(&s, op).iter().map(|c| c.m * c.k * c.n).sum();
+                assert_eq!(got, want, "{s:?} {op:?}");
+            }
         }
     }
 }
