@@ -4,7 +4,9 @@
 //! the `gemm` crate (issue 13): for every convolution of the model (default yolov4-tiny at
 //! 224×224, batch 16) and each of its three GEMM ops, exactly the calls the CPU backend makes
 //! (`engine::cpu::gemm_calls`: same tiles, strides and beta), best of `reps` runs per library,
-//! GFLOP/s per row and the total. The first layer has no backward-data (its input is the
+//! GFLOP/s per row and the total. `gemm` runs as the backend calls it (`run_gemm_call`: depth
+//! cut into blocks of at most 512 so that tiles sum like the whole); `raw` is one plain `gemm`
+//! call with its own blocking, to show what that costs. The first layer has no backward-data (its input is the
 //! image). Before timing, each row checks that both libraries agree and that beta = 0 never reads
 //! the output (it starts as NaN).
 
@@ -18,6 +20,7 @@ use engine::shapes::ConvShape;
 enum Lib {
     MatrixMultiply,
     Gemm,
+    GemmRaw,
 }
 
 /// Floats a matrix of `rows × cols` with strides (rs, cs) spans.
@@ -38,8 +41,9 @@ fn call(lib: Lib, c: &GemmCall, a: &[f32], b: &[f32], out: &mut [f32]) {
             Lib::MatrixMultiply => matrixmultiply::sgemm(
                 c.m, c.k, c.n, 1.0, a.as_ptr(), c.a.0, c.a.1, b.as_ptr(), c.b.0, c.b.1, c.beta, out.as_mut_ptr(), c.ldc as isize, 1,
             ),
+            Lib::Gemm => engine::cpu::run_gemm_call(c, a, b, out),
             // gemm: dst := alpha·dst + beta·lhs·rhs, dst read only when read_dst.
-            Lib::Gemm => gemm::gemm(
+            Lib::GemmRaw => gemm::gemm(
                 c.m, c.n, c.k, out.as_mut_ptr(), 1, c.ldc as isize, c.beta != 0.0, a.as_ptr(), c.a.1, c.a.0, b.as_ptr(), c.b.1, c.b.0,
                 c.beta, 1.0, false, false, false, gemm::Parallelism::None,
             ),
@@ -70,10 +74,9 @@ fn agreement(c: &GemmCall, x: &Bufs) -> f32 {
         out.truncate((c.m - 1) * c.ldc + c.n);
         out
     };
-    let (p, q) = (run(Lib::MatrixMultiply), run(Lib::Gemm));
     let cols = |v: &[f32]| v.chunks(c.ldc).flat_map(|r| r[..c.n.min(r.len())].to_vec()).collect::<Vec<_>>();
-    let (p, q) = (cols(&p), cols(&q));
-    assert!(p.iter().chain(&q).all(|v| v.is_finite()), "a library read the beta = 0 output: {c:?}");
+    let (p, q, r) = (cols(&run(Lib::MatrixMultiply)), cols(&run(Lib::Gemm)), cols(&run(Lib::GemmRaw)));
+    assert!(p.iter().chain(&q).chain(&r).all(|v| v.is_finite()), "a library read the beta = 0 output: {c:?}");
     let scale = p.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
     p.iter().zip(&q).fold(0f32, |m, (u, v)| m.max((u - v).abs())) / scale
 }
@@ -100,9 +103,9 @@ fn main() {
     cfg.set_size(size, size).unwrap_or_else(|e| panic!("size {size}: {e}"));
     let shapes = cfg.shapes().unwrap_or_else(|e| panic!("shapes: {e}"));
     println!("{model} {size}x{size} batch {batch}, single-threaded, best of {reps}; mm = matrixmultiply 0.3, gemm = gemm 0.19");
-    println!("{:>3} {:>4} {:>3}x{:<3} {:>4} {:>4} {:>3}  {:>5} {:>6} {:>6} {:>6} {:>5}  {:>8} {:>8} {:>7} {:>7} {:>5} {:>8}",
-        "L", "c", "hw", "", "f", "sz", "st", "op", "m", "k", "n", "calls", "mm ms", "gemm ms", "mm GF/s", "gemm", "ratio", "rel.diff");
-    let mut totals = [0.0f64; 2];
+    println!("{:>3} {:>4} {:>3}x{:<3} {:>4} {:>4} {:>3}  {:>5} {:>6} {:>6} {:>6} {:>5}  {:>8} {:>8} {:>8} {:>7} {:>7} {:>5} {:>8}",
+        "L", "c", "hw", "", "f", "sz", "st", "op", "m", "k", "n", "calls", "mm ms", "gemm ms", "raw ms", "mm GF/s", "gemm", "ratio", "rel.diff");
+    let mut totals = [0.0f64; 3];
     let mut flops_total = 0.0;
     let mut first = true;
     for (i, (l, sh)) in cfg.layers.iter().zip(&shapes).enumerate() {
@@ -119,15 +122,18 @@ fn main() {
             let flops: f64 = calls.iter().map(|c| 2.0 * (c.m * c.k * c.n) as f64).sum();
             let tm = time(Lib::MatrixMultiply, &calls, &mut x, reps);
             let tg = time(Lib::Gemm, &calls, &mut x, reps);
+            let tr = time(Lib::GemmRaw, &calls, &mut x, reps);
             totals[0] += tm;
             totals[1] += tg;
+            totals[2] += tr;
             flops_total += flops;
-            println!("{i:>3} {:>4} {:>3}x{:<3} {:>4} {:>4} {:>3}  {name:>5} {:>6} {:>6} {:>6} {:>5}  {:>8.2} {:>8.2} {:>7.1} {:>7.1} {:>5.2} {diff:>8.1e}",
-                s.c, s.h, s.w, s.filters, s.size, s.stride, c0.m, c0.k, c0.n, calls.len(), tm * 1e3, tg * 1e3,
+            println!("{i:>3} {:>4} {:>3}x{:<3} {:>4} {:>4} {:>3}  {name:>5} {:>6} {:>6} {:>6} {:>5}  {:>8.2} {:>8.2} {:>8.2} {:>7.1} {:>7.1} {:>5.2} {diff:>8.1e}",
+                s.c, s.h, s.w, s.filters, s.size, s.stride, c0.m, c0.k, c0.n, calls.len(), tm * 1e3, tg * 1e3, tr * 1e3,
                 flops / tm / 1e9, flops / tg / 1e9, tm / tg);
         }
         first = false;
     }
-    println!("total: matrixmultiply {:.1} ms ({:.1} GFLOP/s), gemm {:.1} ms ({:.1} GFLOP/s), gemm speed-up {:.3}x; {:.2} GFLOP per step",
-        totals[0] * 1e3, flops_total / totals[0] / 1e9, totals[1] * 1e3, flops_total / totals[1] / 1e9, totals[0] / totals[1], flops_total / 1e9);
+    println!("total: matrixmultiply {:.1} ms ({:.1} GFLOP/s), gemm {:.1} ms ({:.1} GFLOP/s), gemm speed-up {:.3}x; raw gemm {:.1} ms; {:.2} GFLOP per step",
+        totals[0] * 1e3, flops_total / totals[0] / 1e9, totals[1] * 1e3, flops_total / totals[1] / 1e9, totals[0] / totals[1],
+        totals[2] * 1e3, flops_total / 1e9);
 }
