@@ -94,14 +94,14 @@ fn time(lib: Lib, calls: &[GemmCall], x: &mut Bufs, reps: usize) -> f64 {
     best
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let arg = |i: usize, default: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
     let (size, batch, reps) = (arg(0, 224), arg(1, 16), arg(2, 3).max(1));
     let model = args.get(3).cloned().unwrap_or_else(|| "yolov4-tiny".into());
-    let (mut cfg, _) = engine::cfg::load(&model).unwrap_or_else(|e| panic!("model {model}: {e}"));
-    cfg.set_size(size, size).unwrap_or_else(|e| panic!("size {size}: {e}"));
-    let shapes = cfg.shapes().unwrap_or_else(|e| panic!("shapes: {e}"));
+    let (mut cfg, _) = engine::cfg::load(&model)?;
+    cfg.set_size(size, size)?;
+    let shapes = cfg.shapes()?;
     println!("{model} {size}x{size} batch {batch}, single-threaded, best of {reps}; mm = matrixmultiply 0.3, gemm = gemm 0.19");
     println!("{:>3} {:>4} {:>3}x{:<3} {:>4} {:>4} {:>3}  {:>5} {:>6} {:>6} {:>6} {:>5}  {:>8} {:>8} {:>8} {:>7} {:>7} {:>5} {:>8}",
         "L", "c", "hw", "", "f", "sz", "st", "op", "m", "k", "n", "calls", "mm ms", "gemm ms", "raw ms", "mm GF/s", "gemm", "ratio", "rel.diff");
@@ -136,4 +136,5 @@ fn main() {
     println!("total: matrixmultiply {:.1} ms ({:.1} GFLOP/s), gemm {:.1} ms ({:.1} GFLOP/s), gemm speed-up {:.3}x; raw gemm {:.1} ms; {:.2} GFLOP per step",
         totals[0] * 1e3, flops_total / totals[0] / 1e9, totals[1] * 1e3, flops_total / totals[1] / 1e9, totals[0] / totals[1],
         totals[2] * 1e3, flops_total / 1e9);
+    Ok(())
 }
