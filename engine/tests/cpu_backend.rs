@@ -1,6 +1,7 @@
 //! The fast CPU backend gives the reference's numbers bit for bit, whatever its thread count:
 //! - its convolutions (column tiles, images sharing a GEMM, weight-gradient tiles, on 1–3
-//!   threads) equal one `matrixmultiply` GEMM per image over a textbook im2col;
+//!   threads) equal one untiled GEMM per image (the backend's own call, `run_gemm_call`) over a
+//!   textbook im2col;
 //! - its fused composite ops equal the plain ops of [`CpuBackend::reference`] for every
 //!   activation, with and without a pre-activation buffer, in place or not, for both statistics
 //!   and both backward forms;
@@ -9,7 +10,7 @@
 
 use engine::Backend;
 use engine::backend::BnTensors;
-use engine::cpu::{CpuBackend, CpuBuf};
+use engine::cpu::{CpuBackend, CpuBuf, GemmCall};
 use engine::network::{BuildOptions, Network};
 use engine::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape};
 use engine::train::{Optimizer, Trainer};
@@ -53,14 +54,13 @@ fn taps(s: &ConvShape, cg: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// `c (m×n) = a·b + beta·c` by one single-threaded matrixmultiply call (`ta`/`tb`: stored transposed).
+/// `c (m×n) = a·b + beta·c` by one untiled, single-threaded GEMM call of the backend
+/// (`ta`/`tb`: stored transposed).
 #[allow(clippy::too_many_arguments)]
 fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the matrices lie inside the slices (asserted); c is a unique &mut.
-    unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1) }
+    let sa = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let sb = if tb { (1, k as isize) } else { (n as isize, 1) };
+    engine::cpu::run_gemm_call(&GemmCall { m, k, n, a: sa, b: sb, beta, ldc: n }, a, b, c);
 }
 
 /// y, dx (added to `dx0`) and dw (added to `dw0`) as one GEMM per image and group.
@@ -108,7 +108,9 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
         ConvShape::new(17, 24, 7, 7, 40, 1, 1, 0, 1),  // 1×1 direct, 7×7 like yolov4-tiny's head
         ConvShape::new(3, 8, 11, 13, 6, 5, 1, 2, 2),   // 5×5, two groups
         ConvShape::new(4, 300, 6, 6, 20, 3, 1, 1, 1),  // k = 2700: several GEMM depth blocks
-        ConvShape::new(2, 16, 34, 34, 280, 1, 1, 0, 1), // 280 filters: dx's GEMM depth > 256
+        ConvShape::new(2, 16, 34, 34, 280, 1, 1, 0, 1), // 280 filters: dx's GEMM depth > 256; dW in
+                                                        // row tiles of ≤ 64×16, depth 1156 > KC
+        ConvShape::new(3, 64, 24, 24, 24, 3, 1, 1, 1),  // depth 576 > KC in column tiles
     ];
     for s in shapes {
         let x = random(s.input_len(), 1);

@@ -5,9 +5,10 @@
 //! rows of `col` are ordered `(channel, ky, kx)` to match. A 1×1, stride-1, pad-0 convolution uses
 //! the input itself as `col`. Padding pixels read as zero.
 //!
-//! Threads and exactness. The GEMM is `matrixmultiply`'s, called single-threaded on pieces of
-//! the output: every output float is one dot product over the GEMM's inner dimension, blocked
-//! and summed by `matrixmultiply` the same way whatever piece of the output it sits in. So:
+//! Threads and exactness. The GEMM is the `gemm` crate's, called single-threaded ([`sgemm`]) on
+//! pieces of the output: every output float is one dot product over the GEMM's inner dimension,
+//! cut into depth blocks by us and summed the same way whatever piece of the output it sits in
+//! (see [`sgemm`] and [`cut_tiles`] for what that takes). So:
 //! - forward and backward-data split their output into column tiles, and small images share
 //!   one GEMM (`Geo::group` images side by side in `col`): neither changes an output's sum;
 //! - backward-weights sums over the batch, so it keeps one GEMM per image, images in order, and
@@ -27,6 +28,14 @@ const MAX_TILES: usize = 8;
 /// ...of at least this many columns (or rows, for the weight gradient).
 const MIN_TILE: usize = 256;
 const MIN_TILE_ROWS: usize = 16;
+/// Outputs above which `gemm` uses its general kernel: at most this many, and with both operands
+/// contiguous along the depth, it takes dot-product kernels that sum in another order.
+const SMALL_GEMM: usize = 256;
+/// Longest depth of one `gemm` call: a longer inner dimension is cut into near-equal blocks of at
+/// most this many, added into C in order. At or below 512 `gemm` keeps the whole depth in one
+/// block; above it, its own blocks would depend on m and n, so a tile would sum differently
+/// from the whole GEMM.
+const KC: usize = 512;
 
 /// Geometry derived from a shape, checked once per call.
 struct Geo {
@@ -114,16 +123,61 @@ enum Cut {
     Rows,
 }
 
-/// `pieces` ranges covering `0..len`, each at least `min` long (except when `len` is shorter),
-/// at most `MAX_TILES`, widths a multiple of 8 (the GEMM kernel's width). Shape-only.
+/// At most `MAX_TILES` near-equal ranges covering `0..len`, each at least `min` long (one range
+/// when `len` is shorter), cut at multiples of 8 (the GEMM kernel's width). Shape-only.
 fn tiles(len: usize, min: usize) -> Vec<Range<usize>> {
-    let pieces = (len / min.max(1)).clamp(1, MAX_TILES);
-    let width = len.div_ceil(pieces).next_multiple_of(8).max(1);
-    (0..len.div_ceil(width)).map(|t| t * width..((t + 1) * width).min(len)).collect()
+    // + 7: rounding a cut down to a multiple of 8 takes at most 7 from a range.
+    let pieces = (len / (min.max(1) + 7)).clamp(1, MAX_TILES);
+    let cut = |t: usize| if t == pieces { len } else { t * len / pieces / 8 * 8 };
+    (0..pieces).map(|t| cut(t)..cut(t + 1)).collect()
+}
+
+/// The tiles of an m×n output cut along `cut`: each tile has more than `SMALL_GEMM` outputs
+/// unless the whole has not (then it is one tile), and at least 2 rows and columns where the
+/// whole has, so a tile takes the same `gemm` kernel, and sums each output the same way, as the
+/// whole GEMM.
+fn cut_tiles(m: usize, n: usize, cut: Cut) -> Vec<Range<usize>> {
+    let (len, other, min) = match cut {
+        Cut::Cols => (n, m, MIN_TILE),
+        Cut::Rows => (m, n, MIN_TILE_ROWS),
+    };
+    tiles(len, min.max((SMALL_GEMM + 1).div_ceil(other.max(1))))
+}
+
+/// `C (m×n, row stride ldc) = A·B + beta·C` by `gemm` on this thread, the depth cut into
+/// [`KC`] blocks. Each output is the same fused multiply-add chain over each depth block,
+/// blocks added in order, in whatever tile of C it sits, as long as the tile takes `gemm`'s
+/// general kernel ([`cut_tiles`]). beta = 0 never reads C.
+///
+/// # Safety
+/// `a` must cover m×k, `b` k×n and `c` m×n floats at stride `ldc`; nothing else may touch `c`'s
+/// floats during the call, and `c` must not overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut f32, ldc: usize) {
+    let blocks = k.div_ceil(KC).max(1);
+    let kb = k.div_ceil(blocks).max(1);
+    let mut d0 = 0;
+    loop {
+        let d = kb.min(k - d0);
+        // gemm computes dst = alpha·dst + beta·lhs·rhs and reads dst only when told to, so
+        // our beta is its alpha; later depth blocks add to what the first wrote.
+        let alpha = if d0 == 0 { beta } else { 1.0 };
+        // SAFETY: the caller's promise covers every depth block of A and B and all of C.
+        unsafe {
+            gemm::gemm(
+                m, n, d, c, 1, ldc as isize, alpha != 0.0, a.at(0, d0).ptr, a.cs, a.rs, b.at(d0, 0).ptr, b.cs, b.rs, alpha, 1.0,
+                false, false, false, gemm::Parallelism::None,
+            );
+        }
+        d0 += d;
+        if d0 >= k {
+            break;
+        }
+    }
 }
 
 /// `C (m×n, row stride ldc) = A·B + beta·C` in tiles along `cut`, one single-threaded
-/// `matrixmultiply` call per tile on the workers.
+/// [`sgemm`] per tile on the workers.
 ///
 /// # Safety
 /// `a` must cover m×k, `b` k×n and `c` m×n floats at stride `ldc`; nothing else may touch `c`'s
@@ -133,10 +187,7 @@ unsafe fn gemm(par: &Par, m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f3
     if m == 0 || n == 0 {
         return;
     }
-    let parts = match cut {
-        Cut::Cols => tiles(n, MIN_TILE),
-        Cut::Rows => tiles(m, MIN_TILE_ROWS),
-    };
+    let parts = cut_tiles(m, n, cut);
     par.for_each(parts.len(), |t| {
         let r = parts[t].clone();
         let (rows, cols, a, b, c0) = match cut {
@@ -144,11 +195,7 @@ unsafe fn gemm(par: &Par, m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f3
             Cut::Rows => (r.len(), n, a.at(r.start, 0), b, r.start * ldc),
         };
         // SAFETY: in bounds by the caller's promise; the tiles write disjoint blocks of `c`.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows, k, cols, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c.ptr_at(c0), ldc as isize, 1,
-            );
-        }
+        unsafe { sgemm(rows, k, cols, a, b, beta, c.ptr_at(c0), ldc) };
     });
 }
 
@@ -325,20 +372,14 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
             // dx += Wᵀ·dy straight into dx (beta 1), one image per GEMM so each dx float gets
             // the same single accumulation as the plain form.
             let out = SharedMut::new(dx);
-            let parts = tiles(g.n, MIN_TILE);
+            let parts = cut_tiles(g.k, g.n, Cut::Cols);
             par.for_each(s.batch * parts.len(), |item| {
-                let wt = wt; // the whole (Sync) matrix, not its raw pointer field
                 let (b, r) = (item / parts.len(), parts[item % parts.len()].clone());
                 let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
                 let d0 = (b * s.c + gi * g.cg) * hw + r.start;
                 // SAFETY: the (image, tile) items write disjoint column blocks of dx; wt and dyb
                 // are read-only inputs disjoint from dx (checked by the caller).
-                unsafe {
-                    matrixmultiply::sgemm(
-                        g.k, g.m, r.len(), 1.0, wt.ptr, wt.rs, wt.cs, dyb.at(0, r.start).ptr, dyb.rs, dyb.cs, 1.0,
-                        out.ptr_at(d0), g.n as isize, 1,
-                    );
-                }
+                unsafe { sgemm(g.k, g.m, r.len(), wt, dyb.at(0, r.start), 1.0, out.ptr_at(d0), g.n) };
             });
             continue;
         }
@@ -383,6 +424,87 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
     }
 }
 
+/// One single-threaded GEMM call the conv ops make: `C (m×n, row stride ldc) = A·B + beta·C`,
+/// element (r, c) of A at `r·a.0 + c·a.1` (B likewise). For benchmarks of the GEMM alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmCall {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a: (isize, isize),
+    pub b: (isize, isize),
+    pub beta: f32,
+    pub ldc: usize,
+}
+
+/// Runs `call` as the backend does ([`sgemm`]) on `c`, with A and B at the start of `a` and `b`.
+/// For benchmarks, and as the untiled GEMM the tests compare the tiled ops against.
+pub fn run_gemm_call(call: &GemmCall, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let GemmCall { m, k, n, beta, ldc, .. } = *call;
+    let fits = |v: &[f32], rows: usize, cols: usize, (rs, cs): (isize, isize)| {
+        rs >= 0 && cs >= 0 && (rows == 0 || cols == 0 || v.len() > (rows - 1) * rs as usize + (cols - 1) * cs as usize)
+    };
+    assert!(fits(a, m, k, call.a) && fits(b, k, n, call.b) && fits(c, m, n, (ldc as isize, 1)) && ldc >= n,
+        "cpu gemm: buffers of {}/{}/{} floats too short for {call:?}", a.len(), b.len(), c.len());
+    let (a, b) = (Mat { ptr: a.as_ptr(), rs: call.a.0, cs: call.a.1 }, Mat { ptr: b.as_ptr(), rs: call.b.0, cs: call.b.1 });
+    // SAFETY: A, B and C lie in their slices (asserted); `c` is a unique borrow, so disjoint.
+    unsafe { sgemm(m, k, n, a, b, beta, c.as_mut_ptr(), ldc) }
+}
+
+/// Which conv op a [`GemmCall`] serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvOp {
+    Forward,
+    BackwardData,
+    BackwardWeights,
+}
+
+/// The GEMM calls `op` makes on shape `s`, in order: the same geometry, grouping and tiles as
+/// [`forward`], [`backward_data`] and [`backward_weights`] (kept beside them so they change
+/// together; the unit test checks they add up to the op's multiply-adds).
+pub fn gemm_calls(s: &ConvShape, op: ConvOp) -> Vec<GemmCall> {
+    let g = geo(s);
+    let mut out = Vec::new();
+    let mut push = |m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, ldc: usize, cut: Cut| {
+        for r in cut_tiles(m, n, cut) {
+            let (rows, cols) = if cut == Cut::Cols { (m, r.len()) } else { (r.len(), n) };
+            out.push(GemmCall { m: rows, k, n: cols, a: (a.rs, a.cs), b: (b.rs, b.cs), beta, ldc });
+        }
+    };
+    // Only the strides of these matrices are used.
+    let strides = |rows: usize, cols: usize, transposed: bool| {
+        let (rs, cs) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
+        Mat { ptr: std::ptr::null(), rs, cs }
+    };
+    for _gi in 0..s.groups {
+        match op {
+            ConvOp::Forward | ConvOp::BackwardData => {
+                if op == ConvOp::BackwardData && g.direct {
+                    for _b in 0..s.batch {
+                        push(g.k, g.m, g.n, strides(g.k, g.m, true), strides(g.m, g.n, false), 1.0, g.n, Cut::Cols);
+                    }
+                    continue;
+                }
+                for b0 in (0..s.batch).step_by(g.group) {
+                    let cols = g.group.min(s.batch - b0) * g.n;
+                    if op == ConvOp::Forward {
+                        push(g.m, g.k, cols, strides(g.m, g.k, false), strides(g.k, cols, false), 0.0, cols, Cut::Cols);
+                    } else {
+                        push(g.k, g.m, cols, strides(g.k, g.m, true), strides(g.m, cols, false), 0.0, cols, Cut::Cols);
+                    }
+                }
+            }
+            ConvOp::BackwardWeights => {
+                let cut = if g.k >= g.m { Cut::Cols } else { Cut::Rows };
+                for _b in 0..s.batch {
+                    push(g.m, g.n, g.k, strides(g.m, g.n, false), strides(g.n, g.k, true), 1.0, g.k, cut);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +528,22 @@ mod tests {
             let t = tiles(len, MIN_TILE);
             assert!(t.len() <= MAX_TILES && t[0].start == 0 && t.last().unwrap().end == len);
             assert!(t.windows(2).all(|p| p[0].end == p[1].start && p[0].len() % 8 == 0));
+            assert!(t.len() == 1 || t.iter().all(|r| r.len() >= MIN_TILE), "{len}: {t:?}");
+        }
+    }
+
+    /// A GEMM cut into several tiles has more than SMALL_GEMM outputs and 2 rows and columns in
+    /// every tile, so each tile takes the whole GEMM's kernel.
+    #[test]
+    fn cut_tiles_are_never_small_gemms() {
+        for m in [1, 2, 16, 17, 33, 49, 64, 255, 280, 512] {
+            for n in [1, 2, 8, 16, 27, 49, 256, 577, 1568, 4608] {
+                for cut in [Cut::Cols, Cut::Rows] {
+                    let t = cut_tiles(m, n, cut);
+                    let other = if cut == Cut::Cols { m } else { n };
+                    assert!(t.len() == 1 || t.iter().all(|r| r.len() * other > SMALL_GEMM && r.len() >= 2), "{m}×{n}: {t:?}");
+                }
+            }
         }
     }
 
@@ -428,6 +566,20 @@ mod tests {
             let (mut col, mut wide) = (vec![0.0; col_len(&one)], vec![0.0; gemm_len(&one)]);
             forward(&Par::new(1), &x[b * one.input_len()..][..one.input_len()], &w, &mut yb, &one, &mut col, &mut wide);
             assert_eq!(&y[b * one.output_len()..][..one.output_len()], &yb[..], "image {b}");
+        }
+    }
+
+    /// The listed GEMM calls do exactly the multiply-adds of the three ops.
+    #[test]
+    fn gemm_calls_add_up_to_the_ops() {
+        for s in [ConvShape::new(16, 3, 224, 224, 32, 3, 2, 1, 1), ConvShape::new(16, 256, 7, 7, 512, 3, 1, 1, 1),
+            ConvShape::new(16, 64, 56, 56, 64, 1, 1, 0, 1), ConvShape::new(3, 8, 11, 13, 6, 5, 1, 2, 2)] {
+            let g = geo(&s);
+            let want = s.batch * s.groups * g.m * g.k * g.n;
+            for op in [ConvOp::Forward, ConvOp::BackwardData, ConvOp::BackwardWeights] {
+                let got: usize = gemm_calls(&s, op).iter().map(|c| c.m * c.k * c.n).sum();
+                assert_eq!(got, want, "{s:?} {op:?}");
+            }
         }
     }
 }

@@ -209,6 +209,8 @@ pub fn conv_scratch_lens(s: &crate::shapes::ConvShape) -> (usize, usize) {
     (conv::col_len(s), conv::gemm_len(s))
 }
 
+pub use conv::{ConvOp, GemmCall, gemm_calls, run_gemm_call};
+
 /// How a [`CpuBackend`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuOptions {
