@@ -218,20 +218,7 @@ fn train_bits<B: Backend>(backend: B, opts: &BuildOptions, batches: &[(Vec<f32>,
 
 /// Random images and a few boxes per image for yolov4-tiny at 64×64, batch 4.
 fn batches(n: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    (0..n)
-        .map(|_| {
-            let images = (0..4 * 3 * 64 * 64).map(|_| rng.random_range(0.0..1.0)).collect();
-            let mut truths = vec![0.0f32; 4 * 200 * 5];
-            for img in 0..4 {
-                for k in 0..3 {
-                    let b = &mut truths[(img * 200 + k) * 5..][..5];
-                    b.copy_from_slice(&[rng.random_range(0.2..0.8), rng.random_range(0.2..0.8), rng.random_range(0.05..0.4), rng.random_range(0.05..0.4), rng.random_range(0..80) as f32]);
-                }
-            }
-            (images, truths)
-        })
-        .collect()
+    common::random_batches(n, 4, 64, 3, 0.05..0.4, 80, 3)
 }
 
 fn same_training_bits<B: Backend>(make: impl Fn() -> B) {

@@ -45,6 +45,36 @@ pub fn shared_gpu() -> Option<&'static GpuBackend> {
 pub mod darknet;
 pub mod small;
 
+/// `n` batches of `images` random RGB images of `side`×`side` with `boxes` random boxes each
+/// (width and height in `wh`, relative; classes below `classes`, class 0 without a draw when
+/// there is one class; 200 truth slots per image), from a seeded stream.
+#[allow(dead_code)]
+pub fn random_batches(
+    n: usize, images: usize, side: usize, boxes: usize, wh: std::ops::Range<f32>, classes: usize, seed: u64,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let pixels = (0..images * 3 * side * side).map(|_| rng.random_range(0.0..1.0)).collect();
+            let mut truths = vec![0.0f32; images * 200 * 5];
+            for img in 0..images {
+                for k in 0..boxes {
+                    let b = &mut truths[(img * 200 + k) * 5..][..5];
+                    b.copy_from_slice(&[
+                        rng.random_range(0.2..0.8),
+                        rng.random_range(0.2..0.8),
+                        rng.random_range(wh.clone()),
+                        rng.random_range(wh.clone()),
+                        if classes > 1 { rng.random_range(0..classes) as f32 } else { 0.0 },
+                    ]);
+                }
+            }
+            (pixels, truths)
+        })
+        .collect()
+}
+
 /// yolov4-tiny's anchors (all six, as (w, h) pixels).
 #[allow(dead_code)] // not every test crate that includes `common` uses it
 pub const YOLOV4_TINY_ANCHORS: [(f32, f32); 6] = [(10., 14.), (23., 27.), (37., 58.), (81., 82.), (135., 169.), (344., 319.)];

@@ -3,7 +3,6 @@
 //! step's rate does not depend on the iteration); and random batches for it.
 
 use engine::cfg::ModelCfg;
-use rand::{Rng, SeedableRng};
 
 const CFG: &str = "
 [net]
@@ -59,18 +58,5 @@ pub fn cfg() -> ModelCfg {
 /// `n` batches of 4 random images with two boxes each.
 #[allow(dead_code)]
 pub fn batches(n: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    (0..n)
-        .map(|_| {
-            let images = (0..4 * 3 * 16 * 16).map(|_| rng.random_range(0.0..1.0)).collect();
-            let mut truths = vec![0.0f32; 4 * 200 * 5];
-            for img in 0..4 {
-                for k in 0..2 {
-                    let b = &mut truths[(img * 200 + k) * 5..][..5];
-                    b.copy_from_slice(&[rng.random_range(0.2..0.8), rng.random_range(0.2..0.8), rng.random_range(0.1..0.5), rng.random_range(0.1..0.5), 0.0]);
-                }
-            }
-            (images, truths)
-        })
-        .collect()
+    super::random_batches(n, 4, 16, 2, 0.1..0.5, 1, 11)
 }
