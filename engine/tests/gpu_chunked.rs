@@ -12,6 +12,7 @@
 use engine::cpu::CpuBackend;
 use engine::gpu::{AdapterSelector, GpuBackend};
 use engine::network::{BufferLimits, BuildOptions, MemoryPlan, Mode, Network, NetworkError, Update};
+use engine::network::plan::{ActivationPlan, PlanOptions, TensorId, TensorKind};
 use engine::train::{Optimizer, Trainer};
 use engine::Backend;
 use rand::{Rng, SeedableRng};
@@ -260,4 +261,30 @@ fn what_cannot_be_bound_is_refused_with_the_tensor_named() {
         Err(e) => panic!("another error: {e}"),
         Ok(_) => panic!("built although one image of layer 0 exceeds the binding"),
     }
+}
+
+/// A scale_channels binds its `from=` layer's output whole, however far back that layer is: the
+/// plan says so (and `check_fits` then refuses such a tensor over a binding instead of the
+/// kernel meeting it), while a layer read only by ops that split stays splittable.
+#[test]
+fn scale_channels_from_is_bound_whole() {
+    let text = "[net]\nbatch=4\nsubdivisions=1\nwidth=32\nheight=32\nchannels=3\n\n\
+        [convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n\n\
+        [convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n\n\
+        [maxpool]\nsize=2\nstride=2\n\n[avgpool]\n\n[scale_channels]\nfrom=0\n";
+    let cfg = engine::cfg::parse_str(text, "scale.cfg").expect("cfg parses").0;
+    let shapes = cfg.shapes().expect("shapes");
+    let plan = ActivationPlan::of(&cfg, &shapes, 4, PlanOptions::default());
+    let whole = |layer| plan.binds_whole(TensorId { layer, kind: TensorKind::Output });
+    assert!(whole(0), "layer 0 is scale_channels' from=");
+    assert!(!whole(1), "layer 1 is read by maxpool only, which splits");
+    assert!(whole(2) && whole(3) && whole(4), "avgpool's input, avgpool and scale_channels bind whole");
+    // Layer 0's output is 128 KiB for 4 images: over a 64 KiB binding it is refused by name.
+    let opts = BuildOptions::default();
+    let e = MemoryPlan::of(&cfg, &opts)
+        .unwrap()
+        .check_fits(&cfg, &opts, BufferLimits { buffer: usize::MAX, binding: 16 << 10 }, "gpu")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("an op that binds it whole"), "{e}");
 }

@@ -220,6 +220,8 @@ pub struct ActivationPlan {
     pub recompute_flops: f64,
     /// Per layer: its GPU ops bind its tensors whole (see [`ActivationPlan::binds_whole`]).
     whole: Vec<bool>,
+    /// Per layer: a later layer binds its output and gradient whole.
+    read_whole: Vec<bool>,
 }
 
 /// Segments of a plan's checkpointing (1 without checkpointing).
@@ -307,8 +309,19 @@ impl ActivationPlan {
             steps.iter().map(|s| if let Step::Recompute(j) = s { d[*j].flops } else { 0.0 }).sum();
         // What gpu/chunk.rs splits over images: convolutions (with batch norm, bias, activation),
         // maxpool, route, upsample and shortcut. Every other op binds its tensors whole.
-        let whole = d.iter().map(|l| !matches!(l.op, Op::Conv | Op::Route(_) | Op::Maxpool | Op::Upsample | Op::Shortcut(_))).collect();
-        ActivationPlan { steps, tensors, index, arenas, uses, zero, dies, options, forward_flops, recompute_flops, whole }
+        let whole: Vec<bool> =
+            d.iter().map(|l| !matches!(l.op, Op::Conv | Op::Route(_) | Op::Maxpool | Op::Upsample | Op::Shortcut(_))).collect();
+        // A layer's output (and gradient) is read whole by the next layer when that one binds
+        // whole, and by a scale_channels naming it in `from=`, wherever that is.
+        let mut read_whole: Vec<bool> = (0..d.len()).map(|i| whole.get(i + 1).copied().unwrap_or(false)).collect();
+        for l in d {
+            if let Op::ScaleChannels(from) = l.op
+                && let Some(r) = read_whole.get_mut(from)
+            {
+                *r = true;
+            }
+        }
+        ActivationPlan { steps, tensors, index, arenas, uses, zero, dies, options, forward_flops, recompute_flops, whole, read_whole }
     }
 
     /// The plan of `cfg` for mini-batches of `mb`.
@@ -328,7 +341,7 @@ impl ActivationPlan {
     pub fn binds_whole(&self, id: TensorId) -> bool {
         let whole = |i: usize| self.whole.get(i).copied().unwrap_or(false);
         match id.kind {
-            TensorKind::Output | TensorKind::Delta => whole(id.layer) || whole(id.layer + 1),
+            TensorKind::Output | TensorKind::Delta => whole(id.layer) || self.read_whole.get(id.layer).copied().unwrap_or(false),
             TensorKind::DScale => whole(id.layer),
             _ => false,
         }
