@@ -11,7 +11,7 @@ use engine::Backend;
 mod common;
 
 fn opts(precision: Precision) -> BuildOptions {
-    BuildOptions { seed: 5, precision, loss_scaling: precision == Precision::Mixed, ..Default::default() }
+    BuildOptions { seed: 5, precision, loss_scaling: precision.needs_loss_scaling(), ..Default::default() }
 }
 
 fn trainer<B: Backend>(backend: B, o: &BuildOptions) -> Trainer<B> {

@@ -59,6 +59,14 @@ pub enum Precision {
     Mixed,
 }
 
+impl Precision {
+    /// Whether training in this precision needs dynamic loss scaling
+    /// ([`BuildOptions::loss_scaling`]): mixed does, so small gradients survive f16.
+    pub fn needs_loss_scaling(self) -> bool {
+        self == Precision::Mixed
+    }
+}
+
 impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -177,6 +185,12 @@ pub(crate) fn label_len(cfg: &ModelCfg, shapes: &[LayerShape]) -> usize {
     cfg.layers.iter().zip(shapes).find(|(l, _)| l.kind.is_classifier_loss()).map_or(0, |(_, s)| s.input.len())
 }
 
+/// Lengths (floats) of every conv layer's weights: mixed precision's f16 copies, packed like the
+/// state (the plan counts them, the build allocates them).
+fn weight_lens(convs: &[(ConvShape, usize, bool)]) -> Vec<usize> {
+    convs.iter().map(|c| c.0.weight_len()).collect()
+}
+
 /// Lengths (floats) of the state tensors of every conv layer, in arena order.
 fn state_lens(convs: &[(ConvShape, usize, bool)], adam: bool) -> Vec<usize> {
     let mut lens = Vec::new();
@@ -245,7 +259,7 @@ fn fixed_floats(
     }
     if opts.precision == Precision::Mixed {
         // The f16 copies of the conv weights.
-        v.extend(pack(&convs.iter().map(|c| c.0.weight_len()).collect::<Vec<_>>()).1);
+        v.extend(pack(&weight_lens(convs)).1);
     }
     for (_, filters, bn) in convs {
         if *bn {
@@ -372,7 +386,7 @@ impl<B: Backend> Network<B> {
             convs.iter().map(|(shape, filters, bn)| conv_state(shape.weight_len(), *filters, *bn, opts.adam, &mut take)).collect();
         // Mixed precision: the f16 copies of the conv weights, packed like the state.
         let mut half_weights = if opts.precision == Precision::Mixed {
-            let (places, lens) = pack(&convs.iter().map(|c| c.0.weight_len()).collect::<Vec<_>>());
+            let (places, lens) = pack(&weight_lens(&convs));
             let arenas: Vec<B::Buf> = lens.iter().map(|&len| b.alloc(len)).collect();
             places.into_iter().zip(&convs).map(|((a, o), c)| Some(b.view(&arenas[a], o, c.0.weight_len()))).collect()
         } else {

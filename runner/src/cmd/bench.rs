@@ -102,7 +102,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         checkpointing: a.checkpointing.clone(),
         memory_budget: a.memory_budget,
         precision: a.precision,
-        loss_scaling: a.precision == engine::network::Precision::Mixed,
+        loss_scaling: a.precision.needs_loss_scaling(),
         ..Default::default()
     };
     let plan = engine::network::MemoryPlan::of(&cfg, &opts)?;

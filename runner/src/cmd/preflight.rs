@@ -50,8 +50,7 @@ pub fn check(exp: &Experiment) -> Result<Plan> {
         checkpointing,
         memory_budget,
         precision,
-        // Mixed precision trains with dynamic loss scaling, so small gradients survive f16.
-        loss_scaling: precision == engine::network::Precision::Mixed,
+        loss_scaling: precision.needs_loss_scaling(),
         ..Default::default()
     };
     let memory = check_memory(exp, &cfg, &build, &adapters)?;
