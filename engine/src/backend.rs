@@ -106,6 +106,14 @@ pub trait Backend {
     fn binary_backward(&self, op: Binary, a: &Self::Buf, b: &Self::Buf, g: &Self::Buf, da: &Self::Buf, db: &Self::Buf);
 
     // ---- convolution --------------------------------------------------------------------------
+    /// What the operands of the convolution GEMMs that follow hold (mixed precision's pass says
+    /// [`GemmOperands::F16`] before each pass, fp32's [`GemmOperands::F32`]). With f16 operands
+    /// a backend may multiply on f16 hardware: the products are exact either way, and
+    /// accumulation stays f32, so only the order of the sums may change.
+    fn set_gemm_operands(&self, ops: GemmOperands);
+    /// Which arithmetic the convolution GEMMs run with for `ops`, in words (for `runner bench`
+    /// and the run record: a path that is slower than asked for is said, not hidden).
+    fn gemm_path(&self, ops: GemmOperands) -> String;
     /// y = conv(x, w), overwritten. w is `[filters][c/groups][size][size]` (Darknet order).
     fn conv_forward(&self, x: &Self::Buf, w: &Self::Buf, y: &Self::Buf, s: &ConvShape);
     /// dx += convᵀ(dy, w) (gradient w.r.t. the input; col2im adds).
@@ -262,6 +270,16 @@ pub trait Backend {
     fn sum_squares_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
     /// out[index] = 1 if any element of x is NaN or ±Inf, else 0.
     fn nonfinite_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
+}
+
+/// What the convolution GEMMs' operands hold ([`Backend::set_gemm_operands`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmOperands {
+    /// Any f32 values (the fp32 path).
+    #[default]
+    F32,
+    /// Only f16 values, stored as f32 (mixed precision rounds them where they are stored).
+    F16,
 }
 
 /// The composite ops as plain ops: the trait's default bodies, callable by a backend that

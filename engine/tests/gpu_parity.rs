@@ -56,6 +56,8 @@ mod softmax;
 mod cost;
 #[path = "parity/half.rs"]
 mod half;
+#[path = "parity/conv_mixed.rs"]
+mod conv_mixed;
 
 /// Deterministic pseudo-random data in [lo, hi).
 fn data(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {

@@ -19,12 +19,23 @@ fn wgsl_files() -> Vec<PathBuf> {
     files
 }
 
+/// Whether a source is one of mixed precision's optional-feature modules (conv_mixed.wgsl: f16
+/// and cooperative matrices, built only where the device has them).
+fn needs_features(src: &str) -> bool {
+    src.lines().any(|l| l.starts_with("enable wgpu_cooperative_matrix"))
+}
+
 /// Parses and validates one source, returning the module and its info, or a readable error.
 fn validate(name: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string_with_path(src, name))?;
-    // Only what every default-limits device offers: no f16, no subgroups, no 64-bit atomics.
-    let mut validator =
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+    // Only what every default-limits device offers: no f16, no subgroups, no 64-bit atomics;
+    // f16 and cooperative matrices for the module that is built only where they exist.
+    let caps = if needs_features(src) {
+        naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::COOPERATIVE_MATRIX
+    } else {
+        naga::valid::Capabilities::empty()
+    };
+    let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
     let info = validator.validate(&module).map_err(|e| e.emit_to_string_with_path(src, name))?;
     Ok((module, info))
 }
@@ -72,7 +83,9 @@ fn every_shader_validates_and_translates() {
                 failures.push(format!("{path}: {} uses {} invocations (> 256)", ep.name, x * y * z));
             }
         }
-        let msl_opts = naga::back::msl::Options { lang_version: (2, 0), ..Default::default() };
+        // Metal 2.3 has the simdgroup matrices cooperative matrices become.
+        let lang_version = if needs_features(&src) { (2, 3) } else { (2, 0) };
+        let msl_opts = naga::back::msl::Options { lang_version, ..Default::default() };
         if let Err(e) = naga::back::msl::write_string(&module, &info, &msl_opts, &naga::back::msl::PipelineOptions::default()) {
             failures.push(format!("{path}: MSL: {e:?}"));
         }

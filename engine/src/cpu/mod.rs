@@ -33,6 +33,7 @@ mod batchnorm;
 mod bias;
 mod blas;
 mod conv;
+mod conv_mixed;
 mod cost;
 mod dropout;
 mod fused;
@@ -49,7 +50,7 @@ pub mod yolo;
 
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -62,6 +63,8 @@ struct Shared {
     queue: Mutex<Queue>,
     allocated: AtomicU64,
     peak: AtomicU64,
+    /// The conv GEMMs' operands are declared f16 (`Backend::set_gemm_operands`): checked.
+    f16_operands: AtomicBool,
 }
 
 impl Shared {
@@ -306,6 +309,7 @@ impl CpuBackend {
                 }),
                 allocated: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
+                f16_operands: AtomicBool::new(false),
             }),
             par: Par::new(o.threads),
             fused: o.fused,
@@ -350,6 +354,15 @@ impl CpuBackend {
     }
 
     /// Starts op `kernel` (its name in the kernels table) on `bufs`, counted as `work`.
+    /// Under f16 GEMM operands, panics if one of `operands` holds a value that is not f16
+    /// (conv_mixed.rs says why).
+    fn check_gemm_operands(&self, op: &str, operands: &[(&str, &CpuBuf)]) {
+        if self.shared.f16_operands.load(Ordering::Relaxed) {
+            let cells: Vec<(&str, &[Cell<f32>])> = operands.iter().map(|(n, b)| (*n, b.cells())).collect();
+            conv_mixed::check_operands(op, &cells);
+        }
+    }
+
     fn op(&self, kernel: &'static str, work: Work, bufs: &[&CpuBuf]) -> OpGuard<'_> {
         let queue = self.begin(bufs);
         let start = queue.timing.then(Instant::now);

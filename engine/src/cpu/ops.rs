@@ -6,7 +6,7 @@ use super::{
     CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, cost, dropout, fused, half, inout, optim, pool, read_slice,
     reduce, resample, route, softmax, write_slice, yolo,
 };
-use crate::backend::{Backend, BnTensors, plain};
+use crate::backend::{Backend, BnTensors, GemmOperands, plain};
 use crate::profile::{DispatchTime, Scope, Work};
 use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
 
@@ -154,13 +154,27 @@ impl Backend for CpuBackend {
     }
 
     // ---- convolution ---------------------------------------------------------------------------
+    fn set_gemm_operands(&self, ops: GemmOperands) {
+        self.shared.f16_operands.store(ops == GemmOperands::F16, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn gemm_path(&self, ops: GemmOperands) -> String {
+        match ops {
+            GemmOperands::F32 => "fp32 GEMMs (the gemm crate)".to_string(),
+            GemmOperands::F16 => {
+                "fp32 GEMMs (the gemm crate) on f16-valued operands: exact products, f32 sums (the reference for the GPU's f16 GEMMs)"
+                    .to_string()
+            }
+        }
+    }
     fn conv_forward(&self, x: &CpuBuf, w: &CpuBuf, y: &CpuBuf, s: &ConvShape) {
+        self.check_gemm_operands("conv_forward", &[("x", x), ("w", w)]);
         let mut q = self.op("conv_forward", conv_work(s), &[x, w, y]);
         assert_disjoint("conv_forward", &[y], &[x, w]);
         // SAFETY: y is disjoint from x and w (asserted) and the queue lock is held.
         unsafe { self.conv_into(&mut q, x.read(), w.read(), y.write(), s) }
     }
     fn conv_backward_data(&self, dy: &CpuBuf, w: &CpuBuf, dx: &CpuBuf, s: &ConvShape) {
+        self.check_gemm_operands("conv_backward_data", &[("dy", dy), ("w", w)]);
         let mut q = self.op("conv_backward_data", conv_work(s), &[dy, w, dx]);
         assert_disjoint("conv_backward_data", &[dx], &[dy, w]);
         let Queue { col, gemm, .. } = &mut *q;
@@ -169,6 +183,7 @@ impl Backend for CpuBackend {
         unsafe { conv::backward_data(&self.par, dy.read(), w.read(), dx.write(), s, col, gemm) }
     }
     fn conv_backward_weights(&self, x: &CpuBuf, dy: &CpuBuf, dw: &CpuBuf, s: &ConvShape) {
+        self.check_gemm_operands("conv_backward_weights", &[("x", x), ("dy", dy)]);
         let mut q = self.op("conv_backward_weights", conv_work(s), &[x, dy, dw]);
         assert_disjoint("conv_backward_weights", &[dw], &[x, dy]);
         let col = self.grow(&mut q.col, conv::col_len(s));
@@ -381,6 +396,7 @@ impl Backend for CpuBackend {
             return plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s);
         }
         const OP: &str = "conv_bias_activation_forward";
+        self.check_gemm_operands(OP, &[("x", x), ("w", w)]);
         let mut work = conv_work(s);
         work.flops += (2 * s.output_len()) as f64;
         let target = pre_act.unwrap_or(y);

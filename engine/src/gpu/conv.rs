@@ -34,6 +34,14 @@ const EXTRA_ROW_TILES: [GemmTile; 4] = [tile(16, 16, 8, 8, 16), tile(16, 16, 8, 
 const EXTRA_WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 4, 32), tile(16, 16, 4, 8, 16)];
 /// Kernel sizes with specialised index arithmetic (others read the size from the params).
 const SPECIAL_SIZES: [u32; 2] = [1, 3];
+/// Mixed precision's tiles (conv_mixed.wgsl, cooperative matrices): K 16 at a time (one matrix
+/// step); forward / backward data 128, 64 or 32 rows by 128 columns, as the fp32 rule.
+const MIXED_ROW_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 16), tile(16, 16, 4, 8, 16), tile(8, 32, 4, 4, 16)];
+/// Backward weights: 128 × 128, 128 × 64, 64 × 128, 64 × 64 and 32 × 128 (rows × columns).
+const MIXED_WEIGHT_TILES: [GemmTile; 5] =
+    [tile(16, 16, 8, 8, 16), tile(16, 16, 8, 4, 16), tile(16, 16, 4, 8, 16), tile(16, 16, 4, 4, 16), tile(8, 32, 4, 4, 16)];
+/// The tile conv_mixed.wgsl's default source (what tests parse) is built with.
+pub(crate) const MIXED_DEFAULT_TILE: GemmTile = MIXED_ROW_TILES[0];
 
 /// The three convolution GEMMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +74,45 @@ pub(crate) fn all_tiles() -> Vec<GemmTile> {
         }
     }
     out
+}
+
+/// Every tile variant mixed precision's kernels may be built with (for the translation tests).
+pub(crate) fn all_mixed_tiles() -> Vec<GemmTile> {
+    let mut out = Vec::new();
+    for t in MIXED_ROW_TILES.iter().chain(&MIXED_WEIGHT_TILES) {
+        for ks in [0].into_iter().chain(SPECIAL_SIZES) {
+            let v = GemmTile { ks, ..*t };
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// conv_mixed.wgsl's tile for a forward or backward-data GEMM with `m` rows.
+fn mixed_row_tile(m: usize, size: usize) -> GemmTile {
+    let t = if m >= 128 {
+        MIXED_ROW_TILES[0]
+    } else if m > 32 {
+        MIXED_ROW_TILES[1]
+    } else {
+        MIXED_ROW_TILES[2]
+    };
+    specialise(t, size)
+}
+
+/// conv_mixed.wgsl's tile for a backward-weights GEMM of `m` filters and `n` weights each.
+fn mixed_weight_tile(m: usize, n: usize, size: usize) -> GemmTile {
+    let wide = n >= 128;
+    let t = match (m >= 128, m > 32, wide) {
+        (true, _, true) => MIXED_WEIGHT_TILES[0],
+        (true, _, false) => MIXED_WEIGHT_TILES[1],
+        (false, true, true) => MIXED_WEIGHT_TILES[2],
+        (false, true, false) => MIXED_WEIGHT_TILES[3],
+        (false, false, _) => MIXED_WEIGHT_TILES[4],
+    };
+    specialise(t, size)
 }
 
 fn specialise(t: GemmTile, size: usize) -> GemmTile {
@@ -153,6 +200,13 @@ impl GpuBackend {
         }
     }
 
+    /// Whether the conv GEMMs run on conv_mixed.wgsl now: f16 operands declared and a device
+    /// with cooperative matrices.
+    fn mixed_gemms(&self) -> bool {
+        *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16
+            && self.mixed_gemm == super::MixedGemm::Coop16
+    }
+
     /// The rule's tile, or the one forced for `kind`.
     fn tile_for(&self, kind: GemmKind, rule: GemmTile, size: usize) -> GemmTile {
         let f = self.forced_tiles.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,7 +271,12 @@ impl GpuBackend {
             return;
         }
         let kind = if k == Kernel::ConvForward { GemmKind::Forward } else { GemmKind::BackwardData };
-        let mut t = self.tile_for(kind, row_tile(m, s.size), s.size);
+        let (k, mut t) = if self.mixed_gemms() {
+            let mk = if kind == GemmKind::Forward { Kernel::ConvForwardMixed } else { Kernel::ConvBackwardDataMixed };
+            (mk, mixed_row_tile(m, s.size))
+        } else {
+            (k, self.tile_for(kind, row_tile(m, s.size), s.size))
+        };
         if s.stride > 1 && phase.is_some() {
             t.ks = 0;
         }
@@ -289,7 +348,12 @@ impl GpuBackend {
         if m == 0 || n == 0 || s.batch * ohw == 0 {
             return;
         }
-        let t = self.tile_for(GemmKind::BackwardWeights, weight_tile(m, s.size), s.size);
+        let (kernel, t, reduce_tile) = if self.mixed_gemms() {
+            (Kernel::ConvBackwardWeightsMixed, mixed_weight_tile(m, n, s.size), specialise(WEIGHT_TILES[0], s.size))
+        } else {
+            let t = self.tile_for(GemmKind::BackwardWeights, weight_tile(m, s.size), s.size);
+            (Kernel::ConvBackwardWeights, t, t)
+        };
         let m_tiles = m.div_ceil(t.bm());
         let n_tiles = n.div_ceil(t.bn());
         let groups = m_tiles * n_tiles * s.groups;
@@ -298,7 +362,7 @@ impl GpuBackend {
         // that conv_splitk_reduce adds up in split order.
         let ranges = self.image_ranges("conv_backward_weights", s.batch, &[(x, per_in(s)), (dy, per_out(s))], 1);
         if ranges.len() > 1 {
-            return self.conv_backward_weights_ranges(x, dy, dw, s, t, &ranges);
+            return self.conv_backward_weights_ranges(x, dy, dw, s, (kernel, t, reduce_tile), &ranges);
         }
         let k_tiles = s.batch * ohw.div_ceil(t.bk as usize);
         let want = SPLITK_TARGET_GROUPS.div_ceil(groups);
@@ -317,11 +381,11 @@ impl GpuBackend {
         let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, splits as u32];
         let work = gemm_work(s, m, n, s.batch * ohw);
         let mut rec = self.lock();
-        self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, t, &bufs, &p, grid, work);
+        self.dispatch_locked(&mut rec, kernel, t, &bufs, &p, grid, work);
         if splits > 1 {
             let groups = self.grid((s.weight_len() as u64).div_ceil(256));
             let work = Work::elementwise(s.weight_len(), splits + 1, 1, splits);
-            self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &bufs, &p, groups, work);
+            self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, reduce_tile, &bufs, &p, groups, work);
         }
     }
 }
@@ -343,7 +407,11 @@ impl GpuBackend {
     /// Backward weights of a batch whose x or dy is larger than one binding: each range of
     /// images writes the partials of its own K splits (split-K over the range's pixel tiles),
     /// and one reduce adds every split into dw in order (fixed order: reruns give the same bits).
-    fn conv_backward_weights_ranges(&self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape, t: GemmTile, ranges: &[Images]) {
+    /// `kt`: the GEMM kernel, its tile, and the tile the reduce is built with.
+    fn conv_backward_weights_ranges(
+        &self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape, kt: (Kernel, GemmTile, GemmTile), ranges: &[Images],
+    ) {
+        let (kernel, t, reduce_tile) = kt;
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let (m, n) = (mg, cg * s.size * s.size);
         let tiles_per_image = (s.out_h * s.out_w).div_ceil(t.bk as usize);
@@ -378,7 +446,7 @@ impl GpuBackend {
             p.splits = u(k.max(2));
             let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, k as u32];
             let work = gemm_work(s, m, n, sub.batch * sub.out_h * sub.out_w);
-            self.dispatch_locked(&mut rec, Kernel::ConvBackwardWeights, t, &bufs, &p, grid, work);
+            self.dispatch_locked(&mut rec, kernel, t, &bufs, &p, grid, work);
             first += k;
         }
         let bufs = [x, dy, dw, &scratch];
@@ -388,6 +456,6 @@ impl GpuBackend {
         // The reduce reads only dw and the partials; x and dy stand in for bindings it ignores.
         let (xs, dys) = (images(x, per_in(s), ranges[0]), images(dy, per_out(s), ranges[0]));
         let bufs = [&xs, &dys, bufs[2], bufs[3]];
-        self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, t, &bufs, &p, groups, work);
+        self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, reduce_tile, &bufs, &p, groups, work);
     }
 }

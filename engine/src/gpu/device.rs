@@ -248,21 +248,89 @@ pub(crate) fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
     want
 }
 
-/// Optional features the backend uses where the adapter has them: timestamp queries for
-/// per-dispatch GPU time (inside passes where possible). Nothing a kernel needs to run.
-pub(crate) fn wanted_features(adapter: &wgpu::Adapter) -> wgpu::Features {
-    let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-    let have = adapter.features() & want;
-    // Inside-pass timestamps are useless without timestamp queries themselves.
-    if have.contains(wgpu::Features::TIMESTAMP_QUERY) { have } else { wgpu::Features::empty() }
+/// Which arithmetic mixed precision's convolution GEMMs get on a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MixedGemm {
+    /// 16×16×16 cooperative matrices of f16 accumulating in f32 (tensor cores, simdgroup
+    /// matrices): conv_mixed.wgsl.
+    Coop16,
+    /// The fp32 kernels (conv.wgsl) on the f16-valued operands: the same products, no speed-up.
+    Fp32 { reason: String },
 }
 
-pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Limits), GpuError> {
+impl fmt::Display for MixedGemm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MixedGemm::Coop16 => write!(f, "cooperative matrices (16x16x16 f16 x f16 -> f32, conv_mixed.wgsl)"),
+            MixedGemm::Fp32 { reason } => write!(f, "fp32 kernels on f16-valued operands ({reason})"),
+        }
+    }
+}
+
+const COOP_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16.union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+
+/// What this adapter gives mixed precision's conv GEMMs: conv_mixed.wgsl needs f16, 16×16×16
+/// f16 × f16 → f32 cooperative matrices and subgroups of exactly 32 (its layout puts invocation t
+/// in subgroup t / 32). `ENGINE_GPU_COOP=0` turns it off (to measure what it gives).
+pub(crate) fn mixed_gemm_support(adapter: &wgpu::Adapter) -> MixedGemm {
+    let fp32 = |reason: &str| MixedGemm::Fp32 { reason: reason.to_string() };
+    if std::env::var("ENGINE_GPU_COOP").is_ok_and(|v| v == "0") {
+        return fp32("turned off by ENGINE_GPU_COOP=0");
+    }
+    let features = adapter.features();
+    if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return fp32("the adapter has no cooperative matrices");
+    }
+    if !features.contains(wgpu::Features::SHADER_F16) {
+        return fp32("the adapter has no f16 in shaders");
+    }
+    let shape = adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if !shape {
+        return fp32("the adapter has no 16x16x16 f16 x f16 -> f32 cooperative matrix");
+    }
+    let info = adapter.get_info();
+    if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+        let why = format!("subgroups of {}..{} invocations, the kernels need exactly 32", info.subgroup_min_size, info.subgroup_max_size);
+        return fp32(&why);
+    }
+    MixedGemm::Coop16
+}
+
+/// Optional features the backend uses where the adapter has them: timestamp queries for
+/// per-dispatch GPU time (inside passes where possible), and f16 with cooperative matrices for
+/// mixed precision's GEMMs. Nothing the default fp32 path needs to run.
+pub(crate) fn wanted_features(adapter: &wgpu::Adapter, mixed: &MixedGemm) -> wgpu::Features {
+    let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let mut have = adapter.features() & want;
+    // Inside-pass timestamps are useless without timestamp queries themselves.
+    if !have.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        have = wgpu::Features::empty();
+    }
+    if *mixed == MixedGemm::Coop16 {
+        have |= COOP_FEATURES;
+    }
+    have
+}
+
+pub(crate) fn request_device(adapter: &wgpu::Adapter, mixed: &MixedGemm) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Limits), GpuError> {
     let limits = required_limits(adapter);
+    let features = wanted_features(adapter, mixed);
+    let experimental_features = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        // SAFETY: the experimental feature is used only by conv_mixed.wgsl, with the one matrix
+        // shape and the subgroup size mixed_gemm_support checked the adapter reports.
+        unsafe { wgpu::ExperimentalFeatures::enabled() }
+    } else {
+        wgpu::ExperimentalFeatures::disabled()
+    };
     let desc = wgpu::DeviceDescriptor {
         label: Some("engine"),
-        required_features: wanted_features(adapter),
+        required_features: features,
         required_limits: limits.clone(),
+        experimental_features,
         ..Default::default()
     };
     let (device, queue) = pollster::block_on(adapter.request_device(&desc))

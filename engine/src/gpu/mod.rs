@@ -29,7 +29,7 @@ mod yolo;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use buffers::GpuBuf;
-pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, list_adapters};
+pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, MixedGemm, list_adapters};
 pub use conv::GemmKind;
 pub use pipelines::{GemmTile, shader_sources};
 
@@ -69,6 +69,10 @@ pub struct GpuBackend {
     timestamps: bool,
     /// GEMM tiles forced by a tile sweep (`force_gemm_tile`), overriding the rule.
     forced_tiles: Mutex<Vec<(conv::GemmKind, GemmTile)>>,
+    /// What mixed precision's conv GEMMs run on here.
+    mixed_gemm: MixedGemm,
+    /// What the conv GEMMs' operands hold now (`Backend::set_gemm_operands`).
+    gemm_operands: Mutex<crate::backend::GemmOperands>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -87,7 +91,8 @@ impl GpuBackend {
         let sel = selector.clone().with_env();
         let adapter = device::select_adapter(&sel)?;
         let info = device::describe(&adapter);
-        let (device, queue, mut limits) = device::request_device(&adapter)?;
+        let mixed_gemm = device::mixed_gemm_support(&adapter);
+        let (device, queue, mut limits) = device::request_device(&adapter, &mixed_gemm)?;
         if let Some(cap) = sel.max_binding_bytes {
             // Only the backend's own decisions (windows, chunks) see the lowered limit.
             let floor = u64::from(limits.min_storage_buffer_offset_alignment).max(256) * 4;
@@ -120,12 +125,19 @@ impl GpuBackend {
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             timestamps,
             forced_tiles: Mutex::new(Vec::new()),
+            mixed_gemm,
+            gemm_operands: Mutex::new(Default::default()),
         })
     }
 
     /// The adapter this backend runs on.
     pub fn adapter_info(&self) -> &AdapterInfoRecord {
         &self.info
+    }
+
+    /// What mixed precision's conv GEMMs run on with this device.
+    pub fn mixed_gemm(&self) -> &MixedGemm {
+        &self.mixed_gemm
     }
 
     /// The limits the device was created with.
@@ -184,7 +196,7 @@ impl GpuBackend {
     fn dispatch_locked<P: KernelParams>(
         &self, rec: &mut Recorder, k: Kernel, tile: GemmTile, bufs: &[&GpuBuf], params: &P, grid: [u32; 3], work: Work,
     ) {
-        debug_assert_eq!(k.module(), P::MODULE, "{k:?} given params of another module");
+        debug_assert_eq!(k.module().params_module(), P::MODULE, "{k:?} given params of another module");
         let stats = [&self.stats, &self.internal];
         rec.dispatch(&self.device, &self.queue, &self.pipelines, &stats, k, tile, bufs, bytemuck::bytes_of(params), grid, work);
     }

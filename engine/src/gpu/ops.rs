@@ -4,7 +4,7 @@ use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, HalfP, SoftmaxP, O
 use super::chunk::{Images, images};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
-use crate::backend::{Backend, BnTensors};
+use crate::backend::{Backend, BnTensors, GemmOperands};
 use crate::profile::{DispatchTime, Scope, Work};
 use crate::yolo_stats::STATS_LEN;
 use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
@@ -159,6 +159,15 @@ impl Backend for GpuBackend {
     }
 
     // ---- convolution (gpu/conv.rs) -------------------------------------------------------------
+    fn set_gemm_operands(&self, ops: GemmOperands) {
+        *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) = ops;
+    }
+    fn gemm_path(&self, ops: GemmOperands) -> String {
+        match ops {
+            GemmOperands::F32 => "fp32 kernels (conv.wgsl)".to_string(),
+            GemmOperands::F16 => self.mixed_gemm.to_string(),
+        }
+    }
     fn conv_forward(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, s: &ConvShape) {
         self.conv_forward_into(x, w, y, None, s);
     }

@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn every_module_has_one_record() {
         let recs = records();
-        for m in super::super::pipelines::MODULES {
+        for m in super::super::pipelines::MODULES.into_iter().filter(|m| m.params_module() == *m) {
             assert_eq!(recs.iter().filter(|r| r.0 == m).count(), 1, "module {} needs exactly one params record", m.name());
         }
     }

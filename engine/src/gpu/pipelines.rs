@@ -7,7 +7,7 @@
 //!
 //! A module's source is a generated preamble followed by its `.wgsl` file. The preamble carries the
 //! constants WGSL shares with Rust (activation codes, batch-norm backward forms, IoU codes) and, for
-//! the convolution GEMMs, the tile shape of the variant being built ([`GemmTile`]), so the
+//! the convolution GEMMs (conv, conv_mixed), the tile shape of the variant being built ([`GemmTile`]), so the
 //! compiler sees tile sizes and the kernel size as constants. Modules and pipelines are built
 //! lazily, once per (kernel, variant), and cached for the backend's lifetime.
 
@@ -42,9 +42,12 @@ pub(crate) enum Module {
     Softmax,
     Cost,
     Half,
+    /// Mixed precision's conv GEMMs on cooperative matrices: built only on devices with f16 and
+    /// cooperative matrices (`GpuBackend::mixed_gemm`).
+    ConvMixed,
 }
 
-pub(crate) const MODULES: [Module; 15] = [
+pub(crate) const MODULES: [Module; 16] = [
     Module::Blas,
     Module::Conv,
     Module::Bias,
@@ -60,6 +63,7 @@ pub(crate) const MODULES: [Module; 15] = [
     Module::Softmax,
     Module::Cost,
     Module::Half,
+    Module::ConvMixed,
 ];
 
 impl Module {
@@ -80,6 +84,7 @@ impl Module {
             Module::Softmax => include_str!("../../../shaders-wgsl/softmax.wgsl"),
             Module::Cost => include_str!("../../../shaders-wgsl/cost.wgsl"),
             Module::Half => include_str!("../../../shaders-wgsl/half.wgsl"),
+            Module::ConvMixed => include_str!("../../../shaders-wgsl/conv_mixed.wgsl"),
         }
     }
     pub(crate) fn name(self) -> &'static str {
@@ -99,14 +104,37 @@ impl Module {
             Module::Softmax => "softmax",
             Module::Cost => "cost",
             Module::Half => "half",
+            Module::ConvMixed => "conv_mixed",
         }
+    }
+
+    /// The module whose params record this module's kernels take (conv_mixed shares conv's
+    /// `struct P`: both include include/conv_gather.wgsl).
+    pub(crate) fn params_module(self) -> Module {
+        match self {
+            Module::ConvMixed => Module::Conv,
+            m => m,
+        }
+    }
+
+    /// Built per GEMM tile (the preamble carries the tile's constants).
+    pub(crate) fn tiled(self) -> bool {
+        matches!(self, Module::Conv | Module::ConvMixed)
+    }
+
+    /// Needs device features beyond wgpu's defaults (f16, cooperative matrices): never built
+    /// ahead of use, only where the device has them.
+    pub(crate) fn needs_features(self) -> bool {
+        self == Module::ConvMixed
     }
 
     /// Shared WGSL this module is built with (shaders-wgsl/include/).
     fn includes(self) -> &'static [&'static str] {
         const ACT: &str = include_str!("../../../shaders-wgsl/include/act.wgsl");
         const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
+        const CONV_GATHER: &str = include_str!("../../../shaders-wgsl/include/conv_gather.wgsl");
         match self {
+            Module::Conv | Module::ConvMixed => &[CONV_GATHER],
             Module::Activation => &[ACT],
             Module::Batchnorm => &[ACT, REDUCE],
             Module::Bias | Module::Pool | Module::Route | Module::Softmax | Module::Cost => &[REDUCE],
@@ -116,21 +144,31 @@ impl Module {
 
     /// The full WGSL source of this module built for `tile` (ignored by modules without tiles):
     /// the generated preamble, the includes, then the module's file.
+    /// A file's `enable` directives go first: WGSL wants them before any declaration.
     pub(crate) fn source(self, tile: GemmTile) -> String {
-        let mut s = preamble();
-        if self == Module::Conv {
+        let (enables, rest): (Vec<&str>, Vec<&str>) = self.file().lines().partition(|l| l.starts_with("enable "));
+        let mut s = String::new();
+        for e in enables {
+            s += e;
+            s += "\n";
+        }
+        s += &preamble();
+        if self.tiled() {
             s += &tile.constants();
         }
         for inc in self.includes() {
             s += inc;
         }
-        s += self.file();
+        for l in rest {
+            s += l;
+            s += "\n";
+        }
         s
     }
 
     /// The source with the default tile (what tests parse).
     pub(crate) fn default_source(self) -> String {
-        self.source(GemmTile::DEFAULT)
+        self.source(if self == Module::ConvMixed { super::conv::MIXED_DEFAULT_TILE } else { GemmTile::DEFAULT })
     }
 }
 
@@ -266,6 +304,9 @@ kernels! {
     ConvBackwardData => (Conv, "conv_backward_data", 4),
     ConvBackwardWeights => (Conv, "conv_backward_weights", 4),
     ConvSplitkReduce => (Conv, "conv_splitk_reduce", 4),
+    ConvForwardMixed => (ConvMixed, "conv_forward_mixed", 4),
+    ConvBackwardDataMixed => (ConvMixed, "conv_backward_data_mixed", 4),
+    ConvBackwardWeightsMixed => (ConvMixed, "conv_backward_weights_mixed", 4),
     BiasAdd => (Bias, "bias_add", 2),
     BiasPartials => (Bias, "bias_partials", 2),
     BiasCombine => (Bias, "bias_combine", 2),
@@ -353,7 +394,7 @@ impl CompileOptions {
     fn reduced_checks(self, m: Module) -> Option<wgpu::ShaderRuntimeChecks> {
         match (self.checks, m) {
             (Checks::None, _) => Some(wgpu::ShaderRuntimeChecks::unchecked()),
-            (Checks::Relaxed, Module::Conv) => Some(wgpu::ShaderRuntimeChecks {
+            (Checks::Relaxed, Module::Conv | Module::ConvMixed) => Some(wgpu::ShaderRuntimeChecks {
                 force_loop_bounding: false,
                 int_div_checks: false,
                 ..wgpu::ShaderRuntimeChecks::checked()
@@ -370,6 +411,9 @@ pub fn shader_sources() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = MODULES.iter().map(|m| (m.name().to_string(), m.default_source())).collect();
     for tile in super::conv::all_tiles() {
         out.push((format!("conv {tile:?}"), Module::Conv.source(tile)));
+    }
+    for tile in super::conv::all_mixed_tiles() {
+        out.push((format!("conv_mixed {tile:?}"), Module::ConvMixed.source(tile)));
     }
     out
 }
@@ -433,7 +477,7 @@ impl Pipelines {
     }
 
     fn module(&self, device: &wgpu::Device, m: Module, tile: GemmTile) -> wgpu::ShaderModule {
-        let tile = if m == Module::Conv { tile } else { GemmTile::DEFAULT };
+        let tile = if m.tiled() { tile } else { GemmTile::DEFAULT };
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
             .entry((m, tile))
@@ -457,7 +501,7 @@ impl Pipelines {
 
     /// The pipeline of `k` built for `tile`, compiled on first use.
     pub(crate) fn get(&self, device: &wgpu::Device, k: Kernel, tile: GemmTile) -> wgpu::ComputePipeline {
-        let tile = if k.module() == Module::Conv { tile } else { GemmTile::DEFAULT };
+        let tile = if k.module().tiled() { tile } else { GemmTile::DEFAULT };
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&(k, tile)) {
             return p.clone();
         }
@@ -478,9 +522,10 @@ impl Pipelines {
     }
 
     /// Compiles every pipeline with its default variant now (so the first training step is not
-    /// slowed by compilation); GEMM variants compile on first use.
+    /// slowed by compilation); GEMM variants, and modules needing optional features, compile on
+    /// first use.
     pub(crate) fn warm_up(&self, device: &wgpu::Device) {
-        for &k in KERNELS {
+        for &k in KERNELS.iter().filter(|k| !k.module().needs_features()) {
             self.get(device, k, GemmTile::DEFAULT);
         }
     }

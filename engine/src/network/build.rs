@@ -65,6 +65,15 @@ impl Precision {
     pub fn needs_loss_scaling(self) -> bool {
         self == Precision::Mixed
     }
+
+    /// What the convolution GEMMs' operands hold in this precision (mixed rounds every one of
+    /// them to f16 where it is stored).
+    pub fn gemm_operands(self) -> crate::backend::GemmOperands {
+        match self {
+            Precision::Fp32 => crate::backend::GemmOperands::F32,
+            Precision::Mixed => crate::backend::GemmOperands::F16,
+        }
+    }
 }
 
 impl std::fmt::Display for Precision {

@@ -3,7 +3,7 @@
 use super::layer::{BatchNorm, Conv, Layer, LayerOp, Param};
 use super::plan::{Step, TensorKind};
 use super::{Mode, Network};
-use crate::backend::{Backend, BnTensors};
+use crate::backend::{Backend, BnTensors, GemmOperands};
 use crate::profile::{Phase, Scope};
 use crate::rng::dropout_seed;
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, SliceCopy};
@@ -47,6 +47,7 @@ impl<B: Backend> Network<B> {
     /// Record a forward pass over the current input. In training mode the [yolo] heads also
     /// compute their gradients and write pass `pass`'s statistics.
     pub fn forward(&self, mode: Mode, pass: usize, iteration: u64) {
+        self.backend.set_gemm_operands(self.gemm_operands());
         if self.mixed() {
             let b = &self.backend;
             b.set_scope(Scope::network(Phase::Forward));
@@ -77,6 +78,13 @@ impl<B: Backend> Network<B> {
     /// Mixed precision ([`super::build::Precision::Mixed`]).
     fn mixed(&self) -> bool {
         self.build_options.precision == super::build::Precision::Mixed
+    }
+
+    /// What the conv GEMMs' operands hold in this network's passes: under mixed precision every
+    /// operand (layer input, gradient after the activation/BN backward, weights' f16 copy) is
+    /// rounded to f16 where it is stored.
+    pub fn gemm_operands(&self) -> GemmOperands {
+        self.build_options.precision.gemm_operands()
     }
 
     /// Under mixed precision, `buf` (a layer output or a gradient) is stored in f16.
@@ -240,6 +248,7 @@ impl<B: Backend> Network<B> {
     /// checkpointing, each segment's forward runs again right before its backward.
     pub fn backward_seeded(&self, iteration: u64, output_grad: Option<&B::Buf>) {
         let b = &self.backend;
+        b.set_gemm_operands(self.gemm_operands());
         b.set_scope(Scope::network(Phase::Backward));
         let last = self.layers.len().wrapping_sub(1);
         for t in self.plan.forward_end()..self.plan.infer_start() {

@@ -3,14 +3,14 @@
 use super::*;
 
 /// The f64 forward: every output the sum of its taps in the plain order.
-fn conv_ref(x: &[f32], w: &[f32], s: &ConvShape) -> Vec<f64> {
+pub(super) fn conv_ref(x: &[f32], w: &[f32], s: &ConvShape) -> Vec<f64> {
     let mut y = vec![0.0; s.output_len()];
     common::conv_taps(s, |xi, wi, yi| y[yi] += x[xi] as f64 * w[wi] as f64);
     y
 }
 
 /// (dx, dw) contributions of conv for upstream gradient dy, plus |·| sums for tolerances.
-fn conv_grads_ref(x: &[f32], w: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+pub(super) fn conv_grads_ref(x: &[f32], w: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut dx, mut dxa) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
     let (mut dw, mut dwa) = (vec![0.0; s.weight_len()], vec![0.0; s.weight_len()]);
     common::conv_taps(s, |xi, wi, yi| {

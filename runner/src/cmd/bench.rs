@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use engine::Backend;
 use engine::bench::BenchResult;
 use engine::gpu::GpuBackend;
 use engine::profile::{KernelTable, Phase};
@@ -108,10 +109,12 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     let plan = engine::network::MemoryPlan::of(&cfg, &opts)?;
     let timed;
     let adapter;
+    let gemm_path;
     let r = match &a.backend {
         BackendSpec::Cpu => {
             let cpu = super::cpu_backend(None)?;
             adapter = format!("cpu ({} threads)", cpu.threads());
+            gemm_path = cpu.gemm_path(a.precision.gemm_operands());
             cpu.set_timing(!a.no_timestamps);
             timed = cpu.timing();
             engine::bench::run(cpu, cfg, a.iterations, a.warmup, &opts)?
@@ -119,6 +122,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         BackendSpec::Gpu(sel) => {
             let gpu = GpuBackend::new(&sel.adapter_selector())?;
             adapter = gpu.adapter_info().to_string();
+            gemm_path = gpu.gemm_path(a.precision.gemm_operands());
             if !gpu.timestamps_supported() {
                 eprintln!("note: {} has no timestamp queries: recording host time only (no kernels table)", gpu.adapter_info().name);
             }
@@ -144,9 +148,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         4 * plan.unshared as u64,
         if plan.boundaries > 0 { format!("; checkpointing: {} segments, recomputes {:.0}% of the forward FLOPs", plan.boundaries + 1, 100.0 * recompute) } else { String::new() }
     );
-    if a.precision != engine::network::Precision::Fp32 {
-        println!("precision {}: GEMMs {}", a.precision, gemm_path(a.precision));
-    }
+    println!("precision {}: GEMMs run on {gemm_path}", a.precision);
     let records = kernel_records(&a.backend.to_string(), &r.kernels);
     if timed {
         write_kernels(&dir.join("tables"), &records, true, true)?;
@@ -182,7 +184,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         "unshared_activation_bytes": 4 * plan.unshared as u64,
         "checkpointing": a.checkpointing.to_string(),
         "precision": a.precision.to_string(),
-        "gemm_path": gemm_path(a.precision),
+        "gemm_path": gemm_path,
         "checkpoint_segments": plan.boundaries + 1,
         "recompute_fraction_of_forward_flops": recompute,
         "device_bytes": r.bytes,
@@ -222,12 +224,3 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
     println!("device bytes {} (peak {})", r.bytes, r.peak_bytes);
 }
 
-/// Which GEMM arithmetic ran, said plainly in the output and in bench.json.
-pub fn gemm_path(p: engine::network::Precision) -> &'static str {
-    match p {
-        engine::network::Precision::Fp32 => "fp32",
-        engine::network::Precision::Mixed => {
-            "fp32 kernels on f16-rounded operands (f16 storage and cooperative-matrix GEMMs are not built yet: mixed precision has its numerics here, not its speed)"
-        }
-    }
-}

@@ -189,9 +189,11 @@ pub fn build(
             // columns): do not pay for them. `runner bench --backend cpu` turns them on.
             cpu.set_timing(false);
             let threads = cpu.threads();
+            let gemm = cpu.gemm_path(opts.precision.gemm_operands());
             let net = Network::build(cpu, cfg.clone(), opts)?;
             let mut details = std::collections::BTreeMap::new();
             details.insert("threads".into(), threads.to_string());
+            details.insert("gemm_path".into(), gemm);
             let device = DeviceInfo { backend: name.clone(), name: std::env::consts::ARCH.into(), details };
             Slot { name, lane: Box::new(Trainer::new(net, optimizer)), device, is_gpu: false, kernels: KernelTable::default() }
         }
@@ -202,6 +204,11 @@ pub fn build(
             details.insert("adapter".into(), info.to_string());
             let timed = backend.timing();
             details.insert("timestamps".into(), if timed { "on" } else { "unsupported: host time only" }.into());
+            let gemm = backend.gemm_path(opts.precision.gemm_operands());
+            if opts.precision != engine::network::Precision::Fp32 {
+                eprintln!("{name}: {} GEMMs run on {gemm}", opts.precision);
+            }
+            details.insert("gemm_path".into(), gemm);
             if !timed {
                 eprintln!("note: {} has no timestamp queries: {name} records host time only (no per-layer GPU time)", info.name);
             }
