@@ -8,8 +8,8 @@
 // cooperative matrices of that shape and 32-wide subgroups (gpu/device.rs).
 //
 // 256 invocations = 8 subgroups of 32 (invocation t in subgroup t / 32), laid out SGR × SGC over
-// the BM × BN tile; each subgroup owns 32 × (16·FN) of C as FM × FN accumulator fragments. K is
-// walked BK (16) at a time, the next tile loaded into registers while the current one is
+// the BM × BN tile; each subgroup owns 32 × (16·FN) of C as 2 × FN accumulator fragments. K is
+// walked BK = 16 at a time (one matrix step), the next tile loaded into registers while the current one is
 // multiplied, as in conv.wgsl. Results leave through a 16×16 f32 staging block per subgroup, so
 // the write-out (bias, scattered columns, +=, split-K partials) is conv.wgsl's.
 // Workgroup memory at 128 × 128: 4 KiB of A, 4 KiB of B, 8 KiB of staging = 16 KiB.
@@ -19,18 +19,31 @@ enable wgpu_cooperative_matrix;
 
 const SGR: u32 = BM / 32u;
 const SGC: u32 = 8u / SGR;
-const FM: u32 = 2u;
-const FN: u32 = BN / (16u * SGC);
-const FMN: u32 = FM * FN;
+const FN: u32 = BN / (16u * SGC); // fragment columns per subgroup: 1, 2 or 4 (FM is 2)
 
-var<workgroup> Ah: array<f16, BK * BM>; // [k][m]: A column-major
-var<workgroup> Bh: array<f16, BK * BN>; // [k][n]: B row-major
-var<workgroup> Cs: array<f32, 2048>;    // one 16×16 fragment per subgroup, row-major
+// A row-major [m][k] and B row-major [k][n] (forward, backward data) or column-major [n][k]
+// (backward weights): each layout makes consecutive invocations store consecutive elements.
+var<workgroup> Ah: array<f16, BM * BK>;
+var<workgroup> Bh: array<f16, BK * BN>;
+var<workgroup> Cs: array<f32, 2048>; // one 16×16 fragment per subgroup, row-major
 
+// A subgroup's accumulators, rows i and columns j as cij (columns past FN unused). Kept as
+// named values rather than an array so that nothing indexes them at run time.
+struct Acc {
+    c00: coop_mat16x16<f32, C>,
+    c01: coop_mat16x16<f32, C>,
+    c02: coop_mat16x16<f32, C>,
+    c03: coop_mat16x16<f32, C>,
+    c10: coop_mat16x16<f32, C>,
+    c11: coop_mat16x16<f32, C>,
+    c12: coop_mat16x16<f32, C>,
+    c13: coop_mat16x16<f32, C>,
+}
+
+// Invocation t's A values sit at (kl, ml) = (e % BK, e / BK), e = t + NT·i: element e row-major.
 fn store_a_h(t: u32) {
     for (var i = 0u; i < LA; i++) {
-        let e = t + NT * i;
-        Ah[(e % BK) * BM + e / BK] = f16(ra[i]);
+        Ah[t + NT * i] = f16(ra[i]);
     }
 }
 
@@ -42,33 +55,89 @@ fn store_b_rows_h(t: u32) {
     }
 }
 
-// B values of invocation t sit at (kl, nl_i) with kl = t % BK (backward weights).
+// B values of invocation t sit at (kl, nl_i) = (t % BK, t / BK + (NT / BK)·i) (backward
+// weights): column-major, that is element t + NT·i.
 fn store_b_cols_h(t: u32) {
-    let kl = t % BK;
     for (var i = 0u; i < LB; i++) {
-        Bh[kl * BN + t / BK + (NT / BK) * i] = f16(rb[i]);
+        Bh[t + NT * i] = f16(rb[i]);
     }
 }
 
-// acc += this subgroup's rows (from sm) of A times its columns (from sn) of B, over the staged tile.
-fn multiply_coop(sm: u32, sn: u32, acc: ptr<function, array<coop_mat16x16<f32, C>, FMN>>) {
-    for (var kk = 0u; kk < BK; kk += 16u) {
-        let a0 = coopLoad<coop_mat16x16<f16, A>>(&Ah[kk * BM + sm], BM);
-        let a1 = coopLoad<coop_mat16x16<f16, A>>(&Ah[kk * BM + sm + 16u], BM);
-        for (var j = 0u; j < FN; j++) {
-            let b = coopLoadT<coop_mat16x16<f16, B>>(&Bh[kk * BN + sn + 16u * j], BN);
-            (*acc)[j] = coopMultiplyAdd(a0, b, (*acc)[j]);
-            (*acc)[FN + j] = coopMultiplyAdd(a1, b, (*acc)[FN + j]);
-        }
+// The subgroup's B fragments of the staged tile (BK is 16: one matrix step per tile), from
+// row-major (forward, backward data) or column-major (backward weights) staging.
+struct BFrags {
+    b0: coop_mat16x16<f16, B>,
+    b1: coop_mat16x16<f16, B>,
+    b2: coop_mat16x16<f16, B>,
+    b3: coop_mat16x16<f16, B>,
+}
+
+fn b_rows(sn: u32) -> BFrags {
+    var b: BFrags;
+    b.b0 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn], BN);
+    if (FN > 1u) {
+        b.b1 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn + 16u], BN);
+    }
+    if (FN > 2u) {
+        b.b2 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn + 32u], BN);
+        b.b3 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn + 48u], BN);
+    }
+    return b;
+}
+
+fn b_cols(sn: u32) -> BFrags {
+    var b: BFrags;
+    b.b0 = coopLoad<coop_mat16x16<f16, B>>(&Bh[sn * BK], BK);
+    if (FN > 1u) {
+        b.b1 = coopLoad<coop_mat16x16<f16, B>>(&Bh[(sn + 16u) * BK], BK);
+    }
+    if (FN > 2u) {
+        b.b2 = coopLoad<coop_mat16x16<f16, B>>(&Bh[(sn + 32u) * BK], BK);
+        b.b3 = coopLoad<coop_mat16x16<f16, B>>(&Bh[(sn + 48u) * BK], BK);
+    }
+    return b;
+}
+
+// acc += this subgroup's rows (from sm) of A times its B fragments.
+fn multiply_coop(acc_in: Acc, sm: u32, b: BFrags) -> Acc {
+    var acc = acc_in;
+    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[sm * BK], BK);
+    let a1 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[(sm + 16u) * BK], BK);
+    acc.c00 = coopMultiplyAdd(a0, b.b0, acc.c00);
+    acc.c10 = coopMultiplyAdd(a1, b.b0, acc.c10);
+    if (FN > 1u) {
+        acc.c01 = coopMultiplyAdd(a0, b.b1, acc.c01);
+        acc.c11 = coopMultiplyAdd(a1, b.b1, acc.c11);
+    }
+    if (FN > 2u) {
+        acc.c02 = coopMultiplyAdd(a0, b.b2, acc.c02);
+        acc.c12 = coopMultiplyAdd(a1, b.b2, acc.c12);
+        acc.c03 = coopMultiplyAdd(a0, b.b3, acc.c03);
+        acc.c13 = coopMultiplyAdd(a1, b.b3, acc.c13);
+    }
+    return acc;
+}
+
+// Fragment f (row f / FN, column f % FN) of the subgroup.
+fn fragment(acc: Acc, f: u32) -> coop_mat16x16<f32, C> {
+    switch (f % FN + 4u * (f / FN)) {
+        case 0u: { return acc.c00; }
+        case 1u: { return acc.c01; }
+        case 2u: { return acc.c02; }
+        case 3u: { return acc.c03; }
+        case 4u: { return acc.c10; }
+        case 5u: { return acc.c11; }
+        case 6u: { return acc.c12; }
+        default: { return acc.c13; }
     }
 }
 
 // Fragment f of the subgroup into its staging block (the caller then barriers and reads it).
-fn stage_fragment(sg: u32, acc: ptr<function, array<coop_mat16x16<f32, C>, FMN>>, f: u32) {
+fn stage_fragment(sg: u32, acc: Acc, f: u32) {
     // Arguments bound by lets first: naga 30 lowers a coopStore before it emits expressions
     // written inline in its arguments.
     let dst = &Cs[sg * 256u];
-    let v = (*acc)[f];
+    let v = fragment(acc, f);
     coopStoreT(v, dst, 16u);
 }
 
@@ -91,7 +160,7 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let ohw = p.oh * p.ow;
     let col = fwd_column(t, g, n0);
     let tiles = (p.k + BK - 1u) / BK;
-    var acc: array<coop_mat16x16<f32, C>, FMN>;
+    var acc: Acc;
 
     load_fwd(t, g, m0, 0u, col.ok, col.xbase, col.iy0, col.ix0);
     store_a_h(t);
@@ -102,7 +171,7 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         if (more) {
             load_fwd(t, g, m0, (kt + 1u) * BK, col.ok, col.xbase, col.iy0, col.ix0);
         }
-        multiply_coop(sm, sn, &acc);
+        acc = multiply_coop(acc, sm, b_rows(sn));
         workgroupBarrier();
         if (more) {
             store_a_h(t);
@@ -111,8 +180,8 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         workgroupBarrier();
     }
 
-    for (var f = 0u; f < FMN; f++) {
-        stage_fragment(sg, &acc, f);
+    for (var f = 0u; f < 2u * FN; f++) {
+        stage_fragment(sg, acc, f);
         workgroupBarrier();
         for (var e = 0u; e < 8u; e++) {
             let idx = t % 32u + 32u * e;
@@ -142,7 +211,7 @@ fn conv_backward_data_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     let hw = p.h * p.w;
     let col = data_column(t, g, n0);
     let tiles = (p.k + BK - 1u) / BK;
-    var acc: array<coop_mat16x16<f32, C>, FMN>;
+    var acc: Acc;
 
     load_bwd_data(t, g, m0, 0u, col.ok, col.dybase, col.yp, col.xp);
     store_a_h(t);
@@ -153,7 +222,7 @@ fn conv_backward_data_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
         if (more) {
             load_bwd_data(t, g, m0, (kt + 1u) * BK, col.ok, col.dybase, col.yp, col.xp);
         }
-        multiply_coop(sm, sn, &acc);
+        acc = multiply_coop(acc, sm, b_rows(sn));
         workgroupBarrier();
         if (more) {
             store_a_h(t);
@@ -162,8 +231,8 @@ fn conv_backward_data_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
         workgroupBarrier();
     }
 
-    for (var f = 0u; f < FMN; f++) {
-        stage_fragment(sg, &acc, f);
+    for (var f = 0u; f < 2u * FN; f++) {
+        stage_fragment(sg, acc, f);
         workgroupBarrier();
         for (var e = 0u; e < 8u; e++) {
             let idx = t % 32u + 32u * e;
@@ -192,7 +261,7 @@ fn conv_backward_weights_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     let tiles_per_image = (ohw + BK - 1u) / BK;
     let first = split * p.kchunk;
     let last = min(first + p.kchunk, p.batch * tiles_per_image);
-    var acc: array<coop_mat16x16<f32, C>, FMN>;
+    var acc: Acc;
 
     if (first < last) {
         load_bwd_w(t, g, m0, first, tiles_per_image);
@@ -205,7 +274,7 @@ fn conv_backward_weights_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
         if (more) {
             load_bwd_w(t, g, m0, kt + 1u, tiles_per_image);
         }
-        multiply_coop(sm, sn, &acc);
+        acc = multiply_coop(acc, sm, b_cols(sn));
         workgroupBarrier();
         if (more) {
             store_a_h(t);
@@ -214,8 +283,8 @@ fn conv_backward_weights_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
         workgroupBarrier();
     }
 
-    for (var f = 0u; f < FMN; f++) {
-        stage_fragment(sg, &acc, f);
+    for (var f = 0u; f < 2u * FN; f++) {
+        stage_fragment(sg, acc, f);
         workgroupBarrier();
         for (var e = 0u; e < 8u; e++) {
             let idx = t % 32u + 32u * e;

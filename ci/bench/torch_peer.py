@@ -7,7 +7,10 @@ The head loss here is a plain sum of squares on the [yolo] inputs: the YOLO loss
 share of a step's work, and the peer's purpose is the convolution/BN/backward/update cost.
 
 usage: torch_peer.py CFG --width 416 --height 416 --batch 64 --iters 50 [--classes 80] [--device cuda]
+                     [--precision fp32|tf32|bf16|fp16]
        torch_peer.py CFG --width 224 --height 224 --batch 16 --iters 10 --device cpu --threads 2
+--precision: fp32 (default; TF32 off), tf32 (TF32 matmuls and convolutions), bf16 (autocast to
+bfloat16), fp16 (autocast to float16 with a GradScaler: the peer of `runner bench --precision mixed`).
 (on the CPU, pin the process to as many cores as --threads, e.g. `taskset -c 0,1`, and run
 `runner bench --backend cpu` the same way: ci/bench/cpu.sh does both)
 """
@@ -102,12 +105,16 @@ def main():
     ap.add_argument('--classes', type=int, default=80)
     ap.add_argument('--device', default='cuda')
     ap.add_argument('--threads', type=int, default=0, help='CPU threads for intra-op work (0: torch default)')
+    ap.add_argument('--precision', default='fp32', choices=['fp32', 'tf32', 'bf16', 'fp16'])
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = a.precision == 'tf32'
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    autocast = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(a.precision)
+    scaler = torch.amp.GradScaler(a.device) if a.precision == 'fp16' else None
     dev = torch.device(a.device)
     net = Net(parse_cfg(a.cfg), 3, a.classes).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
@@ -115,9 +122,15 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=False)
-        loss = sum((h * h).sum() for h in net(x)) * 1e-6
-        loss.backward()
-        opt.step()
+        with torch.autocast(device_type=dev.type, dtype=autocast, enabled=autocast is not None):
+            loss = sum((h.float() * h.float()).sum() for h in net(x)) * 1e-6
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
 
     for _ in range(a.warmup):
         step()
@@ -130,7 +143,7 @@ def main():
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if dev.type == 'cuda' else 0
-    print(json.dumps({'peer': 'pytorch-fp32', 'torch': torch.__version__, 'device': str(dev),
+    print(json.dumps({'peer': 'pytorch-' + a.precision, 'torch': torch.__version__, 'device': str(dev),
                       'threads': torch.get_num_threads(),
                       'images_per_s': a.batch * a.iters / dt, 'iters': a.iters, 'batch': a.batch,
                       'width': a.width, 'height': a.height, 'peak_gpu_bytes': peak,

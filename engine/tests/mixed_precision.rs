@@ -4,6 +4,7 @@
 //! tolerance; and mixed training tracks fp32 training.
 
 use engine::cpu::{round_f16, CpuBackend};
+use engine::gpu::MixedGemm;
 use engine::network::{BuildOptions, Checkpointing, Mode, Network, Precision};
 use engine::train::{Optimizer, Trainer};
 use engine::Backend;
@@ -76,6 +77,7 @@ fn rel(a: f64, b: f64) -> f64 {
 #[test]
 fn mixed_gpu_trains_like_mixed_cpu() {
     let Some(g) = common::gpu_or_skip() else { return };
+    let (mixed_gemm, path) = (g.mixed_gemm().clone(), g.gemm_path(engine::backend::GemmOperands::F16));
     let data = common::small::batches(10);
     let mut c = trainer(CpuBackend::new(), &opts(Precision::Mixed));
     let mut q = trainer(g, &opts(Precision::Mixed));
@@ -91,9 +93,18 @@ fn mixed_gpu_trains_like_mixed_cpu() {
     let d = common::rel_norm_diff(&state(&c.net), &state(&q.net));
     println!("mixed GPU vs CPU: {clean} clean steps of 10, worst loss difference {worst:.2e}, state difference {d:.2e}");
     // A value near an f16 rounding boundary may round to different neighbours on the two
-    // backends (their f32 sums differ in order): 1 f16 ulp, 2^-11 relative, on a few elements.
-    assert!(worst <= 5e-4, "losses differ by {worst:.2e}");
-    assert!(d <= 2e-3, "state differs by {d:.2e}");
+    // backends (their f32 sums differ in order): 1 f16 ulp, 2^-11 relative, on a few elements,
+    // and every later step carries the difference on. On cooperative matrices the sums differ
+    // more: the matrix units add the exact f16 products in their own order and rounding (NVIDIA
+    // tensor cores align a group's products before adding, dropping low bits, rather than
+    // rounding each add), so more values land on the other side of a boundary.
+    let (loss_tol, state_tol) = match mixed_gemm {
+        MixedGemm::Coop16 => (2e-3, 1e-2),
+        MixedGemm::Fp32 { .. } => (5e-4, 2e-3),
+    };
+    println!("GEMMs: {path}");
+    assert!(worst <= loss_tol, "losses differ by {worst:.2e} (tolerance {loss_tol:e})");
+    assert!(d <= state_tol, "state differs by {d:.2e} (tolerance {state_tol:e})");
 }
 
 #[test]
