@@ -120,6 +120,17 @@ impl SharedMut {
         self.ptr.wrapping_add(offset)
     }
 
+    /// The float at `i`.
+    ///
+    /// # Safety
+    /// `i` must lie in the buffer, and no item may be writing that float.
+    #[inline]
+    pub(super) unsafe fn read_at(&self, i: usize) -> f32 {
+        debug_assert!(i < self.len, "cpu backend: index {i} outside {} floats", self.len);
+        // SAFETY: forwarded to the caller.
+        unsafe { *self.ptr.add(i) }
+    }
+
     /// # Safety
     /// No other live reference may cover any float of `r` (each item takes its own range), and
     /// the slice must not outlive the buffer `self` was made from.
