@@ -297,20 +297,43 @@ fn im2col_positions<'a>(
         return;
     }
     let ow = s.out_w;
-    let rows_y: Vec<Range<usize>> = (0..s.size).map(|ky| valid_range(s.out_h, ky, s.stride, s.pad, s.h)).collect();
-    let cols_x: Vec<Range<usize>> = (0..s.size).map(|kx| valid_range(ow, kx, s.stride, s.pad, s.w)).collect();
     let ss = s.size * s.size;
+    let n = s.out_h * ow;
+    // Stride 1 with the input's width, whole image: a tap's column is the plane shifted by
+    // (ky − pad, kx − pad), so its valid pixels are one contiguous run of the plane.
+    let shifted = s.stride == 1 && ow == s.w && pos == (0..n);
     for row in rows.clone() {
         let (ch, ky, kx) = (row / ss, row % ss / s.size, row % s.size);
         let plane = planes(ch);
         let d = &mut dst[(row - rows.start) * ld + c0..][..pos.len()];
-        let xs = &cols_x[kx];
+        let (ys, xs) = (valid_range(s.out_h, ky, s.stride, s.pad, s.h), valid_range(ow, kx, s.stride, s.pad, s.w));
+        if shifted {
+            if ys.is_empty() || xs.is_empty() {
+                d.fill(0.0);
+                continue;
+            }
+            // From the first valid output to the last: each output reads its own pixel, the
+            // ones outside `xs` in between read a neighbouring row's and are zeroed below.
+            let (first, last) = (ys.start * ow + xs.start, (ys.end - 1) * ow + xs.end);
+            let src0 = (ys.start + ky - s.pad) * s.w + xs.start + kx - s.pad;
+            d[..first].fill(0.0);
+            d[first..last].copy_from_slice(&plane[src0..src0 + (last - first)]);
+            d[last..].fill(0.0);
+            if xs.len() < ow {
+                for oy in ys {
+                    let r = &mut d[oy * ow..(oy + 1) * ow];
+                    r[..xs.start].fill(0.0);
+                    r[xs.end..].fill(0.0);
+                }
+            }
+            continue;
+        }
         // Output rows the positions touch, each clipped to `pos`.
         for oy in pos.start / ow..=(pos.end - 1) / ow {
             let (a, b) = (pos.start.max(oy * ow) - oy * ow, pos.end.min((oy + 1) * ow) - oy * ow);
             let seg = &mut d[oy * ow + a - pos.start..][..b - a];
             let (lo, hi) = (xs.start.clamp(a, b), xs.end.clamp(a, b));
-            if !rows_y[ky].contains(&oy) || lo >= hi {
+            if !ys.contains(&oy) || lo >= hi {
                 seg.fill(0.0);
                 continue;
             }
