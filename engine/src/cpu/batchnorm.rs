@@ -104,8 +104,8 @@ pub(super) fn accurate_stats_interleaved(x: impl Fn(usize) -> f32, c0: usize, ba
     let sums = each(Box::new(|b, acc| {
         let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
         for i in 0..spatial {
-            for j in 0..LANES {
-                acc[j] += x(bases[j] + i) as f64;
+            for (a, &base) in acc.iter_mut().zip(&bases) {
+                *a += x(base + i) as f64;
             }
         }
     }));
@@ -113,9 +113,9 @@ pub(super) fn accurate_stats_interleaved(x: impl Fn(usize) -> f32, c0: usize, ba
     let squares = each(Box::new(|b, acc| {
         let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
         for i in 0..spatial {
-            for j in 0..LANES {
-                let d = x(bases[j] + i) as f64 - means[j];
-                acc[j] += d * d;
+            for ((a, &base), &mean) in acc.iter_mut().zip(&bases).zip(&means) {
+                let d = x(base + i) as f64 - mean;
+                *a += d * d;
             }
         }
     }));
