@@ -82,6 +82,46 @@ pub(super) fn darknet_cpu_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize
     (mean, var)
 }
 
+/// Channels whose sums [`accurate_stats_interleaved`] runs side by side.
+pub(super) const LANES: usize = 8;
+
+/// [`accurate_stats`] of channels `c0..c0 + LANES` with their loops interleaved: each channel's
+/// f64 sums take its values in the same order from the same starting value (`f64`'s own `sum`),
+/// so every result is bit for bit the single channel's, but the LANES independent chains of
+/// additions overlap instead of each waiting for its previous add.
+pub(super) fn accurate_stats_interleaved(x: impl Fn(usize) -> f32, c0: usize, batch: usize, channels: usize, spatial: usize) -> [(f32, f32); LANES] {
+    assert!(c0 + LANES <= channels, "cpu batchnorm: channels {c0}+{LANES} of {channels}");
+    let n = batch * spatial;
+    let zero: f64 = std::iter::empty::<f64>().sum();
+    let each = |mut f: Box<dyn FnMut(usize, &mut [f64; LANES]) + '_>| {
+        let mut acc = [zero; LANES];
+        for b in 0..batch {
+            f(b, &mut acc);
+        }
+        acc
+    };
+    let base = |b: usize, j: usize| (b * channels + c0 + j) * spatial;
+    let sums = each(Box::new(|b, acc| {
+        let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
+        for i in 0..spatial {
+            for (a, &base) in acc.iter_mut().zip(&bases) {
+                *a += x(base + i) as f64;
+            }
+        }
+    }));
+    let means: [f64; LANES] = std::array::from_fn(|j| sums[j] / n as f64);
+    let squares = each(Box::new(|b, acc| {
+        let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
+        for i in 0..spatial {
+            for ((a, &base), &mean) in acc.iter_mut().zip(&bases).zip(&means) {
+                let d = x(base + i) as f64 - mean;
+                *a += d * d;
+            }
+        }
+    }));
+    std::array::from_fn(|j| (means[j] as f32, (squares[j] / unbiased_divisor(n)) as f32))
+}
+
 /// Mean and variance of channel `c` summed as `stats` says.
 pub(super) fn channel_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize, channels: usize, spatial: usize, stats: BnStats) -> (f32, f32) {
     match stats {

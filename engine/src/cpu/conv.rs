@@ -8,13 +8,16 @@
 //! Threads and exactness. The GEMM is the `gemm` crate's, called single-threaded ([`sgemm`]) on
 //! pieces of the output: every output float is one dot product over the GEMM's inner dimension,
 //! cut into depth blocks by us and summed the same way whatever piece of the output it sits in
-//! (see [`sgemm`] and [`cut_tiles`] for what that takes). So:
-//! - forward and backward-data split their output into column tiles, and small images share
-//!   one GEMM (`Geo::group` images side by side in `col`): neither changes an output's sum;
-//! - backward-weights sums over the batch, so it keeps one GEMM per image, images in order, and
-//!   splits only `dW` itself into tiles;
-//! - im2col and col2im work per (image, channel), each in the loop order of the plain
-//!   form. The tiles and groups come from the shape alone (`par.rs`).
+//! (see [`sgemm`] and [`gemm_split`] for what that takes). Each op is one parallel loop over
+//! items planned from the shape alone (`*_plan`), and an item does all its work itself (its
+//! im2col, GEMM and col2im, in a scratch slab of its worker), so no thread waits for another
+//! inside an op and the column scratch an item fills is still in cache when its GEMM reads it:
+//! - forward: an item is a column tile of images side by side (`Geo::group` small images share
+//!   one GEMM); neither changes an output's sum;
+//! - backward-data: an item is a range of input channels of such a group: its rows of
+//!   `col = Wᵀ·dy`, then col2im of exactly those channels' planes, in the plain loop's order;
+//! - backward-weights sums over the batch, so an item is a tile of `dW` that runs through the
+//!   images in order, one GEMM per image (im2col of its own rows of `col` first).
 
 use std::ops::Range;
 
@@ -23,11 +26,20 @@ use crate::shapes::ConvShape;
 
 /// Columns one GEMM should have at least: images smaller than this share a GEMM.
 const TARGET_COLS: usize = 1024;
-/// A GEMM's output is split into at most this many tiles...
-const MAX_TILES: usize = 8;
-/// ...of at least this many columns (or rows, for the weight gradient).
-const MIN_TILE: usize = 256;
-const MIN_TILE_ROWS: usize = 16;
+/// Items an op is planned into where the shape allows: enough for a few threads to share evenly
+/// (rayon hands them out as threads free up).
+const ITEMS: usize = 16;
+/// Fewest columns of a forward tile: each tile packs the whole weight matrix again.
+const MIN_COLS: usize = 96;
+/// Fewest columns (weight-gradient tiles: `dW` columns) and rows a tile should have to be worth
+/// its packing.
+const MIN_TILE_COLS: usize = 64;
+const MIN_TILE_ROWS: usize = 32;
+/// Items of a weight gradient: its tiles are small GEMMs already, so fewer.
+const W_ITEMS: usize = 8;
+/// Floats of column scratch a backward-data item should stay under (about a core's L2 cache), so
+/// col2im reads what the GEMM just wrote from cache.
+const COL_TILE: usize = 1 << 18;
 /// Outputs above which `gemm` uses its general kernel: at most this many, and with both operands
 /// contiguous along the depth, it takes dot-product kernels that sum in another order.
 const SMALL_GEMM: usize = 256;
@@ -44,6 +56,8 @@ struct Geo {
     n: usize,
     /// Input channels per group.
     cg: usize,
+    /// Rows of `col` per input channel (size²).
+    ss: usize,
     /// 1×1 stride 1 pad 0: col would be the input itself.
     direct: bool,
     /// Images side by side in one forward / backward-data GEMM (1 with conv groups).
@@ -68,21 +82,111 @@ fn geo(s: &ConvShape) -> Geo {
         k: s.size * s.size * cg,
         n,
         cg,
+        ss: s.size * s.size,
         direct: s.size == 1 && s.stride == 1 && s.pad == 0 && s.out_h == s.h && s.out_w == s.w,
         group: group.max(1),
     }
 }
 
-/// Floats of im2col scratch a shape needs (0 when the input is used directly).
-pub(super) fn col_len(s: &ConvShape) -> usize {
-    let g = geo(s);
-    if g.direct && g.group == 1 { 0 } else { g.k * g.n * g.group }
+/// The image groups `(first image, images)` that share a forward / backward-data GEMM.
+fn image_groups(s: &ConvShape, g: &Geo) -> Vec<(usize, usize)> {
+    (0..s.batch).step_by(g.group).map(|b0| (b0, g.group.min(s.batch - b0))).collect()
 }
 
-/// Floats of GEMM scratch (the output, or the gathered gradient, of images sharing a GEMM).
+/// One forward item: columns `cols` of the GEMM of images `b0..b0 + imgs` side by side.
+#[derive(Clone, Debug)]
+struct ColTile {
+    b0: usize,
+    imgs: usize,
+    cols: Range<usize>,
+}
+
+fn forward_plan(s: &ConvShape, g: &Geo) -> Vec<ColTile> {
+    let groups = image_groups(s, g);
+    let want = ITEMS.div_ceil(groups.len().max(1));
+    let mut out = Vec::new();
+    for (b0, imgs) in groups {
+        let cols = imgs * g.n;
+        for r in gemm_split(cols, 1, g.m, want.min(cols / MIN_COLS), 1, 16) {
+            out.push(ColTile { b0, imgs, cols: r });
+        }
+    }
+    out
+}
+
+/// Scratch floats of one forward item: its im2col columns, and its GEMM output when images share
+/// the GEMM (then scattered into their planes).
+fn forward_scratch(g: &Geo, t: &ColTile) -> (usize, usize) {
+    let w = t.cols.len();
+    let col = if g.direct && t.imgs == 1 { 0 } else { g.k * w };
+    (col, if t.imgs > 1 { g.m * w } else { 0 })
+}
+
+/// One backward-data item: input channels `chs` of images `b0..b0 + imgs`.
+#[derive(Clone, Debug)]
+struct ChanBlock {
+    b0: usize,
+    imgs: usize,
+    chs: Range<usize>,
+}
+
+fn backward_data_plan(s: &ConvShape, g: &Geo) -> Vec<ChanBlock> {
+    let groups = image_groups(s, g);
+    let want = ITEMS.div_ceil(groups.len().max(1));
+    let mut out = Vec::new();
+    for (b0, imgs) in groups {
+        let cols = imgs * g.n;
+        let pieces = want.max((g.k * cols).div_ceil(COL_TILE));
+        for chs in gemm_split(g.cg, g.ss, cols, pieces, 1, 1) {
+            out.push(ChanBlock { b0, imgs, chs });
+        }
+    }
+    out
+}
+
+/// One weight-gradient item: the tile `rows × cols` of `dW` (`cols`: rows of `col`), all images.
+#[derive(Clone, Debug)]
+struct WeightTile {
+    rows: Range<usize>,
+    cols: Range<usize>,
+}
+
+fn backward_weights_plan(g: &Geo) -> Vec<WeightTile> {
+    // `gemm` runs dW transposed: dW's columns are its kernel's 16-float rows, so tiles of 16
+    // columns keep every kernel call full.
+    let cols = gemm_split(g.k, 1, g.m, W_ITEMS, MIN_TILE_COLS, 16);
+    // Row tiles only where column tiles are too few: without a direct input each row tile redoes
+    // its columns' im2col.
+    let narrowest = cols.iter().map(Range::len).min().unwrap_or(0);
+    let rows = if cols.len() * 2 <= W_ITEMS {
+        gemm_split(g.m, 1, narrowest, W_ITEMS.div_ceil(cols.len()), MIN_TILE_ROWS, 8)
+    } else {
+        vec![0..g.m]
+    };
+    cols.iter().flat_map(|c| rows.iter().map(|r| WeightTile { rows: r.clone(), cols: c.clone() })).collect()
+}
+
+/// Floats of im2col scratch a shape needs per worker thread (the largest item's).
+pub(super) fn col_len(s: &ConvShape) -> usize {
+    let g = geo(s);
+    let fwd = forward_plan(s, &g).iter().map(|t| {
+        let (c, w) = forward_scratch(&g, t);
+        c + w
+    }).max().unwrap_or(0);
+    let bwd_data = if g.direct { 0 } else {
+        backward_data_plan(s, &g).iter().map(|b| b.chs.len() * g.ss * b.imgs * g.n).max().unwrap_or(0)
+    };
+    let bwd_weights = if g.direct { 0 } else {
+        backward_weights_plan(&g).iter().map(|t| t.cols.len() * g.n).max().unwrap_or(0)
+    };
+    fwd.max(bwd_data).max(bwd_weights)
+}
+
+/// Floats of shared GEMM scratch: backward-data's gradient of images that share a GEMM,
+/// gathered side by side.
 pub(super) fn gemm_len(s: &ConvShape) -> usize {
     let g = geo(s);
-    if g.group > 1 { g.m * g.n * g.group } else { 0 }
+    if g.group > 1 && !g.direct { g.m * g.n * s.batch } else { 0 }
 }
 
 fn check_lens(s: &ConvShape, x: usize, w: usize, y: usize) {
@@ -116,38 +220,34 @@ impl Mat {
     }
 }
 
-/// Which way a GEMM's output is cut into tiles.
-#[derive(Clone, Copy, PartialEq)]
-enum Cut {
-    Cols,
-    Rows,
+/// `pieces` near-equal ranges covering `0..len`, cut at multiples of `align` (fewer where `len`
+/// has fewer than `pieces` multiples of `align`). Shape-only.
+fn split(len: usize, pieces: usize, align: usize) -> Vec<Range<usize>> {
+    let align = align.max(1);
+    let pieces = pieces.clamp(1, (len / align).max(1));
+    let cut = |t: usize| if t == pieces { len } else { t * len / pieces / align * align };
+    (0..pieces).map(|t| cut(t)..cut(t + 1)).filter(|r| !r.is_empty()).collect()
 }
 
-/// At most `MAX_TILES` near-equal ranges covering `0..len`, each at least `min` long (one range
-/// when `len` is shorter), cut at multiples of 8 (the GEMM kernel's width). Shape-only.
-fn tiles(len: usize, min: usize) -> Vec<Range<usize>> {
-    // + 7: rounding a cut down to a multiple of 8 takes at most 7 from a range.
-    let pieces = (len / (min.max(1) + 7)).clamp(1, MAX_TILES);
-    let cut = |t: usize| if t == pieces { len } else { t * len / pieces / 8 * 8 };
-    (0..pieces).map(|t| cut(t)..cut(t + 1)).collect()
-}
-
-/// The tiles of an m×n output cut along `cut`: each tile has more than `SMALL_GEMM` outputs
-/// unless the whole has not (then it is one tile), and at least 2 rows and columns where the
-/// whole has, so a tile takes the same `gemm` kernel, and sums each output the same way, as the
-/// whole GEMM.
-fn cut_tiles(m: usize, n: usize, cut: Cut) -> Vec<Range<usize>> {
-    let (len, other, min) = match cut {
-        Cut::Cols => (n, m, MIN_TILE),
-        Cut::Rows => (m, n, MIN_TILE_ROWS),
-    };
-    tiles(len, min.max((SMALL_GEMM + 1).div_ceil(other.max(1))))
+/// Tiles of one side of a GEMM output: `len` units of `unit` rows (or columns) each, the other
+/// side `other` long, cut into at most `want` near-equal pieces of at least `min` units at
+/// multiples of `align` units. Each piece has more than `SMALL_GEMM` outputs and at least 2
+/// along both sides unless the whole has not (then it is one piece), so a tile takes the same
+/// `gemm` kernel, and sums each output the same way, as the whole GEMM.
+fn gemm_split(len: usize, unit: usize, other: usize, want: usize, min: usize, align: usize) -> Vec<Range<usize>> {
+    if len * unit * other <= SMALL_GEMM || other < 2 {
+        return vec![0..len];
+    }
+    let exact = (SMALL_GEMM / other + 1).max(2).div_ceil(unit.max(1));
+    // + align − 1: rounding a cut down to a multiple of align takes at most that from a piece.
+    let most = len / (exact.max(min).max(1) + align.max(1) - 1);
+    split(len, want.min(most).max(1), align)
 }
 
 /// `C (m×n, row stride ldc) = A·B + beta·C` by `gemm` on this thread, the depth cut into
 /// [`KC`] blocks. Each output is the same fused multiply-add chain over each depth block,
 /// blocks added in order, in whatever tile of C it sits, as long as the tile takes `gemm`'s
-/// general kernel ([`cut_tiles`]). beta = 0 never reads C.
+/// general kernel ([`gemm_split`]). beta = 0 never reads C.
 ///
 /// # Safety
 /// `a` must cover m×k, `b` k×n and `c` m×n floats at stride `ldc`; nothing else may touch `c`'s
@@ -176,29 +276,6 @@ unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut
     }
 }
 
-/// `C (m×n, row stride ldc) = A·B + beta·C` in tiles along `cut`, one single-threaded
-/// [`sgemm`] per tile on the workers.
-///
-/// # Safety
-/// `a` must cover m×k, `b` k×n and `c` m×n floats at stride `ldc`; nothing else may touch `c`'s
-/// floats during the call, and `c` must not overlap `a` or `b`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm(par: &Par, m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: SharedMut, ldc: usize, cut: Cut) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let parts = cut_tiles(m, n, cut);
-    par.for_each(parts.len(), |t| {
-        let r = parts[t].clone();
-        let (rows, cols, a, b, c0) = match cut {
-            Cut::Cols => (m, r.len(), a, b.at(0, r.start), r.start),
-            Cut::Rows => (r.len(), n, a.at(r.start, 0), b, r.start * ldc),
-        };
-        // SAFETY: in bounds by the caller's promise; the tiles write disjoint blocks of `c`.
-        unsafe { sgemm(rows, k, cols, a, b, beta, c.ptr_at(c0), ldc) };
-    });
-}
-
 /// First output index `o` whose input index `o·stride + kk − pad` is ≥ 0, and the end of those
 /// that stay below `limit`: the outputs of one kernel tap that read real pixels.
 #[inline]
@@ -209,55 +286,76 @@ fn valid_range(out: usize, kk: usize, stride: usize, pad: usize, limit: usize) -
     lo.min(out)..hi.min(out).max(lo.min(out))
 }
 
-/// Rows `(ch·size + ky)·size + kx` of `col` (row stride `ld`, this image's columns from `c0`)
-/// for one channel plane: col[...][oy·out_w + ox] = plane[iy][ix] (0 in the padding).
-fn im2col_plane(plane: &[f32], s: &ConvShape, ch: usize, col: SharedMut, ld: usize, c0: usize) {
-    let n = s.out_h * s.out_w;
-    let rows_y: Vec<Range<usize>> = (0..s.size).map(|ky| valid_range(s.out_h, ky, s.stride, s.pad, s.h)).collect();
-    for ky in 0..s.size {
-        for kx in 0..s.size {
-            let row = (ch * s.size + ky) * s.size + kx;
-            // SAFETY: this (image, channel) item alone writes these rows' columns c0..c0+n.
-            let dst = unsafe { col.slice_mut(row * ld + c0..row * ld + c0 + n) };
-            let xs = valid_range(s.out_w, kx, s.stride, s.pad, s.w);
-            for (oy, d) in dst.chunks_exact_mut(s.out_w).enumerate() {
-                if !rows_y[ky].contains(&oy) || xs.is_empty() {
-                    d.fill(0.0);
-                    continue;
+/// im2col of output positions `pos` of one image for rows `rows` of `col` (row `(ch·size + ky)·size
+/// + kx` reads channel plane `planes(ch)`): row r goes to row `r − rows.start` of `dst` (row
+/// stride `ld`) from column `c0` on, plane[iy][ix] for each position (0 in the padding).
+#[allow(clippy::too_many_arguments)]
+fn im2col_positions<'a>(
+    planes: impl Fn(usize) -> &'a [f32], s: &ConvShape, rows: Range<usize>, pos: Range<usize>, dst: &mut [f32], ld: usize, c0: usize,
+) {
+    if pos.is_empty() {
+        return;
+    }
+    let ow = s.out_w;
+    let ss = s.size * s.size;
+    let n = s.out_h * ow;
+    // Stride 1 with the input's width, whole image: a tap's column is the plane shifted by
+    // (ky − pad, kx − pad), so its valid pixels are one contiguous run of the plane.
+    let shifted = s.stride == 1 && ow == s.w && pos == (0..n);
+    for row in rows.clone() {
+        let (ch, ky, kx) = (row / ss, row % ss / s.size, row % s.size);
+        let plane = planes(ch);
+        let d = &mut dst[(row - rows.start) * ld + c0..][..pos.len()];
+        let (ys, xs) = (valid_range(s.out_h, ky, s.stride, s.pad, s.h), valid_range(ow, kx, s.stride, s.pad, s.w));
+        if shifted {
+            if ys.is_empty() || xs.is_empty() {
+                d.fill(0.0);
+                continue;
+            }
+            // From the first valid output to the last: each output reads its own pixel, the
+            // ones outside `xs` in between read a neighbouring row's and are zeroed below.
+            let (first, last) = (ys.start * ow + xs.start, (ys.end - 1) * ow + xs.end);
+            let src0 = (ys.start + ky - s.pad) * s.w + xs.start + kx - s.pad;
+            d[..first].fill(0.0);
+            d[first..last].copy_from_slice(&plane[src0..src0 + (last - first)]);
+            d[last..].fill(0.0);
+            if xs.len() < ow {
+                for oy in ys {
+                    let r = &mut d[oy * ow..(oy + 1) * ow];
+                    r[..xs.start].fill(0.0);
+                    r[xs.end..].fill(0.0);
                 }
-                let iy = oy * s.stride + ky - s.pad;
-                let src = &plane[iy * s.w..(iy + 1) * s.w];
-                d[..xs.start].fill(0.0);
-                d[xs.end..].fill(0.0);
-                let ix0 = xs.start * s.stride + kx - s.pad;
-                if s.stride == 1 {
-                    d[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
-                } else {
-                    for (j, v) in d[xs.clone()].iter_mut().enumerate() {
-                        *v = src[ix0 + j * s.stride];
-                    }
+            }
+            continue;
+        }
+        // Output rows the positions touch, each clipped to `pos`.
+        for oy in pos.start / ow..=(pos.end - 1) / ow {
+            let (a, b) = (pos.start.max(oy * ow) - oy * ow, pos.end.min((oy + 1) * ow) - oy * ow);
+            let seg = &mut d[oy * ow + a - pos.start..][..b - a];
+            let (lo, hi) = (xs.start.clamp(a, b), xs.end.clamp(a, b));
+            if !ys.contains(&oy) || lo >= hi {
+                seg.fill(0.0);
+                continue;
+            }
+            let iy = oy * s.stride + ky - s.pad;
+            let src = &plane[iy * s.w..(iy + 1) * s.w];
+            seg[..lo - a].fill(0.0);
+            seg[hi - a..].fill(0.0);
+            let ix0 = lo * s.stride + kx - s.pad;
+            let out = &mut seg[lo - a..hi - a];
+            if s.stride == 1 {
+                out.copy_from_slice(&src[ix0..ix0 + out.len()]);
+            } else {
+                for (j, v) in out.iter_mut().enumerate() {
+                    *v = src[ix0 + j * s.stride];
                 }
             }
         }
     }
 }
 
-/// im2col of `imgs` images from `b0` (conv group `gi`) into `col` (k × imgs·n, image j in
-/// columns j·n..), one item per (image, channel).
-#[allow(clippy::too_many_arguments)]
-fn im2col(par: &Par, x: &[f32], s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, col: &mut [f32]) {
-    let hw = s.h * s.w;
-    let ld = imgs * g.n;
-    let out = SharedMut::new(&mut col[..g.k * ld]);
-    par.for_each(imgs * g.cg, |item| {
-        let (j, ch) = (item / g.cg, item % g.cg);
-        let plane = &x[((b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
-        im2col_plane(plane, s, ch, out, ld, j * g.n);
-    });
-}
-
 /// Transpose of im2col for one channel plane: dx[iy][ix] += col[...] (padding entries dropped),
-/// in the order (ky, kx, oy, ox) of the plain loop.
+/// in the order (ky, kx, oy, ox) of the plain loop; `ch` is the channel's row block in `col`.
 fn col2im_plane(col: &[f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
     for ky in 0..s.size {
         let ys = valid_range(s.out_h, ky, s.stride, s.pad, s.h);
@@ -286,93 +384,77 @@ fn col2im_plane(col: &[f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, pla
     }
 }
 
-/// col2im of `imgs` images from `b0` (group `gi`): one item per (image, channel) plane of dx.
-#[allow(clippy::too_many_arguments)]
-fn col2im_add(par: &Par, col: &[f32], s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, dx: &mut [f32]) {
-    let hw = s.h * s.w;
-    let ld = imgs * g.n;
-    let out = SharedMut::new(dx);
-    par.for_each(imgs * g.cg, |item| {
-        let (j, ch) = (item / g.cg, item % g.cg);
-        let p0 = ((b0 + j) * s.c + gi * g.cg + ch) * hw;
-        // SAFETY: each item owns one (image, channel) plane of dx.
-        let plane = unsafe { out.slice_mut(p0..p0 + hw) };
-        col2im_plane(col, ld, j * g.n, s, ch, plane);
-    });
+/// The images a column range of a group's GEMM covers: (image j of the group, its positions,
+/// the range's first column for them).
+fn image_pieces(n: usize, cols: &Range<usize>) -> impl Iterator<Item = (usize, Range<usize>, usize)> + '_ {
+    let first = cols.start / n.max(1);
+    let last = cols.end.div_ceil(n.max(1));
+    (first..last).map(move |j| {
+        let (p0, p1) = (cols.start.max(j * n) - j * n, cols.end.min((j + 1) * n) - j * n);
+        (j, p0..p1, j * n + p0 - cols.start)
+    })
 }
 
-/// Gathers the `[image][m][n]` planes of `imgs` images from `b0` (group `gi`) of `planes` into
-/// the side-by-side GEMM layout `[m][image·n]` of `wide`, one item per image.
-#[allow(clippy::too_many_arguments)]
-fn gather(par: &Par, s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, planes: &[f32], wide: &mut [f32]) {
-    let ld = imgs * g.n;
-    let wp = SharedMut::new(wide);
-    par.for_each(imgs, |j| {
-        let y0 = ((b0 + j) * s.filters + gi * g.m) * g.n;
-        for (f, plane) in planes[y0..y0 + g.m * g.n].chunks_exact(g.n).enumerate() {
-            // SAFETY: image j alone writes its columns of `wide`.
-            unsafe { wp.slice_mut(f * ld + j * g.n..f * ld + (j + 1) * g.n) }.copy_from_slice(plane);
-        }
-    });
-}
-
-/// The inverse of [`gather`]: `wide` back into the planes.
-#[allow(clippy::too_many_arguments)]
-fn scatter(par: &Par, s: &ConvShape, g: &Geo, b0: usize, imgs: usize, gi: usize, wide: &[f32], planes: &mut [f32]) {
-    let ld = imgs * g.n;
-    let yp = SharedMut::new(planes);
-    par.for_each(imgs, |j| {
-        let y0 = ((b0 + j) * s.filters + gi * g.m) * g.n;
-        // SAFETY: image j alone writes its planes.
-        let yj = unsafe { yp.slice_mut(y0..y0 + g.m * g.n) };
-        for (f, plane) in yj.chunks_exact_mut(g.n).enumerate() {
-            plane.copy_from_slice(&wide[f * ld + j * g.n..f * ld + (j + 1) * g.n]);
-        }
-    });
-}
-
-/// y = conv(x, w), overwritten.
-pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvShape, col: &mut [f32], wide: &mut [f32]) {
+/// y = conv(x, w), overwritten. `col`: [`col_len`] floats per worker.
+pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvShape, col: &mut [f32]) {
     check_lens(s, x.len(), w.len(), y.len());
     let g = geo(s);
     let hw = s.h * s.w;
+    let plan = forward_plan(s, &g);
+    let per = col_len(s);
+    let yp = SharedMut::new(y);
     for gi in 0..s.groups {
         let wg = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.m, g.k, false);
-        for b0 in (0..s.batch).step_by(g.group) {
-            let imgs = g.group.min(s.batch - b0);
-            let cols = imgs * g.n;
-            let b = if g.direct && imgs == 1 {
-                Mat::of(&x[(b0 * s.c + gi * g.cg) * hw..][..g.cg * hw], g.k, cols, false)
+        par.for_each_scratch(plan.len(), col, per, |i, scratch| {
+            let t = &plan[i];
+            let width = t.cols.len();
+            let (col_floats, wide_floats) = forward_scratch(&g, t);
+            let (colt, rest) = scratch.split_at_mut(col_floats);
+            let b = if col_floats == 0 {
+                // 1×1 direct, one image: the input's channel rows are the columns.
+                Mat::of(&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], g.k, g.n, false).at(0, t.cols.start)
             } else {
-                im2col(par, x, s, &g, b0, imgs, gi, col);
-                Mat::of(&col[..g.k * cols], g.k, cols, false)
+                for (j, pos, c0) in image_pieces(g.n, &t.cols) {
+                    let planes = |ch: usize| &x[((t.b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
+                    im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
+                }
+                Mat::of(colt, g.k, width, false)
             };
-            if imgs == 1 {
-                let yb = &mut y[(b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n];
-                // SAFETY: wg and b cover m×k and k×n; yb is m×n, disjoint from both.
-                unsafe { gemm(par, g.m, g.k, cols, wg, b, 0.0, SharedMut::new(yb), cols, Cut::Cols) };
-            } else {
-                let out = &mut wide[..g.m * cols];
-                // SAFETY: as above, into the scratch.
-                unsafe { gemm(par, g.m, g.k, cols, wg, b, 0.0, SharedMut::new(out), cols, Cut::Cols) };
-                scatter(par, s, &g, b0, imgs, gi, out, y);
+            if t.imgs == 1 {
+                let y0 = (t.b0 * s.filters + gi * g.m) * g.n + t.cols.start;
+                // SAFETY: wg and b cover m×k and k×width; the item alone writes columns
+                // `t.cols` of its image's m planes, disjoint from x and w (checked by the caller).
+                unsafe { sgemm(g.m, g.k, width, wg, b, 0.0, yp.ptr_at(y0), g.n) };
+                return;
             }
-        }
+            let wide = &mut rest[..wide_floats];
+            // SAFETY: as above, into the worker's scratch.
+            unsafe { sgemm(g.m, g.k, width, wg, b, 0.0, wide.as_mut_ptr(), width) };
+            for (j, pos, c0) in image_pieces(g.n, &t.cols) {
+                for f in 0..g.m {
+                    let y0 = ((t.b0 + j) * s.filters + gi * g.m + f) * g.n;
+                    // SAFETY: these positions of image j belong to this item's columns alone.
+                    let dst = unsafe { yp.slice_mut(y0 + pos.start..y0 + pos.end) };
+                    dst.copy_from_slice(&wide[f * width + c0..][..pos.len()]);
+                }
+            }
+        });
     }
 }
 
-/// dx += convᵀ(dy, w): col = Wᵀ·dy, then col2im adds into dx.
+/// dx += convᵀ(dy, w): col = Wᵀ·dy, then col2im adds into dx. `col`: [`col_len`] floats per
+/// worker; `wide`: [`gemm_len`].
 pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s: &ConvShape, col: &mut [f32], wide: &mut [f32]) {
     check_lens(s, dx.len(), w.len(), dy.len());
     let g = geo(s);
     let hw = s.h * s.w;
+    let out = SharedMut::new(dx);
     for gi in 0..s.groups {
         let wt = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.k, g.m, true);
         if g.direct {
             // dx += Wᵀ·dy straight into dx (beta 1), one image per GEMM so each dx float gets
             // the same single accumulation as the plain form.
-            let out = SharedMut::new(dx);
-            let parts = cut_tiles(g.k, g.n, Cut::Cols);
+            let parts = gemm_split(g.n, 1, g.k, ITEMS.div_ceil(s.batch), MIN_COLS, 16);
             par.for_each(s.batch * parts.len(), |item| {
                 let (b, r) = (item / parts.len(), parts[item % parts.len()].clone());
                 let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
@@ -383,44 +465,75 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
             });
             continue;
         }
-        for b0 in (0..s.batch).step_by(g.group) {
-            let imgs = g.group.min(s.batch - b0);
-            let cols = imgs * g.n;
-            let dyg = if imgs == 1 {
-                Mat::of(&dy[(b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, cols, false)
-            } else {
-                let gathered = &mut wide[..g.m * cols];
-                gather(par, s, &g, b0, imgs, gi, dy, gathered);
-                Mat::of(gathered, g.m, cols, false)
-            };
-            let c = &mut col[..g.k * cols];
-            // SAFETY: wt is k×m, dyg m×cols, c k×cols in the scratch, disjoint from both.
-            unsafe { gemm(par, g.k, g.m, cols, wt, dyg, 0.0, SharedMut::new(c), cols, Cut::Cols) };
-            col2im_add(par, c, s, &g, b0, imgs, gi, dx);
+        let groups = image_groups(s, &g);
+        if g.group > 1 {
+            // Images that share a GEMM: their dy planes side by side, group after group.
+            let wp = SharedMut::new(&mut wide[..g.m * g.n * s.batch]);
+            par.for_each(s.batch, |b| {
+                let (b0, imgs) = groups[b / g.group];
+                let ld = imgs * g.n;
+                let y0 = (b * s.filters + gi * g.m) * g.n;
+                for (f, plane) in dy[y0..y0 + g.m * g.n].chunks_exact(g.n).enumerate() {
+                    let at = b0 * g.m * g.n + f * ld + (b - b0) * g.n;
+                    // SAFETY: image b alone writes its columns of its group's block.
+                    unsafe { wp.slice_mut(at..at + g.n) }.copy_from_slice(plane);
+                }
+            });
         }
+        let gathered: &[f32] = wide;
+        let plan = backward_data_plan(s, &g);
+        par.for_each_scratch(plan.len(), col, col_len(s), |i, scratch| {
+            let blk = &plan[i];
+            let cols = blk.imgs * g.n;
+            let dyg = if blk.imgs == 1 {
+                Mat::of(&dy[(blk.b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, cols, false)
+            } else {
+                Mat::of(&gathered[blk.b0 * g.m * g.n..][..g.m * cols], g.m, cols, false)
+            };
+            let rows = blk.chs.len() * g.ss;
+            let c = &mut scratch[..rows * cols];
+            // SAFETY: wt's rows of these channels are rows×m, dyg m×cols, c rows×cols in the
+            // worker's scratch, disjoint from both.
+            unsafe { sgemm(rows, g.m, cols, wt.at(blk.chs.start * g.ss, 0), dyg, 0.0, c.as_mut_ptr(), cols) };
+            for j in 0..blk.imgs {
+                for ch in blk.chs.clone() {
+                    let p0 = ((blk.b0 + j) * s.c + gi * g.cg + ch) * hw;
+                    // SAFETY: each (image, channel) plane of dx belongs to one item.
+                    let plane = unsafe { out.slice_mut(p0..p0 + hw) };
+                    col2im_plane(c, cols, j * g.n, s, ch - blk.chs.start, plane);
+                }
+            }
+        });
     }
 }
 
-/// dw += dy · im2col(x)ᵀ, summed over the batch: one GEMM per image, images in order.
+/// dw += dy · im2col(x)ᵀ, summed over the batch: each tile of dW runs one GEMM per image, images
+/// in order. `col`: [`col_len`] floats per worker.
 pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32], s: &ConvShape, col: &mut [f32]) {
     check_lens(s, x.len(), dw.len(), dy.len());
-    let g = Geo { group: 1, ..geo(s) };
+    let g = geo(s);
     let hw = s.h * s.w;
-    // Cut the larger side of dW, so the operand packed once per tile is the smaller one.
-    let cut = if g.k >= g.m { Cut::Cols } else { Cut::Rows };
+    let plan = backward_weights_plan(&g);
     for gi in 0..s.groups {
         let dwg = SharedMut::new(&mut dw[gi * g.m * g.k..][..g.m * g.k]);
-        for b in 0..s.batch {
-            let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
-            let xt = if g.direct {
-                Mat::of(&x[(b * s.c + gi * g.cg) * hw..][..g.cg * hw], g.n, g.k, true)
-            } else {
-                im2col(par, x, s, &g, b, 1, gi, col);
-                Mat::of(&col[..g.k * g.n], g.n, g.k, true)
-            };
-            // SAFETY: dyb is m×n, xt n×k, dW m×k disjoint from both (checked by the caller).
-            unsafe { gemm(par, g.m, g.n, g.k, dyb, xt, 1.0, dwg, g.k, cut) };
-        }
+        par.for_each_scratch(plan.len(), col, col_len(s), |i, scratch| {
+            let t = &plan[i];
+            let kt = t.cols.len();
+            for b in 0..s.batch {
+                let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false).at(t.rows.start, 0);
+                let x0 = (b * s.c + gi * g.cg) * hw;
+                let xt = if g.direct {
+                    Mat::of(&x[x0..][..g.k * g.n], g.n, g.k, true).at(0, t.cols.start)
+                } else {
+                    let c = &mut scratch[..kt * g.n];
+                    im2col_positions(|ch| &x[x0 + ch * hw..][..hw], s, t.cols.clone(), 0..g.n, c, g.n, 0);
+                    Mat::of(c, g.n, kt, true)
+                };
+                // SAFETY: dyb's rows are rows×n, xt n×kt, and the item alone writes its tile of
+                // dW, disjoint from both (checked by the caller).
+                unsafe { sgemm(t.rows.len(), g.n, kt, dyb, xt, 1.0, dwg.ptr_at(t.rows.start * g.k + t.cols.start), g.k) };
+            }
+        });
     }
 }
 
@@ -459,45 +572,43 @@ pub enum ConvOp {
     BackwardWeights,
 }
 
-/// The GEMM calls `op` makes on shape `s`, in order: the same geometry, grouping and tiles as
-/// [`forward`], [`backward_data`] and [`backward_weights`] (kept beside them so they change
-/// together; the unit test checks they add up to the op's multiply-adds).
+/// The GEMM calls `op` makes on shape `s`: the same geometry, plans and strides as [`forward`],
+/// [`backward_data`] and [`backward_weights`] (kept beside them so they change together; the
+/// unit test checks they add up to the op's multiply-adds).
 pub fn gemm_calls(s: &ConvShape, op: ConvOp) -> Vec<GemmCall> {
     let g = geo(s);
+    let (m, k, n) = (g.m, g.k, g.n);
+    let call = |m, k, n, a: (usize, usize), b: (usize, usize), beta, ldc| GemmCall {
+        m, k, n, a: (a.0 as isize, a.1 as isize), b: (b.0 as isize, b.1 as isize), beta, ldc,
+    };
     let mut out = Vec::new();
-    let mut push = |m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, ldc: usize, cut: Cut| {
-        for r in cut_tiles(m, n, cut) {
-            let (rows, cols) = if cut == Cut::Cols { (m, r.len()) } else { (r.len(), n) };
-            out.push(GemmCall { m: rows, k, n: cols, a: (a.rs, a.cs), b: (b.rs, b.cs), beta, ldc });
-        }
-    };
-    // Only the strides of these matrices are used.
-    let strides = |rows: usize, cols: usize, transposed: bool| {
-        let (rs, cs) = if transposed { (1, rows as isize) } else { (cols as isize, 1) };
-        Mat { ptr: std::ptr::null(), rs, cs }
-    };
     for _gi in 0..s.groups {
         match op {
-            ConvOp::Forward | ConvOp::BackwardData => {
-                if op == ConvOp::BackwardData && g.direct {
-                    for _b in 0..s.batch {
-                        push(g.k, g.m, g.n, strides(g.k, g.m, true), strides(g.m, g.n, false), 1.0, g.n, Cut::Cols);
-                    }
-                    continue;
+            ConvOp::Forward => {
+                for t in forward_plan(s, &g) {
+                    let w = t.cols.len();
+                    let (b, ldc) = if t.imgs == 1 { (if g.direct { n } else { w }, n) } else { (w, w) };
+                    out.push(call(m, k, w, (k, 1), (b, 1), 0.0, ldc));
                 }
-                for b0 in (0..s.batch).step_by(g.group) {
-                    let cols = g.group.min(s.batch - b0) * g.n;
-                    if op == ConvOp::Forward {
-                        push(g.m, g.k, cols, strides(g.m, g.k, false), strides(g.k, cols, false), 0.0, cols, Cut::Cols);
-                    } else {
-                        push(g.k, g.m, cols, strides(g.k, g.m, true), strides(g.m, cols, false), 0.0, cols, Cut::Cols);
+            }
+            ConvOp::BackwardData if g.direct => {
+                for _b in 0..s.batch {
+                    for r in gemm_split(n, 1, k, ITEMS.div_ceil(s.batch), MIN_COLS, 16) {
+                        out.push(call(k, m, r.len(), (1, k), (n, 1), 1.0, n));
                     }
                 }
             }
+            ConvOp::BackwardData => {
+                for blk in backward_data_plan(s, &g) {
+                    let cols = blk.imgs * n;
+                    out.push(call(blk.chs.len() * g.ss, m, cols, (1, k), (cols, 1), 0.0, cols));
+                }
+            }
             ConvOp::BackwardWeights => {
-                let cut = if g.k >= g.m { Cut::Cols } else { Cut::Rows };
-                for _b in 0..s.batch {
-                    push(g.m, g.n, g.k, strides(g.m, g.n, false), strides(g.n, g.k, true), 1.0, g.k, cut);
+                for t in backward_weights_plan(&g) {
+                    for _b in 0..s.batch {
+                        out.push(call(t.rows.len(), n, t.cols.len(), (n, 1), (1, n), 1.0, k));
+                    }
                 }
             }
         }
@@ -523,25 +634,27 @@ mod tests {
     }
 
     #[test]
-    fn tiles_cover_the_range_and_depend_on_the_length_only() {
+    fn splits_cover_the_range_at_aligned_cuts() {
         for len in [1, 7, 49, 256, 784, 3136, 12544] {
-            let t = tiles(len, MIN_TILE);
-            assert!(t.len() <= MAX_TILES && t[0].start == 0 && t.last().unwrap().end == len);
-            assert!(t.windows(2).all(|p| p[0].end == p[1].start && p[0].len() % 8 == 0));
-            assert!(t.len() == 1 || t.iter().all(|r| r.len() >= MIN_TILE), "{len}: {t:?}");
+            for (pieces, align) in [(1, 1), (3, 8), (16, 8), (5, 9), (40, 1)] {
+                let t = split(len, pieces, align);
+                assert!(t.len() <= pieces && t[0].start == 0 && t.last().unwrap().end == len, "{len}: {t:?}");
+                assert!(t.windows(2).all(|p| p[0].end == p[1].start && p[0].end % align == 0 && !p[0].is_empty()), "{len}: {t:?}");
+            }
         }
     }
 
     /// A GEMM cut into several tiles has more than SMALL_GEMM outputs and 2 rows and columns in
     /// every tile, so each tile takes the whole GEMM's kernel.
     #[test]
-    fn cut_tiles_are_never_small_gemms() {
-        for m in [1, 2, 16, 17, 33, 49, 64, 255, 280, 512] {
-            for n in [1, 2, 8, 16, 27, 49, 256, 577, 1568, 4608] {
-                for cut in [Cut::Cols, Cut::Rows] {
-                    let t = cut_tiles(m, n, cut);
-                    let other = if cut == Cut::Cols { m } else { n };
-                    assert!(t.len() == 1 || t.iter().all(|r| r.len() * other > SMALL_GEMM && r.len() >= 2), "{m}×{n}: {t:?}");
+    fn gemm_splits_are_never_small_gemms() {
+        for len in [1, 2, 3, 16, 17, 33, 49, 64, 255, 280, 512, 1568, 4608] {
+            for other in [1, 2, 8, 16, 27, 49, 256, 577] {
+                for (unit, want, min, align) in [(1, 16, 1, 1), (9, 16, 4, 1), (1, 8, 16, 8), (1, 100, 1, 8)] {
+                    let t = gemm_split(len, unit, other, want, min, align);
+                    assert!(t.len() <= want.max(1) && t.last().unwrap().end == len);
+                    assert!(t.len() == 1 || t.iter().all(|r| r.len() * unit * other > SMALL_GEMM && r.len() * unit >= 2 && r.len() >= min),
+                        "{len}×{unit} by {other}: {t:?}");
                 }
             }
         }
@@ -558,13 +671,13 @@ mod tests {
         let w: Vec<f32> = (0..s.weight_len()).map(|i| u(i, 2)).collect();
         let par = Par::new(2);
         let mut y = vec![0.0; s.output_len()];
-        let (mut col, mut wide) = (vec![0.0; col_len(&s)], vec![0.0; gemm_len(&s)]);
-        forward(&par, &x, &w, &mut y, &s, &mut col, &mut wide);
+        let mut col = vec![0.0; 2 * col_len(&s)];
+        forward(&par, &x, &w, &mut y, &s, &mut col);
         let one = ConvShape { batch: 1, ..s };
         for b in 0..s.batch {
             let mut yb = vec![0.0; one.output_len()];
-            let (mut col, mut wide) = (vec![0.0; col_len(&one)], vec![0.0; gemm_len(&one)]);
-            forward(&Par::new(1), &x[b * one.input_len()..][..one.input_len()], &w, &mut yb, &one, &mut col, &mut wide);
+            let mut col = vec![0.0; col_len(&one)];
+            forward(&Par::new(1), &x[b * one.input_len()..][..one.input_len()], &w, &mut yb, &one, &mut col);
             assert_eq!(&y[b * one.output_len()..][..one.output_len()], &yb[..], "image {b}");
         }
     }

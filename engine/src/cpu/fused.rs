@@ -9,7 +9,7 @@
 //! plain loop's order whatever thread runs it.
 
 use super::activation::{activate, gradient};
-use super::batchnorm::{BackwardCoefficients, EPS, channel_stats, rolled};
+use super::batchnorm::{BackwardCoefficients, EPS, LANES, accurate_stats_interleaved, channel_stats, rolled};
 use super::par::{Inout, Par, SharedMut};
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape};
 
@@ -85,14 +85,10 @@ pub(super) fn batchnorm_activation_forward(
         SharedMut::new(p)
     });
     let (gamma, beta) = (bn.gamma, bn.beta);
-    let result = par.map(channels, |c| {
-        // SAFETY (every unsafe block below): item c alone reads or writes the floats of channel
-        // c, the planes (b·channels + c)·spatial.. of y, x_norm and pre.
-        let read = |i: usize| match x {
-            Some(x) => x[i],
-            None => unsafe { *y.ptr_at(i) },
-        };
-        let (mean, var) = channel_stats(read, c, batch, channels, spatial, stats);
+    // One pass over channel c: x_norm, pre and y from its statistics.
+    // SAFETY (every unsafe block in it): called by the item that owns channel c, which alone
+    // reads or writes channel c's planes (b·channels + c)·spatial.. of y, x_norm and pre.
+    let normalize = |c: usize, mean: f32, var: f32| {
         let std = (var + EPS).sqrt();
         let (g, b) = (gamma[c], beta[c]);
         with_activation!(out.act, f => {
@@ -132,9 +128,27 @@ pub(super) fn batchnorm_activation_forward(
                 }
             }
         });
-        (mean, var)
+    };
+    // Items are runs of LANES channels, whose statistics are summed side by side.
+    let result = par.map(channels.div_ceil(LANES), |item| {
+        let cs = item * LANES..((item + 1) * LANES).min(channels);
+        // SAFETY (every unsafe block below): item alone reads or writes the floats of its
+        // channels, the planes (b·channels + c)·spatial.. of y, x_norm and pre.
+        let read = |i: usize| match x {
+            Some(x) => x[i],
+            None => unsafe { y.read_at(i) },
+        };
+        let found: Vec<(f32, f32)> = if cs.len() == LANES && stats == BnStats::Accurate {
+            accurate_stats_interleaved(read, cs.start, batch, channels, spatial).to_vec()
+        } else {
+            cs.clone().map(|c| channel_stats(read, c, batch, channels, spatial, stats)).collect()
+        };
+        for (c, &(mean, var)) in cs.zip(&found) {
+            normalize(c, mean, var);
+        }
+        found
     });
-    for (c, (mean, var)) in result.into_iter().enumerate() {
+    for (c, (mean, var)) in result.into_iter().flatten().enumerate() {
         bn.mean[c] = mean;
         bn.var[c] = var;
         bn.rolling_mean[c] = rolled(bn.rolling_mean[c], mean);

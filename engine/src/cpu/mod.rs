@@ -206,8 +206,9 @@ unsafe fn inout<'a>(op: &str, x: &'a CpuBuf, out: &'a CpuBuf) -> Inout<'a> {
     }
 }
 
-/// Floats of the two scratch buffers (im2col columns, GEMM output) a convolution of shape `s`
-/// needs on the CPU backend; each buffer grows to the largest any layer needs.
+/// Floats of the two scratch buffers (im2col columns and GEMM output per worker thread, gathered
+/// gradients) a convolution of shape `s` needs on the CPU backend; each buffer grows to the
+/// largest any layer needs, the first times the thread count.
 pub fn conv_scratch_lens(s: &crate::shapes::ConvShape) -> (usize, usize) {
     (conv::col_len(s), conv::gemm_len(s))
 }
@@ -422,7 +423,7 @@ mod tests {
         let (x, w, y) = (be.alloc(s.input_len()), be.alloc(s.weight_len()), be.alloc(s.output_len()));
         let before = be.memory_bytes().0;
         be.conv_forward(&x, &w, &y, &s);
-        let col = (conv::col_len(&s) * 4) as u64;
+        let col = (conv::col_len(&s) * be.threads() * 4) as u64;
         assert_eq!(be.memory_bytes().0, before + col);
         be.conv_forward(&x, &w, &y, &s);
         assert_eq!(be.memory_bytes().0, before + col, "scratch must be reused");

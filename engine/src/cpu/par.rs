@@ -48,6 +48,30 @@ impl Par {
         }
     }
 
+    /// Runs `f(i, scratch)` for every item `i < items`, where `scratch` is `per` floats of
+    /// `slabs` owned by the worker running the item (`slabs` holds `threads() · per`). A worker
+    /// runs one item at a time, so items reuse their worker's slab without sharing it; which
+    /// slab an item gets never changes what it computes.
+    pub(super) fn for_each_scratch(&self, items: usize, slabs: &mut [f32], per: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+        assert!(slabs.len() >= per * self.threads, "cpu backend: {} floats of scratch for {} workers of {per}", slabs.len(), self.threads);
+        match &self.pool {
+            Some(pool) if items > 1 => {
+                use rayon::prelude::*;
+                let s = SharedMut::new(slabs);
+                pool.install(|| {
+                    (0..items).into_par_iter().for_each(|i| {
+                        // Inside install the items run on this pool's workers only.
+                        let t = rayon::current_thread_index().expect("cpu backend: item outside the worker pool");
+                        // SAFETY: worker t alone takes slab t, for one item at a time (an item
+                        // makes no rayon calls, so its worker cannot start another meanwhile).
+                        f(i, unsafe { s.slice_mut(t * per..(t + 1) * per) })
+                    })
+                });
+            }
+            _ => (0..items).for_each(|i| f(i, &mut slabs[..per])),
+        }
+    }
+
     /// `f(i)` for every item, collected in item order.
     pub(super) fn map<T: Send>(&self, items: usize, f: impl Fn(usize) -> T + Send + Sync) -> Vec<T> {
         match &self.pool {
@@ -94,6 +118,17 @@ impl SharedMut {
     pub(super) fn ptr_at(&self, offset: usize) -> *mut f32 {
         assert!(offset <= self.len, "cpu backend: offset {offset} outside {} floats", self.len);
         self.ptr.wrapping_add(offset)
+    }
+
+    /// The float at `i`.
+    ///
+    /// # Safety
+    /// `i` must lie in the buffer, and no item may be writing that float.
+    #[inline]
+    pub(super) unsafe fn read_at(&self, i: usize) -> f32 {
+        debug_assert!(i < self.len, "cpu backend: index {i} outside {} floats", self.len);
+        // SAFETY: forwarded to the caller.
+        unsafe { *self.ptr.add(i) }
     }
 
     /// # Safety

@@ -60,12 +60,37 @@ fn argmax_inside(plane: &[f32], s: &PoolShape, y0: usize, x0: usize) -> (f32, Op
     (best, best_i)
 }
 
+/// [`argmax_inside`] for a window of N×N: the same comparisons in the same order.
+#[inline(always)]
+fn argmax_inside_n<const N: usize>(plane: &[f32], w: usize, y0: usize, x0: usize) -> (f32, Option<usize>) {
+    let mut best = f32::MIN;
+    let mut best_i = None;
+    for ky in 0..N {
+        let row = (y0 + ky) * w + x0;
+        let vals: &[f32; N] = plane[row..row + N].try_into().expect("window row of N floats");
+        for (kx, &v) in vals.iter().enumerate() {
+            if v > best {
+                best = v;
+                best_i = Some(row + kx);
+            }
+        }
+    }
+    (best, best_i)
+}
+
 /// The max of window (oy, ox) and where it is, by the fast path when the window is inside.
-#[inline]
+/// Inlined into the per-plane loops, where the size's branch is the same for every window.
+#[inline(always)]
 fn window_max(plane: &[f32], s: &PoolShape, ys: &std::ops::Range<usize>, xs: &std::ops::Range<usize>, oy: usize, ox: usize) -> (f32, Option<usize>) {
     if ys.contains(&oy) && xs.contains(&ox) {
         let off = s.padding / 2;
-        argmax_inside(plane, s, oy * s.stride - off, ox * s.stride - off)
+        let (y0, x0) = (oy * s.stride - off, ox * s.stride - off);
+        // Windows of Darknet's usual sizes with constant loop bounds (unrolled by the compiler).
+        match s.size {
+            2 => argmax_inside_n::<2>(plane, s.w, y0, x0),
+            3 => argmax_inside_n::<3>(plane, s.w, y0, x0),
+            _ => argmax_inside(plane, s, y0, x0),
+        }
     } else {
         argmax(plane, s, oy, ox)
     }
@@ -140,6 +165,24 @@ pub(super) fn avg_backward(dy: &[Cell<f32>], dx: &[Cell<f32>], planes: usize, sp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unrolled windows pick the same value and index as the bounds-checked loop, ties (the
+    /// first maximum wins) and NaN (never wins) included.
+    #[test]
+    fn unrolled_windows_match_argmax() {
+        let (h, w) = (7, 9);
+        let plane: Vec<f32> = (0..h * w).map(|i| match i % 11 { 3 => f32::NAN, 5 => 2.0, _ => (i * 7 % 5) as f32 }).collect();
+        for size in [2usize, 3] {
+            let s = PoolShape::new(1, 1, h, w, size, 1, 0);
+            for oy in 0..=h - size {
+                for ox in 0..=w - size {
+                    let want = argmax(&plane, &s, oy, ox);
+                    let got = if size == 2 { argmax_inside_n::<2>(&plane, w, oy, ox) } else { argmax_inside_n::<3>(&plane, w, oy, ox) };
+                    assert_eq!((got.0.to_bits(), got.1), (want.0.to_bits(), want.1), "size {size} at ({oy}, {ox})");
+                }
+            }
+        }
+    }
 
     /// The inside range is exactly the windows the bounds-checked path finds fully in the image.
     #[test]
