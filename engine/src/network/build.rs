@@ -223,9 +223,11 @@ pub struct MemoryPlan {
     pub fixed: usize,
     /// The largest single buffer (arena or activation).
     pub largest: usize,
-    /// Scratch a backend may add for the largest convolution (the CPU's im2col columns), not
-    /// allocated at build time.
+    /// Scratch the CPU backend adds for the largest convolution, not allocated at build time:
+    /// im2col columns per worker thread ([`MemoryPlan::cpu_workspace`] for a thread count).
     pub workspace: usize,
+    /// The part of that scratch shared by the threads (gathered gradients of grouped convs).
+    pub workspace_shared: usize,
     /// The most activation floats alive at one step (what a perfect placement would need).
     pub peak_live: usize,
     /// Activation floats without the plan (every tensor in memory of its own).
@@ -289,6 +291,11 @@ impl MemoryPlan {
         Ok(MemoryPlan::planned(cfg, &cfg.shapes()?, opts, false)?.memory)
     }
 
+    /// Floats of the CPU backend's convolution scratch with `threads` worker threads.
+    pub fn cpu_workspace(&self, threads: usize) -> usize {
+        self.workspace.saturating_mul(threads.max(1)).saturating_add(self.workspace_shared)
+    }
+
     /// The plan and the activation layout (`stale_deltas`: see [`PlanOptions::stale_deltas`]).
     pub(crate) fn planned(cfg: &ModelCfg, shapes: &[LayerShape], opts: &BuildOptions, stale_deltas: bool) -> Result<Planned, NetworkError> {
         let net = &cfg.net;
@@ -315,7 +322,7 @@ impl MemoryPlan {
             .map_err(|smallest| NetworkError::MemoryBudget { budget: opts.memory_budget.unwrap_or(0), smallest, mb })?;
         // The CPU's two grow-only conv scratch buffers reach their largest sizes separately.
         let (cpu_col, cpu_gemm) = convs.iter().map(|(s, _, _)| crate::cpu::conv_scratch_lens(s)).fold((0, 0), |(a, b), (c, g)| (a.max(c), b.max(g)));
-        let workspace = cpu_col.saturating_add(cpu_gemm);
+        let (workspace, workspace_shared) = (cpu_col, cpu_gemm);
         let largest = arenas.iter().chain(&activations.arenas).chain(&fixed).copied().max().unwrap_or(0);
         // Ties keep the first tensor (max_by_key keeps the last: reverse first).
         let image = activations.tensors.iter().rev().map(|t| (t.len / mb.max(1), Some(t.id))).max_by_key(|t| t.0);
@@ -326,6 +333,7 @@ impl MemoryPlan {
             fixed: fixed_sum,
             largest,
             workspace,
+            workspace_shared,
             peak_live: activations.peak_live_floats(),
             unshared: activations.unshared_floats(),
             boundaries: plan::segment_count(&activations).saturating_sub(1),

@@ -32,6 +32,15 @@ pub fn cpu_backend(configured: Option<usize>) -> anyhow::Result<engine::cpu::Cpu
     Ok(engine::cpu::CpuBackend::with_threads(cpu_threads(std::env::var("RUNNER_CPU_THREADS").ok().as_deref(), configured)?))
 }
 
+/// The number of threads [`cpu_backend`] would run on (for memory estimates; a bad
+/// `RUNNER_CPU_THREADS` is reported when the backend is made, and counts as one per core here).
+pub fn cpu_thread_count(configured: Option<usize>) -> usize {
+    match cpu_threads(std::env::var("RUNNER_CPU_THREADS").ok().as_deref(), configured).unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// The thread count from the environment's value, else `configured`, else 0 (one per core).
 fn cpu_threads(env: Option<&str>, configured: Option<usize>) -> anyhow::Result<usize> {
     match env.map(str::trim).filter(|v| !v.is_empty()) {

@@ -111,7 +111,12 @@ fn memory_plan(cfg: &engine::cfg::ModelCfg, a: &ModelArgs) -> Result<String> {
             )?;
         }
     }
-    writeln!(out, "CPU convolution workspace (host only, not planned): {}", b(plan.workspace))?;
+    writeln!(
+        out,
+        "CPU convolution workspace (host only, not planned): {} per worker thread, {} shared",
+        b(plan.workspace),
+        b(plan.workspace_shared)
+    )?;
     writeln!(out, "planned device bytes: {}", plan.build_bytes())?;
     Ok(out)
 }

@@ -230,7 +230,10 @@ fn check_memory(
         plan.check_fits(cfg, build, limits, &format!("{spec} ({})", a.name))
             .map_err(|e| anyhow::anyhow!("{}: {e}", exp.file.display()))?;
     }
-    let net_bytes = plan.build_bytes() + 4 * plan.workspace as u64;
+    // The CPU backend's conv scratch: im2col columns per worker thread (one per core unless set).
+    let threads = super::cpu_thread_count(exp.backends.cpu_threads);
+    let workspace = 4 * plan.cpu_workspace(threads) as u64;
+    let net_bytes = plan.build_bytes() + workspace;
     // The loader keeps `prefetch` batches in flight plus the one being trained on, and the
     // validation network makes mini-batches of its own.
     let batch_bytes = 4 * (cfg.net.batch * 3 * cfg.net.width * cfg.net.height) as u64;
@@ -257,7 +260,7 @@ fn check_memory(
         match b {
             BackendSpec::Cpu => {
                 host += net_bytes;
-                lines.push(format!("{b}: about {} of host memory ({detail}, convolution workspace {})", gib(net_bytes), gib(4 * plan.workspace as u64)));
+                lines.push(format!("{b}: about {} of host memory ({detail}, convolution workspace {})", gib(net_bytes), gib(workspace)));
             }
             BackendSpec::Gpu(_) => lines.push(format!("{b}: about {} of device memory ({detail})", gib(plan.build_bytes()))),
         }
