@@ -76,7 +76,7 @@ pub(crate) struct Recorder {
 /// The kernel's name in timing tables: GEMM variants carry their tile (`conv_forward 128x128k8`).
 fn kernel_name(kernel: Kernel, tile: GemmTile) -> &'static str {
     use std::sync::{Mutex, OnceLock};
-    if kernel.module() != super::pipelines::Module::Conv {
+    if !kernel.module().tiled() {
         return kernel.entry();
     }
     // A handful of variants exist per process: intern their names once.
