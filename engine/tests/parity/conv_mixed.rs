@@ -13,7 +13,7 @@ use engine::backend::GemmOperands;
 use engine::cpu::round_f16;
 use engine::gpu::MixedGemm;
 
-use super::conv::{conv_grads_ref, conv_ref};
+use super::conv::{ConvRun, check_conv};
 use super::*;
 
 /// A backend of this module's own: the operand declaration is backend state, and the other
@@ -30,35 +30,8 @@ fn mixed_gpu() -> Option<&'static GpuBackend> {
     .as_ref()
 }
 
-fn half_data(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    data(n, seed, lo, hi).into_iter().map(round_f16).collect()
-}
-
 fn mixed_case(g: &GpuBackend, s: ConvShape, seed: u64) {
-    let hx = half_data(s.input_len(), seed, -1.0, 1.0);
-    let hw = half_data(s.weight_len(), seed + 1, -0.5, 0.5);
-    let hdy = half_data(s.output_len(), seed + 2, -1.0, 1.0);
-    let (x, w, dy) = (up(g, &hx), up(g, &hw), up(g, &hdy));
-    let y = g.alloc(s.output_len());
-    g.fill(&y, 7.0); // overwritten, not accumulated
-    g.conv_forward(&x, &w, &y, &s);
-    let k = (s.c / s.groups * s.size * s.size) as f64;
-    let gy = g.download(&y);
-    assert_close(&format!("conv_forward (mixed) {s:?}"), &gy, &conv_ref(&hx, &hw, &s), 1e-4, 1e-6 * k);
-
-    let (dx_ref, dxa, dw_ref, dwa) = conv_grads_ref(&hx, &hw, &hdy, &s);
-    let dx0 = data(s.input_len(), seed + 3, -1.0, 1.0);
-    let dw0 = data(s.weight_len(), seed + 4, -1.0, 1.0);
-    let (dx, dw) = (up(g, &dx0), up(g, &dw0));
-    g.conv_backward_data(&dy, &w, &dx, &s);
-    g.conv_backward_weights(&x, &dy, &dw, &s);
-    let dx_want: Vec<f64> = dx_ref.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
-    let dw_want: Vec<f64> = dw_ref.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
-    let dxa: Vec<f64> = dxa.iter().map(|a| a + 1.0).collect();
-    let dwa: Vec<f64> = dwa.iter().map(|a| a + 1.0).collect();
-    let (gdx, gdw) = (g.download(&dx), g.download(&dw));
-    assert_sum_close(&format!("conv_backward_data (mixed) {s:?}"), &gdx, &dx_want, &dxa);
-    assert_sum_close(&format!("conv_backward_weights (mixed) {s:?}"), &gdw, &dw_want, &dwa);
+    let ConvRun { hx, hw, hdy, dx0, dw0, y: gy, dx: gdx, dw: gdw, k, dxa, dwa } = check_conv(g, s, seed, " (mixed)", round_f16);
 
     // The CPU twin on the same operands, declared f16 too (it checks they are).
     let cpu = CpuBackend::new();
@@ -100,9 +73,10 @@ fn conv_mixed_backward_weights_split_k_and_reruns() {
     // A long K (2·40·40 pixels) over one output tile takes the split-K path.
     let s = ConvShape::new(2, 3, 40, 40, 4, 3, 1, 1, 1);
     mixed_case(g, s, 190);
-    let x = up(g, &half_data(s.input_len(), 191, -1.0, 1.0));
-    let dy = up(g, &half_data(s.output_len(), 192, -1.0, 1.0));
-    let w = up(g, &half_data(s.weight_len(), 193, -0.5, 0.5));
+    let half = |n, seed, lo, hi| data(n, seed, lo, hi).into_iter().map(round_f16).collect::<Vec<f32>>();
+    let x = up(g, &half(s.input_len(), 191, -1.0, 1.0));
+    let dy = up(g, &half(s.output_len(), 192, -1.0, 1.0));
+    let w = up(g, &half(s.weight_len(), 193, -0.5, 0.5));
     let mut runs = Vec::new();
     for _ in 0..2 {
         let (dw, y) = (g.alloc(s.weight_len()), g.alloc(s.output_len()));
