@@ -19,7 +19,7 @@ enable wgpu_cooperative_matrix;
 
 const SGR: u32 = BM / 32u;
 const SGC: u32 = 8u / SGR;
-const FN: u32 = BN / (16u * SGC); // fragment columns per subgroup: 1, 2 or 4 (FM is 2)
+const FN: u32 = BN / (16u * SGC); // fragment columns per subgroup: 1, 2 or 4 (fragment rows: 2)
 
 // A row-major [m][k] and B row-major [k][n] (forward, backward data) or column-major [n][k]
 // (backward weights): each layout makes consecutive invocations store consecutive elements.
