@@ -391,6 +391,12 @@ impl CpuBackend {
         }
         &mut v[..need]
     }
+
+    /// The conv im2col scratch for shape `s`: one slab of [`conv::col_len`] per worker thread
+    /// (`Par::for_each_scratch`), grown as [`CpuBackend::grow`] does.
+    fn grow_col<'a>(&self, col: &'a mut Vec<f32>, s: &crate::shapes::ConvShape) -> &'a mut [f32] {
+        self.grow(col, conv::col_len(s) * self.par.threads())
+    }
 }
 
 #[cfg(test)]

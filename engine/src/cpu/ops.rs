@@ -23,7 +23,7 @@ fn channel_shape(s: &ConvShape) -> ChannelShape {
 impl CpuBackend {
     /// conv(x, w) into `y` with the queue's scratch (shared by the plain op and the fused one).
     fn conv_into(&self, q: &mut Queue, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvShape) {
-        let col = self.grow(&mut q.col, conv::col_len(s) * self.par.threads());
+        let col = self.grow_col(&mut q.col, s);
         conv::forward(&self.par, x, w, y, s, col);
     }
 }
@@ -177,7 +177,7 @@ impl Backend for CpuBackend {
         let mut q = self.op("conv_backward_data", conv_work(s), &[dy, w, dx]);
         assert_disjoint("conv_backward_data", &[dx], &[dy, w]);
         let Queue { col, gemm, .. } = &mut *q;
-        let (col, gemm) = (self.grow(col, conv::col_len(s) * self.par.threads()), self.grow(gemm, conv::gemm_len(s)));
+        let (col, gemm) = (self.grow_col(col, s), self.grow(gemm, conv::gemm_len(s)));
         // SAFETY: dx is disjoint from dy and w (asserted) and the queue lock is held.
         unsafe { conv::backward_data(&self.par, dy.read(), w.read(), dx.write(), s, col, gemm) }
     }
@@ -185,7 +185,7 @@ impl Backend for CpuBackend {
         self.check_gemm_operands("conv_backward_weights", &[("x", x), ("dy", dy)]);
         let mut q = self.op("conv_backward_weights", conv_work(s), &[x, dy, dw]);
         assert_disjoint("conv_backward_weights", &[dw], &[x, dy]);
-        let col = self.grow(&mut q.col, conv::col_len(s) * self.par.threads());
+        let col = self.grow_col(&mut q.col, s);
         // SAFETY: dw is disjoint from x and dy (asserted) and the queue lock is held.
         unsafe { conv::backward_weights(&self.par, x.read(), dy.read(), dw.write(), s, col) }
     }
