@@ -34,6 +34,23 @@ pub struct BenchResult {
     pub bytes: u64,
     pub peak_bytes: u64,
     pub last_loss: f64,
+    /// Mean host seconds per counted step in each part of the step (see [`HostSplit`]).
+    pub host: HostSplit,
+}
+
+/// Where a step's wall time goes on the host, as means over the counted steps. On a GPU the
+/// recording parts are the host's encoding of the dispatches, and `wait` is the one wait for
+/// the device; whatever the parts leave of the wall step is the host's work after the wait
+/// (reading the statistics and timestamps back).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostSplit {
+    /// Handing the batch to the backend (a GPU's copy into the upload staging memory).
+    pub upload_s: f64,
+    /// Recording the forward and loss, without the upload.
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub update_s: f64,
+    pub wait_s: f64,
 }
 
 /// One step's random images `[batch][c][h][w]` in [0, 1) and truths `[batch][max_boxes][5]`.
@@ -78,6 +95,7 @@ pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usiz
     let first_step_s = first.elapsed().as_secs_f64() / warmup.max(1) as f64;
     let mut kernels = KernelTable::default();
     let mut last_loss = 0.0;
+    let mut host = HostSplit::default();
     let t0 = Instant::now();
     for _ in 0..steps {
         let r = trainer.step(&images, &truths)?;
@@ -85,8 +103,21 @@ pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usiz
             kernels.add_step(&r.timings);
         }
         last_loss = r.loss;
+        host.upload_s += r.t_upload;
+        host.forward_s += r.t_forward - r.t_upload;
+        host.backward_s += r.t_backward;
+        host.update_s += r.t_update;
+        host.wait_s += r.t_sync;
     }
     let wall = t0.elapsed().as_secs_f64();
+    let per = steps.max(1) as f64;
+    let host = HostSplit {
+        upload_s: host.upload_s / per,
+        forward_s: host.forward_s / per,
+        backward_s: host.backward_s / per,
+        update_s: host.update_s / per,
+        wait_s: host.wait_s / per,
+    };
     let (bytes, peak_bytes) = trainer.net.memory_bytes();
     Ok(BenchResult {
         backend: name,
@@ -99,5 +130,6 @@ pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usiz
         bytes,
         peak_bytes,
         last_loss,
+        host,
     })
 }

@@ -63,6 +63,9 @@ pub struct StepRecord {
     pub t_backward: f64,
     pub t_update: f64,
     pub t_sync: f64,
+    /// Of `t_forward`, the seconds spent handing the batch to the backend (`set_input`: on a GPU
+    /// the copy into the upload staging memory).
+    pub t_upload: f64,
     /// Device time of every kernel launch of the step, where the backend measures it (GPU
     /// timestamps); empty otherwise.
     pub timings: Vec<DispatchTime>,
@@ -102,6 +105,7 @@ pub struct PendingUpdate {
     lr: f32,
     t_forward: f64,
     t_backward: f64,
+    t_upload: f64,
 }
 
 /// Dynamic loss scaling, for mixed precision (where small gradients would underflow f16): the
@@ -218,11 +222,12 @@ impl<B: Backend> Trainer<B> {
                 b.scal(s, &p.grad);
             }
         }
-        let (mut t_forward, mut t_backward) = (0.0, 0.0);
+        let (mut t_forward, mut t_backward, mut t_upload) = (0.0, 0.0, 0.0);
         for pass in 0..net.subdivisions {
             let t0 = Instant::now();
             let r = pass * mb..(pass + 1) * mb;
             net.set_input(&images[r.start * per_img..r.end * per_img], &truths[r.start * per_truth..r.end * per_truth])?;
+            t_upload += t0.elapsed().as_secs_f64();
             net.forward(Mode::Train, pass, iteration);
             if let Some(s) = scale {
                 // The loss layers wrote their gradients in the forward; everything below is
@@ -246,13 +251,13 @@ impl<B: Backend> Trainer<B> {
         if let Some(f) = net.fault {
             net.inject_fault(f.layer, TensorPhase::Backward);
         }
-        Ok(PendingUpdate { iteration, lr, t_forward, t_backward })
+        Ok(PendingUpdate { iteration, lr, t_forward, t_backward, t_upload })
     }
 
     /// The second half of [`Trainer::step`]: the optimiser update, the state check and the
     /// step's one readback.
     pub fn apply_update(&mut self, pending: PendingUpdate) -> Result<StepRecord, TrainError> {
-        let PendingUpdate { iteration, lr, t_forward, t_backward } = pending;
+        let PendingUpdate { iteration, lr, t_forward, t_backward, t_upload } = pending;
         let net = &self.net;
         let b = &net.backend;
         let n = self.step_images();
@@ -292,6 +297,7 @@ impl<B: Backend> Trainer<B> {
         let mut rec = self.record(&stats, iteration, lr);
         rec.t_forward = t_forward;
         rec.t_backward = t_backward;
+        rec.t_upload = t_upload;
         rec.t_update = (t3 - t2).as_secs_f64();
         rec.t_sync = t_sync;
         rec.timings = timings;

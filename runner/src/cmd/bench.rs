@@ -170,6 +170,13 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         "step_s": r.step_s,
         "first_step_s": r.first_step_s,
         "build_s": r.build_s,
+        "host_s_per_step": json!({
+            "upload": r.host.upload_s,
+            "record_forward": r.host.forward_s,
+            "record_backward": r.host.backward_s,
+            "record_update": r.host.update_s,
+            "wait": r.host.wait_s,
+        }),
         "device_s_per_step": if timed { json!({
             "total": r.kernels.total_s() / r.kernels.steps.max(1) as f64,
             "forward": per_step(Phase::Forward),
@@ -221,6 +228,17 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
         println!("{what} {:.2} ms per step ({})", r.kernels.total_s() / steps * 1e3, phases.join(", "));
         print!("{}", r.kernels.top_kernels_text(15));
     }
+    let h = &r.host;
+    let parts = h.upload_s + h.forward_s + h.backward_s + h.update_s + h.wait_s;
+    println!(
+        "host ms per step: upload {:.2}, record forward {:.2} / backward {:.2} / update {:.2}, wait {:.2}, after the wait {:.2}",
+        h.upload_s * 1e3,
+        h.forward_s * 1e3,
+        h.backward_s * 1e3,
+        h.update_s * 1e3,
+        h.wait_s * 1e3,
+        (r.step_s - parts).max(0.0) * 1e3
+    );
     println!("device bytes {} (peak {})", r.bytes, r.peak_bytes);
 }
 
