@@ -9,6 +9,8 @@
 // gradient before the fused activation (recomputing the pre-activation gamma·x_norm + beta where
 // the activation's derivative needs it); bn_backward_combine accumulates dgamma/dbeta and the
 // channel's coefficients; bn_backward_apply writes dx elementwise.
+// With store_f16 the kernels round what mixed precision stores in f16 as they read or write it,
+// instead of a rounding pass over memory of their own (include/half.wgsl).
 // bn_stats_darknet_cpu instead sums the statistics as Darknet's CPU build does (BnStats::DarknetCpu,
 // for fidelity tests only).
 
@@ -40,6 +42,10 @@ struct P {
     // bn_stats_darknet_cpu: Darknet's f32 scales 1/N and 1/(N − 1).
     inv_n: f32,
     inv_n1: f32,
+    // Mixed precision: 1 = the tensor passed on is stored in f16. bn_normalize rounds y (the
+    // next layer's input), the backward rounds dy where it reads it and dx where it writes it
+    // (the convolution's gradient operand); x_norm, the pre-activation and the sums stay f32.
+    store_f16: u32,
 }
 
 const EPS: f32 = 1e-5;
@@ -199,7 +205,8 @@ fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (p.has_pre != 0u) {
         b8[p.o8 + i] = z;
     }
-    b2[p.o2 + i] = activate(z, p.act);
+    let y = activate(z, p.act);
+    b2[p.o2 + i] = select(y, round_f16_value(y), p.store_f16 != 0u);
 }
 
 // x = b1, y = b2, rolling_mean = b3, rolling_var = b4, gamma = b5, beta = b6. x may alias y.
@@ -215,7 +222,8 @@ fn bn_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 // Gradient w.r.t. the batch-norm output z at element i of channel c: dy (b1) through the fused
 // activation (output y = b2; input z = gamma·x_norm + beta, recomputed from b3, b4, b5).
 fn grad_z(i: u32, c: u32) -> f32 {
-    let dy = b1[p.o1 + i];
+    let stored = b1[p.o1 + i];
+    let dy = select(stored, round_f16_value(stored), p.store_f16 != 0u);
     if (p.act == ACT_LINEAR) {
         return dy;
     }
@@ -288,5 +296,6 @@ fn bn_backward_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let c = (i / p.spatial) % p.channels;
     let at = p.o6 + p.coefs + 4u * c;
     let dz = grad_z(i, c);
-    b7[p.o7 + i] = b6[at] * dz - b6[at + 1u] * (b6[at + 2u] + b3[p.o3 + i] * b6[at + 3u]);
+    let dx = b6[at] * dz - b6[at + 1u] * (b6[at + 2u] + b3[p.o3 + i] * b6[at + 3u]);
+    b7[p.o7 + i] = select(dx, round_f16_value(dx), p.store_f16 != 0u);
 }

@@ -228,39 +228,47 @@ pub trait Backend {
 
     /// A convolution without batch norm: `y = act(conv(x, w) + bias)`. `pre_act` receives the
     /// pre-activation when given (activations whose backward needs it); otherwise the
-    /// activation runs in place on `y`.
+    /// activation runs in place on `y`. `store`: how `y` is stored ([`Store`]).
+    #[allow(clippy::too_many_arguments)]
     fn conv_bias_activation_forward(
         &self, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, act: Activation, s: &ConvShape,
+        store: Store,
     ) {
-        plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s)
+        plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s, store)
     }
 
     /// Batch norm in training (batch statistics summed as `stats` says, running statistics
     /// updated) followed by `act`: `y = act(gamma·x_norm + beta)`. `x` may alias `y`. `pre_act`
     /// as in [`Backend::conv_bias_activation_forward`]; it must be given for activations whose
-    /// backward needs their input (`network::layer::needs_pre_activation`).
+    /// backward needs their input (`network::layer::needs_pre_activation`). `store`: how `y` is
+    /// stored ([`Store`]).
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_activation_forward(
         &self, x: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
-        stats: BnStats,
+        stats: BnStats, store: Store,
     ) {
-        plain::batchnorm_activation_forward(self, x, y, pre_act, bn, act, s, stats)
+        plain::batchnorm_activation_forward(self, x, y, pre_act, bn, act, s, stats, store)
     }
 
     /// Backward of [`Backend::batchnorm_activation_forward`]: `delta` holds dL/dy and is
-    /// overwritten with dL/dx; dgamma and dbeta accumulate.
+    /// overwritten with dL/dx; dgamma and dbeta accumulate. `store`: how the incoming and the
+    /// outgoing gradient are stored ([`Store`]).
     #[allow(clippy::too_many_arguments)]
     fn activation_batchnorm_backward(
         &self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, bn: &BnTensors<'_, Self::Buf>, act: Activation, s: &ChannelShape,
-        form: BnBackward,
+        form: BnBackward, store: Store,
     ) {
-        plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form)
+        plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form, store)
     }
 
     /// Backward of the activation and bias of [`Backend::conv_bias_activation_forward`]:
-    /// `delta` (dL/dy) becomes dL/d(conv output) in place; dbias accumulates.
-    fn activation_bias_backward(&self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, dbias: &Self::Buf, act: Activation, s: &ChannelShape) {
-        plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s)
+    /// `delta` (dL/dy) becomes dL/d(conv output) in place; dbias accumulates. `store` as in
+    /// [`Backend::activation_batchnorm_backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn activation_bias_backward(
+        &self, delta: &Self::Buf, y: &Self::Buf, pre_act: Option<&Self::Buf>, dbias: &Self::Buf, act: Activation, s: &ChannelShape, store: Store,
+    ) {
+        plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s, store)
     }
 
     // ---- reductions into a small result buffer -------------------------------------------------
@@ -270,6 +278,27 @@ pub trait Backend {
     fn sum_squares_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
     /// out[index] = 1 if any element of x is NaN or ±Inf, else 0.
     fn nonfinite_into(&self, x: &Self::Buf, out: &Self::Buf, index: usize);
+}
+
+/// How a composite layer op stores the tensor it passes on: the forward's output `y`, and in
+/// the backward the gradient it reads (as the layers above summed it) and the one it writes (the
+/// convolution GEMMs' operand). Mixed precision stores them in f16; a backend may round them as
+/// its fused kernels read and write them rather than in passes of their own
+/// ([`Backend::round_f16`]), which is what the plain forms do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Store {
+    /// As computed.
+    #[default]
+    F32,
+    /// Rounded to the nearest f16 value (kept in f32 buffers).
+    F16,
+}
+
+/// [`Backend::round_f16`] of `x` in place when `store` is [`Store::F16`].
+pub fn store_in_place<B: Backend + ?Sized>(b: &B, x: &B::Buf, store: Store) {
+    if store == Store::F16 {
+        b.round_f16(x, x);
+    }
 }
 
 /// What the convolution GEMMs' operands hold ([`Backend::set_gemm_operands`]).
@@ -285,13 +314,13 @@ pub enum GemmOperands {
 /// The composite ops as plain ops: the trait's default bodies, callable by a backend that
 /// overrides a composite but keeps the plain form reachable (the CPU's reference mode).
 pub mod plain {
-    use super::{Backend, BnTensors};
+    use super::{Backend, BnTensors, Store, store_in_place};
     use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape};
 
-    /// [`Backend::conv_bias_activation_forward`] as conv, bias add, activation.
+    /// [`Backend::conv_bias_activation_forward`] as conv, bias add, activation, rounding.
     #[allow(clippy::too_many_arguments)]
     pub fn conv_bias_activation_forward<B: Backend + ?Sized>(
-        b: &B, x: &B::Buf, w: &B::Buf, bias: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, act: Activation, s: &ConvShape,
+        b: &B, x: &B::Buf, w: &B::Buf, bias: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, act: Activation, s: &ConvShape, store: Store,
     ) {
         let target = pre_act.unwrap_or(y);
         b.conv_forward(x, w, target, s);
@@ -299,13 +328,14 @@ pub mod plain {
         if act != Activation::Linear || pre_act.is_some() {
             b.activation_forward(target, y, act);
         }
+        store_in_place(b, y, store);
     }
 
-    /// [`Backend::batchnorm_activation_forward`] as batch norm, then activation.
+    /// [`Backend::batchnorm_activation_forward`] as batch norm, activation, rounding.
     #[allow(clippy::too_many_arguments)]
     pub fn batchnorm_activation_forward<B: Backend + ?Sized>(
         b: &B, x: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, bn: &BnTensors<'_, B::Buf>, act: Activation, s: &ChannelShape,
-        stats: BnStats,
+        stats: BnStats, store: Store,
     ) {
         let target = pre_act.unwrap_or(y);
         b.batchnorm_forward_train(
@@ -315,27 +345,35 @@ pub mod plain {
         if act != Activation::Linear || pre_act.is_some() {
             b.activation_forward(target, y, act);
         }
+        store_in_place(b, y, store);
     }
 
-    /// [`Backend::activation_batchnorm_backward`] as activation backward, then batch norm backward.
+    /// [`Backend::activation_batchnorm_backward`] as rounding, activation backward, batch norm
+    /// backward, rounding.
     #[allow(clippy::too_many_arguments)]
     pub fn activation_batchnorm_backward<B: Backend + ?Sized>(
         b: &B, delta: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, bn: &BnTensors<'_, B::Buf>, act: Activation, s: &ChannelShape,
-        form: BnBackward,
+        form: BnBackward, store: Store,
     ) {
+        store_in_place(b, delta, store);
         if act != Activation::Linear {
             b.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
         }
         b.batchnorm_backward(delta, bn.x_norm, bn.var, bn.gamma, bn.dgamma, bn.dbeta, delta, s.batch, s.channels, s.spatial, form);
+        store_in_place(b, delta, store);
     }
 
-    /// [`Backend::activation_bias_backward`] as activation backward, then bias backward.
+    /// [`Backend::activation_bias_backward`] as rounding, activation backward, bias backward,
+    /// rounding.
+    #[allow(clippy::too_many_arguments)]
     pub fn activation_bias_backward<B: Backend + ?Sized>(
-        b: &B, delta: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, dbias: &B::Buf, act: Activation, s: &ChannelShape,
+        b: &B, delta: &B::Buf, y: &B::Buf, pre_act: Option<&B::Buf>, dbias: &B::Buf, act: Activation, s: &ChannelShape, store: Store,
     ) {
+        store_in_place(b, delta, store);
         if act != Activation::Linear {
             b.activation_backward(pre_act.unwrap_or(y), y, delta, delta, act);
         }
         b.bias_backward(delta, dbias, s);
+        store_in_place(b, delta, store);
     }
 }

@@ -9,7 +9,7 @@
 //!   losses and the same weights, gradients and BN statistics, float for float.
 
 use engine::Backend;
-use engine::backend::BnTensors;
+use engine::backend::{BnTensors, Store};
 use engine::cpu::{CpuBackend, CpuBuf, GemmCall};
 use engine::network::{BuildOptions, Network};
 use engine::shapes::{Activation, BnBackward, BnStats, ChannelShape, ConvShape};
@@ -136,7 +136,7 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
 // ---- fused composite ops against the reference's plain ops -------------------------------------
 
 /// Every output of the four composite ops on `be`.
-fn composites(be: &CpuBackend, act: Activation, with_pre: bool, in_place: bool, stats: BnStats, form: BnBackward) -> Vec<(String, Vec<f32>)> {
+fn composites(be: &CpuBackend, act: Activation, with_pre: bool, in_place: bool, stats: BnStats, form: BnBackward, store: Store) -> Vec<(String, Vec<f32>)> {
     // 13 channels: one run of channels whose sums the fused kernels interleave, and a shorter one.
     let cs = ChannelShape::new(3, 13, 7);
     let n = cs.len();
@@ -147,9 +147,9 @@ fn composites(be: &CpuBackend, act: Activation, with_pre: bool, in_place: bool, 
     let (x_norm, mean, var, rm, rv) = (be.alloc(n), be.alloc(cs.channels), be.alloc(cs.channels), per(11), per(12));
     let (gamma, beta, dgamma, dbeta) = (per(13), per(14), per(15), per(16));
     let bn = BnTensors { x_norm: &x_norm, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
-    be.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, stats);
+    be.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, stats, store);
     let delta = up(be, &random(n, 17));
-    be.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form);
+    be.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form, store);
     let mut out = vec![];
     for (name, buf) in [("y", &y), ("x_norm", &x_norm), ("mean", &mean), ("var", &var), ("rolling_mean", &rm), ("rolling_var", &rv), ("delta", &delta), ("dgamma", &dgamma), ("dbeta", &dbeta)] {
         out.push((format!("bn {name}"), be.download(buf)));
@@ -163,9 +163,9 @@ fn composites(be: &CpuBackend, act: Activation, with_pre: bool, in_place: bool, 
     let (cx, w, bias) = (up(be, &random(s.input_len(), 20)), up(be, &random(s.weight_len(), 21)), per(22));
     let cy = be.alloc(s.output_len());
     let cpre = with_pre.then(|| be.alloc(s.output_len()));
-    be.conv_bias_activation_forward(&cx, &w, &bias, &cy, cpre.as_ref(), act, &s);
+    be.conv_bias_activation_forward(&cx, &w, &bias, &cy, cpre.as_ref(), act, &s, store);
     let (cdelta, dbias) = (up(be, &random(s.output_len(), 23)), per(24));
-    be.activation_bias_backward(&cdelta, &cy, cpre.as_ref(), &dbias, act, &ccs);
+    be.activation_bias_backward(&cdelta, &cy, cpre.as_ref(), &dbias, act, &ccs, store);
     for (name, buf) in [("y", &cy), ("delta", &cdelta), ("dbias", &dbias)] {
         out.push((format!("conv {name}"), be.download(buf)));
     }
@@ -183,11 +183,14 @@ fn fused_composite_ops_equal_the_plain_reference() {
         for with_pre in [false, true] {
             for in_place in [false, true] {
                 for (stats, form) in [(BnStats::Accurate, BnBackward::Exact), (BnStats::DarknetCpu, BnBackward::DarknetCpu)] {
-                    let want = composites(&reference, act, with_pre, in_place, stats, form);
-                    for threads in [1, 3] {
-                        let got = composites(&CpuBackend::with_threads(threads), act, with_pre, in_place, stats, form);
-                        for ((name, g), (_, w)) in got.iter().zip(&want) {
-                            assert_eq!(bits(g), bits(w), "{name}: {act:?}, pre {with_pre}, in place {in_place}, {stats:?}/{form:?}, {threads} threads");
+                    for store in [Store::F32, Store::F16] {
+                        let want = composites(&reference, act, with_pre, in_place, stats, form, store);
+                        for threads in [1, 3] {
+                            let got = composites(&CpuBackend::with_threads(threads), act, with_pre, in_place, stats, form, store);
+                            for ((name, g), (_, w)) in got.iter().zip(&want) {
+                                let case = format!("{act:?}, pre {with_pre}, in place {in_place}, {stats:?}/{form:?}, {store:?}, {threads} threads");
+                                assert_eq!(bits(g), bits(w), "{name}: {case}");
+                            }
                         }
                     }
                 }

@@ -8,7 +8,7 @@
 
 
 use engine::Backend;
-use engine::backend::BnTensors;
+use engine::backend::{BnTensors, Store};
 use engine::cpu::CpuBackend;
 use engine::gpu::{AdapterSelector, GpuBackend, GpuBuf};
 use engine::network::layer::needs_pre_activation;
@@ -339,10 +339,10 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
         let (gamma, beta) = (upb(b, &data(cs.channels, seed + 3, 0.5, 1.5)), upb(b, &data(cs.channels, seed + 4, -0.5, 0.5)));
         let (dgamma, dbeta) = (upb(b, &data(cs.channels, seed + 5, -1.0, 1.0)), upb(b, &data(cs.channels, seed + 6, -1.0, 1.0)));
         let bn = BnTensors { x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
-        b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, BnStats::Accurate);
+        b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, BnStats::Accurate, Store::F32);
         let delta = upb(b, &data(nn, seed + 7, -1.0, 1.0));
         let form = if i == 0 { BnBackward::DarknetCpu } else { BnBackward::Exact };
-        b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form);
+        b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form, Store::F32);
         let mut outs = vec![("y", &y), ("x_norm", &xn), ("mean", &mean), ("var", &var), ("rolling_mean", &rm), ("rolling_var", &rv)];
         outs.extend([("dx", &delta), ("dgamma", &dgamma), ("dbeta", &dbeta)]);
         if let Some(p) = &pre {
@@ -359,12 +359,12 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
         let w = upb(b, &data(s.weight_len(), seed + 1, -0.5, 0.5));
         let bias = upb(b, &data(s.filters, seed + 2, -1.0, 1.0));
         let y = b.alloc(s.output_len());
-        b.conv_bias_activation_forward(&x, &w, &bias, &y, None, act, &s);
+        b.conv_bias_activation_forward(&x, &w, &bias, &y, None, act, &s, Store::F32);
         put(&format!("conv_bias_activation {act:?}"), Tol::Sum, b.download(&y));
         let delta = upb(b, &data(s.output_len(), seed + 3, -1.0, 1.0));
         let dbias = upb(b, &data(s.filters, seed + 4, -1.0, 1.0));
         let cs = ChannelShape::new(s.batch, s.filters, s.out_h * s.out_w);
-        b.activation_bias_backward(&delta, &y, None, &dbias, act, &cs);
+        b.activation_bias_backward(&delta, &y, None, &dbias, act, &cs, Store::F32);
         put(&format!("activation_bias_backward {act:?} delta"), Tol::Elem, b.download(&delta));
         put(&format!("activation_bias_backward {act:?} dbias"), Tol::Sum, b.download(&dbias));
     }

@@ -6,7 +6,7 @@ use super::{
     CpuBackend, CpuBuf, Queue, activation, assert_disjoint, batchnorm, bias, blas, conv, cost, dropout, fused, half, inout, optim, pool, read_slice,
     reduce, resample, route, softmax, write_slice, yolo,
 };
-use crate::backend::{Backend, BnTensors, GemmOperands, plain};
+use crate::backend::{Backend, BnTensors, GemmOperands, Store, plain, store_in_place};
 use crate::profile::{DispatchTime, Scope, Work};
 use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
 
@@ -388,12 +388,78 @@ impl Backend for CpuBackend {
     }
 
     // ---- composite ops: fused unless this is the reference -------------------------------------
+    // Mixed precision's rounding (`store`) stays a pass of its own after or before the fused
+    // work: the CPU twin's speed in mixed precision is not what these kernels are for.
     fn conv_bias_activation_forward(
         &self, x: &CpuBuf, w: &CpuBuf, bias: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, act: Activation, s: &ConvShape,
+        store: Store,
     ) {
         if !self.fused {
-            return plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s);
+            return plain::conv_bias_activation_forward(self, x, w, bias, y, pre_act, act, s, store);
         }
+        self.conv_bias_activation_fused(x, w, bias, y, pre_act, act, s);
+        store_in_place(self, y, store);
+    }
+
+    fn batchnorm_activation_forward(
+        &self, x: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, bn: &BnTensors<'_, CpuBuf>, act: Activation, s: &ChannelShape,
+        stats: BnStats, store: Store,
+    ) {
+        if !self.fused {
+            return plain::batchnorm_activation_forward(self, x, y, pre_act, bn, act, s, stats, store);
+        }
+        self.batchnorm_activation_fused(x, y, pre_act, bn, act, s, stats);
+        store_in_place(self, y, store);
+    }
+
+    fn activation_batchnorm_backward(
+        &self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, bn: &BnTensors<'_, CpuBuf>, act: Activation, s: &ChannelShape,
+        form: BnBackward, store: Store,
+    ) {
+        if !self.fused {
+            return plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form, store);
+        }
+        store_in_place(self, delta, store);
+        self.activation_batchnorm_backward_fused(delta, y, pre_act, bn, act, s, form);
+        store_in_place(self, delta, store);
+    }
+
+    fn activation_bias_backward(
+        &self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, dbias: &CpuBuf, act: Activation, s: &ChannelShape, store: Store,
+    ) {
+        if !self.fused {
+            return plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s, store);
+        }
+        store_in_place(self, delta, store);
+        self.activation_bias_backward_fused(delta, y, pre_act, dbias, act, s);
+        store_in_place(self, delta, store);
+    }
+
+    // ---- reductions ----------------------------------------------------------------------------
+    fn sum_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
+        let _q = self.op("sum_into", Work::elementwise(x.len, 1, 0, 1), &[x, out]);
+        out.cells()[index].set(reduce::sum(x.cells()));
+    }
+    fn sum_squares_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
+        let _q = self.op("sum_squares_into", Work::elementwise(x.len, 1, 0, 2), &[x, out]);
+        out.cells()[index].set(reduce::sum_squares(x.cells()));
+    }
+    fn nonfinite_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
+        let _q = self.op("nonfinite_into", Work::elementwise(x.len, 1, 0, 1), &[x, out]);
+        // SAFETY: under the queue lock; nothing writes x while the flag is computed, and `out`
+        // is written only after the slice is gone.
+        let bad = reduce::any_nonfinite(&self.par, unsafe { x.read() });
+        out.cells()[index].set(if bad { 1.0 } else { 0.0 });
+    }
+}
+
+/// The fused bodies of the composite ops (`Backend` impl above), without mixed precision's
+/// rounding.
+impl CpuBackend {
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bias_activation_fused(
+        &self, x: &CpuBuf, w: &CpuBuf, bias: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, act: Activation, s: &ConvShape,
+    ) {
         const OP: &str = "conv_bias_activation_forward";
         self.check_gemm_operands(OP, &[("x", x), ("w", w)]);
         let mut work = conv_work(s);
@@ -413,13 +479,11 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn batchnorm_activation_forward(
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_activation_fused(
         &self, x: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, bn: &BnTensors<'_, CpuBuf>, act: Activation, s: &ChannelShape,
         stats: BnStats,
     ) {
-        if !self.fused {
-            return plain::batchnorm_activation_forward(self, x, y, pre_act, bn, act, s, stats);
-        }
         const OP: &str = "batchnorm_activation_forward";
         let writes = 2 + usize::from(pre_act.is_some());
         let per_channel = [bn.mean, bn.var, bn.rolling_mean, bn.rolling_var];
@@ -444,13 +508,11 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn activation_batchnorm_backward(
+    #[allow(clippy::too_many_arguments)]
+    fn activation_batchnorm_backward_fused(
         &self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, bn: &BnTensors<'_, CpuBuf>, act: Activation, s: &ChannelShape,
         form: BnBackward,
     ) {
-        if !self.fused {
-            return plain::activation_batchnorm_backward(self, delta, y, pre_act, bn, act, s, form);
-        }
         const OP: &str = "activation_batchnorm_backward";
         // A linear activation never reads the output, which the memory plan may then reuse
         // for the gradient: it is left out of the disjointness check and not read.
@@ -472,10 +534,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn activation_bias_backward(&self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, dbias: &CpuBuf, act: Activation, s: &ChannelShape) {
-        if !self.fused {
-            return plain::activation_bias_backward(self, delta, y, pre_act, dbias, act, s);
-        }
+    fn activation_bias_backward_fused(&self, delta: &CpuBuf, y: &CpuBuf, pre_act: Option<&CpuBuf>, dbias: &CpuBuf, act: Activation, s: &ChannelShape) {
         const OP: &str = "activation_bias_backward";
         // As in activation_batchnorm_backward: a linear activation never reads the output.
         let reads_y = act != Activation::Linear;
@@ -486,22 +545,5 @@ impl Backend for CpuBackend {
         // SAFETY: the outputs are disjoint from the inputs and each other (asserted), under the
         // queue lock.
         unsafe { fused::activation_bias_backward(&self.par, delta.write(), reads_y.then(|| y.read()), pre_act.map(|p| p.read()), dbias.write(), act, s) }
-    }
-
-    // ---- reductions ----------------------------------------------------------------------------
-    fn sum_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
-        let _q = self.op("sum_into", Work::elementwise(x.len, 1, 0, 1), &[x, out]);
-        out.cells()[index].set(reduce::sum(x.cells()));
-    }
-    fn sum_squares_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
-        let _q = self.op("sum_squares_into", Work::elementwise(x.len, 1, 0, 2), &[x, out]);
-        out.cells()[index].set(reduce::sum_squares(x.cells()));
-    }
-    fn nonfinite_into(&self, x: &CpuBuf, out: &CpuBuf, index: usize) {
-        let _q = self.op("nonfinite_into", Work::elementwise(x.len, 1, 0, 1), &[x, out]);
-        // SAFETY: under the queue lock; nothing writes x while the flag is computed, and `out`
-        // is written only after the slice is gone.
-        let bad = reduce::any_nonfinite(&self.par, unsafe { x.read() });
-        out.cells()[index].set(if bad { 1.0 } else { 0.0 });
     }
 }

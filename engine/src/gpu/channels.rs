@@ -16,7 +16,7 @@ use super::chunk::Images;
 use super::params::{BiasP, BnP, off, u};
 use super::pipelines::{GemmTile, Kernel, bn_form_code};
 use super::{GpuBackend, GpuBuf};
-use crate::backend::BnTensors;
+use crate::backend::{BnTensors, Store};
 use crate::profile::Work;
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape};
 
@@ -144,11 +144,11 @@ impl GpuBackend {
     }
 
     /// Training forward of batch norm with `act` fused into the write-out; `pre` receives the
-    /// pre-activation when given.
+    /// pre-activation when given; `y` is rounded to f16 as it is written under [`Store::F16`].
     #[allow(clippy::too_many_arguments)]
     pub(super) fn bn_forward_fused(
         &self, x: &GpuBuf, y: &GpuBuf, pre: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
-        stats: BnStats,
+        stats: BnStats, store: Store,
     ) {
         let n = s.len();
         for (w, b) in [("x", x), ("y", y), ("x_norm", bn.x_norm)] {
@@ -177,6 +177,7 @@ impl GpuBackend {
                 o8: off(v[7]),
                 act: act.code(),
                 has_pre: u32::from(pre.is_some()),
+                store_f16: u32::from(store == Store::F16),
                 ..bn_params(s, Chunks::of(s))
             };
             let n = r.count * img;
@@ -186,10 +187,12 @@ impl GpuBackend {
     }
 
     /// Backward through `act` and batch norm: `dy` (gradient w.r.t. the activation's output `y`)
-    /// → `dx` (may alias `dy`); dgamma and dbeta accumulate.
+    /// → `dx` (may alias `dy`); dgamma and dbeta accumulate. Under [`Store::F16`] `dy` is rounded
+    /// to f16 wherever it is read and `dx` as it is written.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn bn_backward_fused(
         &self, dy: &GpuBuf, y: &GpuBuf, dx: &GpuBuf, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape, form: BnBackward,
+        store: Store,
     ) {
         let n = s.len();
         for (w, b) in [("dy", dy), ("y", y), ("x_norm", bn.x_norm), ("dx", dx)] {
@@ -202,7 +205,7 @@ impl GpuBackend {
         let split = [(dy, img), (y, img), (bn.x_norm, img), (dx, img)];
         let (ch, ranges) = self.channel_ranges("batchnorm_backward", s, &split);
         let scratch = self.channel_scratch(2 * s.channels * ch.count + 4 * s.channels);
-        let base = BnP { act: act.code(), form: bn_form_code(form), ..bn_params(s, ch) };
+        let base = BnP { act: act.code(), form: bn_form_code(form), store_f16: u32::from(store == Store::F16), ..bn_params(s, ch) };
         let reads = if act == Activation::Linear { 2 } else { 3 };
         let t = GemmTile::DEFAULT;
         let mut rec = self.lock();

@@ -4,7 +4,7 @@ use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, HalfP, SoftmaxP, O
 use super::chunk::{Images, images};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
-use crate::backend::{Backend, BnTensors, GemmOperands};
+use crate::backend::{Backend, BnTensors, GemmOperands, Store, store_in_place};
 use crate::profile::{DispatchTime, Scope, Work};
 use crate::yolo_stats::STATS_LEN;
 use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
@@ -201,7 +201,7 @@ impl Backend for GpuBackend {
     ) {
         // The gradient slots are not touched by the forward.
         let bn = BnTensors { x_norm, mean, var, rolling_mean, rolling_var, gamma, beta, dgamma: gamma, dbeta: beta };
-        self.bn_forward_fused(x, y, None, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial), stats);
+        self.bn_forward_fused(x, y, None, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial), stats, Store::F32);
     }
 
     fn batchnorm_forward_infer(
@@ -233,7 +233,7 @@ impl Backend for GpuBackend {
     ) {
         // Without an activation neither y nor beta is read: bind views that have the right length.
         let bn = BnTensors { x_norm, mean: var, var, rolling_mean: var, rolling_var: var, gamma, beta: gamma, dgamma, dbeta };
-        self.bn_backward_fused(dy, dy, dx, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial), form);
+        self.bn_backward_fused(dy, dy, dx, &bn, Activation::Linear, &ChannelShape::new(batch, channels, spatial), form, Store::F32);
     }
 
     // ---- activations ----------------------------------------------------------------------------
@@ -479,29 +479,32 @@ impl Backend for GpuBackend {
     // ---- composite ops: fused kernels (the CPU keeps the plain-op defaults) -------------------------
     fn conv_bias_activation_forward(
         &self, x: &GpuBuf, w: &GpuBuf, bias: &GpuBuf, y: &GpuBuf, pre_act: Option<&GpuBuf>, act: Activation, s: &ConvShape,
+        store: Store,
     ) {
-        // The bias is added in the GEMM's write-out.
+        // The bias is added in the GEMM's write-out. Rounding stays a pass of its own: in
+        // yolov4-tiny only the two small convolutions before the [yolo] heads come here.
         let target = pre_act.unwrap_or(y);
         self.conv_forward_into(x, w, target, Some(bias), s);
         if act != Activation::Linear || pre_act.is_some() {
             self.activation_forward(target, y, act);
         }
+        store_in_place(self, y, store);
     }
 
     fn batchnorm_activation_forward(
         &self, x: &GpuBuf, y: &GpuBuf, pre_act: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
-        stats: BnStats,
+        stats: BnStats, store: Store,
     ) {
-        self.bn_forward_fused(x, y, pre_act, bn, act, s, stats);
+        self.bn_forward_fused(x, y, pre_act, bn, act, s, stats, store);
     }
 
     fn activation_batchnorm_backward(
         &self, delta: &GpuBuf, y: &GpuBuf, _pre_act: Option<&GpuBuf>, bn: &BnTensors<'_, GpuBuf>, act: Activation, s: &ChannelShape,
-        form: BnBackward,
+        form: BnBackward, store: Store,
     ) {
         // The fused kernels recompute the pre-activation (gamma·x_norm + beta) where the
         // activation's derivative needs it, so pre_act is not read.
-        self.bn_backward_fused(delta, y, delta, bn, act, s, form);
+        self.bn_backward_fused(delta, y, delta, bn, act, s, form, store);
     }
 
     // ---- reductions -------------------------------------------------------------------------------

@@ -96,6 +96,8 @@ params! {
         chunks: u32, ppc: u32, pieces: u32, piece_len: u32, coefs: u32,
         /// bn_stats_darknet_cpu: Darknet's f32 scales 1/N and 1/(N − 1).
         inv_n: f32, inv_n1: f32,
+        /// 1: round y (bn_normalize), and dy where read and dx where written (backward), to f16.
+        store_f16: u32,
     }
 }
 

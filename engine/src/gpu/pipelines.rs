@@ -133,10 +133,12 @@ impl Module {
         const ACT: &str = include_str!("../../../shaders-wgsl/include/act.wgsl");
         const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
         const CONV_GATHER: &str = include_str!("../../../shaders-wgsl/include/conv_gather.wgsl");
+        const HALF: &str = include_str!("../../../shaders-wgsl/include/half.wgsl");
         match self {
             Module::Conv | Module::ConvMixed => &[CONV_GATHER],
             Module::Activation => &[ACT],
-            Module::Batchnorm => &[ACT, REDUCE],
+            Module::Batchnorm => &[ACT, REDUCE, HALF],
+            Module::Half => &[HALF],
             Module::Bias | Module::Pool | Module::Route | Module::Softmax | Module::Cost => &[REDUCE],
             _ => &[],
         }

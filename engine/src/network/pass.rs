@@ -3,7 +3,7 @@
 use super::layer::{BatchNorm, Conv, Layer, LayerOp, Param};
 use super::plan::{Step, TensorKind};
 use super::{Mode, Network};
-use crate::backend::{Backend, BnTensors, GemmOperands};
+use crate::backend::{Backend, BnTensors, GemmOperands, Store};
 use crate::profile::{Phase, Scope};
 use crate::rng::dropout_seed;
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, SliceCopy};
@@ -94,6 +94,27 @@ impl<B: Backend> Network<B> {
         }
     }
 
+    /// How the composite conv ops store what they pass on.
+    fn store(&self) -> Store {
+        if self.mixed() { Store::F16 } else { Store::F32 }
+    }
+
+    /// Whether layer `i`'s output already holds what f16 storage would after its forward, so
+    /// that rounding it again would change nothing: the composite conv ops round it as they
+    /// write it, and route, maxpool, reorg and upsample at scale 1 pass on values of their
+    /// inputs, which are stored in f16 themselves (unless a loss layer wrote them).
+    fn output_in_f16(&self, i: usize, mode: Mode) -> bool {
+        let stored = |j: usize| !self.layers[j].op.is_loss();
+        let input_stored = i == 0 || stored(i - 1);
+        match &self.layers[i].op {
+            LayerOp::Conv(c) => mode == Mode::Train || c.bn.is_none(),
+            LayerOp::Route { inputs, .. } => inputs.iter().all(|&j| stored(j)),
+            LayerOp::Maxpool(_) | LayerOp::Reorg(_) => input_stored,
+            LayerOp::Upsample(s) => input_stored && s.scale == 1.0,
+            _ => false,
+        }
+    }
+
     /// Gradients whose lifetime starts at step `t` start at zero (they accumulate).
     fn zero_before(&self, t: usize) {
         for &k in &self.plan.zero[t] {
@@ -141,7 +162,7 @@ impl<B: Backend> Network<B> {
                                     (t.rolling_mean, t.rolling_var) = (&rm, &rv);
                                 }
                                 let stats = if self.darknet_cpu.bn_f32_stats { BnStats::DarknetCpu } else { BnStats::Accurate };
-                                b.batchnorm_activation_forward(&bn.conv_out, &l.output, c.pre_act.as_ref(), &t, c.activation, &cs, stats)
+                                b.batchnorm_activation_forward(&bn.conv_out, &l.output, c.pre_act.as_ref(), &t, c.activation, &cs, stats, self.store())
                             }
                             Mode::Infer => {
                                 let target = c.pre_act.as_ref().unwrap_or(&l.output);
@@ -156,7 +177,7 @@ impl<B: Backend> Network<B> {
                         }
                     }
                     None => b.conv_bias_activation_forward(
-                        x, c.gemm_weights(), &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape,
+                        x, c.gemm_weights(), &c.biases.value, &l.output, c.pre_act.as_ref(), c.activation, &c.shape, self.store(),
                     ),
                 }
             }
@@ -231,7 +252,9 @@ impl<B: Backend> Network<B> {
                 }
             },
         }
-        self.store_half(l, &l.output);
+        if !self.output_in_f16(i, mode) {
+            self.store_half(l, &l.output);
+        }
         if !recompute {
             self.inject_fault(i, super::TensorPhase::Forward);
         }
@@ -276,20 +299,24 @@ impl<B: Backend> Network<B> {
         let dx = self.input_delta_of(i);
         let spatial_in = l.input.h * l.input.w;
         b.set_scope(Scope::layer(i, l.kind_name(), Phase::Backward));
-        // The gradient with respect to the output, as the layers above summed it.
-        self.store_half(l, &l.delta);
+        // The gradient with respect to the output, as the layers above summed it (the conv
+        // composites round it themselves, as they read it).
+        if !matches!(l.op, LayerOp::Conv(_)) {
+            self.store_half(l, &l.delta);
+        }
         match &l.op {
             LayerOp::Conv(c) => {
                 let cs = ChannelShape::new(mb, c.shape.filters, c.shape.out_h * c.shape.out_w);
+                // The composite leaves the GEMMs' operand, the gradient with respect to the
+                // convolution's output, stored as `store` says.
+                let store = self.store();
                 match &c.bn {
                     Some(bn) => {
                         let form = if self.darknet_cpu.bn_backward { BnBackward::DarknetCpu } else { BnBackward::Exact };
-                        b.activation_batchnorm_backward(&l.delta, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs, form);
+                        b.activation_batchnorm_backward(&l.delta, &l.output, c.pre_act.as_ref(), &bn_tensors(c, bn), c.activation, &cs, form, store);
                     }
-                    None => b.activation_bias_backward(&l.delta, &l.output, c.pre_act.as_ref(), &c.biases.grad, c.activation, &cs),
+                    None => b.activation_bias_backward(&l.delta, &l.output, c.pre_act.as_ref(), &c.biases.grad, c.activation, &cs, store),
                 }
-                // The GEMMs' operand: the gradient with respect to the convolution's output.
-                self.store_half(l, &l.delta);
                 b.conv_backward_weights(x, &l.delta, &c.weights.grad, &c.shape);
                 if let Some(dx) = dx {
                     if self.darknet_cpu.conv_overwrites_input_grad {

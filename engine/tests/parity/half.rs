@@ -45,3 +45,85 @@ fn f16_value(h: u32) -> f32 {
     let m = (h & 0x3ff) as f64;
     (if e == 0 { m * 2f64.powi(-24) } else { (1.0 + m / 1024.0) * 2f64.powi(e - 15) }) as f32
 }
+
+/// The composite conv ops with `Store::F16` equal, bit for bit, the same ops with `Store::F32`
+/// and a `round_f16` pass wherever mixed precision stores in f16: the forward's output after the
+/// op, the backward's incoming gradient before it and its outgoing gradient after it. On the GPU
+/// this checks batchnorm.wgsl's rounding as it reads and writes against half.wgsl's pass; on
+/// the CPU, the composites' rounding against the same passes. Every other output (x_norm, the
+/// statistics, dgamma/dbeta, dbias, the pre-activation) is unchanged, also bit for bit.
+#[test]
+fn composites_store_f16_as_rounding_passes() {
+    let g = gpu_or_skip!();
+    stores_equal_rounding_passes(g, "gpu");
+    stores_equal_rounding_passes(&CpuBackend::new(), "cpu");
+}
+
+fn stores_equal_rounding_passes<B: Backend>(b: &B, name: &str) {
+    for (i, act) in [Activation::Leaky, Activation::Linear, Activation::Mish].into_iter().enumerate() {
+        let fused = composite_outputs(b, act, 700 + 10 * i as u64, true);
+        let passes = composite_outputs(b, act, 700 + 10 * i as u64, false);
+        for ((what, f), (_, p)) in fused.iter().zip(&passes) {
+            let rounded = f.iter().filter(|v| engine::cpu::round_f16(**v).to_bits() == v.to_bits()).count();
+            assert_eq!(f.len(), p.len(), "{name} {what} {act:?}");
+            for (k, (x, y)) in f.iter().zip(p).enumerate() {
+                assert_eq!(x.to_bits(), y.to_bits(), "{name} {what} {act:?}[{k}]: Store::F16 {x:e}, rounding passes {y:e}");
+            }
+            // The stored outputs must hold f16 values (else neither side rounded).
+            if what.contains(" stored ") {
+                assert_eq!(rounded, f.len(), "{name} {what} {act:?} holds only f16 values");
+            }
+        }
+    }
+}
+
+/// Every output of the BN composite (forward and backward) and of the bias composite, stored in
+/// f16: by the ops themselves (`fused`) or by `round_f16` passes around `Store::F32` ops. Labels
+/// of tensors mixed precision stores in f16 start with "stored".
+fn composite_outputs<B: Backend>(b: &B, act: Activation, seed: u64, fused: bool) -> Vec<(String, Vec<f32>)> {
+    use engine::backend::Store;
+    let store = if fused { Store::F16 } else { Store::F32 };
+    let round = |buf: &B::Buf| {
+        if !fused {
+            b.round_f16(buf, buf);
+        }
+    };
+    let cs = ChannelShape::new(3, 6, 47);
+    let nn = cs.len();
+    let x = upb(b, &data(nn, seed, -2.0, 3.0));
+    let y = b.alloc(nn);
+    let pre = needs_pre_activation(act).then(|| b.alloc(nn));
+    let (xn, mean, var) = (b.alloc(nn), b.alloc(cs.channels), b.alloc(cs.channels));
+    let (rm, rv) = (upb(b, &data(cs.channels, seed + 1, -0.1, 0.1)), upb(b, &data(cs.channels, seed + 2, 0.5, 1.0)));
+    let (gamma, beta) = (upb(b, &data(cs.channels, seed + 3, 0.5, 1.5)), upb(b, &data(cs.channels, seed + 4, -0.5, 0.5)));
+    let (dgamma, dbeta) = (upb(b, &data(cs.channels, seed + 5, -1.0, 1.0)), upb(b, &data(cs.channels, seed + 6, -1.0, 1.0)));
+    let bn = BnTensors { x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
+    b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, BnStats::Accurate, store);
+    round(&y);
+    let delta = upb(b, &data(nn, seed + 7, -1.0, 1.0));
+    round(&delta);
+    b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, BnBackward::Exact, store);
+    round(&delta);
+    let mut out = vec![("stored y", &y), ("stored dx", &delta), ("x_norm", &xn), ("mean", &mean), ("var", &var)];
+    out.extend([("rolling_mean", &rm), ("rolling_var", &rv), ("dgamma", &dgamma), ("dbeta", &dbeta)]);
+    out.extend(pre.as_ref().map(|p| ("pre-activation", p)));
+    let mut got: Vec<(String, Vec<f32>)> = out.into_iter().map(|(n, buf)| (format!("batchnorm {n}"), b.download(buf))).collect();
+
+    let s = ConvShape::new(2, 8, 7, 6, 19, 3, 1, 1, 1);
+    let cx = upb(b, &data(s.input_len(), seed + 8, -1.0, 1.0).iter().map(|&v| engine::cpu::round_f16(v)).collect::<Vec<_>>());
+    let w = upb(b, &data(s.weight_len(), seed + 9, -0.5, 0.5).iter().map(|&v| engine::cpu::round_f16(v)).collect::<Vec<_>>());
+    let bias = upb(b, &data(s.filters, seed + 10, -1.0, 1.0));
+    let cy = b.alloc(s.output_len());
+    let cpre = needs_pre_activation(act).then(|| b.alloc(s.output_len()));
+    b.conv_bias_activation_forward(&cx, &w, &bias, &cy, cpre.as_ref(), act, &s, store);
+    round(&cy);
+    let ccs = ChannelShape::new(s.batch, s.filters, s.out_h * s.out_w);
+    let (cdelta, dbias) = (upb(b, &data(s.output_len(), seed + 11, -1.0, 1.0)), upb(b, &data(s.filters, seed + 12, -1.0, 1.0)));
+    round(&cdelta);
+    b.activation_bias_backward(&cdelta, &cy, cpre.as_ref(), &dbias, act, &ccs, store);
+    round(&cdelta);
+    let mut conv = vec![("stored y", &cy), ("stored delta", &cdelta), ("dbias", &dbias)];
+    conv.extend(cpre.as_ref().map(|p| ("pre-activation", p)));
+    got.extend(conv.into_iter().map(|(n, buf)| (format!("conv_bias_activation {n}"), b.download(buf))));
+    got
+}
