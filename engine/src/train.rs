@@ -286,9 +286,9 @@ impl<B: Backend> Trainer<B> {
             }
         }
         let t3 = Instant::now();
-        // The only read of the step. On a GPU it submits everything recorded since the last
-        // upload in one submission (with subdivisions, each pass's input upload submits the
-        // previous pass first) and waits, so `t_sync` holds the device's execution time.
+        // The only read of the step. On a GPU it submits everything recorded in the step, the
+        // uploads of every pass's input included, in one submission and waits, so `t_sync`
+        // holds the device's execution time.
         let stats = b.download(&net.stats);
         let t_sync = t3.elapsed().as_secs_f64();
         // Timestamps were resolved in the same submission: reading them waits for nothing more.

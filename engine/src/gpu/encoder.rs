@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::buffers::{GpuBuf, MemoryStats};
+use super::upload::Uploads;
 use super::pipelines::{GemmTile, Kernel, MAX_BUFFERS, PARAMS_BYTES, Pipelines};
 use crate::profile::{DispatchTime, Scope, Work};
 
@@ -65,6 +66,8 @@ pub(crate) struct Recorder {
     slots_used: u64,
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     timer: Option<Timer>,
+    /// Staging buffers of uploads (gpu/upload.rs).
+    pub(crate) uploads: Uploads,
     /// Label of the next dispatches (set by the network through `Backend::set_scope`).
     pub(crate) scope: Scope,
     /// Statistics for tests and reports.
@@ -112,6 +115,7 @@ impl Recorder {
             slots_used: 0,
             bind_groups: HashMap::new(),
             timer: None,
+            uploads: Uploads::default(),
             scope: Scope::NONE,
             dispatches: 0,
             submissions: 0,
@@ -165,6 +169,17 @@ impl Recorder {
             .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") }))
     }
 
+    /// Records a copy of `data` into `dst` at byte `offset`, in order with the work around it
+    /// (through a staging buffer of the pool, gpu/upload.rs).
+    pub(crate) fn upload(&mut self, device: &wgpu::Device, dst: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        self.pass = None;
+        let src = self.uploads.stage(device, data);
+        let encoder = self
+            .encoder
+            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") }));
+        encoder.copy_buffer_to_buffer(src, 0, dst, offset, data.len() as u64);
+    }
+
     /// Submits everything recorded so far (params first). Does not wait.
     pub(crate) fn flush(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
         self.pass = None;
@@ -196,7 +211,9 @@ impl Recorder {
         self.mirror.clear();
         self.slots_used = 0;
         self.submissions += 1;
-        Some(queue.submit([encoder.finish()]))
+        let index = queue.submit([encoder.finish()]);
+        self.uploads.submitted();
+        Some(index)
     }
 
     /// Device times of every timed dispatch submitted since the last call, in recording order.

@@ -8,6 +8,7 @@
 //! - params.rs: typed kernel parameter records, one per WGSL `struct P`.
 //! - encoder.rs: recording dispatches into one command encoder, params arena, bind-group cache,
 //!   timestamp queries.
+//! - upload.rs: host data into tensors through kept staging buffers, copies recorded in order.
 //! - ops.rs: the trait implementation (shapes → params → dispatches).
 //! - yolo.rs: the [yolo] head's passes and their cached scratch.
 //!
@@ -24,6 +25,7 @@ mod encoder;
 mod ops;
 mod params;
 mod pipelines;
+mod upload;
 mod yolo;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -267,13 +269,8 @@ impl GpuBackend {
         if data.is_empty() {
             return;
         }
-        // queue.write_buffer lands before the next submission's commands, so work already
-        // recorded (which may read the old contents) must be submitted first.
-        let mut rec = self.lock();
-        if rec.has_work() {
-            rec.flush(&self.device, &self.queue);
-        }
-        self.queue.write_buffer(buf.buffer(), buf.offset as u64 * 4, bytemuck::cast_slice(data));
+        // Recorded in order with the work around it: no submission of its own.
+        self.lock().upload(&self.device, buf.buffer(), buf.offset as u64 * 4, bytemuck::cast_slice(data));
     }
 
     fn download_data(&self, buf: &GpuBuf) -> Vec<f32> {

@@ -1,0 +1,126 @@
+//! Host data into device tensors through staging buffers the backend keeps.
+//!
+//! `queue.write_buffer` stages every call in fresh host-visible memory, and lands before the
+//! next submission's commands, so the backend had to submit the work recorded so far first: a
+//! training step's batch (133 MB for yolov4-tiny at 416×416, batch 64) cost a new mapped
+//! allocation, written while the device sat idle, and a second submission per step.
+//!
+//! Here each upload is copied into a mapped staging buffer from a pool, and the copy into the
+//! tensor is recorded in the step's encoder, in order with the dispatches around it. After the
+//! submission that holds the copy, the buffer is mapped again (`map_async`); it is back in the
+//! pool once the device has finished with it, which a step's read-back wait ensures. A steady
+//! training loop therefore reuses the same few buffers and allocates nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Staging buffers smaller than this are made at this size, so that small uploads share them.
+const MIN_STAGING: u64 = 1 << 16;
+/// Buffers the pool keeps beyond those in flight; larger uploads replace smaller buffers.
+const KEEP: usize = 4;
+
+/// Where a staging buffer stands (`Staging::state`).
+const MAPPED: u8 = 0;
+const MAPPING: u8 = 1;
+const FAILED: u8 = 2;
+
+struct Staging {
+    buf: wgpu::Buffer,
+    /// MAPPED, MAPPING or FAILED, set by the map callback.
+    state: Arc<AtomicU8>,
+}
+
+impl Staging {
+    fn size(&self) -> u64 {
+        self.buf.size()
+    }
+}
+
+/// The pool: buffers mapped and free, buffers holding a recorded copy (unmapped, waiting for
+/// the submit), and buffers being mapped again after it.
+#[derive(Default)]
+pub(crate) struct Uploads {
+    free: Vec<Staging>,
+    recorded: Vec<Staging>,
+    mapping: Vec<Staging>,
+    /// Bytes of all staging buffers (host-visible memory).
+    pub(crate) bytes: u64,
+}
+
+impl Uploads {
+    /// Copies `data` into a mapped staging buffer and returns it, unmapped, to be the source of
+    /// a copy recorded in the current encoder; [`Uploads::submitted`] must follow the submit.
+    pub(crate) fn stage(&mut self, device: &wgpu::Device, data: &[u8]) -> &wgpu::Buffer {
+        let len = data.len() as u64;
+        self.collect();
+        let fits = |s: &Staging| s.size() >= len;
+        if !self.free.iter().any(fits) && self.mapping.iter().any(fits) {
+            // A buffer that fits is still in flight: wait for the device rather than allocate.
+            if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
+                panic!("gpu: waiting for an upload buffer failed: {e}");
+            }
+            self.collect();
+        }
+        // The smallest free buffer that fits; else a new one, dropping the smallest free ones
+        // beyond what the pool keeps.
+        let pick = self.free.iter().enumerate().filter(|(_, s)| fits(s)).min_by_key(|(_, s)| s.size()).map(|(i, _)| i);
+        let staging = match pick {
+            Some(i) => self.free.swap_remove(i),
+            None => {
+                self.free.sort_by_key(Staging::size);
+                while self.free.len() >= KEEP {
+                    let old = self.free.remove(0);
+                    self.bytes -= old.size();
+                }
+                let size = len.max(MIN_STAGING).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+                self.bytes += size;
+                Staging {
+                    buf: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("upload staging"),
+                        size,
+                        usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: true,
+                    }),
+                    state: Arc::new(AtomicU8::new(MAPPED)),
+                }
+            }
+        };
+        {
+            let mut view = staging.buf.get_mapped_range_mut(..len).unwrap_or_else(|e| panic!("gpu: writing an upload buffer: {e:?}"));
+            view.copy_from_slice(data);
+        }
+        staging.buf.unmap();
+        self.recorded.push(staging);
+        &self.recorded.last().expect("just pushed").buf
+    }
+
+    /// After the submission holding the recorded copies: map their buffers again.
+    pub(crate) fn submitted(&mut self) {
+        for s in self.recorded.drain(..) {
+            s.state.store(MAPPING, Ordering::Release);
+            let state = Arc::clone(&s.state);
+            s.buf.map_async(wgpu::MapMode::Write, .., move |r| {
+                state.store(if r.is_ok() { MAPPED } else { FAILED }, Ordering::Release);
+            });
+            self.mapping.push(s);
+        }
+    }
+
+    /// Moves buffers whose mapping finished back to the free list (a failed one is dropped).
+    fn collect(&mut self) {
+        let mut i = 0;
+        while i < self.mapping.len() {
+            match self.mapping[i].state.load(Ordering::Acquire) {
+                MAPPED => {
+                    let s = self.mapping.swap_remove(i);
+                    self.free.push(s);
+                }
+                FAILED => {
+                    let s = self.mapping.swap_remove(i);
+                    self.bytes -= s.size();
+                }
+                _ => i += 1,
+            }
+        }
+    }
+}
