@@ -231,7 +231,7 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
     let h = &r.host;
     let parts = h.upload_s + h.forward_s + h.backward_s + h.update_s + h.wait_s;
     println!(
-        "host ms per step: upload {:.2}, record forward {:.2} / backward {:.2} / update {:.2}, wait {:.2}, after the wait {:.2}",
+        "host ms per step: upload {:.2}, forward {:.2} / backward {:.2} / update {:.2} (a GPU records them), wait {:.2}, after the wait {:.2}",
         h.upload_s * 1e3,
         h.forward_s * 1e3,
         h.backward_s * 1e3,
