@@ -87,7 +87,7 @@ impl Uploads {
         };
         {
             let mut view = staging.buf.get_mapped_range_mut(..len).unwrap_or_else(|e| panic!("gpu: writing an upload buffer: {e:?}"));
-            view.copy_from_slice(data);
+            copy_on_threads(view.slice(..), data);
         }
         staging.buf.unmap();
         self.recorded.push(staging);
@@ -123,4 +123,41 @@ impl Uploads {
             }
         }
     }
+}
+
+/// Bytes per thread below which a copy into staging memory stays on the calling thread.
+const BYTES_PER_THREAD: usize = 8 << 20;
+/// Most threads one copy is split over.
+const MAX_COPY_THREADS: usize = 8;
+
+/// `dst.copy_from_slice(src)`, split over scoped threads when large: staging memory is often
+/// write-combined, where one core's stores reach a fraction of the memory's bandwidth, and a
+/// step's batch is copied while the device waits for it.
+fn copy_on_threads(dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(MAX_COPY_THREADS).min(src.len() / BYTES_PER_THREAD).max(1);
+    if threads == 1 {
+        let mut dst = dst;
+        dst.copy_from_slice(src);
+        return;
+    }
+    /// A part of the mapped range, moved to the thread that writes it.
+    struct Part<'a>(wgpu::WriteOnly<'a, [u8]>);
+    // SAFETY: a WriteOnly is an exclusive, write-only view of its bytes, like `&mut [u8]`
+    // (which is Send); the parts come from `split_at`, so no two threads see the same byte, and
+    // the scope ends every thread before the mapped range is dropped.
+    unsafe impl Send for Part<'_> {}
+    let chunk = src.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut rest = dst;
+        for part in src.chunks(chunk) {
+            let (head, tail) = rest.split_at(part.len());
+            rest = tail;
+            let head = Part(head);
+            scope.spawn(move || {
+                let mut head = head;
+                head.0.copy_from_slice(part);
+            });
+        }
+    });
 }
