@@ -215,6 +215,70 @@ fn upb<B: Backend>(b: &B, v: &[f32]) -> B::Buf {
 }
 
 /// Runs every op but yolo on `b` with fixed inputs; returns named, downloaded outputs.
+/// The tensors of one batch-norm composite case: random input, statistics, parameters and
+/// incoming gradient drawn from `seed` (shared by the composite checks here and in parity/half.rs).
+struct BnCase<B: Backend> {
+    x: B::Buf,
+    y: B::Buf,
+    pre: Option<B::Buf>,
+    xn: B::Buf,
+    mean: B::Buf,
+    var: B::Buf,
+    rm: B::Buf,
+    rv: B::Buf,
+    gamma: B::Buf,
+    beta: B::Buf,
+    dgamma: B::Buf,
+    dbeta: B::Buf,
+    delta: B::Buf,
+}
+
+impl<B: Backend> BnCase<B> {
+    fn new(b: &B, cs: &ChannelShape, act: Activation, seed: u64) -> Self {
+        let (nn, c) = (cs.len(), cs.channels);
+        BnCase {
+            x: upb(b, &data(nn, seed, -2.0, 3.0)),
+            y: b.alloc(nn),
+            pre: needs_pre_activation(act).then(|| b.alloc(nn)),
+            xn: b.alloc(nn),
+            mean: b.alloc(c),
+            var: b.alloc(c),
+            rm: upb(b, &data(c, seed + 1, -0.1, 0.1)),
+            rv: upb(b, &data(c, seed + 2, 0.5, 1.0)),
+            gamma: upb(b, &data(c, seed + 3, 0.5, 1.5)),
+            beta: upb(b, &data(c, seed + 4, -0.5, 0.5)),
+            dgamma: upb(b, &data(c, seed + 5, -1.0, 1.0)),
+            dbeta: upb(b, &data(c, seed + 6, -1.0, 1.0)),
+            delta: upb(b, &data(nn, seed + 7, -1.0, 1.0)),
+        }
+    }
+
+    fn tensors(&self) -> BnTensors<'_, B::Buf> {
+        BnTensors {
+            x_norm: &self.xn, mean: &self.mean, var: &self.var, rolling_mean: &self.rm, rolling_var: &self.rv,
+            gamma: &self.gamma, beta: &self.beta, dgamma: &self.dgamma, dbeta: &self.dbeta,
+        }
+    }
+
+    /// The composite's forward and backward; `between(buf)` runs on `y` after the forward, and
+    /// on `delta` before and after the backward (where mixed precision stores in f16).
+    fn run(&self, b: &B, cs: &ChannelShape, act: Activation, form: BnBackward, store: Store, between: impl Fn(&B::Buf)) {
+        b.batchnorm_activation_forward(&self.x, &self.y, self.pre.as_ref(), &self.tensors(), act, cs, BnStats::Accurate, store);
+        between(&self.y);
+        between(&self.delta);
+        b.activation_batchnorm_backward(&self.delta, &self.y, self.pre.as_ref(), &self.tensors(), act, cs, form, store);
+        between(&self.delta);
+    }
+
+    /// Every output, named; the pre-activation last where there is one.
+    fn outputs(&self) -> Vec<(&'static str, &B::Buf)> {
+        let mut outs = vec![("y", &self.y), ("x_norm", &self.xn), ("mean", &self.mean), ("var", &self.var), ("rolling_mean", &self.rm)];
+        outs.extend([("rolling_var", &self.rv), ("dx", &self.delta), ("dgamma", &self.dgamma), ("dbeta", &self.dbeta)]);
+        outs.extend(self.pre.as_ref().map(|p| ("pre-activation", p)));
+        outs
+    }
+}
+
 fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
     let mut out = Vec::new();
     let mut put = |name: &str, tol: Tol, v: Vec<f32>| out.push((name.to_string(), tol, v));
@@ -328,27 +392,11 @@ fn every_op<B: Backend>(b: &B) -> Vec<(String, Tol, Vec<f32>)> {
 
     // composite ops: fused kernels on the GPU, the plain ops above on the CPU
     let cs = ChannelShape::new(3, 6, 47);
-    let nn = cs.len();
     for (i, act) in [Activation::Leaky, Activation::Linear, Activation::Logistic, Activation::Mish, Activation::Swish].into_iter().enumerate() {
-        let seed = 480 + 20 * i as u64;
-        let x = upb(b, &data(nn, seed, -2.0, 3.0));
-        let y = b.alloc(nn);
-        let pre = needs_pre_activation(act).then(|| b.alloc(nn));
-        let (xn, mean, var) = (b.alloc(nn), b.alloc(cs.channels), b.alloc(cs.channels));
-        let (rm, rv) = (upb(b, &data(cs.channels, seed + 1, -0.1, 0.1)), upb(b, &data(cs.channels, seed + 2, 0.5, 1.0)));
-        let (gamma, beta) = (upb(b, &data(cs.channels, seed + 3, 0.5, 1.5)), upb(b, &data(cs.channels, seed + 4, -0.5, 0.5)));
-        let (dgamma, dbeta) = (upb(b, &data(cs.channels, seed + 5, -1.0, 1.0)), upb(b, &data(cs.channels, seed + 6, -1.0, 1.0)));
-        let bn = BnTensors { x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
-        b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, BnStats::Accurate, Store::F32);
-        let delta = upb(b, &data(nn, seed + 7, -1.0, 1.0));
+        let c = BnCase::new(b, &cs, act, 480 + 20 * i as u64);
         let form = if i == 0 { BnBackward::DarknetCpu } else { BnBackward::Exact };
-        b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, form, Store::F32);
-        let mut outs = vec![("y", &y), ("x_norm", &xn), ("mean", &mean), ("var", &var), ("rolling_mean", &rm), ("rolling_var", &rv)];
-        outs.extend([("dx", &delta), ("dgamma", &dgamma), ("dbeta", &dbeta)]);
-        if let Some(p) = &pre {
-            outs.push(("pre-activation", p));
-        }
-        for (name, buf) in outs {
+        c.run(b, &cs, act, form, Store::F32, |_| {});
+        for (name, buf) in c.outputs() {
             put(&format!("batchnorm_activation {act:?} {name}"), Tol::Sum, b.download(buf));
         }
     }

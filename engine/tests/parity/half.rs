@@ -89,25 +89,10 @@ fn composite_outputs<B: Backend>(b: &B, act: Activation, seed: u64, fused: bool)
         }
     };
     let cs = ChannelShape::new(3, 6, 47);
-    let nn = cs.len();
-    let x = upb(b, &data(nn, seed, -2.0, 3.0));
-    let y = b.alloc(nn);
-    let pre = needs_pre_activation(act).then(|| b.alloc(nn));
-    let (xn, mean, var) = (b.alloc(nn), b.alloc(cs.channels), b.alloc(cs.channels));
-    let (rm, rv) = (upb(b, &data(cs.channels, seed + 1, -0.1, 0.1)), upb(b, &data(cs.channels, seed + 2, 0.5, 1.0)));
-    let (gamma, beta) = (upb(b, &data(cs.channels, seed + 3, 0.5, 1.5)), upb(b, &data(cs.channels, seed + 4, -0.5, 0.5)));
-    let (dgamma, dbeta) = (upb(b, &data(cs.channels, seed + 5, -1.0, 1.0)), upb(b, &data(cs.channels, seed + 6, -1.0, 1.0)));
-    let bn = BnTensors { x_norm: &xn, mean: &mean, var: &var, rolling_mean: &rm, rolling_var: &rv, gamma: &gamma, beta: &beta, dgamma: &dgamma, dbeta: &dbeta };
-    b.batchnorm_activation_forward(&x, &y, pre.as_ref(), &bn, act, &cs, BnStats::Accurate, store);
-    round(&y);
-    let delta = upb(b, &data(nn, seed + 7, -1.0, 1.0));
-    round(&delta);
-    b.activation_batchnorm_backward(&delta, &y, pre.as_ref(), &bn, act, &cs, BnBackward::Exact, store);
-    round(&delta);
-    let mut out = vec![("stored y", &y), ("stored dx", &delta), ("x_norm", &xn), ("mean", &mean), ("var", &var)];
-    out.extend([("rolling_mean", &rm), ("rolling_var", &rv), ("dgamma", &dgamma), ("dbeta", &dbeta)]);
-    out.extend(pre.as_ref().map(|p| ("pre-activation", p)));
-    let mut got: Vec<(String, Vec<f32>)> = out.into_iter().map(|(n, buf)| (format!("batchnorm {n}"), b.download(buf))).collect();
+    let c = BnCase::new(b, &cs, act, seed);
+    c.run(b, &cs, act, BnBackward::Exact, store, round);
+    let stored = |n: &str| if n == "y" || n == "dx" { format!("batchnorm stored {n}") } else { format!("batchnorm {n}") };
+    let mut got: Vec<(String, Vec<f32>)> = c.outputs().into_iter().map(|(n, buf)| (stored(n), b.download(buf))).collect();
 
     let s = ConvShape::new(2, 8, 7, 6, 19, 3, 1, 1, 1);
     let cx = upb(b, &data(s.input_len(), seed + 8, -1.0, 1.0).iter().map(|&v| engine::cpu::round_f16(v)).collect::<Vec<_>>());
@@ -122,7 +107,7 @@ fn composite_outputs<B: Backend>(b: &B, act: Activation, seed: u64, fused: bool)
     round(&cdelta);
     b.activation_bias_backward(&cdelta, &cy, cpre.as_ref(), &dbias, act, &ccs, store);
     round(&cdelta);
-    let mut conv = vec![("stored y", &cy), ("stored delta", &cdelta), ("dbias", &dbias)];
+    let mut conv = vec![("stored y", &cy), ("stored dx", &cdelta), ("dbias", &dbias)];
     conv.extend(cpre.as_ref().map(|p| ("pre-activation", p)));
     got.extend(conv.into_iter().map(|(n, buf)| (format!("conv_bias_activation {n}"), b.download(buf))));
     got
