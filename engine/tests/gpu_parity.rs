@@ -132,6 +132,35 @@ fn upload_is_ordered_after_recorded_work() {
     assert_eq!(g.download(&a), vec![9.0, 9.0, 9.0]);
 }
 
+/// A training loop's uploads reuse the pool's staging buffers: after the first step's, uploads
+/// of the same sizes (each step ending in a read-back) allocate nothing, and an upload after
+/// recorded work lands after it without a submission of its own.
+#[test]
+fn uploads_reuse_their_staging_buffers() {
+    // A private backend: the shared one's counters move under parallel tests.
+    let Some(_) = gpu() else { return };
+    let g = GpuBackend::new(&AdapterSelector::default()).expect("second backend");
+    let (images, truths, out) = (g.alloc(300_000), g.alloc(50), g.alloc(50));
+    // The copy is recorded before the second upload, so it reads the previous step's truths.
+    let step = |k: f32| {
+        g.upload(&images, &vec![k; 300_000]);
+        g.copy(&truths, &out);
+        g.upload(&truths, &[k; 50]);
+        g.download(&out)
+    };
+    assert_eq!(step(1.0), vec![0.0; 50]);
+    let first = g.stats();
+    assert!(first.staging_bytes >= 4 * 300_050, "the pool holds the uploads: {first:?}");
+    for k in 2..6 {
+        assert_eq!(step(k as f32), vec![k as f32 - 1.0; 50], "step {k}");
+        assert_eq!(g.download(&images)[299_999], k as f32);
+    }
+    let later = g.stats();
+    assert_eq!(later.staging_bytes, first.staging_bytes, "steady uploads allocate no staging memory");
+    // Per step: one submission for the step (uploads, copy, read-back) and one for the check.
+    assert_eq!(later.submissions - first.submissions, 4 * 2);
+}
+
 #[test]
 fn memory_accounting_and_bind_group_reuse() {
     // A private backend: the shared one's counters move under parallel tests.

@@ -48,6 +48,8 @@ pub struct GpuStats {
     pub dispatches: u64,
     pub submissions: u64,
     pub bind_groups_created: u64,
+    /// Host-visible bytes held by the upload staging pool (gpu/upload.rs).
+    pub staging_bytes: u64,
 }
 
 /// A [`crate::Backend`] on one wgpu device.
@@ -184,6 +186,7 @@ impl GpuBackend {
             dispatches: rec.dispatches,
             submissions: rec.submissions,
             bind_groups_created: rec.bind_groups_created,
+            staging_bytes: rec.uploads.bytes,
         }
     }
 
