@@ -68,6 +68,83 @@ fn batchnorm_backward_in_place_on_block_shapes() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Every forward / backward-data tile gives the same bits as the widest one (each output sums K in
+/// one order whatever the tile), on the few-column GEMMs of yolov4-tiny's deep layers at 64×64
+/// (where CPU adapters take the narrow tiles) and on a stride-2 and a ragged shape; so does every
+/// backward-weights tile where K is too short to be split (batch × pixel tiles < 16 for the
+/// shortest K tile, 4: CPU adapters then walk K 4 pixels at a time). The first tile's result is
+/// checked against the CPU, so the bits compared are a convolution's.
+#[test]
+fn conv_tiles_agree_bit_for_bit_on_small_shapes() {
+    use engine::gpu::GemmKind;
+    let Some(g) = gpu_or_skip() else { return };
+    let c = CpuBackend::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    // (shape, whether every backward-weights tile runs it as one split)
+    let shapes = [
+        (ConvShape::new(4, 512, 2, 2, 512, 3, 1, 1, 1), true),
+        (ConvShape::new(4, 256, 2, 2, 128, 1, 1, 0, 1), true),
+        (ConvShape::new(4, 128, 4, 4, 128, 3, 1, 1, 1), false),
+        (ConvShape::new(2, 32, 8, 8, 64, 3, 2, 1, 1), true),
+        (ConvShape::new(3, 24, 5, 5, 40, 3, 1, 1, 1), false),
+    ];
+    let mut failures = Vec::new();
+    for (s, one_split) in shapes {
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let dy: Vec<f32> = (0..s.output_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (gx, gw, gdy) = (g.alloc(x.len()), g.alloc(w.len()), g.alloc(dy.len()));
+        g.upload(&gx, &x);
+        g.upload(&gw, &w);
+        g.upload(&gdy, &dy);
+        let kinds: &[GemmKind] = if one_split { &GemmKind::ALL } else { &[GemmKind::Forward, GemmKind::BackwardData] };
+        for &kind in kinds {
+            let len = match kind {
+                GemmKind::Forward => s.output_len(),
+                GemmKind::BackwardData => s.input_len(),
+                GemmKind::BackwardWeights => s.weight_len(),
+            };
+            let run = |tile| {
+                g.force_gemm_tile(kind, tile);
+                let out = g.alloc(len);
+                match kind {
+                    GemmKind::Forward => g.conv_forward(&gx, &gw, &out, &s),
+                    GemmKind::BackwardData => g.conv_backward_data(&gdy, &gw, &out, &s),
+                    GemmKind::BackwardWeights => g.conv_backward_weights(&gx, &gdy, &out, &s),
+                }
+                g.force_gemm_tile(kind, None);
+                g.download(&out)
+            };
+            let tiles = kind.candidates();
+            let first = run(Some(tiles[0]));
+            let cpu = {
+                let (cx, cw, cdy) = (c.alloc(x.len()), c.alloc(w.len()), c.alloc(dy.len()));
+                c.upload(&cx, &x);
+                c.upload(&cw, &w);
+                c.upload(&cdy, &dy);
+                let out = c.alloc(len);
+                match kind {
+                    GemmKind::Forward => c.conv_forward(&cx, &cw, &out, &s),
+                    GemmKind::BackwardData => c.conv_backward_data(&cdy, &cw, &out, &s),
+                    GemmKind::BackwardWeights => c.conv_backward_weights(&cx, &cdy, &out, &s),
+                }
+                c.download(&out)
+            };
+            if rel(&cpu, &first) > 1e-5 {
+                failures.push(format!("{s:?} {kind:?} {}: {:.2e} from the CPU", tiles[0], rel(&cpu, &first)));
+            }
+            for &t in &tiles[1..] {
+                let got = run(Some(t));
+                let same = got.iter().zip(&first).all(|(a, b)| a.to_bits() == b.to_bits());
+                if !same {
+                    failures.push(format!("{s:?} {kind:?}: tile {t} differs from {}", tiles[0]));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// Training forward then in-place backward (dx aliases dy, as the network calls it).
 fn bn<B: Backend>(b: &B, x: &[f32], dy: &[f32], gamma: &[f32], batch: usize, ch: usize, spatial: usize) -> Vec<f32> {
     let n = x.len();

@@ -6,6 +6,11 @@
 //! Backward weights has few rows and columns (the weights) and a very long K (every pixel of the
 //! batch): 64×64 tiles walk K 16 at a time and K is split over enough workgroups to fill the GPU,
 //! the splits summed in a fixed order.
+//!
+//! On a CPU adapter (lavapipe, which runs the main job's GPU lane) padding costs as much as real
+//! work, so GEMMs of few columns take narrow tiles, and a backward-weights GEMM whose outputs have
+//! fewer pixels than its K tile walks K in shorter tiles. Neither changes a bit: every output sums K in one order whatever the tile, and the
+//! weights' split-K is kept (`tests/gpu_conv_shapes.rs` compares the tiles bit for bit).
 
 use super::chunk::{Images, images};
 use super::params::{ConvP, off, u};
@@ -29,9 +34,20 @@ const fn tile(ty: u32, tx: u32, tm: u32, tn: u32, bk: u32) -> GemmTile {
 const ROW_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 8, 8), tile(8, 32, 4, 4, 8)];
 /// Backward-weights tiles.
 const WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 4, 4, 16), tile(8, 32, 4, 4, 16), tile(16, 16, 8, 8, 16)];
+/// Narrow forward / backward-data tiles for GEMMs of few columns (N = batch·oh·ow: the deep
+/// layers of small images), 128 × 32 and 128 × 64: used on CPU adapters (lavapipe), where a
+/// 128-column tile over 16 columns computes 8 times the work it keeps (the sweep on lavapipe,
+/// yolov4-tiny at 64×64 batch 4). Each output still sums K in the same order. (16 columns would
+/// take 256 rows, whose A tile alone fills the 16 KiB of workgroup memory.)
+const NARROW_ROW_TILES: [GemmTile; 2] = [tile(32, 8, 4, 4, 8), tile(16, 16, 8, 4, 8)];
 /// Further tiles the sweep (`cargo bench --bench conv_tiles`) measures against the rule's.
-const EXTRA_ROW_TILES: [GemmTile; 4] = [tile(16, 16, 8, 8, 16), tile(16, 16, 8, 4, 8), tile(16, 16, 4, 8, 16), tile(16, 16, 4, 4, 8)];
-const EXTRA_WEIGHT_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 4, 32), tile(16, 16, 4, 8, 16)];
+const EXTRA_ROW_TILES: [GemmTile; 5] =
+    [tile(16, 16, 8, 8, 16), NARROW_ROW_TILES[1], tile(16, 16, 4, 8, 16), tile(16, 16, 4, 4, 8), NARROW_ROW_TILES[0]];
+const EXTRA_WEIGHT_TILES: [GemmTile; 4] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4, 4, 32), tile(16, 16, 4, 8, 16), SHORT_K_WEIGHT_TILE];
+/// Backward weights 64 × 64 walking K 4 pixels at a time: for outputs of fewer pixels than the
+/// rule's K tile (2×2 at the end of yolov4-tiny at 64×64), on CPU adapters, where the rule's 16
+/// would multiply 12 padding zeros for every 4 pixels.
+const SHORT_K_WEIGHT_TILE: GemmTile = tile(16, 16, 4, 4, 4);
 /// Kernel sizes with specialised index arithmetic (others read the size from the params).
 const SPECIAL_SIZES: [u32; 2] = [1, 3];
 /// Mixed precision's tiles (conv_mixed.wgsl, cooperative matrices): K 16 at a time (one matrix
@@ -120,9 +136,15 @@ fn specialise(t: GemmTile, size: usize) -> GemmTile {
     GemmTile { ks, ..t }
 }
 
-/// The tile for a forward or backward-data GEMM with `m` rows.
-fn row_tile(m: usize, size: usize) -> GemmTile {
-    let t = if m >= 128 {
+/// The tile for a forward or backward-data GEMM with `m` rows and `n` columns; `narrow`: a CPU
+/// adapter, where columns past `n` cost as much as kept ones (a GPU's rule was measured where
+/// every layer has thousands of columns).
+fn row_tile(m: usize, n: usize, size: usize, narrow: bool) -> GemmTile {
+    let t = if narrow && n <= 32 {
+        NARROW_ROW_TILES[0]
+    } else if narrow && n <= 64 {
+        NARROW_ROW_TILES[1]
+    } else if m >= 128 {
         ROW_TILES[0]
     } else if m > 32 {
         ROW_TILES[1]
@@ -207,6 +229,11 @@ impl GpuBackend {
             && self.mixed_gemm == super::MixedGemm::Coop16
     }
 
+    /// The adapter is a CPU (lavapipe, llvmpipe): workgroups run one after another on its cores.
+    fn cpu_adapter(&self) -> bool {
+        self.info.device_type == "cpu"
+    }
+
     /// The rule's tile, or the one forced for `kind`.
     fn tile_for(&self, kind: GemmKind, rule: GemmTile, size: usize) -> GemmTile {
         let f = self.forced_tiles.lock().unwrap_or_else(|e| e.into_inner());
@@ -275,7 +302,7 @@ impl GpuBackend {
             let mk = if kind == GemmKind::Forward { Kernel::ConvForwardMixed } else { Kernel::ConvBackwardDataMixed };
             (mk, mixed_row_tile(m, s.size))
         } else {
-            (k, self.tile_for(kind, row_tile(m, s.size), s.size))
+            (k, self.tile_for(kind, row_tile(m, n, s.size, self.cpu_adapter()), s.size))
         };
         if s.stride > 1 && phase.is_some() {
             t.ks = 0;
@@ -351,26 +378,29 @@ impl GpuBackend {
         let (kernel, t, reduce_tile) = if self.mixed_gemms() {
             (Kernel::ConvBackwardWeightsMixed, mixed_weight_tile(m, n, s.size), specialise(WEIGHT_TILES[0], s.size))
         } else {
-            let t = self.tile_for(GemmKind::BackwardWeights, weight_tile(m, s.size), s.size);
+            let mut rule = weight_tile(m, s.size);
+            // A K tile longer than an output's pixels multiplies padding zeros. With one split
+            // every weight sums K in its one order whatever the K tile, so a shorter one gives the
+            // same bits; a CPU adapter pays for the zeros (a GPU's rule was measured without them).
+            let short = GemmTile { bk: SHORT_K_WEIGHT_TILE.bk, ..rule };
+            if self.cpu_adapter()
+                && ohw < rule.bk as usize
+                && (rule.bm(), rule.bn()) == (SHORT_K_WEIGHT_TILE.bm(), SHORT_K_WEIGHT_TILE.bn())
+                && self.weight_splits(s, rule).1 == 1
+                && self.weight_splits(s, short).1 == 1
+            {
+                rule = short;
+            }
+            let t = self.tile_for(GemmKind::BackwardWeights, rule, s.size);
             (Kernel::ConvBackwardWeights, t, t)
         };
         let m_tiles = m.div_ceil(t.bm());
         let n_tiles = n.div_ceil(t.bn());
-        let groups = m_tiles * n_tiles * s.groups;
-        // K as (image, pixel tile) pairs; few output tiles and a long K (early layers: few
-        // weights, many pixels) would leave the GPU idle, so K is split into per-split partials
-        // that conv_splitk_reduce adds up in split order.
         let ranges = self.image_ranges("conv_backward_weights", s.batch, &[(x, per_in(s)), (dy, per_out(s))], 1);
         if ranges.len() > 1 {
             return self.conv_backward_weights_ranges(x, dy, dw, s, (kernel, t, reduce_tile), &ranges);
         }
-        let k_tiles = s.batch * ohw.div_ceil(t.bk as usize);
-        let want = SPLITK_TARGET_GROUPS.div_ceil(groups);
-        let by_k = (k_tiles / SPLITK_MIN_TILES).max(1);
-        let by_mem = (self.splitk_max_floats() / s.weight_len().max(1)).max(1);
-        let splits = want.min(by_k).min(by_mem).clamp(1, 65_535);
-        let kchunk = k_tiles.div_ceil(splits);
-        let splits = k_tiles.div_ceil(kchunk);
+        let (kchunk, splits) = self.weight_splits(s, t);
         let max = self.limits.max_compute_workgroups_per_dimension as usize;
         assert!(n_tiles <= max && m_tiles * s.groups <= max, "gpu conv: shape {s:?} too large for one dispatch");
         let scratch = self.splitk(if splits > 1 { splits * s.weight_len() } else { 1 });
@@ -399,6 +429,22 @@ fn per_out(s: &ConvShape) -> usize {
 }
 
 impl GpuBackend {
+    /// K tiles per split and the number of splits of a backward-weights GEMM of the whole batch
+    /// with tile `t`. K is (image, pixel tile) pairs; few output tiles and a long K (early layers:
+    /// few weights, many pixels) would leave the GPU idle, so K is split into per-split partials
+    /// that conv_splitk_reduce adds up in split order.
+    fn weight_splits(&self, s: &ConvShape, t: GemmTile) -> (usize, usize) {
+        let (m, n) = (s.filters / s.groups, s.c / s.groups * s.size * s.size);
+        let groups = m.div_ceil(t.bm()) * n.div_ceil(t.bn()) * s.groups;
+        let k_tiles = s.batch * (s.out_h * s.out_w).div_ceil(t.bk as usize);
+        let want = SPLITK_TARGET_GROUPS.div_ceil(groups);
+        let by_k = (k_tiles / SPLITK_MIN_TILES).max(1);
+        let by_mem = (self.splitk_max_floats() / s.weight_len().max(1)).max(1);
+        let splits = want.min(by_k).min(by_mem).clamp(1, 65_535);
+        let kchunk = k_tiles.div_ceil(splits);
+        (kchunk, k_tiles.div_ceil(kchunk))
+    }
+
     /// Most floats of split-K partials: the scratch must also bind whole.
     fn splitk_max_floats(&self) -> usize {
         SPLITK_MAX_SCRATCH.min((self.limits.max_storage_buffer_binding_size / 4) as usize)
