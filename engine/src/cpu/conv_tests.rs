@@ -1,0 +1,79 @@
+//! Unit tests of cpu/conv.rs (tap ranges, GEMM splits, grouped forward, GEMM call counts), kept apart so that the kernel file fits in a head.
+
+use super::*;
+
+/// The valid output range of a tap is exactly the outputs whose input index is in the image.
+#[test]
+fn valid_range_matches_the_index_formula() {
+    for (out, limit, stride, pad, size) in [(5usize, 5usize, 1usize, 1usize, 3usize), (3, 6, 2, 1, 3), (2, 4, 2, 0, 2), (4, 4, 1, 0, 1), (1, 1, 1, 2, 5)] {
+        for kk in 0..size {
+            let want: Vec<usize> =
+                (0..out).filter(|&o| (o * stride + kk).checked_sub(pad).is_some_and(|i| i < limit)).collect();
+            let got: Vec<usize> = valid_range(out, kk, stride, pad, limit).collect();
+            assert_eq!(got, want, "out {out} limit {limit} stride {stride} pad {pad} tap {kk}");
+        }
+    }
+}
+
+#[test]
+fn splits_cover_the_range_at_aligned_cuts() {
+    for len in [1, 7, 49, 256, 784, 3136, 12544] {
+        for (pieces, align) in [(1, 1), (3, 8), (16, 8), (5, 9), (40, 1)] {
+            let t = split(len, pieces, align);
+            assert!(t.len() <= pieces && t[0].start == 0 && t.last().unwrap().end == len, "{len}: {t:?}");
+            assert!(t.windows(2).all(|p| p[0].end == p[1].start && p[0].end % align == 0 && !p[0].is_empty()), "{len}: {t:?}");
+        }
+    }
+}
+
+/// A GEMM cut into several tiles has more than SMALL_GEMM outputs and 2 rows and columns in
+/// every tile, so each tile takes the whole GEMM's kernel.
+#[test]
+fn gemm_splits_are_never_small_gemms() {
+    for len in [1, 2, 3, 16, 17, 33, 49, 64, 255, 280, 512, 1568, 4608] {
+        for other in [1, 2, 8, 16, 27, 49, 256, 577] {
+            for (unit, want, min, align) in [(1, 16, 1, 1), (9, 16, 4, 1), (1, 8, 16, 8), (1, 100, 1, 8)] {
+                let t = gemm_split(len, unit, other, want, min, align);
+                assert!(t.len() <= want.max(1) && t.last().unwrap().end == len);
+                assert!(t.len() == 1 || t.iter().all(|r| r.len() * unit * other > SMALL_GEMM && r.len() * unit >= 2 && r.len() >= min),
+                    "{len}×{unit} by {other}: {t:?}");
+            }
+        }
+    }
+}
+
+/// Images that share a GEMM give the same floats as one GEMM per image (the forward's
+/// promise), on a shape with padding and stride 2.
+#[test]
+fn grouped_forward_equals_per_image_forward() {
+    let s = ConvShape::new(5, 3, 9, 7, 4, 3, 2, 1, 1);
+    assert!(geo(&s).group > 1, "the shape must exercise grouping");
+    let u = |i: usize, seed: u64| crate::rng::uniform(seed, i as u32) - 0.5;
+    let x: Vec<f32> = (0..s.input_len()).map(|i| u(i, 1)).collect();
+    let w: Vec<f32> = (0..s.weight_len()).map(|i| u(i, 2)).collect();
+    let par = Par::new(2);
+    let mut y = vec![0.0; s.output_len()];
+    let mut col = vec![0.0; 2 * col_len(&s)];
+    forward(&par, &x, &w, &mut y, &s, &mut col);
+    let one = ConvShape { batch: 1, ..s };
+    for b in 0..s.batch {
+        let mut yb = vec![0.0; one.output_len()];
+        let mut col = vec![0.0; col_len(&one)];
+        forward(&Par::new(1), &x[b * one.input_len()..][..one.input_len()], &w, &mut yb, &one, &mut col);
+        assert_eq!(&y[b * one.output_len()..][..one.output_len()], &yb[..], "image {b}");
+    }
+}
+
+/// The listed GEMM calls do exactly the multiply-adds of the three ops.
+#[test]
+fn gemm_calls_add_up_to_the_ops() {
+    for s in [ConvShape::new(16, 3, 224, 224, 32, 3, 2, 1, 1), ConvShape::new(16, 256, 7, 7, 512, 3, 1, 1, 1),
+        ConvShape::new(16, 64, 56, 56, 64, 1, 1, 0, 1), ConvShape::new(3, 8, 11, 13, 6, 5, 1, 2, 2)] {
+        let g = geo(&s);
+        let want = s.batch * s.groups * g.m * g.k * g.n;
+        for op in [ConvOp::Forward, ConvOp::BackwardData, ConvOp::BackwardWeights] {
+            let got: usize = gemm_calls(&s, op).iter().map(|c| c.m * c.k * c.n).sum();
+            assert_eq!(got, want, "{s:?} {op:?}");
+        }
+    }
+}
