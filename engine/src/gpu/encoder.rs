@@ -172,11 +172,9 @@ impl Recorder {
     /// Records a copy of `data` into `dst` at byte `offset`, in order with the work around it
     /// (through a staging buffer of the pool, gpu/upload.rs).
     pub(crate) fn upload(&mut self, device: &wgpu::Device, dst: &wgpu::Buffer, offset: u64, data: &[u8]) {
-        self.pass = None;
+        self.encoder(device);
         let src = self.uploads.stage(device, data);
-        let encoder = self
-            .encoder
-            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") }));
+        let encoder = self.encoder.as_mut().expect("made by encoder() above");
         encoder.copy_buffer_to_buffer(src, 0, dst, offset, data.len() as u64);
     }
 

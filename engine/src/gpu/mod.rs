@@ -186,7 +186,7 @@ impl GpuBackend {
             dispatches: rec.dispatches,
             submissions: rec.submissions,
             bind_groups_created: rec.bind_groups_created,
-            staging_bytes: rec.uploads.bytes,
+            staging_bytes: rec.uploads.bytes(),
         }
     }
 

@@ -43,11 +43,14 @@ pub(crate) struct Uploads {
     free: Vec<Staging>,
     recorded: Vec<Staging>,
     mapping: Vec<Staging>,
-    /// Bytes of all staging buffers (host-visible memory).
-    pub(crate) bytes: u64,
 }
 
 impl Uploads {
+    /// Bytes of all staging buffers the pool holds (host-visible memory).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.free.iter().chain(&self.recorded).chain(&self.mapping).map(Staging::size).sum()
+    }
+
     /// Copies `data` into a mapped staging buffer and returns it, unmapped, to be the source of
     /// a copy recorded in the current encoder; [`Uploads::submitted`] must follow the submit.
     pub(crate) fn stage(&mut self, device: &wgpu::Device, data: &[u8]) -> &wgpu::Buffer {
@@ -69,11 +72,9 @@ impl Uploads {
             None => {
                 self.free.sort_by_key(Staging::size);
                 while self.free.len() >= KEEP {
-                    let old = self.free.remove(0);
-                    self.bytes -= old.size();
+                    self.free.remove(0);
                 }
                 let size = len.max(MIN_STAGING).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-                self.bytes += size;
                 Staging {
                     buf: device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some("upload staging"),
@@ -116,8 +117,7 @@ impl Uploads {
                     self.free.push(s);
                 }
                 FAILED => {
-                    let s = self.mapping.swap_remove(i);
-                    self.bytes -= s.size();
+                    self.mapping.swap_remove(i);
                 }
                 _ => i += 1,
             }
