@@ -3,7 +3,7 @@
 use super::layer::{BatchNorm, Conv, Layer, LayerOp, Param};
 use super::plan::{Step, TensorKind};
 use super::{Mode, Network};
-use crate::backend::{Backend, BnTensors, GemmOperands, Store};
+use crate::backend::{Backend, BnTensors, GemmOperands, Store, store_in_place};
 use crate::profile::{Phase, Scope};
 use crate::rng::dropout_seed;
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape, SliceCopy};
@@ -87,16 +87,18 @@ impl<B: Backend> Network<B> {
         self.build_options.precision.gemm_operands()
     }
 
-    /// Under mixed precision, `buf` (a layer output or a gradient) is stored in f16.
-    fn store_half(&self, l: &Layer<B>, buf: &B::Buf) {
-        if self.mixed() && !l.op.is_loss() {
-            self.backend.round_f16(buf, buf);
-        }
-    }
-
-    /// How the composite conv ops store what they pass on.
+    /// How layer outputs and gradients are stored (f16 under mixed precision); the composite
+    /// conv ops are told, the other layers get [`Network::store_half`].
     fn store(&self) -> Store {
         if self.mixed() { Store::F16 } else { Store::F32 }
+    }
+
+    /// `buf` (a layer output or a gradient) stored as [`Network::store`] says; a loss layer's
+    /// stay f32.
+    fn store_half(&self, l: &Layer<B>, buf: &B::Buf) {
+        if !l.op.is_loss() {
+            store_in_place(&self.backend, buf, self.store());
+        }
     }
 
     /// Whether layer `i`'s output already holds what f16 storage would after its forward, so
