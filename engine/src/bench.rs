@@ -53,6 +53,29 @@ pub struct HostSplit {
     pub wait_s: f64,
 }
 
+impl HostSplit {
+    /// Adds one step's parts.
+    fn add(&mut self, r: &crate::train::StepRecord) {
+        self.upload_s += r.t_upload;
+        self.forward_s += r.t_forward - r.t_upload;
+        self.backward_s += r.t_backward;
+        self.update_s += r.t_update;
+        self.wait_s += r.t_sync;
+    }
+
+    /// The sums of `steps` steps as means per step.
+    fn mean(self, steps: usize) -> HostSplit {
+        let per = steps.max(1) as f64;
+        HostSplit {
+            upload_s: self.upload_s / per,
+            forward_s: self.forward_s / per,
+            backward_s: self.backward_s / per,
+            update_s: self.update_s / per,
+            wait_s: self.wait_s / per,
+        }
+    }
+}
+
 /// One step's random images `[batch][c][h][w]` in [0, 1) and truths `[batch][max_boxes][5]`.
 pub fn random_batch(cfg: &ModelCfg, max_boxes: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let n = cfg.net.batch;
@@ -103,21 +126,9 @@ pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usiz
             kernels.add_step(&r.timings);
         }
         last_loss = r.loss;
-        host.upload_s += r.t_upload;
-        host.forward_s += r.t_forward - r.t_upload;
-        host.backward_s += r.t_backward;
-        host.update_s += r.t_update;
-        host.wait_s += r.t_sync;
+        host.add(&r);
     }
     let wall = t0.elapsed().as_secs_f64();
-    let per = steps.max(1) as f64;
-    let host = HostSplit {
-        upload_s: host.upload_s / per,
-        forward_s: host.forward_s / per,
-        backward_s: host.backward_s / per,
-        update_s: host.update_s / per,
-        wait_s: host.wait_s / per,
-    };
     let (bytes, peak_bytes) = trainer.net.memory_bytes();
     Ok(BenchResult {
         backend: name,
@@ -130,6 +141,6 @@ pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usiz
         bytes,
         peak_bytes,
         last_loss,
-        host,
+        host: host.mean(steps),
     })
 }
