@@ -9,10 +9,14 @@
 //
 // 256 invocations = 8 subgroups of 32 (invocation t in subgroup t / 32), laid out SGR × SGC over
 // the BM × BN tile; each subgroup owns 32 × (16·FN) of C as 2 × FN accumulator fragments. K is
-// walked BK = 16 at a time (one matrix step), the next tile loaded into registers while the current one is
-// multiplied, as in conv.wgsl. Results leave through a 16×16 f32 staging block per subgroup, so
-// the write-out (bias, scattered columns, +=, split-K partials) is conv.wgsl's.
-// Workgroup memory at 128 × 128: 4 KiB of A, 4 KiB of B, 8 KiB of staging = 16 KiB.
+// walked BK (16, 32 or 64) at a time, BK / 16 matrix steps per tile, the next tile loaded into
+// registers while the current one is multiplied, as in conv.wgsl. With STAGES = 2 the staged
+// tiles alternate between two halves of workgroup memory, so a tile needs one barrier instead
+// of two. Results leave through a 16×16 f32 staging block per subgroup, so the write-out (bias,
+// scattered columns, +=, split-K partials) is conv.wgsl's.
+// Workgroup memory: STAGES · (BM + BN) · BK f16 values + 8 KiB of staging: 16 KiB at 128 × 128
+// with BK 16 and one stage (wgpu's default limit); deeper or double tiles only where the device
+// grants more (gpu/device.rs, mixed_tiling).
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -23,8 +27,8 @@ const FN: u32 = BN / (16u * SGC); // fragment columns per subgroup: 1, 2 or 4 (f
 
 // A row-major [m][k] and B row-major [k][n] (forward, backward data) or column-major [n][k]
 // (backward weights): each layout makes consecutive invocations store consecutive elements.
-var<workgroup> Ah: array<f16, BM * BK>;
-var<workgroup> Bh: array<f16, BK * BN>;
+var<workgroup> Ah: array<f16, STAGES * BM * BK>;
+var<workgroup> Bh: array<f16, STAGES * BK * BN>;
 var<workgroup> Cs: array<f32, 2048>; // one 16×16 fragment per subgroup, row-major
 
 // A subgroup's accumulators, rows i and columns j as cij (columns past FN unused). Kept as
@@ -41,30 +45,30 @@ struct Acc {
 }
 
 // Invocation t's A values sit at (kl, ml) = (e % BK, e / BK), e = t + NT·i: element e row-major.
-fn store_a_h(t: u32) {
+fn store_a_h(t: u32, stage: u32) {
     for (var i = 0u; i < LA; i++) {
-        Ah[t + NT * i] = f16(ra[i]);
+        Ah[stage * BM * BK + t + NT * i] = f16(ra[i]);
     }
 }
 
 // B values of invocation t sit at (kl_i, nl) with nl = t % BN (forward, backward data).
-fn store_b_rows_h(t: u32) {
+fn store_b_rows_h(t: u32, stage: u32) {
     let nl = t % BN;
     for (var i = 0u; i < LB; i++) {
-        Bh[(t / BN + (NT / BN) * i) * BN + nl] = f16(rb[i]);
+        Bh[stage * BK * BN + (t / BN + (NT / BN) * i) * BN + nl] = f16(rb[i]);
     }
 }
 
 // B values of invocation t sit at (kl, nl_i) = (t % BK, t / BK + (NT / BK)·i) (backward
 // weights): column-major, that is element t + NT·i.
-fn store_b_cols_h(t: u32) {
+fn store_b_cols_h(t: u32, stage: u32) {
     for (var i = 0u; i < LB; i++) {
-        Bh[t + NT * i] = f16(rb[i]);
+        Bh[stage * BK * BN + t + NT * i] = f16(rb[i]);
     }
 }
 
-// The subgroup's B fragments of the staged tile (BK is 16: one matrix step per tile), from
-// row-major (forward, backward data) or column-major (backward weights) staging.
+// The subgroup's B fragments for matrix step kk of the staged tile, from row-major (forward,
+// backward data) or column-major (backward weights) staging; `base` is the stage's first value.
 struct BFrags {
     b0: coop_mat16x16<f16, B>,
     b1: coop_mat16x16<f16, B>,
@@ -72,37 +76,40 @@ struct BFrags {
     b3: coop_mat16x16<f16, B>,
 }
 
-fn b_rows(sn: u32) -> BFrags {
+fn b_rows(sn: u32, stage: u32, kk: u32) -> BFrags {
+    let base = stage * BK * BN + 16u * kk * BN + sn;
     var b: BFrags;
-    b.b0 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn], BN);
+    b.b0 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base], BN);
     if (FN > 1u) {
-        b.b1 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn + 16u], BN);
+        b.b1 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 16u], BN);
     }
     if (FN > 2u) {
-        b.b2 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn + 32u], BN);
-        b.b3 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[sn + 48u], BN);
+        b.b2 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 32u], BN);
+        b.b3 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 48u], BN);
     }
     return b;
 }
 
-fn b_cols(sn: u32) -> BFrags {
+fn b_cols(sn: u32, stage: u32, kk: u32) -> BFrags {
+    let base = stage * BK * BN + sn * BK + 16u * kk;
     var b: BFrags;
-    b.b0 = coopLoad<coop_mat16x16<f16, B>>(&Bh[sn * BK], BK);
+    b.b0 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base], BK);
     if (FN > 1u) {
-        b.b1 = coopLoad<coop_mat16x16<f16, B>>(&Bh[(sn + 16u) * BK], BK);
+        b.b1 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 16u * BK], BK);
     }
     if (FN > 2u) {
-        b.b2 = coopLoad<coop_mat16x16<f16, B>>(&Bh[(sn + 32u) * BK], BK);
-        b.b3 = coopLoad<coop_mat16x16<f16, B>>(&Bh[(sn + 48u) * BK], BK);
+        b.b2 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 32u * BK], BK);
+        b.b3 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 48u * BK], BK);
     }
     return b;
 }
 
-// acc += this subgroup's rows (from sm) of A times its B fragments.
-fn multiply_coop(acc_in: Acc, sm: u32, b: BFrags) -> Acc {
+// acc += this subgroup's rows (from sm) of A's matrix step kk times its B fragments of that step.
+fn multiply_coop(acc_in: Acc, sm: u32, stage: u32, kk: u32, b: BFrags) -> Acc {
     var acc = acc_in;
-    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[sm * BK], BK);
-    let a1 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[(sm + 16u) * BK], BK);
+    let base = stage * BM * BK + sm * BK + 16u * kk;
+    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[base], BK);
+    let a1 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[base + 16u * BK], BK);
     acc.c00 = coopMultiplyAdd(a0, b.b0, acc.c00);
     acc.c10 = coopMultiplyAdd(a1, b.b0, acc.c10);
     if (FN > 1u) {
@@ -149,6 +156,54 @@ fn frag_col(sn: u32, f: u32, idx: u32) -> u32 {
     return sn + 16u * (f % FN) + idx % 16u;
 }
 
+// ---- direct write-out: where a workgroup's whole tile of C is a block of a row-major
+// destination (rows `stride` apart, columns contiguous), each subgroup loads and stores its
+// fragments there itself, with no staging and no barriers. Cooperative loads and stores want
+// 16-byte alignment of the start and the stride (Vulkan), hence the multiples of 4. The test is
+// on workgroup-uniform values, so every subgroup takes the same path.
+
+fn direct_ok(tile_base: u32, stride: u32) -> bool {
+    return p.direct != 0u && tile_base % 4u == 0u && stride % 4u == 0u;
+}
+
+// The subgroup's fragments of C from b3, rows `stride` apart from `base` (its first element).
+fn load_acc_b3(base: u32, stride: u32) -> Acc {
+    var acc: Acc;
+    let r1 = base + 16u * stride;
+    acc.c00 = coopLoadT<coop_mat16x16<f32, C>>(&b3[base], stride);
+    acc.c10 = coopLoadT<coop_mat16x16<f32, C>>(&b3[r1], stride);
+    if (FN > 1u) {
+        acc.c01 = coopLoadT<coop_mat16x16<f32, C>>(&b3[base + 16u], stride);
+        acc.c11 = coopLoadT<coop_mat16x16<f32, C>>(&b3[r1 + 16u], stride);
+    }
+    if (FN > 2u) {
+        acc.c02 = coopLoadT<coop_mat16x16<f32, C>>(&b3[base + 32u], stride);
+        acc.c12 = coopLoadT<coop_mat16x16<f32, C>>(&b3[r1 + 32u], stride);
+        acc.c03 = coopLoadT<coop_mat16x16<f32, C>>(&b3[base + 48u], stride);
+        acc.c13 = coopLoadT<coop_mat16x16<f32, C>>(&b3[r1 + 48u], stride);
+    }
+    return acc;
+}
+
+fn store_acc_b3(acc: Acc, base: u32, stride: u32) {
+    for (var f = 0u; f < 2u * FN; f++) {
+        // Bound by lets first (naga 30 emits a coopStore before inline argument expressions).
+        let dst = &b3[base + 16u * (f / FN) * stride + 16u * (f % FN)];
+        let v = fragment(acc, f);
+        coopStoreT(v, dst, stride);
+    }
+}
+
+// Split-K partials (backward weights) go to b4.
+fn store_acc_b4(acc: Acc, base: u32, stride: u32) {
+    for (var f = 0u; f < 2u * FN; f++) {
+        // Bound by lets first (naga 30 emits a coopStore before inline argument expressions).
+        let dst = &b4[base + 16u * (f / FN) * stride + 16u * (f % FN)];
+        let v = fragment(acc, f);
+        coopStoreT(v, dst, stride);
+    }
+}
+
 @compute @workgroup_size(256)
 fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let g = wid.y / p.m_tiles;
@@ -161,25 +216,40 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let col = fwd_column(t, g, n0);
     let tiles = (p.k + BK - 1u) / BK;
     var acc: Acc;
+    // Direct: no bias, every row in range, and the columns inside one image (then the tile is
+    // a block of y: rows ohw apart, pixels contiguous).
+    let pix0 = n0 % ohw;
+    let tile_base = p.o3 + (n0 / ohw) * p.filters * ohw + (g * p.mg + m0) * ohw + pix0;
+    let direct = p.has_bias == 0u && m0 + BM <= p.m && n0 + BN <= p.n && pix0 + BN <= ohw && direct_ok(tile_base, ohw);
 
     load_fwd(t, g, m0, 0u, col.ok, col.xbase, col.iy0, col.ix0);
-    store_a_h(t);
-    store_b_rows_h(t);
+    store_a_h(t, 0u);
+    store_b_rows_h(t, 0u);
     workgroupBarrier();
     for (var kt = 0u; kt < tiles; kt++) {
         let more = kt + 1u < tiles;
         if (more) {
             load_fwd(t, g, m0, (kt + 1u) * BK, col.ok, col.xbase, col.iy0, col.ix0);
         }
-        acc = multiply_coop(acc, sm, b_rows(sn));
-        workgroupBarrier();
+        let stage = kt % STAGES;
+        for (var kk = 0u; kk < BK / 16u; kk++) {
+            acc = multiply_coop(acc, sm, stage, kk, b_rows(sn, stage, kk));
+        }
+        // One stage: everyone must be done reading before the next tile overwrites it.
+        if (STAGES == 1u) {
+            workgroupBarrier();
+        }
         if (more) {
-            store_a_h(t);
-            store_b_rows_h(t);
+            store_a_h(t, (kt + 1u) % STAGES);
+            store_b_rows_h(t, (kt + 1u) % STAGES);
         }
         workgroupBarrier();
     }
 
+    if (direct) {
+        store_acc_b3(acc, tile_base + sm * ohw + sn, ohw);
+        return;
+    }
     for (var f = 0u; f < 2u * FN; f++) {
         stage_fragment(sg, acc, f);
         workgroupBarrier();
@@ -212,25 +282,43 @@ fn conv_backward_data_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     let col = data_column(t, g, n0);
     let tiles = (p.k + BK - 1u) / BK;
     var acc: Acc;
+    // Direct where one phase covers every pixel (stride 1: columns are dx's pixels) and the
+    // tile is a block of dx (rows hw apart); dx's old values are the accumulators' start (+=).
+    let pix0 = n0 % hw;
+    let tile_base = p.o3 + (n0 / hw) * p.c * hw + (g * p.cg + m0) * hw + pix0;
+    let direct = p.qh == p.h && p.qw == p.w && m0 + BM <= p.m && n0 + BN <= p.n && pix0 + BN <= hw && direct_ok(tile_base, hw);
+    if (direct) {
+        acc = load_acc_b3(tile_base + sm * hw + sn, hw);
+    }
 
     load_bwd_data(t, g, m0, 0u, col.ok, col.dybase, col.yp, col.xp);
-    store_a_h(t);
-    store_b_rows_h(t);
+    store_a_h(t, 0u);
+    store_b_rows_h(t, 0u);
     workgroupBarrier();
     for (var kt = 0u; kt < tiles; kt++) {
         let more = kt + 1u < tiles;
         if (more) {
             load_bwd_data(t, g, m0, (kt + 1u) * BK, col.ok, col.dybase, col.yp, col.xp);
         }
-        acc = multiply_coop(acc, sm, b_rows(sn));
-        workgroupBarrier();
+        let stage = kt % STAGES;
+        for (var kk = 0u; kk < BK / 16u; kk++) {
+            acc = multiply_coop(acc, sm, stage, kk, b_rows(sn, stage, kk));
+        }
+        // One stage: everyone must be done reading before the next tile overwrites it.
+        if (STAGES == 1u) {
+            workgroupBarrier();
+        }
         if (more) {
-            store_a_h(t);
-            store_b_rows_h(t);
+            store_a_h(t, (kt + 1u) % STAGES);
+            store_b_rows_h(t, (kt + 1u) % STAGES);
         }
         workgroupBarrier();
     }
 
+    if (direct) {
+        store_acc_b3(acc, tile_base + sm * hw + sn, hw);
+        return;
+    }
     for (var f = 0u; f < 2u * FN; f++) {
         stage_fragment(sg, acc, f);
         workgroupBarrier();
@@ -262,27 +350,50 @@ fn conv_backward_weights_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     let first = split * p.kchunk;
     let last = min(first + p.kchunk, p.batch * tiles_per_image);
     var acc: Acc;
+    // Direct where the whole tile is in range: dw (+=, its old values start the accumulators) or
+    // this split's partials are row-major with rows p.n apart.
+    let row0 = (g * p.mg + m0) * p.n + n0;
+    let dw_base = p.o3 + row0;
+    let part_base = p.o4 + split * p.total + row0;
+    let direct = m0 + BM <= p.m && n0 + BN <= p.n && direct_ok(select(part_base, dw_base, p.splits == 1u), p.n);
+    let sub = sm * p.n + sn;
+    if (direct && p.splits == 1u) {
+        acc = load_acc_b3(dw_base + sub, p.n);
+    }
 
     if (first < last) {
         load_bwd_w(t, g, m0, first, tiles_per_image);
     }
-    store_a_h(t);
-    store_b_cols_h(t);
+    store_a_h(t, 0u);
+    store_b_cols_h(t, 0u);
     workgroupBarrier();
     for (var kt = first; kt < last; kt++) {
         let more = kt + 1u < last;
         if (more) {
             load_bwd_w(t, g, m0, kt + 1u, tiles_per_image);
         }
-        acc = multiply_coop(acc, sm, b_cols(sn));
-        workgroupBarrier();
+        let stage = (kt - first) % STAGES;
+        for (var kk = 0u; kk < BK / 16u; kk++) {
+            acc = multiply_coop(acc, sm, stage, kk, b_cols(sn, stage, kk));
+        }
+        if (STAGES == 1u) {
+            workgroupBarrier();
+        }
         if (more) {
-            store_a_h(t);
-            store_b_cols_h(t);
+            store_a_h(t, (kt + 1u - first) % STAGES);
+            store_b_cols_h(t, (kt + 1u - first) % STAGES);
         }
         workgroupBarrier();
     }
 
+    if (direct) {
+        if (p.splits == 1u) {
+            store_acc_b3(acc, dw_base + sub, p.n);
+        } else {
+            store_acc_b4(acc, part_base + sub, p.n);
+        }
+        return;
+    }
     for (var f = 0u; f < 2u * FN; f++) {
         stage_fragment(sg, acc, f);
         workgroupBarrier();

@@ -45,6 +45,7 @@ struct P {
     kx0: u32,
     nky: u32,
     nkx: u32,
+    direct: u32,   // conv_mixed.wgsl: 1 lets whole tiles write out directly, 0 stages every tile
 }
 
 @group(0) @binding(0) var<uniform> p: P;

@@ -27,7 +27,7 @@ const SPLITK_MIN_TILES: usize = 8;
 const SPLITK_MAX_SCRATCH: usize = 16 << 20;
 
 const fn tile(ty: u32, tx: u32, tm: u32, tn: u32, bk: u32) -> GemmTile {
-    GemmTile { ty, tx, tm, tn, bk, ks: 0 }
+    GemmTile { ty, tx, tm, tn, bk, ks: 0, stages: 1 }
 }
 
 /// Forward / backward-data tiles by row count, widest first.
@@ -104,6 +104,30 @@ pub(crate) fn all_mixed_tiles() -> Vec<GemmTile> {
         }
     }
     out
+}
+
+/// Every deeper tiling of mixed precision's tiles (`MixedTiling::ALL` beyond the default), built
+/// only where the device grants their workgroup memory.
+pub(crate) fn all_deep_mixed_tiles() -> Vec<GemmTile> {
+    let mut out = Vec::new();
+    for tiling in super::MixedTiling::ALL.into_iter().filter(|&t| t != super::MixedTiling::DEFAULT) {
+        for t in all_mixed_tiles() {
+            out.push(deepen(t, tiling));
+        }
+    }
+    out
+}
+
+/// `t` with the device's mixed tiling (the tables hold the default's K depth and stages).
+fn deepen(t: GemmTile, tiling: super::MixedTiling) -> GemmTile {
+    GemmTile { bk: tiling.bk, stages: tiling.stages, ..t }
+}
+
+/// Whether conv_mixed.wgsl may write whole tiles out directly; `ENGINE_GPU_COOP_DIRECT=0` stages
+/// every tile instead (to measure what the direct write-out gives).
+fn coop_direct() -> bool {
+    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DIRECT.get_or_init(|| !std::env::var("ENGINE_GPU_COOP_DIRECT").is_ok_and(|v| v == "0"))
 }
 
 /// conv_mixed.wgsl's tile for a forward or backward-data GEMM with `m` rows.
@@ -222,11 +246,14 @@ impl GpuBackend {
         }
     }
 
-    /// Whether the conv GEMMs run on conv_mixed.wgsl now: f16 operands declared and a device
-    /// with cooperative matrices.
-    fn mixed_gemms(&self) -> bool {
-        *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16
-            && self.mixed_gemm == super::MixedGemm::Coop16
+    /// The tiling of conv_mixed.wgsl when the conv GEMMs run on it now: f16 operands declared
+    /// and a device with cooperative matrices.
+    fn mixed_gemms(&self) -> Option<super::MixedTiling> {
+        let f16 = *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16;
+        match self.mixed_gemm {
+            super::MixedGemm::Coop16 { tiling } if f16 => Some(tiling),
+            _ => None,
+        }
     }
 
     /// The adapter is a CPU (lavapipe, llvmpipe): workgroups run one after another on its cores.
@@ -285,6 +312,7 @@ impl GpuBackend {
             splits: 1,
             total: u(s.weight_len()),
             has_bias: 0,
+            direct: u32::from(coop_direct()),
             ..Default::default()
         }
     }
@@ -298,9 +326,9 @@ impl GpuBackend {
             return;
         }
         let kind = if k == Kernel::ConvForward { GemmKind::Forward } else { GemmKind::BackwardData };
-        let (k, mut t) = if self.mixed_gemms() {
+        let (k, mut t) = if let Some(tiling) = self.mixed_gemms() {
             let mk = if kind == GemmKind::Forward { Kernel::ConvForwardMixed } else { Kernel::ConvBackwardDataMixed };
-            (mk, mixed_row_tile(m, s.size))
+            (mk, deepen(mixed_row_tile(m, s.size), tiling))
         } else {
             (k, self.tile_for(kind, row_tile(m, n, s.size, self.cpu_adapter()), s.size))
         };
@@ -375,8 +403,8 @@ impl GpuBackend {
         if m == 0 || n == 0 || s.batch * ohw == 0 {
             return;
         }
-        let (kernel, t, reduce_tile) = if self.mixed_gemms() {
-            (Kernel::ConvBackwardWeightsMixed, mixed_weight_tile(m, n, s.size), specialise(WEIGHT_TILES[0], s.size))
+        let (kernel, t, reduce_tile) = if let Some(tiling) = self.mixed_gemms() {
+            (Kernel::ConvBackwardWeightsMixed, deepen(mixed_weight_tile(m, n, s.size), tiling), specialise(WEIGHT_TILES[0], s.size))
         } else {
             let mut rule = weight_tile(m, s.size);
             // A K tile longer than an output's pixels multiplies padding zeros. With one split

@@ -31,9 +31,9 @@ mod yolo;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use buffers::GpuBuf;
-pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, MixedGemm, list_adapters};
+pub use device::{AdapterInfoRecord, AdapterSelector, GpuError, INSTALL_HINT, MixedGemm, MixedTiling, list_adapters};
 pub use conv::GemmKind;
-pub use pipelines::{GemmTile, shader_sources};
+pub use pipelines::{GemmTile, deep_mixed_sources, shader_sources};
 
 use buffers::MemoryStats;
 use encoder::{Recorder, grid_1d};

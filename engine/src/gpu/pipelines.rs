@@ -220,7 +220,8 @@ pub(crate) fn iou_code(k: IouLoss) -> u32 {
 /// Tile shape of a convolution GEMM variant: a workgroup of `ty × tx` (= 256) invocations, each
 /// computing `tm × tn` outputs, so one workgroup owns a `(ty·tm) × (tx·tn)` block of C and walks
 /// K `bk` at a time. `ks` is the kernel size the index arithmetic is specialised for (0 = any,
-/// read from the params at run time).
+/// read from the params at run time). `stages`: how many K tiles conv_mixed.wgsl keeps in
+/// workgroup memory at once (1, or 2 to alternate and save a barrier; conv.wgsl has 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemmTile {
     pub ty: u32,
@@ -229,6 +230,7 @@ pub struct GemmTile {
     pub tn: u32,
     pub bk: u32,
     pub ks: u32,
+    pub stages: u32,
 }
 
 impl std::fmt::Display for GemmTile {
@@ -237,13 +239,16 @@ impl std::fmt::Display for GemmTile {
         if self.ks != 0 {
             write!(f, "s{}", self.ks)?;
         }
+        if self.stages != 1 {
+            write!(f, "x{}", self.stages)?;
+        }
         Ok(())
     }
 }
 
 impl GemmTile {
     /// The tile non-GEMM modules are built with (their sources ignore it) and tests parse.
-    pub(crate) const DEFAULT: GemmTile = GemmTile { ty: 16, tx: 16, tm: 4, tn: 8, bk: 8, ks: 0 };
+    pub(crate) const DEFAULT: GemmTile = GemmTile { ty: 16, tx: 16, tm: 4, tn: 8, bk: 8, ks: 0, stages: 1 };
 
     /// Rows and columns of C one workgroup owns.
     pub fn bm(self) -> usize {
@@ -253,10 +258,16 @@ impl GemmTile {
         (self.tx * self.tn) as usize
     }
 
+    /// Workgroup memory conv_mixed.wgsl declares for this tile: `stages` staged K tiles of A and
+    /// B in f16, and 8 KiB of f32 staging for the write-out (a test checks this against naga).
+    pub fn mixed_workgroup_bytes(self) -> u32 {
+        self.stages * (self.ty * self.tm + self.tx * self.tn) * self.bk * 2 + 8192
+    }
+
     fn constants(self) -> String {
         format!(
-            "const TY: u32 = {}u;\nconst TX: u32 = {}u;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\nconst BK: u32 = {}u;\nconst KS: u32 = {}u;\n",
-            self.ty, self.tx, self.tm, self.tn, self.bk, self.ks
+            "const TY: u32 = {}u;\nconst TX: u32 = {}u;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\nconst BK: u32 = {}u;\nconst KS: u32 = {}u;\nconst STAGES: u32 = {}u;\n",
+            self.ty, self.tx, self.tm, self.tn, self.bk, self.ks, self.stages
         )
     }
 }
@@ -418,6 +429,15 @@ pub fn shader_sources() -> Vec<(String, String)> {
         out.push((format!("conv_mixed {tile:?}"), Module::ConvMixed.source(tile)));
     }
     out
+}
+
+/// conv_mixed.wgsl's deeper tilings (K 32 or 64, or two stages), built only on devices that grant
+/// the workgroup memory they need beyond wgpu's 16 KiB default: (name, source, bytes they need).
+pub fn deep_mixed_sources() -> Vec<(String, String, u32)> {
+    super::conv::all_deep_mixed_tiles()
+        .into_iter()
+        .map(|t| (format!("conv_mixed {t:?}"), Module::ConvMixed.source(t), t.mixed_workgroup_bytes()))
+        .collect()
 }
 
 /// Bind group layouts (one per storage-buffer count), pipeline layouts, modules and pipelines.

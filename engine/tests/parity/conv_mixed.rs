@@ -65,6 +65,11 @@ fn conv_mixed_forward_and_backward() {
     mixed_case(g, ConvShape::new(1, 17, 9, 9, 70, 3, 1, 1, 1), 160); // 64-row tiles, two of them
     mixed_case(g, ConvShape::new(2, 40, 13, 13, 130, 3, 1, 1, 1), 170); // 128-row tiles, 13² pixels
     mixed_case(g, ConvShape::new(1, 130, 10, 10, 36, 1, 1, 0, 1), 180); // 1×1, K past one tile
+    // Planes of a multiple of 4 pixels: whole tiles take the direct write-out (fragments loaded
+    // from and stored to y, dx, dw or the split-K partials), the tiles at an image's or the
+    // matrix's edge the staged one, in one dispatch.
+    mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 200);
+    mixed_case(g, ConvShape::new(1, 64, 12, 12, 128, 1, 1, 0, 1), 210);
 }
 
 #[test]
@@ -92,7 +97,7 @@ fn conv_mixed_says_which_path_runs() {
     let Some(g) = mixed_gpu() else { return };
     let path = g.gemm_path(GemmOperands::F16);
     match g.mixed_gemm() {
-        MixedGemm::Coop16 => assert!(path.contains("cooperative matrices"), "{path}"),
+        MixedGemm::Coop16 { .. } => assert!(path.contains("cooperative matrices"), "{path}"),
         MixedGemm::Fp32 { reason } => assert!(path.contains("fp32") && path.contains(reason.as_str()), "{path}"),
     }
     assert_eq!(g.gemm_path(GemmOperands::F32), "fp32 kernels (conv.wgsl)");
