@@ -108,6 +108,25 @@ fn maxpool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     b3[p.o3 + i] = acc;
 }
 
+// The same where windows do not overlap (stride ≥ size): every input has at most one output
+// whose window holds it, so one invocation per output adds its gradient to its window's
+// maximum and leaves the others as they are: the gather's result, with a quarter of the
+// reads and writes at size 2. x = b1, dy = b2, dx = b3 (+=).
+@compute @workgroup_size(256)
+fn maxpool_backward_windows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let ohw = p.oh * p.ow;
+    if (i >= p.batch * p.c * ohw) { return; }
+    let bc = i / ohw;
+    let r = i % ohw;
+    let plane = bc * p.h * p.w;
+    let a = argmax(plane, r / p.ow, r % p.ow);
+    if (a >= 0) {
+        let o = p.o3 + plane + u32(a);
+        b3[o] = b3[o] + b2[p.o2 + i];
+    }
+}
+
 // y (b2) [b][c] = mean over spatial of x (b1); one workgroup per (b, c).
 @compute @workgroup_size(256)
 fn avgpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -276,8 +276,14 @@ impl Backend for GpuBackend {
         self.per_images("maxpool_backward", s.batch, &[(x, pi), (dy, po), (dx, pi)], |r, v| {
             let s = PoolShape { batch: r.count, ..*s };
             let p = pool_params(&s, v[0], v[1], v[2]);
-            let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
-            self.dispatch_1d(Kernel::MaxpoolBackward, v, &p, s.input_len(), work);
+            if s.stride >= s.size {
+                // Windows apart: one invocation per output (the gather's result, less work).
+                let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((s.input_len() + 3 * s.output_len()) * 4) as f64 };
+                self.dispatch_1d(Kernel::MaxpoolBackwardWindows, v, &p, s.output_len(), work);
+            } else {
+                let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
+                self.dispatch_1d(Kernel::MaxpoolBackward, v, &p, s.input_len(), work);
+            }
         });
     }
 

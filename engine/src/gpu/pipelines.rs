@@ -335,6 +335,7 @@ kernels! {
     ActivationBackward => (Activation, "activation_backward", 4),
     MaxpoolForward => (Pool, "maxpool_forward", 2),
     MaxpoolBackward => (Pool, "maxpool_backward", 3),
+    MaxpoolBackwardWindows => (Pool, "maxpool_backward_windows", 3),
     AvgpoolForward => (Pool, "avgpool_forward", 2),
     AvgpoolBackward => (Pool, "avgpool_backward", 2),
     UpsampleForward => (Resample, "upsample_forward", 2),

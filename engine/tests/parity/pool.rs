@@ -36,12 +36,15 @@ fn maxpool_ref(x: &[f32], dy: &[f32], s: &PoolShape) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn maxpool_forward_backward() {
     let g = gpu_or_skip!();
-    // batch, c, h, w, size, stride, padding (Darknet default padding = size − 1)
+    // batch, c, h, w, size, stride, padding (Darknet default padding = size − 1). Windows apart
+    // (stride ≥ size: the first and the last) take the backward kernel with one invocation per
+    // output, the others the gather over every input.
     for (i, s) in [
         PoolShape::new(2, 3, 13, 13, 2, 2, 1),
         PoolShape::new(1, 2, 8, 7, 2, 1, 1),
         PoolShape::new(1, 3, 9, 11, 3, 2, 2),
         PoolShape::new(2, 2, 10, 10, 5, 1, 4),
+        PoolShape::new(1, 2, 11, 10, 2, 3, 1),
     ]
     .into_iter()
     .enumerate()
