@@ -1,6 +1,6 @@
 // Mixed precision (issue 15): rounding f32 values to the nearest f16 value, kept as f32, for the
 // tensors mixed precision stores in f16 that no fused kernel writes (include/half.wgsl has the
-// rounding, and why it is integer arithmetic).
+// rounding, and why it is integer arithmetic); and unpacking f16 values uploaded two to a word.
 
 struct P {
     n: u32,
@@ -19,4 +19,29 @@ fn round_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.n) { return; }
     out[p.o2 + i] = round_f16_value(x[p.o1 + i]);
+}
+
+// The f32 value of f16 bit pattern h (the low 16 bits), exactly, by integer arithmetic: zero and
+// subnormals as a multiple of 2^-24, Inf and NaN kept.
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604644775390625e-8));
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
+// out[i] = f16 value i of x (two per word: value 2w in word w's low half), for i < n. The words
+// arrive in an f32 buffer and are read back as bits.
+@compute @workgroup_size(256)
+fn unpack_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.n) { return; }
+    let word = bitcast<u32>(x[p.o1 + i / 2u]);
+    out[p.o2 + i] = f16_to_f32((word >> (16u * (i % 2u))) & 0xffffu);
 }

@@ -53,6 +53,12 @@ pub trait Backend {
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Copy host data into the view (`data.len() == len(buf)`).
     fn upload(&self, buf: &Self::Buf, data: &[f32]);
+    /// Copy host data into the view rounded to the nearest f16 value: what `upload` and then
+    /// `round_f16` leave (mixed precision's network input). A GPU moves f16, half the bytes.
+    fn upload_f16(&self, buf: &Self::Buf, data: &[f32]) {
+        self.upload(buf, data);
+        self.round_f16(buf, buf);
+    }
     /// Read the view back to the host. On a GPU this waits for all recorded work: call it rarely.
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     /// Submit recorded work (GPU) without waiting. CPU: no-op.

@@ -84,6 +84,44 @@ mod tests {
         }
     }
 
+    /// Mixed precision's GPU input upload converts with the `half` crate (hardware conversion
+    /// where the CPU has it): every value must come back as round_f16 leaves it.
+    #[test]
+    fn the_half_crate_converts_as_round_f16_rounds() {
+        let check = |v: f32| {
+            let h = half::f16::from_f32(v).to_f32();
+            if v.is_nan() {
+                assert!(h.is_nan());
+            } else {
+                assert_eq!(h.to_bits(), round_f16(v).to_bits(), "{v:e} ({:#010x})", v.to_bits());
+            }
+        };
+        for h in 0..0x7c00u16 {
+            for s in [0u16, 0x8000] {
+                let v = f16_value(h | s);
+                check(v);
+                check(f32::from_bits(v.to_bits() + 1));
+                check(f32::from_bits(v.to_bits().saturating_sub(1)));
+            }
+            if h + 1 < 0x7c00 {
+                let mid = ((f16_value(h) as f64 + f16_value(h + 1) as f64) / 2.0) as f32;
+                check(mid);
+                check(-mid);
+            }
+        }
+        for v in [65504.0, 65519.996, 65520.0, 1e30, f32::INFINITY, 1e-30, 2f32.powi(-25), 2f32.powi(-24) * 0.5001] {
+            check(v);
+            check(-v);
+        }
+        // The slice conversion (the SIMD path the upload takes) agrees with the scalar one.
+        let xs: Vec<f32> = (0..4099u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761) & 0x7f7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        let mut hs = vec![half::f16::ZERO; xs.len()];
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut hs[..], &xs);
+        for (x, h) in xs.iter().zip(&hs) {
+            assert_eq!(h.to_f32().to_bits(), round_f16(*x).to_bits(), "{x:e}");
+        }
+    }
+
     #[test]
     fn range_ends() {
         assert_eq!(round_f16(65504.0), 65504.0);

@@ -178,6 +178,15 @@ impl Recorder {
         encoder.copy_buffer_to_buffer(src, 0, dst, offset, data.len() as u64);
     }
 
+    /// [`Recorder::upload`] of `len` bytes that `fill` writes into the staging buffer
+    /// ([`super::upload::Uploads::stage_with`]).
+    pub(crate) fn upload_with(&mut self, device: &wgpu::Device, dst: &wgpu::Buffer, offset: u64, len: usize, fill: &super::upload::Fill<'_>) {
+        self.encoder(device);
+        let src = self.uploads.stage_with(device, len, fill);
+        let encoder = self.encoder.as_mut().expect("made by encoder() above");
+        encoder.copy_buffer_to_buffer(src, 0, dst, offset, len as u64);
+    }
+
     /// Submits everything recorded so far (params first). Does not wait.
     pub(crate) fn flush(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
         self.pass = None;

@@ -66,6 +66,8 @@ pub struct GpuBackend {
     internal: Arc<MemoryStats>,
     reduce_scratch: GpuBuf,
     splitk_scratch: Mutex<GpuBuf>,
+    /// Mixed precision's input upload: the f16 values before they are unpacked (gpu/upload.rs).
+    f16_scratch: Mutex<GpuBuf>,
     channel_scratch: Mutex<GpuBuf>,
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
@@ -113,6 +115,7 @@ impl GpuBackend {
         let internal = Arc::new(MemoryStats::default());
         let reduce_scratch = buffers::alloc(&device, &internal, REDUCE_PARTS, &limits, "reduce partials");
         let splitk_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "split-k partials"));
+        let f16_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "f16 upload"));
         let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "channel partials"));
         Ok(GpuBackend {
             device,
@@ -125,6 +128,7 @@ impl GpuBackend {
             internal,
             reduce_scratch,
             splitk_scratch,
+            f16_scratch,
             channel_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             timestamps,

@@ -34,7 +34,7 @@ impl GpuBackend {
 
     /// Calls `f(count, views)` once per range of elements of `bufs` (all of length `n`) that
     /// binds (once, with the views themselves, when they all do).
-    fn elementwise(&self, what: &str, n: usize, bufs: &[&GpuBuf], mut f: impl FnMut(usize, &[&GpuBuf])) {
+    pub(super) fn elementwise(&self, what: &str, n: usize, bufs: &[&GpuBuf], mut f: impl FnMut(usize, &[&GpuBuf])) {
         let split: Vec<(&GpuBuf, usize)> = bufs.iter().map(|b| (*b, 1)).collect();
         for r in self.element_ranges(what, n, bufs) {
             let v = sub_views(&split, r);
@@ -69,6 +69,9 @@ impl Backend for GpuBackend {
     }
     fn upload(&self, buf: &GpuBuf, data: &[f32]) {
         self.upload_data(buf, data);
+    }
+    fn upload_f16(&self, buf: &GpuBuf, data: &[f32]) {
+        self.upload_f16_data(buf, data);
     }
     fn download(&self, buf: &GpuBuf) -> Vec<f32> {
         self.download_data(buf)

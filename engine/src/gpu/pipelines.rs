@@ -302,6 +302,7 @@ kernels! {
     Axpy => (Blas, "axpy", 2),
     Scal => (Blas, "scal", 1),
     RoundF16 => (Half, "round_f16", 2),
+    UnpackF16 => (Half, "unpack_f16", 2),
     AddForward => (Blas, "add_forward", 3),
     MulForward => (Blas, "mul_forward", 3),
     DivForward => (Blas, "div_forward", 3),

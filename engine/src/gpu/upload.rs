@@ -10,9 +10,19 @@
 //! submission that holds the copy, the buffer is mapped again (`map_async`); it is back in the
 //! pool once the device has finished with it, which a step's read-back wait ensures. A steady
 //! training loop therefore reuses the same few buffers and allocates nothing.
+//!
+//! Mixed precision's network input goes up as f16 (`upload_f16`): converted on the host straight
+//! into the staging buffer, two values to a word, and unpacked on the device: half the bytes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use half::slice::HalfFloatSliceExt;
+
+use super::params::{HalfP, off, u};
+use super::pipelines::Kernel;
+use super::{GpuBackend, GpuBuf};
+use crate::profile::Work;
 
 /// Staging buffers smaller than this are made at this size, so that small uploads share them.
 const MIN_STAGING: u64 = 1 << 16;
@@ -54,7 +64,18 @@ impl Uploads {
     /// Copies `data` into a mapped staging buffer and returns it, unmapped, to be the source of
     /// a copy recorded in the current encoder; [`Uploads::submitted`] must follow the submit.
     pub(crate) fn stage(&mut self, device: &wgpu::Device, data: &[u8]) -> &wgpu::Buffer {
-        let len = data.len() as u64;
+        self.stage_with(device, data.len(), &|mut dst: wgpu::WriteOnly<'_, [u8]>, start: usize| {
+            let n = dst.len();
+            dst.copy_from_slice(&data[start..start + n]);
+        })
+    }
+
+    /// [`Uploads::stage`] of `len` bytes that `fill` writes: it gets parts of the staging range
+    /// (each a multiple of 4 bytes long, but the last) with the byte offset of their start, on
+    /// up to [`MAX_COPY_THREADS`] threads.
+    pub(crate) fn stage_with(&mut self, device: &wgpu::Device, len: usize, fill: &Fill<'_>) -> &wgpu::Buffer {
+        let bytes = len;
+        let len = len as u64;
         self.collect();
         let fits = |s: &Staging| s.size() >= len;
         if !self.free.iter().any(fits) && self.mapping.iter().any(fits) {
@@ -88,7 +109,7 @@ impl Uploads {
         };
         {
             let mut view = staging.buf.get_mapped_range_mut(..len).unwrap_or_else(|e| panic!("gpu: writing an upload buffer: {e:?}"));
-            copy_on_threads(view.slice(..), data);
+            fill_on_threads(view.slice(..), bytes, fill);
         }
         staging.buf.unmap();
         self.recorded.push(staging);
@@ -130,15 +151,18 @@ const BYTES_PER_THREAD: usize = 8 << 20;
 /// Most threads one copy is split over.
 const MAX_COPY_THREADS: usize = 8;
 
-/// `dst.copy_from_slice(src)`, split over scoped threads when large: staging memory is often
-/// write-combined, where one core's stores reach a fraction of the memory's bandwidth, and a
-/// step's batch is copied while the device waits for it.
-fn copy_on_threads(dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8]) {
+/// What writes a staging range: a part of it and the byte offset where that part starts.
+pub(crate) type Fill<'a> = dyn Fn(wgpu::WriteOnly<'_, [u8]>, usize) + Sync + 'a;
+
+/// `fill` over `dst` (`len` bytes), split over scoped threads when large: staging memory is
+/// often write-combined, where one core's stores reach a fraction of the memory's bandwidth,
+/// and a step's batch is copied while the device waits for it. Parts start on multiples of 4
+/// bytes, so a fill that writes whole 4-byte words never sees a word split.
+fn fill_on_threads(dst: wgpu::WriteOnly<'_, [u8]>, len: usize, fill: &Fill<'_>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = cores.min(MAX_COPY_THREADS).min(src.len() / BYTES_PER_THREAD).max(1);
+    let threads = cores.min(MAX_COPY_THREADS).min(len / BYTES_PER_THREAD).max(1);
     if threads == 1 {
-        let mut dst = dst;
-        dst.copy_from_slice(src);
+        fill(dst, 0);
         return;
     }
     /// A part of the mapped range, moved to the thread that writes it.
@@ -147,17 +171,63 @@ fn copy_on_threads(dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8]) {
     // (which is Send); the parts come from `split_at`, so no two threads see the same byte, and
     // the scope ends every thread before the mapped range is dropped.
     unsafe impl Send for Part<'_> {}
-    let chunk = src.len().div_ceil(threads);
+    let chunk = len.div_ceil(threads).next_multiple_of(4);
     std::thread::scope(|scope| {
         let mut rest = dst;
-        for part in src.chunks(chunk) {
-            let (head, tail) = rest.split_at(part.len());
+        let mut start = 0;
+        while start < len {
+            let n = chunk.min(len - start);
+            let (head, tail) = rest.split_at(n);
             rest = tail;
             let head = Part(head);
             scope.spawn(move || {
-                let mut head = head;
-                head.0.copy_from_slice(part);
+                let head = head;
+                fill(head.0, start);
             });
+            start += n;
         }
     });
+}
+
+impl GpuBackend {
+    /// `Backend::upload_f16`: `data` rounded to f16 on the host (the `half` crate rounds as
+    /// round_f16 does; a test checks it), copied as 16-bit values into a scratch buffer and
+    /// unpacked into `buf` by `unpack_f16`.
+    pub(super) fn upload_f16_data(&self, buf: &GpuBuf, data: &[f32]) {
+        assert_eq!(data.len(), buf.len(), "upload of {} floats into a view of {}", data.len(), buf.len());
+        if data.is_empty() {
+            return;
+        }
+        self.elementwise("upload_f16", data.len(), &[buf], |n, v| {
+            let start = v[0].offset - buf.offset;
+            let part = &data[start..start + n];
+            let words = n.div_ceil(2);
+            let packed = self.scratch(&self.f16_scratch, words, "f16 upload");
+            let fill = |dst: wgpu::WriteOnly<'_, [u8]>, at: usize| pack_f16(dst, &part[at / 2..]);
+            self.lock().upload_with(&self.device, packed.buffer(), packed.offset as u64 * 4, words * 4, &fill);
+            let p = HalfP { n: u(n), o1: off(&packed), o2: off(v[0]), pad: 0 };
+            self.dispatch_1d(Kernel::UnpackF16, &[&packed, v[0]], &p, n, Work::elementwise(n, 1, 1, 1));
+        });
+    }
+}
+
+/// Values converted to f16 per block: small enough to stay in the core's cache.
+const PACK_BLOCK: usize = 4096;
+
+/// `src` as f16 values into `dst` (2 bytes each, little-endian: value 2w in word w's low half),
+/// for as many values as `dst` holds; a last odd byte pair past `src` is zero.
+fn pack_f16(mut dst: wgpu::WriteOnly<'_, [u8]>, src: &[f32]) {
+    let mut block = [half::f16::ZERO; PACK_BLOCK];
+    let values = (dst.len() / 2).min(src.len());
+    let mut done = 0;
+    while done < values {
+        let n = PACK_BLOCK.min(values - done);
+        block[..n].convert_from_f32_slice(&src[done..done + n]);
+        let bytes: &[u8] = bytemuck::cast_slice(block[..n].reinterpret_cast());
+        dst.slice(2 * done..2 * (done + n)).copy_from_slice(bytes);
+        done += n;
+    }
+    if 2 * done < dst.len() {
+        dst.slice(2 * done..).fill(0);
+    }
 }

@@ -214,7 +214,12 @@ impl<B: Backend> Network<B> {
         if images.len() != expected {
             return Err(NetworkError::InputSize { got: images.len(), expected, what: "images" });
         }
-        self.backend.upload(&self.input, images);
+        if self.mixed() {
+            // Mixed precision's input is stored in f16 (a GPU moves half the bytes).
+            self.backend.upload_f16(&self.input, images);
+        } else {
+            self.backend.upload(&self.input, images);
+        }
         let expected = self.backend.len(&self.truths);
         if truths.len() != expected {
             return Err(NetworkError::InputSize { got: truths.len(), expected, what: "truths" });

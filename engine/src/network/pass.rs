@@ -59,7 +59,7 @@ impl<B: Backend> Network<B> {
                     }
                 }
             }
-            b.round_f16(&self.input, &self.input);
+            // The input arrived rounded (set_input's upload_f16).
         }
         let range = match mode {
             Mode::Train => 0..self.plan.forward_end(),
@@ -76,7 +76,7 @@ impl<B: Backend> Network<B> {
     }
 
     /// Mixed precision ([`super::build::Precision::Mixed`]).
-    fn mixed(&self) -> bool {
+    pub(super) fn mixed(&self) -> bool {
         self.build_options.precision == super::build::Precision::Mixed
     }
 

@@ -33,6 +33,39 @@ fn round_f16_matches_the_cpu_bit_for_bit() {
     assert!(g.download(&nan)[0].is_nan(), "NaN stays NaN");
 }
 
+/// `upload_f16` (mixed precision's input upload: f16 values two to a word, unpacked on the
+/// device) leaves what `upload` and then `round_f16` leave, bit for bit: on every f16 value and
+/// the values around them, subnormals, the overflow edge and Inf, with pairs whose word reads as
+/// an f32 NaN or subnormal, an odd count, and into a view that starts past a buffer's start
+/// (the floats around it keep their values). NaN comes back as NaN.
+#[test]
+fn upload_f16_equals_upload_then_round_f16() {
+    let g = gpu_or_skip!();
+    let mut hx: Vec<f32> = Vec::new();
+    for h in (0..0x7c00u32).step_by(5) {
+        let v = f16_value(h);
+        hx.extend([v, -v, f32::from_bits(v.to_bits() + 1), -f32::from_bits(v.to_bits().saturating_sub(1))]);
+    }
+    // The word 0x0000_0001 reads as an f32 subnormal (value 2w in the low half); the NaN case
+    // below makes a word that reads as an f32 NaN.
+    hx.extend([f16_value(1), 0.0, -0.0, f16_value(1)]);
+    hx.extend([65504.0, 65519.99, 65520.0, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, 1e-30, 2f32.powi(-25), 0.0, -0.0]);
+    hx.extend(data(4099, 11, -70000.0, 70000.0));
+    hx.extend(data(40_001, 12, 0.0, 1.0));
+    assert!(hx.len() % 2 == 1, "an odd count: the last word has one value");
+    let want: Vec<u32> = hx.iter().map(|&v| engine::cpu::round_f16(v).to_bits()).collect();
+    let whole = up(g, &vec![7.5; hx.len() + 6]);
+    let view = g.view(&whole, 3, hx.len());
+    g.upload_f16(&view, &hx);
+    let got = g.download(&whole);
+    assert_bits("upload_f16", &got[3..3 + hx.len()], &want);
+    assert!(got[..3].iter().chain(&got[3 + hx.len()..]).all(|&v| v == 7.5), "floats around the view changed");
+    let nan = g.alloc(3);
+    g.upload_f16(&nan, &[1.0, f32::NAN, -2.0]);
+    let n = g.download(&nan);
+    assert!(n[0] == 1.0 && n[1].is_nan() && n[2] == -2.0, "{n:?}");
+}
+
 fn assert_bits(what: &str, got: &[f32], want: &[u32]) {
     for (i, (g, &w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.to_bits(), w, "{what}[{i}]: gpu {g:e} vs cpu {:e}", f32::from_bits(w));
