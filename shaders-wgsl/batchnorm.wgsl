@@ -110,6 +110,18 @@ fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
+// The combines read a channel's chunk partials AHEAD at a time before merging them, so those
+// reads are in flight together: one read after another, each waited on, took 0.3 ms for the 704
+// chunks of yolov4-tiny's first layer at batch 64. The merge order, and so every bit, is the
+// one-at-a-time loop's.
+const AHEAD: u32 = 8u;
+
+// Chunk partial q of channel c (two floats) from the scratch at b1.
+fn chunk_partial(q: u32, c: u32) -> vec2<f32> {
+    let at = p.o1 + 2u * (q * p.channels + c);
+    return vec2<f32>(b1[at], b1[at + 1u]);
+}
+
 // scratch = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
 // One invocation per channel merges its chunks in order.
 @compute @workgroup_size(256)
@@ -119,15 +131,22 @@ fn bn_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var n = 0.0;
     var mean = 0.0;
     var m2 = 0.0;
-    for (var q = 0u; q < p.chunks; q++) {
-        let nq = f32(chunk_count(chunk_of(q)));
-        let mq = b1[p.o1 + 2u * (q * p.channels + c)];
-        let m2q = b1[p.o1 + 2u * (q * p.channels + c) + 1u];
-        let total = n + nq;
-        let d = mq - mean;
-        mean = mean + d * (nq / total);
-        m2 = m2 + m2q + d * d * (n * nq / total);
-        n = total;
+    for (var q0 = 0u; q0 < p.chunks; q0 += AHEAD) {
+        let k = min(AHEAD, p.chunks - q0);
+        var part: array<vec2<f32>, AHEAD>;
+        for (var j = 0u; j < AHEAD; j++) {
+            if (j < k) {
+                part[j] = chunk_partial(q0 + j, c);
+            }
+        }
+        for (var j = 0u; j < k; j++) {
+            let nq = f32(chunk_count(chunk_of(q0 + j)));
+            let total = n + nq;
+            let d = part[j].x - mean;
+            mean = mean + d * (nq / total);
+            m2 = m2 + part[j].y + d * d * (n * nq / total);
+            n = total;
+        }
     }
     // N = 1 would divide by zero; the divisor is then 1, as on the CPU.
     let variance = m2 / max(n - 1.0, 1.0);
@@ -268,9 +287,17 @@ fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     let c = flat(wid, nwg, lid);
     if (c >= p.channels) { return; }
     var s = vec2<f32>(0.0, 0.0);
-    for (var q = 0u; q < p.chunks; q++) {
-        let at = p.o1 + 2u * (q * p.channels + c);
-        s = s + vec2<f32>(b1[at], b1[at + 1u]);
+    for (var q0 = 0u; q0 < p.chunks; q0 += AHEAD) {
+        let k = min(AHEAD, p.chunks - q0);
+        var part: array<vec2<f32>, AHEAD>;
+        for (var j = 0u; j < AHEAD; j++) {
+            if (j < k) {
+                part[j] = chunk_partial(q0 + j, c);
+            }
+        }
+        for (var j = 0u; j < k; j++) {
+            s = s + part[j];
+        }
     }
     b4[p.o4 + c] = b4[p.o4 + c] + s.y;
     b5[p.o5 + c] = b5[p.o5 + c] + s.x;
