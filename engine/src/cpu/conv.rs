@@ -32,8 +32,9 @@ const ITEMS: usize = 16;
 /// Fewest columns of a forward tile: each tile packs the whole weight matrix again.
 const MIN_COLS: usize = 96;
 /// Fewest columns (weight-gradient tiles: `dW` columns) and rows a tile should have to be worth
-/// its packing.
-const MIN_TILE_COLS: usize = 64;
+/// its packing (fewer columns only where `dW` has under 64: then any cut that keeps the GEMM's
+/// kernel, so that even the first layer's weight gradient is shared by the threads).
+const MIN_TILE_COLS: usize = 16;
 const MIN_TILE_ROWS: usize = 32;
 /// Items of a weight gradient: its tiles are small GEMMs already, so fewer.
 const W_ITEMS: usize = 8;
@@ -154,14 +155,24 @@ struct WeightTile {
 fn backward_weights_plan(g: &Geo) -> Vec<WeightTile> {
     // `gemm` runs dW transposed: dW's columns are its kernel's 16-float rows, so tiles of 16
     // columns keep every kernel call full.
-    let cols = gemm_split(g.k, 1, g.m, W_ITEMS, MIN_TILE_COLS, 16);
-    // Row tiles only where column tiles are too few: without a direct input each row tile redoes
-    // its columns' im2col.
-    let narrowest = cols.iter().map(Range::len).min().unwrap_or(0);
-    let rows = if cols.len() * 2 <= W_ITEMS {
-        gemm_split(g.m, 1, narrowest, W_ITEMS.div_ceil(cols.len()), MIN_TILE_ROWS, 8)
+    let split_cols = |want: usize, other: usize| {
+        if g.k >= 4 * MIN_TILE_COLS { gemm_split(g.k, 1, other, want, MIN_TILE_COLS, 16) } else { gemm_split(g.k, 1, other, want, 1, 1) }
+    };
+    let narrowest = |t: &[Range<usize>]| t.iter().map(Range::len).min().unwrap_or(0);
+    let (rows, cols) = if g.direct {
+        // A direct input costs a row tile nothing, and rows keep the kernel's tiles wide.
+        let rows = gemm_split(g.m, 1, g.k, W_ITEMS, MIN_TILE_ROWS, 8);
+        let cols = split_cols(W_ITEMS.div_ceil(rows.len()), narrowest(&rows));
+        (rows, cols)
     } else {
-        vec![0..g.m]
+        // Row tiles only where column tiles are too few: each row tile redoes its columns' im2col.
+        let cols = split_cols(W_ITEMS, g.m);
+        let rows = if cols.len() * 2 <= W_ITEMS {
+            gemm_split(g.m, 1, narrowest(&cols), W_ITEMS.div_ceil(cols.len()), MIN_TILE_ROWS, 8)
+        } else {
+            vec![0..g.m]
+        };
+        (rows, cols)
     };
     cols.iter().flat_map(|c| rows.iter().map(|r| WeightTile { rows: r.clone(), cols: c.clone() })).collect()
 }
@@ -238,10 +249,9 @@ fn gemm_split(len: usize, unit: usize, other: usize, want: usize, min: usize, al
     if len * unit * other <= SMALL_GEMM || other < 2 {
         return vec![0..len];
     }
-    let exact = (SMALL_GEMM / other + 1).max(2).div_ceil(unit.max(1));
-    // + align − 1: rounding a cut down to a multiple of align takes at most that from a piece.
-    let most = len / (exact.max(min).max(1) + align.max(1) - 1);
-    split(len, want.min(most).max(1), align)
+    let fits = |r: &Range<usize>| r.len() * unit * other > SMALL_GEMM && r.len() * unit >= 2 && r.len() >= min;
+    // The most pieces up to `want` whose every piece fits (one piece always does).
+    (2..=want).rev().map(|p| split(len, p, align)).find(|t| t.iter().all(fits)).unwrap_or_else(|| vec![0..len])
 }
 
 /// `C (m×n, row stride ldc) = A·B + beta·C` by `gemm` on this thread, the depth cut into
