@@ -32,9 +32,9 @@ const ITEMS: usize = 16;
 /// Fewest columns of a forward tile: each tile packs the whole weight matrix again.
 const MIN_COLS: usize = 96;
 /// Fewest columns (weight-gradient tiles: `dW` columns) and rows a tile should have to be worth
-/// its packing (fewer columns only where `dW` has under 64: then any cut that keeps the GEMM's
-/// kernel, so that even the first layer's weight gradient is shared by the threads).
-const MIN_TILE_COLS: usize = 16;
+/// its packing (fewer columns only where `dW` has under 64: then one tile per 16 columns, which
+/// costs the kernel no lanes, so that even the first layer's weight gradient is shared).
+const MIN_TILE_COLS: usize = 32;
 const MIN_TILE_ROWS: usize = 32;
 /// Items of a weight gradient: its tiles are small GEMMs already, so fewer.
 const W_ITEMS: usize = 8;
@@ -156,7 +156,11 @@ fn backward_weights_plan(g: &Geo) -> Vec<WeightTile> {
     // `gemm` runs dW transposed: dW's columns are its kernel's 16-float rows, so tiles of 16
     // columns keep every kernel call full.
     let split_cols = |want: usize, other: usize| {
-        if g.k >= 4 * MIN_TILE_COLS { gemm_split(g.k, 1, other, want, MIN_TILE_COLS, 16) } else { gemm_split(g.k, 1, other, want, 1, 1) }
+        if g.k >= 64 {
+            gemm_split(g.k, 1, other, want, MIN_TILE_COLS, 16)
+        } else {
+            gemm_split(g.k, 1, other, want.min(g.k.div_ceil(16)), 1, 1)
+        }
     };
     let narrowest = |t: &[Range<usize>]| t.iter().map(Range::len).min().unwrap_or(0);
     let (rows, cols) = if g.direct {
