@@ -111,6 +111,8 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
         ConvShape::new(2, 16, 34, 34, 280, 1, 1, 0, 1), // 280 filters: dx's GEMM depth > 256; dW in
                                                         // row tiles of ≤ 64×16, depth 1156 > KC
         ConvShape::new(3, 64, 24, 24, 24, 3, 1, 1, 1),  // depth 576 > KC in column tiles
+        ConvShape::new(2, 3, 20, 18, 32, 3, 2, 1, 1),   // k = 27 like yolov4-tiny's first layer: dW in
+                                                        // column tiles narrower than 16
     ];
     for s in shapes {
         let x = random(s.input_len(), 1);

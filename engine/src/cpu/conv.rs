@@ -32,8 +32,9 @@ const ITEMS: usize = 16;
 /// Fewest columns of a forward tile: each tile packs the whole weight matrix again.
 const MIN_COLS: usize = 96;
 /// Fewest columns (weight-gradient tiles: `dW` columns) and rows a tile should have to be worth
-/// its packing.
-const MIN_TILE_COLS: usize = 64;
+/// its packing (fewer columns only where `dW` has under 64: then one tile per 16 columns, which
+/// costs the kernel no lanes, so that even the first layer's weight gradient is shared).
+const MIN_TILE_COLS: usize = 32;
 const MIN_TILE_ROWS: usize = 32;
 /// Items of a weight gradient: its tiles are small GEMMs already, so fewer.
 const W_ITEMS: usize = 8;
@@ -154,14 +155,28 @@ struct WeightTile {
 fn backward_weights_plan(g: &Geo) -> Vec<WeightTile> {
     // `gemm` runs dW transposed: dW's columns are its kernel's 16-float rows, so tiles of 16
     // columns keep every kernel call full.
-    let cols = gemm_split(g.k, 1, g.m, W_ITEMS, MIN_TILE_COLS, 16);
-    // Row tiles only where column tiles are too few: without a direct input each row tile redoes
-    // its columns' im2col.
-    let narrowest = cols.iter().map(Range::len).min().unwrap_or(0);
-    let rows = if cols.len() * 2 <= W_ITEMS {
-        gemm_split(g.m, 1, narrowest, W_ITEMS.div_ceil(cols.len()), MIN_TILE_ROWS, 8)
+    let split_cols = |want: usize, other: usize| {
+        if g.k >= 64 {
+            gemm_split(g.k, 1, other, want, MIN_TILE_COLS, 16)
+        } else {
+            gemm_split(g.k, 1, other, want.min(g.k.div_ceil(16)), 1, 1)
+        }
+    };
+    let narrowest = |t: &[Range<usize>]| t.iter().map(Range::len).min().unwrap_or(0);
+    let (rows, cols) = if g.direct {
+        // A direct input costs a row tile nothing, and rows keep the kernel's tiles wide.
+        let rows = gemm_split(g.m, 1, g.k, W_ITEMS, MIN_TILE_ROWS, 8);
+        let cols = split_cols(W_ITEMS.div_ceil(rows.len()), narrowest(&rows));
+        (rows, cols)
     } else {
-        vec![0..g.m]
+        // Row tiles only where column tiles are too few: each row tile redoes its columns' im2col.
+        let cols = split_cols(W_ITEMS, g.m);
+        let rows = if cols.len() * 2 <= W_ITEMS {
+            gemm_split(g.m, 1, narrowest(&cols), W_ITEMS.div_ceil(cols.len()), MIN_TILE_ROWS, 8)
+        } else {
+            vec![0..g.m]
+        };
+        (rows, cols)
     };
     cols.iter().flat_map(|c| rows.iter().map(|r| WeightTile { rows: r.clone(), cols: c.clone() })).collect()
 }
@@ -238,10 +253,9 @@ fn gemm_split(len: usize, unit: usize, other: usize, want: usize, min: usize, al
     if len * unit * other <= SMALL_GEMM || other < 2 {
         return vec![0..len];
     }
-    let exact = (SMALL_GEMM / other + 1).max(2).div_ceil(unit.max(1));
-    // + align − 1: rounding a cut down to a multiple of align takes at most that from a piece.
-    let most = len / (exact.max(min).max(1) + align.max(1) - 1);
-    split(len, want.min(most).max(1), align)
+    let fits = |r: &Range<usize>| r.len() * unit * other > SMALL_GEMM && r.len() * unit >= 2 && r.len() >= min;
+    // The most pieces up to `want` whose every piece fits (one piece always does).
+    (2..=want).rev().map(|p| split(len, p, align)).find(|t| t.iter().all(fits)).unwrap_or_else(|| vec![0..len])
 }
 
 /// `C (m×n, row stride ldc) = A·B + beta·C` by `gemm` on this thread, the depth cut into
@@ -537,84 +551,9 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
     }
 }
 
-/// One single-threaded GEMM call the conv ops make: `C (m×n, row stride ldc) = A·B + beta·C`,
-/// element (r, c) of A at `r·a.0 + c·a.1` (B likewise). For benchmarks of the GEMM alone.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GemmCall {
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    pub a: (isize, isize),
-    pub b: (isize, isize),
-    pub beta: f32,
-    pub ldc: usize,
-}
-
-/// Runs `call` as the backend does ([`sgemm`]) on `c`, with A and B at the start of `a` and `b`.
-/// For benchmarks, and as the untiled GEMM the tests compare the tiled ops against.
-pub fn run_gemm_call(call: &GemmCall, a: &[f32], b: &[f32], c: &mut [f32]) {
-    let GemmCall { m, k, n, beta, ldc, .. } = *call;
-    let fits = |v: &[f32], rows: usize, cols: usize, (rs, cs): (isize, isize)| {
-        rs >= 0 && cs >= 0 && (rows == 0 || cols == 0 || v.len() > (rows - 1) * rs as usize + (cols - 1) * cs as usize)
-    };
-    assert!(fits(a, m, k, call.a) && fits(b, k, n, call.b) && fits(c, m, n, (ldc as isize, 1)) && ldc >= n,
-        "cpu gemm: buffers of {}/{}/{} floats too short for {call:?}", a.len(), b.len(), c.len());
-    let (a, b) = (Mat { ptr: a.as_ptr(), rs: call.a.0, cs: call.a.1 }, Mat { ptr: b.as_ptr(), rs: call.b.0, cs: call.b.1 });
-    // SAFETY: A, B and C lie in their slices (asserted); `c` is a unique borrow, so disjoint.
-    unsafe { sgemm(m, k, n, a, b, beta, c.as_mut_ptr(), ldc) }
-}
-
-/// Which conv op a [`GemmCall`] serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvOp {
-    Forward,
-    BackwardData,
-    BackwardWeights,
-}
-
-/// The GEMM calls `op` makes on shape `s`: the same geometry, plans and strides as [`forward`],
-/// [`backward_data`] and [`backward_weights`] (kept beside them so they change together; the
-/// unit test checks they add up to the op's multiply-adds).
-pub fn gemm_calls(s: &ConvShape, op: ConvOp) -> Vec<GemmCall> {
-    let g = geo(s);
-    let (m, k, n) = (g.m, g.k, g.n);
-    let call = |m, k, n, a: (usize, usize), b: (usize, usize), beta, ldc| GemmCall {
-        m, k, n, a: (a.0 as isize, a.1 as isize), b: (b.0 as isize, b.1 as isize), beta, ldc,
-    };
-    let mut out = Vec::new();
-    for _gi in 0..s.groups {
-        match op {
-            ConvOp::Forward => {
-                for t in forward_plan(s, &g) {
-                    let w = t.cols.len();
-                    let (b, ldc) = if t.imgs == 1 { (if g.direct { n } else { w }, n) } else { (w, w) };
-                    out.push(call(m, k, w, (k, 1), (b, 1), 0.0, ldc));
-                }
-            }
-            ConvOp::BackwardData if g.direct => {
-                for _b in 0..s.batch {
-                    for r in gemm_split(n, 1, k, ITEMS.div_ceil(s.batch), MIN_COLS, 16) {
-                        out.push(call(k, m, r.len(), (1, k), (n, 1), 1.0, n));
-                    }
-                }
-            }
-            ConvOp::BackwardData => {
-                for blk in backward_data_plan(s, &g) {
-                    let cols = blk.imgs * n;
-                    out.push(call(blk.chs.len() * g.ss, m, cols, (1, k), (cols, 1), 0.0, cols));
-                }
-            }
-            ConvOp::BackwardWeights => {
-                for t in backward_weights_plan(&g) {
-                    for _b in 0..s.batch {
-                        out.push(call(t.rows.len(), n, t.cols.len(), (n, 1), (1, n), 1.0, k));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
+#[path = "conv_calls.rs"]
+mod calls;
+pub use calls::{ConvOp, GemmCall, gemm_calls, run_gemm_call};
 
 #[cfg(test)]
 #[path = "conv_tests.rs"]
