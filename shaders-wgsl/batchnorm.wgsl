@@ -116,10 +116,17 @@ fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // one-at-a-time loop's.
 const AHEAD: u32 = 8u;
 
-// Chunk partial q of channel c (two floats) from the scratch at b1.
-fn chunk_partial(q: u32, c: u32) -> vec2<f32> {
-    let at = p.o1 + 2u * (q * p.channels + c);
-    return vec2<f32>(b1[at], b1[at + 1u]);
+// Chunk partials q0 .. q0 + k − 1 (k ≤ AHEAD) of channel c, two floats each, from the scratch
+// at b1, all read before any is used.
+fn chunk_partials(q0: u32, k: u32, c: u32) -> array<vec2<f32>, AHEAD> {
+    var part: array<vec2<f32>, AHEAD>;
+    for (var j = 0u; j < AHEAD; j++) {
+        if (j < k) {
+            let at = p.o1 + 2u * ((q0 + j) * p.channels + c);
+            part[j] = vec2<f32>(b1[at], b1[at + 1u]);
+        }
+    }
+    return part;
 }
 
 // scratch = b1 → mean (b2), var (b3); rolling_mean (b4), rolling_var (b5) updated.
@@ -133,12 +140,7 @@ fn bn_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var m2 = 0.0;
     for (var q0 = 0u; q0 < p.chunks; q0 += AHEAD) {
         let k = min(AHEAD, p.chunks - q0);
-        var part: array<vec2<f32>, AHEAD>;
-        for (var j = 0u; j < AHEAD; j++) {
-            if (j < k) {
-                part[j] = chunk_partial(q0 + j, c);
-            }
-        }
+        let part = chunk_partials(q0, k, c);
         for (var j = 0u; j < k; j++) {
             let nq = f32(chunk_count(chunk_of(q0 + j)));
             let total = n + nq;
@@ -289,12 +291,7 @@ fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     var s = vec2<f32>(0.0, 0.0);
     for (var q0 = 0u; q0 < p.chunks; q0 += AHEAD) {
         let k = min(AHEAD, p.chunks - q0);
-        var part: array<vec2<f32>, AHEAD>;
-        for (var j = 0u; j < AHEAD; j++) {
-            if (j < k) {
-                part[j] = chunk_partial(q0 + j, c);
-            }
-        }
+        let part = chunk_partials(q0, k, c);
         for (var j = 0u; j < k; j++) {
             s = s + part[j];
         }
