@@ -123,11 +123,11 @@ fn deepen(t: GemmTile, tiling: super::MixedTiling) -> GemmTile {
     GemmTile { bk: tiling.bk, stages: tiling.stages, ..t }
 }
 
-/// Whether conv_mixed.wgsl may write whole tiles out directly; `ENGINE_GPU_COOP_DIRECT=0` stages
-/// every tile instead (to measure what the direct write-out gives).
-fn coop_direct() -> bool {
-    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DIRECT.get_or_init(|| !std::env::var("ENGINE_GPU_COOP_DIRECT").is_ok_and(|v| v == "0"))
+/// Whether conv_mixed.wgsl writes whole tiles out directly at start-up: off unless
+/// `ENGINE_GPU_COOP_DIRECT=1`, until a device run has measured it and checked it against the
+/// staged write-out (the parity test runs both where the adapter has cooperative matrices).
+pub(crate) fn coop_direct_from_env() -> bool {
+    std::env::var("ENGINE_GPU_COOP_DIRECT").is_ok_and(|v| v == "1")
 }
 
 /// conv_mixed.wgsl's tile for a forward or backward-data GEMM with `m` rows.
@@ -246,6 +246,13 @@ impl GpuBackend {
         }
     }
 
+    /// Turns conv_mixed.wgsl's direct write-out of whole tiles on or off (see
+    /// [`coop_direct_from_env`]); for the parity test and measurements.
+    #[doc(hidden)]
+    pub fn set_coop_direct(&self, on: bool) {
+        self.coop_direct.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The tiling of conv_mixed.wgsl when the conv GEMMs run on it now: f16 operands declared
     /// and a device with cooperative matrices.
     fn mixed_gemms(&self) -> Option<super::MixedTiling> {
@@ -312,7 +319,7 @@ impl GpuBackend {
             splits: 1,
             total: u(s.weight_len()),
             has_bias: 0,
-            direct: u32::from(coop_direct()),
+            direct: u32::from(self.coop_direct.load(std::sync::atomic::Ordering::Relaxed)),
             ..Default::default()
         }
     }

@@ -75,6 +75,8 @@ pub struct GpuBackend {
     timestamps: bool,
     /// GEMM tiles forced by a tile sweep (`force_gemm_tile`), overriding the rule.
     forced_tiles: Mutex<Vec<(conv::GemmKind, GemmTile)>>,
+    /// conv_mixed.wgsl writes whole tiles out directly (`set_coop_direct`).
+    coop_direct: std::sync::atomic::AtomicBool,
     /// What mixed precision's conv GEMMs run on here.
     mixed_gemm: MixedGemm,
     /// What the conv GEMMs' operands hold now (`Backend::set_gemm_operands`).
@@ -133,6 +135,7 @@ impl GpuBackend {
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             timestamps,
             forced_tiles: Mutex::new(Vec::new()),
+            coop_direct: std::sync::atomic::AtomicBool::new(conv::coop_direct_from_env()),
             mixed_gemm,
             gemm_operands: Mutex::new(Default::default()),
         })

@@ -69,7 +69,7 @@ params! {
         /// Backward data: the stride phase (py, px), its pixel grid (qh × qw), its first taps
         /// (ky0, kx0) and tap counts (nky × nkx).
         py: u32, px: u32, qh: u32, qw: u32, ky0: u32, kx0: u32, nky: u32, nkx: u32,
-        /// conv_mixed.wgsl: 1 lets whole tiles write out directly (0 stages every tile).
+        /// conv_mixed.wgsl: 1 lets whole tiles write out directly (0, the default, stages every tile).
         direct: u32,
     }
 }

@@ -30,6 +30,19 @@ fn mixed_gpu() -> Option<&'static GpuBackend> {
     .as_ref()
 }
 
+/// Another such backend with conv_mixed.wgsl's direct write-out on (off by default).
+fn direct_gpu() -> Option<&'static GpuBackend> {
+    static G: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    G.get_or_init(|| {
+        gpu()?;
+        let g = GpuBackend::new(&AdapterSelector::default()).expect("a third device on the adapter the shared one uses");
+        g.set_gemm_operands(GemmOperands::F16);
+        g.set_coop_direct(true);
+        Some(g)
+    })
+    .as_ref()
+}
+
 fn mixed_case(g: &GpuBackend, s: ConvShape, seed: u64) {
     let ConvRun { hx, hw, hdy, dx0, dw0, y: gy, dx: gdx, dw: gdw, k, dxa, dwa } = check_conv(g, s, seed, " (mixed)", round_f16);
 
@@ -65,11 +78,14 @@ fn conv_mixed_forward_and_backward() {
     mixed_case(g, ConvShape::new(1, 17, 9, 9, 70, 3, 1, 1, 1), 160); // 64-row tiles, two of them
     mixed_case(g, ConvShape::new(2, 40, 13, 13, 130, 3, 1, 1, 1), 170); // 128-row tiles, 13² pixels
     mixed_case(g, ConvShape::new(1, 130, 10, 10, 36, 1, 1, 0, 1), 180); // 1×1, K past one tile
-    // Planes of a multiple of 4 pixels: whole tiles take the direct write-out (fragments loaded
-    // from and stored to y, dx, dw or the split-K partials), the tiles at an image's or the
-    // matrix's edge the staged one, in one dispatch.
-    mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 200);
-    mixed_case(g, ConvShape::new(1, 64, 12, 12, 128, 1, 1, 0, 1), 210);
+    // Planes of a multiple of 4 pixels, with the direct write-out on and off: whole tiles then
+    // take it (fragments loaded from and stored to y, dx, dw or the split-K partials), the tiles
+    // at an image's or the matrix's edge the staged one, in one dispatch.
+    let direct = direct_gpu().expect("made where mixed_gpu is");
+    for g in [g, direct] {
+        mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 200);
+        mixed_case(g, ConvShape::new(1, 64, 12, 12, 128, 1, 1, 0, 1), 210);
+    }
 }
 
 #[test]
