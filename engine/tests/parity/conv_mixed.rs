@@ -20,27 +20,22 @@ use super::*;
 /// parity tests (run in parallel on the shared backend) give fp32 operands.
 fn mixed_gpu() -> Option<&'static GpuBackend> {
     static G: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    G.get_or_init(|| {
-        gpu()?;
-        let g = GpuBackend::new(&AdapterSelector::default()).expect("a second device on the adapter the shared one uses");
-        g.set_gemm_operands(GemmOperands::F16);
-        eprintln!("conv_mixed on {}: {}", g.adapter_info().name, g.gemm_path(GemmOperands::F16));
-        Some(g)
-    })
-    .as_ref()
+    G.get_or_init(|| mixed_backend(false)).as_ref()
 }
 
 /// Another such backend with conv_mixed.wgsl's direct write-out on (off by default).
 fn direct_gpu() -> Option<&'static GpuBackend> {
     static G: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    G.get_or_init(|| {
-        gpu()?;
-        let g = GpuBackend::new(&AdapterSelector::default()).expect("a third device on the adapter the shared one uses");
-        g.set_gemm_operands(GemmOperands::F16);
-        g.set_coop_direct(true);
-        Some(g)
-    })
-    .as_ref()
+    G.get_or_init(|| mixed_backend(true)).as_ref()
+}
+
+fn mixed_backend(direct: bool) -> Option<GpuBackend> {
+    gpu()?;
+    let g = GpuBackend::new(&AdapterSelector::default()).expect("another device on the adapter the shared one uses");
+    g.set_gemm_operands(GemmOperands::F16);
+    g.set_coop_direct(direct);
+    eprintln!("conv_mixed on {} (direct write-out {direct}): {}", g.adapter_info().name, g.gemm_path(GemmOperands::F16));
+    Some(g)
 }
 
 fn mixed_case(g: &GpuBackend, s: ConvShape, seed: u64) {
