@@ -172,10 +172,11 @@ impl Recorder {
     /// Records a copy of `data` into `dst` at byte `offset`, in order with the work around it
     /// (through a staging buffer of the pool, gpu/upload.rs).
     pub(crate) fn upload(&mut self, device: &wgpu::Device, dst: &wgpu::Buffer, offset: u64, data: &[u8]) {
-        self.encoder(device);
-        let src = self.uploads.stage(device, data);
-        let encoder = self.encoder.as_mut().expect("made by encoder() above");
-        encoder.copy_buffer_to_buffer(src, 0, dst, offset, data.len() as u64);
+        let copy = |mut part: wgpu::WriteOnly<'_, [u8]>, start: usize| {
+            let n = part.len();
+            part.copy_from_slice(&data[start..start + n]);
+        };
+        self.upload_with(device, dst, offset, data.len(), &copy);
     }
 
     /// [`Recorder::upload`] of `len` bytes that `fill` writes into the staging buffer

@@ -61,23 +61,14 @@ impl Uploads {
         self.free.iter().chain(&self.recorded).chain(&self.mapping).map(Staging::size).sum()
     }
 
-    /// Copies `data` into a mapped staging buffer and returns it, unmapped, to be the source of
-    /// a copy recorded in the current encoder; [`Uploads::submitted`] must follow the submit.
-    pub(crate) fn stage(&mut self, device: &wgpu::Device, data: &[u8]) -> &wgpu::Buffer {
-        self.stage_with(device, data.len(), &|mut dst: wgpu::WriteOnly<'_, [u8]>, start: usize| {
-            let n = dst.len();
-            dst.copy_from_slice(&data[start..start + n]);
-        })
-    }
-
-    /// [`Uploads::stage`] of `len` bytes that `fill` writes: it gets parts of the staging range
-    /// (each a multiple of 4 bytes long, but the last) with the byte offset of their start, on
-    /// up to [`MAX_COPY_THREADS`] threads.
+    /// A mapped staging buffer of at least `len` bytes, written by `fill`, and returned unmapped
+    /// to be the source of a copy recorded in the current encoder; [`Uploads::submitted`] must
+    /// follow the submit. `fill` gets parts of the range (each a multiple of 4 bytes long, but the
+    /// last) with the byte offset of their start, on up to [`MAX_COPY_THREADS`] threads.
     pub(crate) fn stage_with(&mut self, device: &wgpu::Device, len: usize, fill: &Fill<'_>) -> &wgpu::Buffer {
-        let bytes = len;
-        let len = len as u64;
+        let size = len as u64;
         self.collect();
-        let fits = |s: &Staging| s.size() >= len;
+        let fits = |s: &Staging| s.size() >= size;
         if !self.free.iter().any(fits) && self.mapping.iter().any(fits) {
             // A buffer that fits is still in flight: wait for the device rather than allocate.
             if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
@@ -95,11 +86,10 @@ impl Uploads {
                 while self.free.len() >= KEEP {
                     self.free.remove(0);
                 }
-                let size = len.max(MIN_STAGING).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
                 Staging {
                     buf: device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some("upload staging"),
-                        size,
+                        size: size.max(MIN_STAGING).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
                         usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
                         mapped_at_creation: true,
                     }),
@@ -108,8 +98,8 @@ impl Uploads {
             }
         };
         {
-            let mut view = staging.buf.get_mapped_range_mut(..len).unwrap_or_else(|e| panic!("gpu: writing an upload buffer: {e:?}"));
-            fill_on_threads(view.slice(..), bytes, fill);
+            let mut view = staging.buf.get_mapped_range_mut(..size).unwrap_or_else(|e| panic!("gpu: writing an upload buffer: {e:?}"));
+            fill_on_threads(view.slice(..), len, fill);
         }
         staging.buf.unmap();
         self.recorded.push(staging);
