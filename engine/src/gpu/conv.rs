@@ -118,6 +118,11 @@ pub(crate) fn all_deep_mixed_tiles() -> Vec<GemmTile> {
     out
 }
 
+/// The most workgroup memory any of mixed precision's tiles declares at `tiling`.
+pub(crate) fn mixed_workgroup_bytes(tiling: super::MixedTiling) -> u32 {
+    all_mixed_tiles().into_iter().map(|t| deepen(t, tiling).mixed_workgroup_bytes()).max().unwrap_or(0)
+}
+
 /// `t` with the device's mixed tiling (the tables hold the default's K depth and stages).
 fn deepen(t: GemmTile, tiling: super::MixedTiling) -> GemmTile {
     GemmTile { bk: tiling.bk, stages: tiling.stages, ..t }

@@ -296,9 +296,9 @@ impl MixedTiling {
         MixedTiling { bk: 64, stages: 1 },
     ];
 
-    /// Workgroup memory of conv_mixed.wgsl's widest tile (128 × 128) at this tiling.
+    /// Workgroup memory conv_mixed.wgsl needs at this tiling: its widest tile's.
     pub fn workgroup_bytes(self) -> u32 {
-        self.stages * (128 + 128) * self.bk * 2 + 8192
+        super::conv::mixed_workgroup_bytes(self)
     }
 
     /// Parses `k32`, `k32x2` (K tile depth, stages).
