@@ -50,6 +50,11 @@ struct P {
 
 const EPS: f32 = 1e-5;
 
+// v as mixed precision stores the tensor it belongs to (store_f16), else as it is.
+fn as_stored(v: f32) -> f32 {
+    return select(v, round_f16_value(v), p.store_f16 != 0u);
+}
+
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> b1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> b2: array<f32>;
@@ -227,7 +232,7 @@ fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         b8[p.o8 + i] = z;
     }
     let y = activate(z, p.act);
-    b2[p.o2 + i] = select(y, round_f16_value(y), p.store_f16 != 0u);
+    b2[p.o2 + i] = as_stored(y);
 }
 
 // x = b1, y = b2, rolling_mean = b3, rolling_var = b4, gamma = b5, beta = b6. x may alias y.
@@ -243,8 +248,7 @@ fn bn_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 // Gradient w.r.t. the batch-norm output z at element i of channel c: dy (b1) through the fused
 // activation (output y = b2; input z = gamma·x_norm + beta, recomputed from b3, b4, b5).
 fn grad_z(i: u32, c: u32) -> f32 {
-    let stored = b1[p.o1 + i];
-    let dy = select(stored, round_f16_value(stored), p.store_f16 != 0u);
+    let dy = as_stored(b1[p.o1 + i]);
     if (p.act == ACT_LINEAR) {
         return dy;
     }
@@ -321,5 +325,5 @@ fn bn_backward_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let at = p.o6 + p.coefs + 4u * c;
     let dz = grad_z(i, c);
     let dx = b6[at] * dz - b6[at + 1u] * (b6[at + 2u] + b3[p.o3 + i] * b6[at + 3u]);
-    b7[p.o7 + i] = select(dx, round_f16_value(dx), p.store_f16 != 0u);
+    b7[p.o7 + i] = as_stored(dx);
 }
