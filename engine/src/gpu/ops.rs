@@ -279,14 +279,14 @@ impl Backend for GpuBackend {
         self.per_images("maxpool_backward", s.batch, &[(x, pi), (dy, po), (dx, pi)], |r, v| {
             let s = PoolShape { batch: r.count, ..*s };
             let p = pool_params(&s, v[0], v[1], v[2]);
-            if s.stride >= s.size {
-                // Windows apart: one invocation per output (the gather's result, less work).
-                let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((s.input_len() + 3 * s.output_len()) * 4) as f64 };
-                self.dispatch_1d(Kernel::MaxpoolBackwardWindows, v, &p, s.output_len(), work);
+            // Windows apart: one invocation per output (the gather's result, less work).
+            let (kernel, n, floats) = if s.stride >= s.size {
+                (Kernel::MaxpoolBackwardWindows, s.output_len(), s.input_len() + 3 * s.output_len())
             } else {
-                let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: ((2 * s.input_len() + s.output_len()) * 4) as f64 };
-                self.dispatch_1d(Kernel::MaxpoolBackward, v, &p, s.input_len(), work);
-            }
+                (Kernel::MaxpoolBackward, s.input_len(), 2 * s.input_len() + s.output_len())
+            };
+            let work = Work { flops: (s.output_len() * s.size * s.size) as f64, bytes: (floats * 4) as f64 };
+            self.dispatch_1d(kernel, v, &p, n, work);
         });
     }
 
