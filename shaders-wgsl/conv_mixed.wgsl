@@ -159,9 +159,10 @@ fn frag_col(sn: u32, f: u32, idx: u32) -> u32 {
 // ---- direct write-out: where a workgroup's whole tile of C is a block of a row-major
 // destination (rows `stride` apart, columns contiguous), each subgroup loads and stores its
 // fragments there itself, with no staging and no barriers. Only where the host sets p.direct
-// (off by default until a device run has measured it: gpu/conv.rs, coop_direct_from_env). Cooperative loads and stores want
-// 16-byte alignment of the start and the stride (Vulkan), hence the multiples of 4. The test is
-// on workgroup-uniform values, so every subgroup takes the same path.
+// (off by default until a device run has measured it: gpu/conv.rs, coop_direct_from_env).
+// Cooperative loads and stores want 16-byte alignment of the start and the stride (Vulkan),
+// hence the multiples of 4. The test is on workgroup-uniform values, so every subgroup takes
+// the same path.
 
 fn direct_ok(tile_base: u32, stride: u32) -> bool {
     return p.direct != 0u && tile_base % 4u == 0u && stride % 4u == 0u;
