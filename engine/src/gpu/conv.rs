@@ -109,10 +109,17 @@ pub(crate) fn all_mixed_tiles() -> Vec<GemmTile> {
 /// Every deeper tiling of mixed precision's tiles (`MixedTiling::ALL` beyond the default), built
 /// only where the device grants their workgroup memory.
 pub(crate) fn all_deep_mixed_tiles() -> Vec<GemmTile> {
+    let defaults = all_mixed_tiles();
     let mut out = Vec::new();
-    for tiling in super::MixedTiling::ALL.into_iter().filter(|&t| t != super::MixedTiling::DEFAULT) {
-        for t in all_mixed_tiles() {
-            out.push(deepen(t, tiling));
+    for tiling in super::MixedTiling::ALL {
+        for t in &defaults {
+            let row_tile = MIXED_ROW_TILES.contains(&GemmTile { ks: 0, ..*t });
+            for kind in GemmKind::ALL.into_iter().filter(|&k| row_tile || k == GemmKind::BackwardWeights) {
+                let d = deepen(*t, tiling, kind);
+                if !defaults.contains(&d) && !out.contains(&d) {
+                    out.push(d);
+                }
+            }
         }
     }
     out
@@ -120,12 +127,16 @@ pub(crate) fn all_deep_mixed_tiles() -> Vec<GemmTile> {
 
 /// The most workgroup memory any of mixed precision's tiles declares at `tiling`.
 pub(crate) fn mixed_workgroup_bytes(tiling: super::MixedTiling) -> u32 {
-    all_mixed_tiles().into_iter().map(|t| deepen(t, tiling).mixed_workgroup_bytes()).max().unwrap_or(0)
+    let wide_data = deepen(MIXED_ROW_TILES[0], tiling, GemmKind::BackwardData);
+    let tiles = all_mixed_tiles().into_iter().map(|t| deepen(t, tiling, GemmKind::Forward)).chain([wide_data]);
+    tiles.map(|t| t.mixed_workgroup_bytes()).max().unwrap_or(0)
 }
 
-/// `t` with the device's mixed tiling (the tables hold the default's K depth and stages).
-fn deepen(t: GemmTile, tiling: super::MixedTiling) -> GemmTile {
-    GemmTile { bk: tiling.bk, stages: tiling.stages, ..t }
+/// `t` with the device's mixed tiling for a GEMM of `kind` (the tables hold the default's K
+/// depth and stages).
+fn deepen(t: GemmTile, tiling: super::MixedTiling, kind: GemmKind) -> GemmTile {
+    let wide_data = kind == GemmKind::BackwardData && t.bm() == 128;
+    GemmTile { bk: tiling.bk, stages: if wide_data { tiling.wide_data_stages } else { tiling.stages }, ..t }
 }
 
 /// Whether conv_mixed.wgsl writes whole tiles out directly at start-up: off unless
@@ -340,7 +351,7 @@ impl GpuBackend {
         let kind = if k == Kernel::ConvForward { GemmKind::Forward } else { GemmKind::BackwardData };
         let (k, mut t) = if let Some(tiling) = self.mixed_gemms() {
             let mk = if kind == GemmKind::Forward { Kernel::ConvForwardMixed } else { Kernel::ConvBackwardDataMixed };
-            (mk, deepen(mixed_row_tile(m, s.size), tiling))
+            (mk, deepen(mixed_row_tile(m, s.size), tiling, kind))
         } else {
             (k, self.tile_for(kind, row_tile(m, n, s.size, self.cpu_adapter()), s.size))
         };
@@ -416,7 +427,7 @@ impl GpuBackend {
             return;
         }
         let (kernel, t, reduce_tile) = if let Some(tiling) = self.mixed_gemms() {
-            (Kernel::ConvBackwardWeightsMixed, deepen(mixed_weight_tile(m, n, s.size), tiling), specialise(WEIGHT_TILES[0], s.size))
+            (Kernel::ConvBackwardWeightsMixed, deepen(mixed_weight_tile(m, n, s.size), tiling, GemmKind::BackwardWeights), specialise(WEIGHT_TILES[0], s.size))
         } else {
             let mut rule = weight_tile(m, s.size);
             // A K tile longer than an output's pixels multiplies padding zeros. With one split
