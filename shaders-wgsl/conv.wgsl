@@ -17,6 +17,20 @@
 const TM4: u32 = TM / 4u;
 const TN4: u32 = TN / 4u;
 
+// The column path's f16 im2col matrix, two values per word (include/conv_gather.wgsl).
+@group(0) @binding(5) var<storage, read_write> b5: array<vec4<u32>>;
+
+// Value (k, n) of the f16 im2col matrix, 0 outside its kp × batch·ohwp.
+fn col_value(k: u32, n: u32) -> f32 {
+    let width = p.batch * p.ohwp; // a multiple of 16: rows start on whole vec4 words
+    if (k >= p.kp || n >= width) {
+        return 0.0;
+    }
+    let half = k * (width / 2u) + n / 2u;
+    let word = b5[p.o5 + half / 4u][half % 4u];
+    return f16_to_f32((word >> (16u * (n % 2u))) & 0xffffu);
+}
+
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // [k][m]
 var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // [k][n]
 
@@ -269,4 +283,46 @@ fn conv_splitk_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         s = s + b4[p.o4 + z * p.total + i];
     }
     b3[p.o3 + i] = b3[p.o3 + i] + s;
+}
+
+// Mixed precision's column path (include/conv_gather.wgsl): the f16 im2col matrix of p.batch
+// images of x (b1) into b5 from word o5 on. Row k = (c, ky, kx) < kp, column b·ohwp + pixel;
+// zero past K and past each image's ohw pixels (so the GEMMs read whole vec4 words without
+// bounds of their own). One invocation per u32 word, two neighbouring columns. Groups of 1 only.
+// The values are f16 already (mixed precision stores them so): packing them loses nothing.
+// Integer conversion (include/half.wgsl), not pack2x16float, which the fp32 module may not need.
+@compute @workgroup_size(256)
+fn conv_im2col_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let row_words = p.batch * p.ohwp / 2u;
+    if (i >= p.kp * row_words) {
+        return;
+    }
+    let k = i / row_words;
+    let n = (i - k * row_words) * 2u;
+    let word = f16_bits(im2col_value(k, n)) | (f16_bits(im2col_value(k, n + 1u)) << 16u);
+    let q = 4u * p.o5 + i;
+    b5[q / 4u][q % 4u] = word;
+}
+
+fn im2col_value(k: u32, n: u32) -> f32 {
+    let b = n / p.ohwp;
+    let pix = n - b * p.ohwp;
+    if (k >= p.k || pix >= p.oh * p.ow) {
+        return 0.0;
+    }
+    let ks = ksize();
+    let ss = ks * ks;
+    let c = k / ss;
+    let r = k - c * ss;
+    let ky = r / ks;
+    let kx = r - ky * ks;
+    let oy = pix / p.ow;
+    let ox = pix - oy * p.ow;
+    let iy = i32(oy * p.stride + ky) - i32(p.pad);
+    let ix = i32(ox * p.stride + kx) - i32(p.pad);
+    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
+        return 0.0;
+    }
+    return b1[p.o1 + (b * p.c + c) * p.h * p.w + u32(iy) * p.w + u32(ix)];
 }

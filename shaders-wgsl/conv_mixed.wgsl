@@ -14,6 +14,8 @@
 // tiles alternate between two halves of workgroup memory, so a tile needs one barrier instead
 // of two. Results leave through a 16×16 f32 staging block per subgroup, so the write-out (bias,
 // scattered columns, +=, split-K partials) is conv.wgsl's.
+// On the column path (p.col, include/conv_gather.wgsl) the forward and backward-weights GEMMs
+// read B from the f16 im2col matrix instead of gathering it from x: eight values per load.
 // Workgroup memory: STAGES · (BM + BN) · BK f16 values + 8 KiB of staging: 16 KiB at 128 × 128
 // with BK 16 and one stage (wgpu's default limit); deeper or double tiles only where the device
 // grants more (gpu/device.rs, mixed_tiling).
@@ -64,6 +66,120 @@ fn store_b_rows_h(t: u32, stage: u32) {
 fn store_b_cols_h(t: u32, stage: u32) {
     for (var i = 0u; i < LB; i++) {
         Bh[stage * BK * BN + t + NT * i] = f16(rb[i]);
+    }
+}
+
+// ---- the column path's B, 8 f16 values of a row of the im2col matrix (two vec4<f16>, 16 bytes)
+// per load; CV loads per invocation and tile (BK·BN / 8 of them in all).
+@group(0) @binding(5) var<storage, read_write> b5: array<vec4<f16>>;
+const CVN: u32 = BK * BN / 8u;
+const CV: u32 = (CVN + NT - 1u) / NT;
+var<private> rv: array<vec4<f16>, 2u * CV>;
+
+// Value (k, n) of the im2col matrix (include/conv_gather.wgsl's scalar loaders, which the
+// kernels below do not take: they read 8 values at a time).
+fn col_value(k: u32, n: u32) -> f32 {
+    let width = p.batch * p.ohwp;
+    if (k >= p.kp || n >= width) {
+        return 0.0;
+    }
+    let h = 8u * p.o5 + k * width + n;
+    return f32(b5[h / 4u][h % 4u]);
+}
+
+// The 8 values from f16 index h on (h a multiple of 8) into rv[2i], rv[2i + 1]; zero if !ok.
+fn load8(i: u32, h: u32, ok: bool) {
+    var lo = vec4<f16>(0.0h);
+    var hi = vec4<f16>(0.0h);
+    if (ok) {
+        lo = b5[h / 4u];
+        hi = b5[h / 4u + 1u];
+    }
+    rv[2u * i] = lo;
+    rv[2u * i + 1u] = hi;
+}
+
+// Forward: rows k0.. of the tile, columns n0.. (8 per load), zero past the matrix.
+fn load_fwd_col_b(t: u32, k0: u32, n0: u32) {
+    let width = p.batch * p.ohwp;
+    for (var i = 0u; i < CV; i++) {
+        let v = t + NT * i;
+        let k = k0 + v / (BN / 8u);
+        let n = n0 + 8u * (v % (BN / 8u));
+        load8(i, 8u * p.o5 + k * width + n, v < CVN && k < p.kp && n < width);
+    }
+}
+
+// Backward weights: weight columns n0.. are rows of the matrix, the tile's pixels pix0.. of
+// image b its columns (8 per load), zero past them.
+fn load_bwd_w_col_b(t: u32, n0: u32, b: u32, pix0: u32) {
+    let width = p.batch * p.ohwp;
+    for (var i = 0u; i < CV; i++) {
+        let v = t + NT * i;
+        let n = n0 + v / (BK / 8u);
+        let pix = pix0 + 8u * (v % (BK / 8u));
+        load8(i, 8u * p.o5 + n * width + b * p.ohwp + pix, v < CVN && n < p.n && pix < p.ohwp);
+    }
+}
+
+// The loaded values into staging: load v's 8 values go to `base(v)` on; forward rows are BN
+// apart in Bh (row-major), backward weights' columns BK apart (column-major), both as loaded.
+fn store_col_b(t: u32, stage: u32, row_major: bool) {
+    for (var i = 0u; i < CV; i++) {
+        let v = t + NT * i;
+        if (v < CVN) {
+            var base: u32;
+            if (row_major) {
+                base = (v / (BN / 8u)) * BN + 8u * (v % (BN / 8u));
+            } else {
+                base = (v / (BK / 8u)) * BK + 8u * (v % (BK / 8u));
+            }
+            base += stage * BK * BN;
+            for (var j = 0u; j < 4u; j++) {
+                Bh[base + j] = rv[2u * i][j];
+                Bh[base + 4u + j] = rv[2u * i + 1u][j];
+            }
+        }
+    }
+}
+
+// The next K tile of a forward GEMM into registers, and from them into stage `stage`.
+fn fwd_load(t: u32, g: u32, m0: u32, n0: u32, k0: u32, col: FwdColumn) {
+    if (p.col != 0u) {
+        load_fwd_a(t, g, m0, k0);
+        load_fwd_col_b(t, k0, n0);
+    } else {
+        load_fwd(t, g, m0, k0, col.ok, col.xbase, col.iy0, col.ix0);
+    }
+}
+
+fn fwd_store(t: u32, stage: u32) {
+    store_a_h(t, stage);
+    if (p.col != 0u) {
+        store_col_b(t, stage, true);
+    } else {
+        store_b_rows_h(t, stage);
+    }
+}
+
+// The same for backward weights' K tile `tile` (an image's pixel tile).
+fn bwd_w_load(t: u32, g: u32, m0: u32, n0: u32, tile: u32, tiles_per_image: u32) {
+    if (p.col != 0u) {
+        let b = tile / tiles_per_image;
+        let pix0 = (tile - b * tiles_per_image) * BK;
+        load_bwd_w_a(t, g, m0, b, pix0 + t % BK);
+        load_bwd_w_col_b(t, n0, b, pix0);
+    } else {
+        load_bwd_w(t, g, m0, tile, tiles_per_image);
+    }
+}
+
+fn bwd_w_store(t: u32, stage: u32) {
+    store_a_h(t, stage);
+    if (p.col != 0u) {
+        store_col_b(t, stage, false);
+    } else {
+        store_b_cols_h(t, stage);
     }
 }
 
@@ -220,18 +336,18 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     var acc: Acc;
     // Direct: no bias, every row in range, and the columns inside one image (then the tile is
     // a block of y: rows ohw apart, pixels contiguous).
-    let pix0 = n0 % ohw;
-    let tile_base = p.o3 + (n0 / ohw) * p.filters * ohw + (g * p.mg + m0) * ohw + pix0;
+    let plane = fwd_plane();
+    let pix0 = n0 % plane;
+    let tile_base = p.o3 + (n0 / plane) * p.filters * ohw + (g * p.mg + m0) * ohw + pix0;
     let direct = p.has_bias == 0u && m0 + BM <= p.m && n0 + BN <= p.n && pix0 + BN <= ohw && direct_ok(tile_base, ohw);
 
-    load_fwd(t, g, m0, 0u, col.ok, col.xbase, col.iy0, col.ix0);
-    store_a_h(t, 0u);
-    store_b_rows_h(t, 0u);
+    fwd_load(t, g, m0, n0, 0u, col);
+    fwd_store(t, 0u);
     workgroupBarrier();
     for (var kt = 0u; kt < tiles; kt++) {
         let more = kt + 1u < tiles;
         if (more) {
-            load_fwd(t, g, m0, (kt + 1u) * BK, col.ok, col.xbase, col.iy0, col.ix0);
+            fwd_load(t, g, m0, n0, (kt + 1u) * BK, col);
         }
         let stage = kt % STAGES;
         for (var kk = 0u; kk < BK / 16u; kk++) {
@@ -242,8 +358,7 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             workgroupBarrier();
         }
         if (more) {
-            store_a_h(t, (kt + 1u) % STAGES);
-            store_b_rows_h(t, (kt + 1u) % STAGES);
+            fwd_store(t, (kt + 1u) % STAGES);
         }
         workgroupBarrier();
     }
@@ -364,15 +479,14 @@ fn conv_backward_weights_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     }
 
     if (first < last) {
-        load_bwd_w(t, g, m0, first, tiles_per_image);
+        bwd_w_load(t, g, m0, n0, first, tiles_per_image);
     }
-    store_a_h(t, 0u);
-    store_b_cols_h(t, 0u);
+    bwd_w_store(t, 0u);
     workgroupBarrier();
     for (var kt = first; kt < last; kt++) {
         let more = kt + 1u < last;
         if (more) {
-            load_bwd_w(t, g, m0, kt + 1u, tiles_per_image);
+            bwd_w_load(t, g, m0, n0, kt + 1u, tiles_per_image);
         }
         let stage = (kt - first) % STAGES;
         for (var kk = 0u; kk < BK / 16u; kk++) {
@@ -382,8 +496,7 @@ fn conv_backward_weights_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
             workgroupBarrier();
         }
         if (more) {
-            store_a_h(t, (kt + 1u - first) % STAGES);
-            store_b_cols_h(t, (kt + 1u - first) % STAGES);
+            bwd_w_store(t, (kt + 1u - first) % STAGES);
         }
         workgroupBarrier();
     }

@@ -21,21 +21,6 @@ fn round_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     out[p.o2 + i] = round_f16_value(x[p.o1 + i]);
 }
 
-// The f32 value of f16 bit pattern h (the low 16 bits), exactly, by integer arithmetic: zero and
-// subnormals as a multiple of 2^-24, Inf and NaN kept.
-fn f16_to_f32(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1fu;
-    let m = h & 0x3ffu;
-    if (e == 0u) {
-        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604644775390625e-8));
-    }
-    if (e == 31u) {
-        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
-}
-
 // out[i] = f16 value i of x (two per word: value 2w in word w's low half), for i < n. The words
 // arrive in an f32 buffer and are read back as bits.
 @compute @workgroup_size(256)

@@ -46,6 +46,14 @@ struct P {
     nky: u32,
     nkx: u32,
     direct: u32,   // conv_mixed.wgsl: 1 lets whole tiles write out directly, 0 stages every tile
+    // Mixed precision's column path (col = 1): forward and backward weights read B from the f16
+    // im2col matrix conv_im2col_f16 wrote to b5 (at word o5), kp rows (K rounded up to 16, the
+    // extra rows zero) of batch·ohwp columns (each image's ohw pixels rounded up to 16, zero
+    // past ohw), two values per u32 word. The forward's columns are then those batch·ohwp.
+    col: u32,
+    kp: u32,
+    ohwp: u32,
+    o5: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -53,6 +61,9 @@ struct P {
 @group(0) @binding(2) var<storage, read_write> b2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> b4: array<f32>;
+// Binding 5, the column path's f16 im2col matrix (bound, unread, by dispatches without it), is
+// declared by each module: conv.wgsl reads it as words, conv_mixed.wgsl as f16 values. Each
+// also defines col_value(k, n), the matrix's value (k, n), zero outside it.
 
 const NT: u32 = 256u;
 const BM: u32 = TY * TM;
@@ -74,6 +85,20 @@ fn ksize() -> u32 {
 // ---- forward: y[b][g·mg + m][pix] = Σ_k w[g·mg + m][k] · x[b][g·cg + c][iy][ix] (+ bias) ------
 
 fn load_fwd(t: u32, g: u32, m0: u32, k0: u32, n_ok: bool, xbase: u32, iy0: i32, ix0: i32) {
+    load_fwd_a(t, g, m0, k0);
+    if (p.col != 0u) {
+        // Column path: column n0 + t % BN of the f16 im2col matrix (n_ok: n < p.n).
+        let n = select(0xffffffffu, xbase, n_ok);
+        for (var i = 0u; i < LB; i++) {
+            rb[i] = col_value(k0 + t / BN + (NT / BN) * i, n);
+        }
+        return;
+    }
+    load_fwd_b(t, k0, n_ok, xbase, iy0, ix0);
+}
+
+// A = w, row-major [m][k]: element e = t + NT·i of the tile at (m, k) = (e / BK, e % BK).
+fn load_fwd_a(t: u32, g: u32, m0: u32, k0: u32) {
     for (var i = 0u; i < LA; i++) {
         let e = t + NT * i;
         let m = m0 + e / BK;
@@ -84,6 +109,10 @@ fn load_fwd(t: u32, g: u32, m0: u32, k0: u32, n_ok: bool, xbase: u32, iy0: i32, 
         }
         ra[i] = v;
     }
+}
+
+// B = im2col(x) gathered from x: invocation t's column is fixed (xbase, iy0, ix0: fwd_column).
+fn load_fwd_b(t: u32, k0: u32, n_ok: bool, xbase: u32, iy0: i32, ix0: i32) {
     let ks = ksize();
     let ss = ks * ks;
     let hw = p.h * p.w;
@@ -114,6 +143,10 @@ struct FwdColumn {
 fn fwd_column(t: u32, g: u32, n0: u32) -> FwdColumn {
     let ohw = p.oh * p.ow;
     let n = n0 + t % BN;
+    if (p.col != 0u) {
+        // The column path reads column n of the im2col matrix (load_fwd): carried as xbase.
+        return FwdColumn(n < p.n, n, 0, 0);
+    }
     let b = n / ohw;
     let pix = n % ohw;
     return FwdColumn(
@@ -124,10 +157,18 @@ fn fwd_column(t: u32, g: u32, n0: u32) -> FwdColumn {
     );
 }
 
-// Offset in y (less the filter's plane) of forward output column nn, or 0xffffffff past the edge.
+// Columns per image of the forward GEMM: its pixels, or ohwp on the column path.
+fn fwd_plane() -> u32 {
+    return select(p.oh * p.ow, p.ohwp, p.col != 0u);
+}
+
+// Offset in y (less the filter's plane) of forward output column nn, or 0xffffffff past the edge
+// (or on a column path's padding column).
 fn fwd_out_col(nn: u32) -> u32 {
     let ohw = p.oh * p.ow;
-    return select(0xffffffffu, (nn / ohw) * p.filters * ohw + nn % ohw, nn < p.n);
+    let plane = fwd_plane();
+    let pix = nn % plane;
+    return select(0xffffffffu, (nn / plane) * p.filters * ohw + pix, nn < p.n && pix < ohw);
 }
 
 // ---- backward data: dx[b][g·cg + m][iy][ix] += Σ_(f,ky,kx) w[g·mg + f][m][ky][kx] · dy[b][g·mg + f][oy][ox]
@@ -229,15 +270,17 @@ fn load_bwd_w(t: u32, g: u32, m0: u32, tile: u32, tiles_per_image: u32) {
     let b = tile / tiles_per_image;
     let pix = (tile - b * tiles_per_image) * BK + t % BK;
     let pix_ok = pix < ohw;
-    // A = dy, k-contiguous: this invocation's A values share its pixel.
-    let dyrow = p.o2 + (b * p.filters + g * p.mg) * ohw + pix;
-    for (var i = 0u; i < LA; i++) {
-        let m = m0 + (t + NT * i) / BK;
-        var v = 0.0;
-        if (pix_ok && m < p.m) {
-            v = b2[dyrow + m * ohw];
+    load_bwd_w_a(t, g, m0, b, pix);
+    if (p.col != 0u) {
+        // Column path: B[pixel][(c, ky, kx)] is the im2col matrix's [(c, ky, kx)][b·ohwp + pixel].
+        for (var i = 0u; i < LB; i++) {
+            var v = 0.0;
+            if (pix_ok && bcol[i] != 0xffffffffu) {
+                v = col_value(bcol[i], b * p.ohwp + pix);
+            }
+            rb[i] = v;
         }
-        ra[i] = v;
+        return;
     }
     let oy = pix / p.ow;
     let ox = pix - oy * p.ow;
@@ -255,6 +298,20 @@ fn load_bwd_w(t: u32, g: u32, m0: u32, tile: u32, tiles_per_image: u32) {
     }
 }
 
+// A = dy, k-contiguous: this invocation's A values share its pixel (zero from ohw on).
+fn load_bwd_w_a(t: u32, g: u32, m0: u32, b: u32, pix: u32) {
+    let ohw = p.oh * p.ow;
+    let dyrow = p.o2 + (b * p.filters + g * p.mg) * ohw + pix;
+    for (var i = 0u; i < LA; i++) {
+        let m = m0 + (t + NT * i) / BK;
+        var v = 0.0;
+        if (pix < ohw && m < p.m) {
+            v = b2[dyrow + m * ohw];
+        }
+        ra[i] = v;
+    }
+}
+
 // The B columns (c, ky, kx) invocation t loads in a backward-weights tile starting at column n0,
 // decoded once for the whole K walk.
 fn decode_weight_columns(t: u32, g: u32, n0: u32) {
@@ -265,7 +322,8 @@ fn decode_weight_columns(t: u32, g: u32, n0: u32) {
         let n = n0 + t / BK + (NT / BK) * i;
         let c = n / ss;
         let r = n - c * ss;
-        bcol[i] = select(0xffffffffu, (g * p.cg + c) * hw, n < p.n);
+        // The column path reads row n of the im2col matrix instead of x's channel plane.
+        bcol[i] = select(0xffffffffu, select((g * p.cg + c) * hw, n, p.col != 0u), n < p.n);
         bky[i] = r / ks;
         bkx[i] = r - (r / ks) * ks;
     }

@@ -40,3 +40,32 @@ fn round_f16_value(v: f32) -> f32 {
     return bitcast<f32>(sign | r);
 }
 
+// The f32 value of f16 bit pattern h (the low 16 bits), exactly, by integer arithmetic: zero and
+// subnormals as a multiple of 2^-24, Inf and NaN kept.
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604644775390625e-8));
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
+// The f16 bit pattern of v rounded to the nearest f16 value (exact for the f16 values mixed
+// precision's operands hold), by integer arithmetic like the rounding: NaN stays a (quiet) NaN.
+fn f16_bits(v: f32) -> u32 {
+    let bits = bitcast<u32>(round_f16_value(v));
+    let sign = (bits >> 16u) & 0x8000u;
+    let a = bits & 0x7fffffffu;
+    if (a >= 0x7f800000u) {
+        return sign | 0x7c00u | select(0u, 0x200u, a > 0x7f800000u);
+    }
+    if (a >= 0x38800000u) {
+        return sign | (((a >> 23u) - 112u) << 10u) | ((a >> 13u) & 0x3ffu); // normal: exponent >= -14
+    }
+    return sign | u32(bitcast<f32>(a) * 16777216.0); // zero or subnormal: a multiple of 2^-24
+}

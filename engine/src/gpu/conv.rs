@@ -13,6 +13,7 @@
 //! weights' split-K is kept (`tests/gpu_conv_shapes.rs` compares the tiles bit for bit).
 
 use super::chunk::{Images, images};
+use super::conv_col::ColMatrix;
 use super::params::{ConvP, off, u};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf};
@@ -56,6 +57,8 @@ const MIXED_ROW_TILES: [GemmTile; 3] = [tile(16, 16, 8, 8, 16), tile(16, 16, 4, 
 /// Backward weights: 128 × 128, 128 × 64, 64 × 128, 64 × 64 and 32 × 128 (rows × columns).
 const MIXED_WEIGHT_TILES: [GemmTile; 5] =
     [tile(16, 16, 8, 8, 16), tile(16, 16, 8, 4, 16), tile(16, 16, 4, 8, 16), tile(16, 16, 4, 4, 16), tile(8, 32, 4, 4, 16)];
+/// The conv module variant conv_im2col_f16 is built from (it uses no tile).
+pub(crate) const IM2COL_TILE: GemmTile = WEIGHT_TILES[0];
 /// The tile conv_mixed.wgsl's default source (what tests parse) is built with.
 pub(crate) const MIXED_DEFAULT_TILE: GemmTile = MIXED_ROW_TILES[0];
 
@@ -206,7 +209,7 @@ fn weight_tile(m: usize, size: usize) -> GemmTile {
 /// and the taps that reach them, ky = ky0 + stride·j (j < nky), likewise for x. With stride 1
 /// there is one phase holding every pixel and tap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Phase {
+pub(super) struct Phase {
     py: usize,
     px: usize,
     qh: usize,
@@ -344,7 +347,10 @@ impl GpuBackend {
     /// `phase` fills the backward-data phase fields (and may forbid the kernel-size
     /// specialisation, which assumes every tap is in the one phase).
     #[allow(clippy::too_many_arguments)]
-    fn conv_gemm(&self, k: Kernel, s: &ConvShape, m: usize, n: usize, kdim: usize, bufs: [&GpuBuf; 4], bias: bool, phase: Option<Phase>) {
+    pub(super) fn conv_gemm(
+        &self, k: Kernel, s: &ConvShape, m: usize, n: usize, kdim: usize, bufs: [&GpuBuf; 4], bias: bool, phase: Option<Phase>,
+        col: Option<&ColMatrix>,
+    ) {
         if m == 0 || n == 0 || kdim == 0 {
             return;
         }
@@ -360,6 +366,9 @@ impl GpuBackend {
         }
         let mut p = self.conv_params(s, m, n, kdim, t, bufs);
         p.has_bias = u32::from(bias);
+        if let Some(c) = col {
+            c.set_params(&mut p);
+        }
         if let Some(ph) = phase {
             (p.py, p.px, p.qh, p.qw, p.ky0, p.kx0, p.nky, p.nkx) =
                 (u(ph.py), u(ph.px), u(ph.qh), u(ph.qw), u(ph.ky0), u(ph.kx0), u(ph.nky), u(ph.nkx));
@@ -370,11 +379,13 @@ impl GpuBackend {
         let z = n_tiles.div_ceil(x);
         let y = (p.m_tiles as usize * s.groups) as u64;
         assert!(y <= max && z <= max, "gpu conv: shape {s:?} too large for one dispatch");
-        let mut work = gemm_work(s, m, n, kdim);
+        // The column path's padding columns are not counted as work.
+        let mut work = gemm_work(s, m, col.map_or(n, |_| s.batch * s.out_h * s.out_w), kdim);
         if bias {
             work.flops += (m * n * s.groups) as f64;
         }
         let mut rec = self.lock();
+        let bufs = [bufs[0], bufs[1], bufs[2], bufs[3], col.map_or(bufs[0], |c| &c.buf)];
         self.dispatch_locked(&mut rec, k, t, &bufs, &p, [x as u32, y as u32, z as u32], work);
     }
 
@@ -387,6 +398,9 @@ impl GpuBackend {
         if let Some(b) = bias {
             super::ops::check("conv_forward bias", b, s.filters);
         }
+        if self.col_path(s) {
+            return self.conv_forward_col(x, w, y, bias, s);
+        }
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let ss = s.size * s.size;
         // Binding 4 is the bias; without one, bind y (the kernel does not read it then).
@@ -395,7 +409,7 @@ impl GpuBackend {
         self.per_images("conv_forward", s.batch, &split, |r, v| {
             let s = ConvShape { batch: r.count, ..*s };
             let n = s.batch * s.out_h * s.out_w;
-            self.conv_gemm(Kernel::ConvForward, &s, mg, n, cg * ss, [v[0], v[1], v[2], v[3]], bias.is_some(), None);
+            self.conv_gemm(Kernel::ConvForward, &s, mg, n, cg * ss, [v[0], v[1], v[2], v[3]], bias.is_some(), None, None);
         });
     }
 
@@ -410,7 +424,7 @@ impl GpuBackend {
             let s = ConvShape { batch: r.count, ..*s };
             for ph in Phase::all(&s) {
                 let n = s.batch * ph.qh * ph.qw;
-                self.conv_gemm(Kernel::ConvBackwardData, &s, cg, n, mg * ph.nky * ph.nkx, [v[0], v[1], v[2], v[3]], false, Some(ph));
+                self.conv_gemm(Kernel::ConvBackwardData, &s, cg, n, mg * ph.nky * ph.nkx, [v[0], v[1], v[2], v[3]], false, Some(ph), None);
             }
         });
     }
@@ -448,15 +462,19 @@ impl GpuBackend {
         let m_tiles = m.div_ceil(t.bm());
         let n_tiles = n.div_ceil(t.bn());
         let ranges = self.image_ranges("conv_backward_weights", s.batch, &[(x, per_in(s)), (dy, per_out(s))], 1);
+        if self.col_path(s) {
+            let ranges = self.col_ranges(s, &ranges);
+            return self.conv_backward_weights_ranges(x, dy, dw, s, (kernel, t, reduce_tile), &ranges, true);
+        }
         if ranges.len() > 1 {
-            return self.conv_backward_weights_ranges(x, dy, dw, s, (kernel, t, reduce_tile), &ranges);
+            return self.conv_backward_weights_ranges(x, dy, dw, s, (kernel, t, reduce_tile), &ranges, false);
         }
         let (kchunk, splits) = self.weight_splits(s, t);
         let max = self.limits.max_compute_workgroups_per_dimension as usize;
         assert!(n_tiles <= max && m_tiles * s.groups <= max, "gpu conv: shape {s:?} too large for one dispatch");
         let scratch = self.splitk(if splits > 1 { splits * s.weight_len() } else { 1 });
-        let bufs = [x, dy, dw, &scratch];
-        let mut p = self.conv_params(s, m, n, s.batch * ohw, t, bufs);
+        let bufs = [x, dy, dw, &scratch, x];
+        let mut p = self.conv_params(s, m, n, s.batch * ohw, t, [x, dy, dw, &scratch]);
         p.kchunk = u(kchunk);
         p.splits = u(splits);
         let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, splits as u32];
@@ -505,8 +523,9 @@ impl GpuBackend {
     /// images writes the partials of its own K splits (split-K over the range's pixel tiles),
     /// and one reduce adds every split into dw in order (fixed order: reruns give the same bits).
     /// `kt`: the GEMM kernel, its tile, and the tile the reduce is built with.
+    /// `col`: each range's B comes from its f16 im2col matrix (gpu/conv_col.rs), made first.
     fn conv_backward_weights_ranges(
-        &self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape, kt: (Kernel, GemmTile, GemmTile), ranges: &[Images],
+        &self, x: &GpuBuf, dy: &GpuBuf, dw: &GpuBuf, s: &ConvShape, kt: (Kernel, GemmTile, GemmTile), ranges: &[Images], col: bool,
     ) {
         let (kernel, t, reduce_tile) = kt;
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
@@ -530,29 +549,33 @@ impl GpuBackend {
         let max = self.limits.max_compute_workgroups_per_dimension as usize;
         assert!(n_tiles <= max && m_tiles * s.groups <= max, "gpu conv: shape {s:?} too large for one dispatch");
         let scratch = self.splitk(total * wl);
-        let mut rec = self.lock();
         let mut first = 0;
         for (r, &k) in ranges.iter().zip(&splits) {
             let sub = ConvShape { batch: r.count, ..*s };
             let (xs, dys) = (images(x, per_in(s), *r), images(dy, per_out(s), *r));
+            let cm = col.then(|| self.im2col_f16(&xs, &sub));
             let part = super::buffers::view(&scratch, first * wl, k * wl);
-            let bufs = [&xs, &dys, dw, &part];
-            let mut p = self.conv_params(&sub, m, n, sub.batch * sub.out_h * sub.out_w, t, bufs);
+            let mut p = self.conv_params(&sub, m, n, sub.batch * sub.out_h * sub.out_w, t, [&xs, &dys, dw, &part]);
             // splits > 1 makes the kernel write partials (even for a range of one split).
             p.kchunk = u(kchunk);
             p.splits = u(k.max(2));
+            if let Some(c) = &cm {
+                c.set_params(&mut p);
+            }
             let grid = [n_tiles as u32, (m_tiles * s.groups) as u32, k as u32];
             let work = gemm_work(s, m, n, sub.batch * sub.out_h * sub.out_w);
-            self.dispatch_locked(&mut rec, kernel, t, &bufs, &p, grid, work);
+            let bufs = [&xs, &dys, dw, &part, cm.as_ref().map_or(&xs, |c| &c.buf)];
+            self.dispatch_locked(&mut self.lock(), kernel, t, &bufs, &p, grid, work);
             first += k;
         }
+        let mut rec = self.lock();
         let bufs = [x, dy, dw, &scratch];
         let p = ConvP { o3: off(dw), o4: off(&scratch), splits: u(total), total: u(wl), ..Default::default() };
         let groups = self.grid((wl as u64).div_ceil(256));
         let work = Work::elementwise(wl, total + 1, 1, total);
         // The reduce reads only dw and the partials; x and dy stand in for bindings it ignores.
         let (xs, dys) = (images(x, per_in(s), ranges[0]), images(dy, per_out(s), ranges[0]));
-        let bufs = [&xs, &dys, bufs[2], bufs[3]];
+        let bufs = [&xs, &dys, bufs[2], bufs[3], &xs];
         self.dispatch_locked(&mut rec, Kernel::ConvSplitkReduce, reduce_tile, &bufs, &p, groups, work);
     }
 }

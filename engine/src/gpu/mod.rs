@@ -20,6 +20,7 @@ mod buffers;
 mod channels;
 mod chunk;
 mod conv;
+mod conv_col;
 mod device;
 mod encoder;
 mod ops;
@@ -69,6 +70,8 @@ pub struct GpuBackend {
     /// Mixed precision's input upload: the f16 values before they are unpacked (gpu/upload.rs).
     f16_scratch: Mutex<GpuBuf>,
     channel_scratch: Mutex<GpuBuf>,
+    /// Mixed precision's f16 im2col matrix (gpu/conv_col.rs).
+    col_scratch: Mutex<GpuBuf>,
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
     /// The device offers timestamp queries (per-dispatch timing is possible).
@@ -77,6 +80,8 @@ pub struct GpuBackend {
     forced_tiles: Mutex<Vec<(conv::GemmKind, GemmTile)>>,
     /// conv_mixed.wgsl writes whole tiles out directly (`set_coop_direct`).
     coop_direct: std::sync::atomic::AtomicBool,
+    /// The forward and backward-weights GEMMs read an f16 im2col matrix (`set_coop_col`).
+    coop_col: std::sync::atomic::AtomicBool,
     /// What mixed precision's conv GEMMs run on here.
     mixed_gemm: MixedGemm,
     /// What the conv GEMMs' operands hold now (`Backend::set_gemm_operands`).
@@ -119,6 +124,7 @@ impl GpuBackend {
         let splitk_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "split-k partials"));
         let f16_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "f16 upload"));
         let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "channel partials"));
+        let col_scratch = Mutex::new(buffers::alloc(&device, &internal, 4, &limits, "f16 im2col matrix"));
         Ok(GpuBackend {
             device,
             queue,
@@ -132,10 +138,12 @@ impl GpuBackend {
             splitk_scratch,
             f16_scratch,
             channel_scratch,
+            col_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             timestamps,
             forced_tiles: Mutex::new(Vec::new()),
             coop_direct: std::sync::atomic::AtomicBool::new(conv::coop_direct_from_env()),
+            coop_col: std::sync::atomic::AtomicBool::new(conv_col::coop_col_from_env()),
             mixed_gemm,
             gemm_operands: Mutex::new(Default::default()),
         })

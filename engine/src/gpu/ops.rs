@@ -168,7 +168,17 @@ impl Backend for GpuBackend {
     fn gemm_path(&self, ops: GemmOperands) -> String {
         match ops {
             GemmOperands::F32 => "fp32 kernels (conv.wgsl)".to_string(),
-            GemmOperands::F16 => self.mixed_gemm.to_string(),
+            GemmOperands::F16 => {
+                let mut path = self.mixed_gemm.to_string();
+                let on = |a: &std::sync::atomic::AtomicBool| a.load(std::sync::atomic::Ordering::Relaxed);
+                if on(&self.coop_col) {
+                    path.push_str("; forward and weight gradients from an f16 im2col matrix");
+                }
+                if on(&self.coop_direct) && matches!(self.mixed_gemm, super::MixedGemm::Coop16 { .. }) {
+                    path.push_str("; whole tiles written out directly");
+                }
+                path
+            }
         }
     }
     fn conv_forward(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, s: &ConvShape) {

@@ -71,6 +71,9 @@ params! {
         py: u32, px: u32, qh: u32, qw: u32, ky0: u32, kx0: u32, nky: u32, nkx: u32,
         /// conv_mixed.wgsl: 1 lets whole tiles write out directly (0, the default, stages every tile).
         direct: u32,
+        /// Mixed precision's column path (gpu/conv_col.rs): 1 reads B from the f16 im2col
+        /// matrix (binding 5, from vec4 word o5) of kp rows and batch·ohwp columns.
+        col: u32, kp: u32, ohwp: u32, o5: u32,
     }
 }
 

@@ -29,12 +29,32 @@ fn direct_gpu() -> Option<&'static GpuBackend> {
     G.get_or_init(|| mixed_backend(true)).as_ref()
 }
 
+/// Another with the column path on (the forward and backward weights read an f16 im2col
+/// matrix), and one whose binding limit (32 KiB) leaves room for one image's matrix at a time in
+/// the shapes below, so the batch is done a range of images at a time.
+fn col_gpu() -> Option<&'static GpuBackend> {
+    static G: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    G.get_or_init(|| mixed_backend_with(&AdapterSelector::default(), false, true)).as_ref()
+}
+
+fn col_ranges_gpu() -> Option<&'static GpuBackend> {
+    static G: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    let small = AdapterSelector { max_binding_bytes: Some(32 << 10), ..Default::default() };
+    G.get_or_init(|| mixed_backend_with(&small, false, true)).as_ref()
+}
+
 fn mixed_backend(direct: bool) -> Option<GpuBackend> {
+    mixed_backend_with(&AdapterSelector::default(), direct, false)
+}
+
+fn mixed_backend_with(selector: &AdapterSelector, direct: bool, col: bool) -> Option<GpuBackend> {
     gpu()?;
-    let g = GpuBackend::new(&AdapterSelector::default()).expect("another device on the adapter the shared one uses");
+    let g = GpuBackend::new(selector).expect("another device on the adapter the shared one uses");
     g.set_gemm_operands(GemmOperands::F16);
     g.set_coop_direct(direct);
-    eprintln!("conv_mixed on {} (direct write-out {direct}): {}", g.adapter_info().name, g.gemm_path(GemmOperands::F16));
+    g.set_coop_col(col);
+    let name = &g.adapter_info().name;
+    eprintln!("conv_mixed on {name} (direct write-out {direct}, column path {col}): {}", g.gemm_path(GemmOperands::F16));
     Some(g)
 }
 
@@ -81,6 +101,29 @@ fn conv_mixed_forward_and_backward() {
         mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 200);
         mixed_case(g, ConvShape::new(1, 64, 12, 12, 128, 1, 1, 0, 1), 210);
     }
+}
+
+/// The column path against the same references: every shape of the test above (grouped ones
+/// keep the gather), pixels per image that are and are not multiples of 16, K past one tile;
+/// then a batch done one image's matrix at a time (the split-K partials of each range summed in
+/// order), with the direct write-out on where whole tiles allow it.
+#[test]
+fn conv_mixed_column_path() {
+    let Some(g) = col_gpu() else { return };
+    mixed_case(g, ConvShape::new(2, 3, 7, 5, 5, 3, 1, 1, 1), 310);
+    mixed_case(g, ConvShape::new(2, 4, 9, 8, 6, 3, 2, 1, 2), 320);
+    mixed_case(g, ConvShape::new(1, 6, 5, 5, 7, 1, 1, 0, 1), 330);
+    mixed_case(g, ConvShape::new(1, 5, 11, 10, 3, 2, 2, 0, 1), 350);
+    mixed_case(g, ConvShape::new(1, 17, 9, 9, 70, 3, 1, 1, 1), 360);
+    mixed_case(g, ConvShape::new(2, 40, 13, 13, 130, 3, 1, 1, 1), 370);
+    mixed_case(g, ConvShape::new(1, 130, 10, 10, 36, 1, 1, 0, 1), 380);
+    mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 390);
+    mixed_case(g, ConvShape::new(2, 3, 40, 40, 4, 3, 1, 1, 1), 395); // split K
+    let chunked = col_ranges_gpu().expect("made where col_gpu is");
+    // 80 rows × 112 columns of f16 per image: 17.5 KiB, one image per matrix.
+    mixed_case(chunked, ConvShape::new(3, 8, 10, 10, 16, 3, 1, 1, 1), 396);
+    chunked.set_coop_direct(true);
+    mixed_case(chunked, ConvShape::new(3, 8, 16, 16, 16, 1, 1, 0, 1), 397);
 }
 
 #[test]
