@@ -158,7 +158,12 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                     for (var q = 0u; q < 4u; q++) {
                         let c = ccol[j * 4u + q];
                         if (c != 0xffffffffu) {
-                            b3[p.o3 + c + f * ohw] = v[q] + bias;
+                            let o = p.o3 + c + f * ohw;
+                            if (p.accumulate != 0u) {
+                                b3[o] = b3[o] + v[q];
+                            } else {
+                                b3[o] = v[q] + bias;
+                            }
                         }
                     }
                 }
@@ -325,4 +330,19 @@ fn im2col_value(k: u32, n: u32) -> f32 {
         return 0.0;
     }
     return b1[p.o1 + (b * p.c + c) * p.h * p.w + u32(iy) * p.w + u32(ix)];
+}
+
+// The column path's backward data (stride 1) is the forward of dy with these weights (b2):
+// filter c, channel f, taps flipped, from w (b1) [f][c][ky][kx]. 1-D over the weights.
+@compute @workgroup_size(256)
+fn conv_flip_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.total) {
+        return;
+    }
+    let ss = p.size * p.size;
+    let tap = i % ss;
+    let f = (i / ss) % p.filters;
+    let c = i / (ss * p.filters);
+    b2[p.o2 + i] = b1[p.o1 + (f * p.c + c) * ss + ss - 1u - tap];
 }

@@ -340,6 +340,9 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let pix0 = n0 % plane;
     let tile_base = p.o3 + (n0 / plane) * p.filters * ohw + (g * p.mg + m0) * ohw + pix0;
     let direct = p.has_bias == 0u && m0 + BM <= p.m && n0 + BN <= p.n && pix0 + BN <= ohw && direct_ok(tile_base, ohw);
+    if (direct && p.accumulate != 0u) {
+        acc = load_acc_b3(tile_base + sm * ohw + sn, ohw);
+    }
 
     fwd_load(t, g, m0, n0, 0u, col);
     fwd_store(t, 0u);
@@ -380,7 +383,12 @@ fn conv_forward_mixed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
                 if (p.has_bias != 0u) {
                     bias = b4[p.o4 + fi];
                 }
-                b3[p.o3 + c + fi * ohw] = Cs[sg * 256u + idx] + bias;
+                let o = p.o3 + c + fi * ohw;
+                if (p.accumulate != 0u) {
+                    b3[o] = b3[o] + Cs[sg * 256u + idx];
+                } else {
+                    b3[o] = Cs[sg * 256u + idx] + bias;
+                }
             }
         }
         workgroupBarrier();

@@ -54,6 +54,9 @@ struct P {
     kp: u32,
     ohwp: u32,
     o5: u32,
+    // conv_forward: add to y instead of overwriting it (the column path's backward data, run as
+    // the forward of dy with the flipped weights, adds into dx).
+    accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;

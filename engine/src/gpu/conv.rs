@@ -399,7 +399,7 @@ impl GpuBackend {
             super::ops::check("conv_forward bias", b, s.filters);
         }
         if self.col_path(s) {
-            return self.conv_forward_col(x, w, y, bias, s);
+            return self.conv_forward_col(x, w, y, bias, s, false);
         }
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let ss = s.size * s.size;
@@ -418,6 +418,9 @@ impl GpuBackend {
         super::ops::check("conv_backward_data dy", dy, s.output_len());
         super::ops::check("conv_backward_data w", w, s.weight_len());
         super::ops::check("conv_backward_data dx", dx, s.input_len());
+        if let Some(sf) = self.data_as_forward(s) {
+            return self.conv_backward_data_col(dy, w, dx, s, &sf);
+        }
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let split = [(dy, per_out(s)), (w, 0), (dx, per_in(s)), (dx, per_in(s))];
         self.per_images("conv_backward_data", s.batch, &split, |r, v| {

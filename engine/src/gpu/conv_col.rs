@@ -1,5 +1,7 @@
 //! Mixed precision's column path: the forward and backward-weights GEMMs read their B operand
-//! from an f16 im2col matrix instead of gathering it from x.
+//! from an f16 im2col matrix instead of gathering it from x, and the backward data of a stride-1
+//! convolution runs as the forward of dy (padded by size − 1 − pad) with the flipped weights,
+//! adding into dx, on the matrix of dy.
 //!
 //! The implicit GEMMs' gather costs a dozen instructions per value (index decoding, padding
 //! tests, a scattered f32 read); with it the cooperative-matrix GEMMs ran no faster than the fp32
@@ -40,6 +42,8 @@ pub(crate) struct ColMatrix {
     pub kp: usize,
     /// Columns per image: its output pixels rounded up to 16.
     pub ohwp: usize,
+    /// The forward GEMM reading it adds into its output (the backward data) instead of writing.
+    pub accumulate: bool,
 }
 
 impl ColMatrix {
@@ -48,6 +52,7 @@ impl ColMatrix {
         let o = off(&self.buf);
         debug_assert_eq!(o % 4, 0, "the im2col matrix starts on a 16-byte word");
         (p.col, p.kp, p.ohwp, p.o5) = (1, u(self.kp), u(self.ohwp), o / 4);
+        p.accumulate = u32::from(self.accumulate);
     }
 }
 
@@ -106,7 +111,7 @@ impl GpuBackend {
         let (kp, ohwp, per_image) = col_layout(s);
         let words = kp * s.batch * ohwp / 2;
         let buf = self.scratch(&self.col_scratch, words, "f16 im2col matrix");
-        let m = ColMatrix { buf, kp, ohwp };
+        let m = ColMatrix { buf, kp, ohwp, accumulate: false };
         let mut p = ConvP {
             batch: u(s.batch),
             c: u(s.c),
@@ -132,8 +137,8 @@ impl GpuBackend {
     }
 
     /// The forward on the column path: per range of images, the matrix, then the GEMM over its
-    /// columns (each image's padding columns are not written out).
-    pub(super) fn conv_forward_col(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, bias: Option<&GpuBuf>, s: &ConvShape) {
+    /// columns (each image's padding columns are not written out). `accumulate`: add into y.
+    pub(super) fn conv_forward_col(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, bias: Option<&GpuBuf>, s: &ConvShape, accumulate: bool) {
         let (per_in, per_out) = (s.c * s.h * s.w, s.filters * s.out_h * s.out_w);
         let b4 = bias.map_or((y, per_out), |b| (b, 0));
         let split = [(x, per_in), (w, 0), (y, per_out), b4];
@@ -142,9 +147,49 @@ impl GpuBackend {
             let sub = ConvShape { batch: r.count, ..*s };
             let (xs, ys) = (images(x, per_in, r), images(y, per_out, r));
             let b4 = bias.map_or_else(|| ys.clone(), |b| b.clone());
-            let m = self.im2col_f16(&xs, &sub);
+            let mut m = self.im2col_f16(&xs, &sub);
+            m.accumulate = accumulate;
             let n = sub.batch * m.ohwp;
             self.conv_gemm(Kernel::ConvForward, &sub, s.filters, n, s.c * s.size * s.size, [&xs, w, &ys, &b4], bias.is_some(), None, Some(&m));
         }
+    }
+
+    /// The forward of dy whose result, added into dx, is the backward data of `s` (stride 1,
+    /// one group, pad < size): dx[c] += Σ_f dy[f] ⋆ w[f][c] with the taps flipped, dy padded by
+    /// size − 1 − pad. None where `s` is not such a convolution or its matrix does not fit.
+    pub(super) fn data_as_forward(&self, s: &ConvShape) -> Option<ConvShape> {
+        if s.stride != 1 || s.groups != 1 || s.pad >= s.size {
+            return None;
+        }
+        let sf = ConvShape {
+            batch: s.batch,
+            c: s.filters,
+            h: s.out_h,
+            w: s.out_w,
+            filters: s.c,
+            size: s.size,
+            stride: 1,
+            pad: s.size - 1 - s.pad,
+            groups: 1,
+            out_h: s.h,
+            out_w: s.w,
+        };
+        // dy padded so: its forward has exactly x's pixels.
+        let out = |len: usize| (len + 2 * sf.pad + 1).checked_sub(sf.size);
+        let fits = out(sf.h) == Some(s.h) && out(sf.w) == Some(s.w);
+        (fits && self.col_path(&sf)).then_some(sf)
+    }
+
+    /// The backward data of `s` on the column path, as the forward `sf` of dy (`data_as_forward`)
+    /// with the flipped weights, adding into dx.
+    pub(super) fn conv_backward_data_col(&self, dy: &GpuBuf, w: &GpuBuf, dx: &GpuBuf, s: &ConvShape, sf: &ConvShape) {
+        let total = s.weight_len();
+        let flipped = self.scratch(&self.flip_scratch, total, "flipped weights");
+        let p = ConvP { filters: u(s.filters), c: u(s.c), size: u(s.size), total: u(total), o1: off(w), o2: off(&flipped), ..Default::default() };
+        let groups = self.grid((total as u64).div_ceil(256));
+        let work = Work::elementwise(total, 1, 1, 0);
+        let bufs = [w, &flipped, w, w, w];
+        self.dispatch_locked(&mut self.lock(), Kernel::ConvFlipWeights, super::conv::IM2COL_TILE, &bufs, &p, groups, work);
+        self.conv_forward_col(dy, &flipped, dx, None, sf, true);
     }
 }

@@ -72,6 +72,8 @@ pub struct GpuBackend {
     channel_scratch: Mutex<GpuBuf>,
     /// Mixed precision's f16 im2col matrix (gpu/conv_col.rs).
     col_scratch: Mutex<GpuBuf>,
+    /// The column path's flipped weights of a backward data (gpu/conv_col.rs).
+    flip_scratch: Mutex<GpuBuf>,
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
     /// The device offers timestamp queries (per-dispatch timing is possible).
@@ -125,6 +127,7 @@ impl GpuBackend {
         let f16_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "f16 upload"));
         let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "channel partials"));
         let col_scratch = Mutex::new(buffers::alloc(&device, &internal, 4, &limits, "f16 im2col matrix"));
+        let flip_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "flipped weights"));
         Ok(GpuBackend {
             device,
             queue,
@@ -139,6 +142,7 @@ impl GpuBackend {
             f16_scratch,
             channel_scratch,
             col_scratch,
+            flip_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             timestamps,
             forced_tiles: Mutex::new(Vec::new()),

@@ -172,7 +172,7 @@ impl Backend for GpuBackend {
                 let mut path = self.mixed_gemm.to_string();
                 let on = |a: &std::sync::atomic::AtomicBool| a.load(std::sync::atomic::Ordering::Relaxed);
                 if on(&self.coop_col) {
-                    path.push_str("; forward and weight gradients from an f16 im2col matrix");
+                    path.push_str("; forward, stride-1 backward data and weight gradients from f16 im2col matrices");
                 }
                 if on(&self.coop_direct) && matches!(self.mixed_gemm, super::MixedGemm::Coop16 { .. }) {
                     path.push_str("; whole tiles written out directly");

@@ -74,6 +74,8 @@ params! {
         /// Mixed precision's column path (gpu/conv_col.rs): 1 reads B from the f16 im2col
         /// matrix (binding 5, from vec4 word o5) of kp rows and batch·ohwp columns.
         col: u32, kp: u32, ohwp: u32, o5: u32,
+        /// conv_forward: 1 adds into y (the column path's backward data adds into dx).
+        accumulate: u32,
     }
 }
 
