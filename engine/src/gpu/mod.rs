@@ -113,7 +113,7 @@ impl GpuBackend {
             let floor = u64::from(limits.min_storage_buffer_offset_alignment).max(256) * 4;
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap.max(floor) / 4 * 4);
         }
-        let options = CompileOptions::from_env();
+        let options = CompileOptions::for_adapter(info.device_type == "cpu" && info.backend == wgpu::Backend::Vulkan.to_str());
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut recorder = Recorder::new(&device, &limits);

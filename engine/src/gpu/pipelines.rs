@@ -375,6 +375,12 @@ pub(crate) enum Checks {
     /// accumulators spill to local memory (4x slower steps on an H100); conv.wgsl's loops are all
     /// bounded by its params and the host checks every divisor it uses is positive (conv.rs).
     Relaxed,
+    /// Relaxed, without naga's index clamps: for a CPU adapter reached through Vulkan (lavapipe),
+    /// where they doubled the step. The driver keeps every buffer access inside its binding
+    /// (robustBufferAccess, which wgpu turns on for every Vulkan device), and the kernels index
+    /// their workgroup and private arrays with values in range by construction (tile constants,
+    /// invocation ids, loop counters bounded by the array lengths).
+    DriverBounds,
     /// No runtime checks at all (only to measure what the checks cost: ENGINE_GPU_CHECKS=none).
     None,
 }
@@ -395,12 +401,16 @@ impl Default for CompileOptions {
 }
 
 impl CompileOptions {
-    /// The defaults, with `ENGINE_GPU_CHECKS=all|relaxed|none` and `ENGINE_GPU_ZERO_WORKGROUP=1`
-    /// applied (for measuring what each costs only).
-    pub(crate) fn from_env() -> CompileOptions {
+    /// The defaults for an adapter (`cpu_vulkan`: a CPU adapter through Vulkan takes
+    /// `Checks::DriverBounds`), with `ENGINE_GPU_CHECKS=all|relaxed|driver|none` and
+    /// `ENGINE_GPU_ZERO_WORKGROUP=1` applied (for measuring what each costs only).
+    pub(crate) fn for_adapter(cpu_vulkan: bool) -> CompileOptions {
         let checks = match std::env::var("ENGINE_GPU_CHECKS").as_deref() {
             Ok("all") => Checks::All,
+            Ok("relaxed") => Checks::Relaxed,
+            Ok("driver") => Checks::DriverBounds,
             Ok("none") => Checks::None,
+            _ if cpu_vulkan => Checks::DriverBounds,
             _ => Checks::Relaxed,
         };
         let zero_workgroup_memory = std::env::var("ENGINE_GPU_ZERO_WORKGROUP").is_ok_and(|v| v == "1");
@@ -409,14 +419,13 @@ impl CompileOptions {
 
     /// The checks module `m` is built with, when they are fewer than all of wgpu's.
     fn reduced_checks(self, m: Module) -> Option<wgpu::ShaderRuntimeChecks> {
-        match (self.checks, m) {
-            (Checks::None, _) => Some(wgpu::ShaderRuntimeChecks::unchecked()),
-            (Checks::Relaxed, Module::Conv | Module::ConvMixed) => Some(wgpu::ShaderRuntimeChecks {
-                force_loop_bounding: false,
-                int_div_checks: false,
-                ..wgpu::ShaderRuntimeChecks::checked()
-            }),
-            _ => None,
+        let conv = matches!(m, Module::Conv | Module::ConvMixed);
+        let relaxed = wgpu::ShaderRuntimeChecks { force_loop_bounding: !conv, int_div_checks: !conv, ..wgpu::ShaderRuntimeChecks::checked() };
+        match self.checks {
+            Checks::All => None,
+            Checks::Relaxed => conv.then_some(relaxed),
+            Checks::DriverBounds => Some(wgpu::ShaderRuntimeChecks { bounds_checks: false, ..relaxed }),
+            Checks::None => Some(wgpu::ShaderRuntimeChecks::unchecked()),
         }
     }
 }
@@ -516,7 +525,10 @@ impl Pipelines {
                     // SAFETY: Checks::Relaxed drops only the loop bounding and the division
                     // guards of conv.wgsl, whose loops run over ranges fixed by its params and
                     // whose divisors the host asserts positive (conv.rs, `check_conv` and the
-                    // phase filter); buffer bounds checks stay. Checks::None is a measuring aid.
+                    // phase filter); buffer bounds checks stay. Checks::DriverBounds also drops
+                    // naga's index clamps, only on Vulkan, whose robust buffer access keeps
+                    // buffer accesses in bounds, with array indices in range by construction
+                    // (see Checks). Checks::None is a measuring aid.
                     unsafe { device.create_shader_module_trusted(desc, checks) }
                 } else {
                     device.create_shader_module(desc)
