@@ -312,7 +312,7 @@ impl GpuBackend {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn conv_params(&self, s: &ConvShape, m: usize, n: usize, k: usize, t: GemmTile, bufs: [&GpuBuf; 4]) -> ConvP {
+    pub(super) fn conv_params(&self, s: &ConvShape, m: usize, n: usize, k: usize, t: GemmTile, bufs: [&GpuBuf; 4]) -> ConvP {
         ConvP {
             batch: u(s.batch),
             c: u(s.c),

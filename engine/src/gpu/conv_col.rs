@@ -112,20 +112,7 @@ impl GpuBackend {
         let words = kp * s.batch * ohwp / 2;
         let buf = self.scratch(&self.col_scratch, words, "f16 im2col matrix");
         let m = ColMatrix { buf, kp, ohwp, accumulate: false };
-        let mut p = ConvP {
-            batch: u(s.batch),
-            c: u(s.c),
-            h: u(s.h),
-            w: u(s.w),
-            size: u(s.size),
-            stride: u(s.stride),
-            pad: u(s.pad),
-            oh: u(s.out_h),
-            ow: u(s.out_w),
-            k: u(s.c * s.size * s.size),
-            o1: off(x),
-            ..Default::default()
-        };
+        let mut p = self.conv_params(s, 0, 0, s.c * s.size * s.size, super::conv::IM2COL_TILE, [x, x, x, x]);
         m.set_params(&mut p);
         let work = Work { flops: 0.0, bytes: (s.input_len() * 4 + s.batch * per_image) as f64 };
         let groups = self.grid((words as u64).div_ceil(256));
