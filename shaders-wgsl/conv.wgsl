@@ -31,6 +31,16 @@ fn col_value(k: u32, n: u32) -> f32 {
     return f16_to_f32((word >> (16u * (n % 2u))) & 0xffffu);
 }
 
+// Value (m, k) of the packed f16 weights (rows past the real ones are zero), 0 past kp.
+fn col_a_value(m: u32, k: u32) -> f32 {
+    if (k >= p.kp) {
+        return 0.0;
+    }
+    let half = m * p.kp + k;
+    let word = 4u * p.oa + half / 2u;
+    return f16_to_f32((b5[word / 4u][word % 4u] >> (16u * (k % 2u))) & 0xffffu);
+}
+
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // [k][m]
 var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // [k][n]
 
@@ -332,17 +342,36 @@ fn im2col_value(k: u32, n: u32) -> f32 {
     return b1[p.o1 + (b * p.c + c) * p.h * p.w + u32(iy) * p.w + u32(ix)];
 }
 
-// The column path's backward data (stride 1) is the forward of dy with these weights (b2):
-// filter c, channel f, taps flipped, from w (b1) [f][c][ky][kx]. 1-D over the weights.
+// The column path's A: the weights w (b1) as f16, p.m rows (a multiple of 128) of kp values
+// from word oa of b5 on, zero past the real rows and K. Forward: row f, w[f][(c, ky, kx)]. With
+// flip, the backward data of a stride-1 convolution as the forward of dy: row c,
+// (f, ky, kx) ↦ w[f][c][size−1−ky][size−1−kx]. One invocation per word (two values).
 @compute @workgroup_size(256)
-fn conv_flip_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn conv_pack_weights_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
-    if (i >= p.total) {
+    let row_words = p.kp / 2u;
+    if (i >= p.m * row_words) {
         return;
     }
+    let row = i / row_words;
+    let k = (i - row * row_words) * 2u;
+    let word = f16_bits(packed_weight(row, k)) | (f16_bits(packed_weight(row, k + 1u)) << 16u);
+    let q = 4u * p.oa + i;
+    b5[q / 4u][q % 4u] = word;
+}
+
+fn packed_weight(row: u32, k: u32) -> f32 {
     let ss = p.size * p.size;
-    let tap = i % ss;
-    let f = (i / ss) % p.filters;
-    let c = i / (ss * p.filters);
-    b2[p.o2 + i] = b1[p.o1 + (f * p.c + c) * ss + ss - 1u - tap];
+    if (p.flip == 0u) {
+        if (row >= p.filters || k >= p.c * ss) {
+            return 0.0;
+        }
+        return b1[p.o1 + row * p.c * ss + k];
+    }
+    if (row >= p.c || k >= p.filters * ss) {
+        return 0.0;
+    }
+    let f = k / ss;
+    let tap = k - f * ss;
+    return b1[p.o1 + (f * p.c + row) * ss + ss - 1u - tap];
 }

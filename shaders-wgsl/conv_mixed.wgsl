@@ -87,16 +87,58 @@ fn col_value(k: u32, n: u32) -> f32 {
     return f32(b5[h / 4u][h % 4u]);
 }
 
-// The 8 values from f16 index h on (h a multiple of 8) into rv[2i], rv[2i + 1]; zero if !ok.
-fn load8(i: u32, h: u32, ok: bool) {
-    var lo = vec4<f16>(0.0h);
-    var hi = vec4<f16>(0.0h);
-    if (ok) {
-        lo = b5[h / 4u];
-        hi = b5[h / 4u + 1u];
+// Value (m, k) of the packed f16 weights (include/conv_gather.wgsl's scalar loaders; unused here).
+fn col_a_value(m: u32, k: u32) -> f32 {
+    if (k >= p.kp) {
+        return 0.0;
     }
-    rv[2u * i] = lo;
-    rv[2u * i + 1u] = hi;
+    let h = 8u * p.oa + m * p.kp + k;
+    return f32(b5[h / 4u][h % 4u]);
+}
+
+// The 8 values from f16 index h on (h a multiple of 8), zero if !ok.
+fn load8(h: u32, ok: bool) -> array<vec4<f16>, 2> {
+    var r: array<vec4<f16>, 2>;
+    if (ok) {
+        r[0] = b5[h / 4u];
+        r[1] = b5[h / 4u + 1u];
+    }
+    return r;
+}
+
+fn load8_b(i: u32, h: u32, ok: bool) {
+    let r = load8(h, ok);
+    rv[2u * i] = r[0];
+    rv[2u * i + 1u] = r[1];
+}
+
+// The column path's A: rows m0.. of the packed weights, K from k0 (8 values per load), into
+// stage `stage` of Ah ([m][k], BK per row) through rva.
+const CVAN: u32 = BM * BK / 8u;
+const CVA: u32 = (CVAN + NT - 1u) / NT;
+var<private> rva: array<vec4<f16>, 2u * CVA>;
+
+fn load_fwd_col_a(t: u32, m0: u32, k0: u32) {
+    for (var i = 0u; i < CVA; i++) {
+        let v = t + NT * i;
+        let k = k0 + 8u * (v % (BK / 8u));
+        let r = load8(8u * p.oa + (m0 + v / (BK / 8u)) * p.kp + k, v < CVAN && k < p.kp);
+        rva[2u * i] = r[0];
+        rva[2u * i + 1u] = r[1];
+    }
+}
+
+fn store_col_a(t: u32, stage: u32) {
+    for (var i = 0u; i < CVA; i++) {
+        let v = t + NT * i;
+        if (v < CVAN) {
+            let base = stage * BM * BK + v * 8u; // row v / (BK / 8), column 8·(v % (BK / 8))
+            for (var j = 0u; j < 4u; j++) {
+                Ah[base + j] = rva[2u * i][j];
+                Ah[base + 4u + j] = rva[2u * i + 1u][j];
+            }
+        }
+    }
 }
 
 // Forward: rows k0.. of the tile, columns n0.. (8 per load), zero past the matrix.
@@ -106,7 +148,7 @@ fn load_fwd_col_b(t: u32, k0: u32, n0: u32) {
         let v = t + NT * i;
         let k = k0 + v / (BN / 8u);
         let n = n0 + 8u * (v % (BN / 8u));
-        load8(i, 8u * p.o5 + k * width + n, v < CVN && k < p.kp && n < width);
+        load8_b(i, 8u * p.o5 + k * width + n, v < CVN && k < p.kp && n < width);
     }
 }
 
@@ -118,7 +160,7 @@ fn load_bwd_w_col_b(t: u32, n0: u32, b: u32, pix0: u32) {
         let v = t + NT * i;
         let n = n0 + v / (BK / 8u);
         let pix = pix0 + 8u * (v % (BK / 8u));
-        load8(i, 8u * p.o5 + n * width + b * p.ohwp + pix, v < CVN && n < p.n && pix < p.ohwp);
+        load8_b(i, 8u * p.o5 + n * width + b * p.ohwp + pix, v < CVN && n < p.n && pix < p.ohwp);
     }
 }
 
@@ -146,7 +188,7 @@ fn store_col_b(t: u32, stage: u32, row_major: bool) {
 // The next K tile of a forward GEMM into registers, and from them into stage `stage`.
 fn fwd_load(t: u32, g: u32, m0: u32, n0: u32, k0: u32, col: FwdColumn) {
     if (p.col != 0u) {
-        load_fwd_a(t, g, m0, k0);
+        load_fwd_col_a(t, m0, k0);
         load_fwd_col_b(t, k0, n0);
     } else {
         load_fwd(t, g, m0, k0, col.ok, col.xbase, col.iy0, col.ix0);
@@ -154,10 +196,11 @@ fn fwd_load(t: u32, g: u32, m0: u32, n0: u32, k0: u32, col: FwdColumn) {
 }
 
 fn fwd_store(t: u32, stage: u32) {
-    store_a_h(t, stage);
     if (p.col != 0u) {
+        store_col_a(t, stage);
         store_col_b(t, stage, true);
     } else {
+        store_a_h(t, stage);
         store_b_rows_h(t, stage);
     }
 }

@@ -57,6 +57,11 @@ struct P {
     // conv_forward: add to y instead of overwriting it (the column path's backward data, run as
     // the forward of dy with the flipped weights, adds into dx).
     accumulate: u32,
+    // The column path's forward reads A from the f16 weights conv_pack_weights_f16 wrote to b5 at
+    // word oa: rows padded to a multiple of 128 and K to kp, zeros past them (flip: the
+    // backward data's weights, channel-major with the taps flipped).
+    oa: u32,
+    flip: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -64,9 +69,10 @@ struct P {
 @group(0) @binding(2) var<storage, read_write> b2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> b4: array<f32>;
-// Binding 5, the column path's f16 im2col matrix (bound, unread, by dispatches without it), is
+// Binding 5, the column path's f16 operands (bound, unread, by dispatches without it), is
 // declared by each module: conv.wgsl reads it as words, conv_mixed.wgsl as f16 values. Each
-// also defines col_value(k, n), the matrix's value (k, n), zero outside it.
+// also defines col_value(k, n), the im2col matrix's value (k, n), and col_a_value(m, k), the
+// packed weights' value (m, k), both zero outside them.
 
 const NT: u32 = 256u;
 const BM: u32 = TY * TM;
@@ -88,15 +94,20 @@ fn ksize() -> u32 {
 // ---- forward: y[b][g·mg + m][pix] = Σ_k w[g·mg + m][k] · x[b][g·cg + c][iy][ix] (+ bias) ------
 
 fn load_fwd(t: u32, g: u32, m0: u32, k0: u32, n_ok: bool, xbase: u32, iy0: i32, ix0: i32) {
-    load_fwd_a(t, g, m0, k0);
     if (p.col != 0u) {
-        // Column path: column n0 + t % BN of the f16 im2col matrix (n_ok: n < p.n).
+        // Column path: A from the packed f16 weights, B column n0 + t % BN of the f16 im2col
+        // matrix (n_ok: n < p.n).
+        for (var i = 0u; i < LA; i++) {
+            let e = t + NT * i;
+            ra[i] = col_a_value(m0 + e / BK, k0 + e % BK);
+        }
         let n = select(0xffffffffu, xbase, n_ok);
         for (var i = 0u; i < LB; i++) {
             rb[i] = col_value(k0 + t / BN + (NT / BN) * i, n);
         }
         return;
     }
+    load_fwd_a(t, g, m0, k0);
     load_fwd_b(t, k0, n_ok, xbase, iy0, ix0);
 }
 

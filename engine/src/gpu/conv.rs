@@ -399,7 +399,7 @@ impl GpuBackend {
             super::ops::check("conv_forward bias", b, s.filters);
         }
         if self.col_path(s) {
-            return self.conv_forward_col(x, w, y, bias, s, false);
+            return self.conv_forward_col(x, w, y, bias, s, None, false);
         }
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let ss = s.size * s.size;

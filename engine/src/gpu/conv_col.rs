@@ -9,7 +9,9 @@
 //! reached 56–76 TFLOP/s. Here `conv_im2col_f16` (conv.wgsl) first writes the matrix, two f16
 //! values per word: K rows rounded up to 16, each image's pixels rounded up to 16 (zeros past
 //! both), so every row starts on a whole 16-byte word and the GEMMs read eight values per load
-//! with no bounds of their own (conv_mixed.wgsl; conv.wgsl reads it value by value). Mixed
+//! with no bounds of their own (conv_mixed.wgsl; conv.wgsl reads it value by value). The
+//! forward's A, the weights, is packed likewise (`conv_pack_weights_f16`: rows padded to 128, K
+//! to the matrix's rows), ahead of the matrix in the same scratch. Mixed
 //! precision's operands hold f16 values already, so the matrix is exact and the products are the
 //! ones the gather gives; only the order of the f32 sums may differ (backward weights splits K
 //! per matrix).
@@ -35,13 +37,22 @@ pub(crate) const COL_MAX_BYTES: usize = 256 << 20;
 /// 16 bytes).
 const COL_ALIGN: usize = 16;
 
-/// An f16 im2col matrix in scratch memory, as conv_im2col_f16 wrote it.
+/// Rows of the packed f16 weights are padded to a multiple of this (the tallest GEMM tile), so
+/// the GEMMs read whole row tiles without bounds.
+const A_ROWS_ALIGN: usize = 128;
+
+/// The column path's f16 operands in scratch memory: an im2col matrix as conv_im2col_f16 wrote
+/// it, and for a forward GEMM the weights as conv_pack_weights_f16 wrote them.
 pub(crate) struct ColMatrix {
     pub buf: GpuBuf,
-    /// Rows: K rounded up to 16.
+    /// Rows: K rounded up to 16 (also the packed weights' row length).
     pub kp: usize,
     /// Columns per image: its output pixels rounded up to 16.
     pub ohwp: usize,
+    /// The 16-byte word of `buf` where the matrix starts.
+    pub at: usize,
+    /// The 16-byte word where the packed weights start (the forward; backward weights reads dy).
+    pub a_at: usize,
     /// The forward GEMM reading it adds into its output (the backward data) instead of writing.
     pub accumulate: bool,
 }
@@ -50,8 +61,9 @@ impl ColMatrix {
     /// The GEMM's column-path params.
     pub(crate) fn set_params(&self, p: &mut ConvP) {
         let o = off(&self.buf);
-        debug_assert_eq!(o % 4, 0, "the im2col matrix starts on a 16-byte word");
-        (p.col, p.kp, p.ohwp, p.o5) = (1, u(self.kp), u(self.ohwp), o / 4);
+        debug_assert_eq!(o % 4, 0, "the column path's scratch starts on a 16-byte word");
+        (p.col, p.kp, p.ohwp) = (1, u(self.kp), u(self.ohwp));
+        (p.o5, p.oa) = (o / 4 + u(self.at), o / 4 + u(self.a_at));
         p.accumulate = u32::from(self.accumulate);
     }
 }
@@ -83,11 +95,13 @@ impl GpuBackend {
         f16 && self.coop_col.load(std::sync::atomic::Ordering::Relaxed) && s.groups == 1 && self.col_images(s) > 0
     }
 
-    /// Images per im2col matrix (0 if one image's does not fit).
+    /// Images per im2col matrix (0 if one image's does not fit): the matrix and, before it, the
+    /// packed weights share the scratch and one binding.
     fn col_images(&self, s: &ConvShape) -> usize {
-        let (_, _, per_image) = col_layout(s);
+        let (kp, _, per_image) = col_layout(s);
+        let weights = s.filters.next_multiple_of(A_ROWS_ALIGN) * kp * 2;
         let most = COL_MAX_BYTES.min(self.limits.max_storage_buffer_binding_size as usize);
-        most / per_image.max(1)
+        most.saturating_sub(weights) / per_image.max(1)
     }
 
     /// `ranges` cut so that each range's matrix fits.
@@ -106,39 +120,70 @@ impl GpuBackend {
     }
 
     /// Records conv_im2col_f16 for the images of `x` (a view of `s.batch` images) into the
-    /// scratch matrix, and returns it.
-    pub(super) fn im2col_f16(&self, x: &GpuBuf, s: &ConvShape) -> ColMatrix {
+    /// scratch, from its 16-byte word `at` on (the scratch holding `floats` in all), and returns
+    /// where the matrix is.
+    fn im2col_f16_at(&self, x: &GpuBuf, s: &ConvShape, at: usize, floats: usize) -> ColMatrix {
         let (kp, ohwp, per_image) = col_layout(s);
         let words = kp * s.batch * ohwp / 2;
-        let buf = self.scratch(&self.col_scratch, words, "f16 im2col matrix");
-        let m = ColMatrix { buf, kp, ohwp, accumulate: false };
+        let buf = self.scratch(&self.col_scratch, floats.max(4 * at + words), "f16 im2col matrix");
+        let m = ColMatrix { buf, kp, ohwp, at, a_at: 0, accumulate: false };
         let mut p = self.conv_params(s, 0, 0, s.c * s.size * s.size, super::conv::IM2COL_TILE, [x, x, x, x]);
         m.set_params(&mut p);
         let work = Work { flops: 0.0, bytes: (s.input_len() * 4 + s.batch * per_image) as f64 };
         let groups = self.grid((words as u64).div_ceil(256));
         let bufs = [x, x, x, x, &m.buf];
-        let mut rec = self.lock();
-        self.dispatch_locked(&mut rec, Kernel::ConvIm2colF16, super::conv::IM2COL_TILE, &bufs, &p, groups, work);
-        drop(rec);
+        self.dispatch_locked(&mut self.lock(), Kernel::ConvIm2colF16, super::conv::IM2COL_TILE, &bufs, &p, groups, work);
         m
     }
 
-    /// The forward on the column path: per range of images, the matrix, then the GEMM over its
-    /// columns (each image's padding columns are not written out). `accumulate`: add into y.
-    pub(super) fn conv_forward_col(&self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, bias: Option<&GpuBuf>, s: &ConvShape, accumulate: bool) {
+    /// The im2col matrix of `x` alone in the scratch (backward weights).
+    pub(super) fn im2col_f16(&self, x: &GpuBuf, s: &ConvShape) -> ColMatrix {
+        self.im2col_f16_at(x, s, 0, 0)
+    }
+
+    /// The forward on the column path: the weights packed as f16 (of `flip_of`'s backward data
+    /// when given: see `data_as_forward`), then per range of images the matrix and the GEMM
+    /// over its columns (each image's padding columns are not written out). `accumulate`: add
+    /// into y.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv_forward_col(
+        &self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, bias: Option<&GpuBuf>, s: &ConvShape, flip_of: Option<&ConvShape>, accumulate: bool,
+    ) {
         let (per_in, per_out) = (s.c * s.h * s.w, s.filters * s.out_h * s.out_w);
         let b4 = bias.map_or((y, per_out), |b| (b, 0));
         let split = [(x, per_in), (w, 0), (y, per_out), b4];
-        let ranges = self.image_ranges("conv_forward", s.batch, &split, 1);
-        for r in self.col_ranges(s, &ranges) {
+        let ranges = self.col_ranges(s, &self.image_ranges("conv_forward", s.batch, &split, 1));
+        // The scratch: the packed weights, then the largest range's matrix.
+        let (kp, ohwp, _) = col_layout(s);
+        let a_words = s.filters.next_multiple_of(A_ROWS_ALIGN) * kp / 8;
+        let most = ranges.iter().map(|r| r.count).max().unwrap_or(0);
+        let floats = 4 * a_words + kp * most * ohwp / 2;
+        self.pack_weights_f16(w, s, flip_of, floats);
+        for r in ranges {
             let sub = ConvShape { batch: r.count, ..*s };
             let (xs, ys) = (images(x, per_in, r), images(y, per_out, r));
             let b4 = bias.map_or_else(|| ys.clone(), |b| b.clone());
-            let mut m = self.im2col_f16(&xs, &sub);
+            let mut m = self.im2col_f16_at(&xs, &sub, a_words, floats);
             m.accumulate = accumulate;
             let n = sub.batch * m.ohwp;
             self.conv_gemm(Kernel::ConvForward, &sub, s.filters, n, s.c * s.size * s.size, [&xs, w, &ys, &b4], bias.is_some(), None, Some(&m));
         }
+    }
+
+    /// Records conv_pack_weights_f16: the forward `s`'s weights, from `w` (or, with `flip_of`,
+    /// the weights of that convolution's backward data), into the scratch from word 0 on.
+    fn pack_weights_f16(&self, w: &GpuBuf, s: &ConvShape, flip_of: Option<&ConvShape>, floats: usize) {
+        let (kp, _, _) = col_layout(s);
+        let rows = s.filters.next_multiple_of(A_ROWS_ALIGN);
+        let buf = self.scratch(&self.col_scratch, floats, "f16 im2col matrix");
+        // The source's own shape: the forward's, or the convolution whose backward data this is.
+        let src = flip_of.unwrap_or(s);
+        let mut p = self.conv_params(src, rows, 0, s.c * s.size * s.size, super::conv::IM2COL_TILE, [w, w, w, w]);
+        (p.kp, p.oa, p.flip) = (u(kp), off(&buf) / 4, u32::from(flip_of.is_some()));
+        let words = rows * kp / 2;
+        let work = Work { flops: 0.0, bytes: (src.weight_len() * 4 + words * 4) as f64 };
+        let groups = self.grid((words as u64).div_ceil(256));
+        self.dispatch_locked(&mut self.lock(), Kernel::ConvPackWeightsF16, super::conv::IM2COL_TILE, &[w, w, w, w, &buf], &p, groups, work);
     }
 
     /// The forward of dy whose result, added into dx, is the backward data of `s` (stride 1,
@@ -170,13 +215,6 @@ impl GpuBackend {
     /// The backward data of `s` on the column path, as the forward `sf` of dy (`data_as_forward`)
     /// with the flipped weights, adding into dx.
     pub(super) fn conv_backward_data_col(&self, dy: &GpuBuf, w: &GpuBuf, dx: &GpuBuf, s: &ConvShape, sf: &ConvShape) {
-        let total = s.weight_len();
-        let flipped = self.scratch(&self.flip_scratch, total, "flipped weights");
-        let p = ConvP { filters: u(s.filters), c: u(s.c), size: u(s.size), total: u(total), o1: off(w), o2: off(&flipped), ..Default::default() };
-        let groups = self.grid((total as u64).div_ceil(256));
-        let work = Work::elementwise(total, 1, 1, 0);
-        let bufs = [w, &flipped, w, w, w];
-        self.dispatch_locked(&mut self.lock(), Kernel::ConvFlipWeights, super::conv::IM2COL_TILE, &bufs, &p, groups, work);
-        self.conv_forward_col(dy, &flipped, dx, None, sf, true);
+        self.conv_forward_col(dy, w, dx, None, sf, Some(s), true);
     }
 }

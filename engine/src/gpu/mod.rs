@@ -70,10 +70,8 @@ pub struct GpuBackend {
     /// Mixed precision's input upload: the f16 values before they are unpacked (gpu/upload.rs).
     f16_scratch: Mutex<GpuBuf>,
     channel_scratch: Mutex<GpuBuf>,
-    /// Mixed precision's f16 im2col matrix (gpu/conv_col.rs).
+    /// Mixed precision's column path: f16 weights and im2col matrix (gpu/conv_col.rs).
     col_scratch: Mutex<GpuBuf>,
-    /// The column path's flipped weights of a backward data (gpu/conv_col.rs).
-    flip_scratch: Mutex<GpuBuf>,
     /// Per-head yolo scratch (anchors, tallies, loss partials), made once per head shape.
     yolo_scratch: Mutex<yolo::ScratchCache>,
     /// The device offers timestamp queries (per-dispatch timing is possible).
@@ -127,7 +125,6 @@ impl GpuBackend {
         let f16_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "f16 upload"));
         let channel_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "channel partials"));
         let col_scratch = Mutex::new(buffers::alloc(&device, &internal, 4, &limits, "f16 im2col matrix"));
-        let flip_scratch = Mutex::new(buffers::alloc(&device, &internal, 1, &limits, "flipped weights"));
         Ok(GpuBackend {
             device,
             queue,
@@ -142,7 +139,6 @@ impl GpuBackend {
             f16_scratch,
             channel_scratch,
             col_scratch,
-            flip_scratch,
             yolo_scratch: Mutex::new(yolo::ScratchCache::new()),
             timestamps,
             forced_tiles: Mutex::new(Vec::new()),

@@ -76,6 +76,9 @@ params! {
         col: u32, kp: u32, ohwp: u32, o5: u32,
         /// conv_forward: 1 adds into y (the column path's backward data adds into dx).
         accumulate: u32,
+        /// The column path's packed f16 weights (from vec4 word oa of binding 5), and
+        /// conv_pack_weights_f16's choice of the backward data's flipped weights.
+        oa: u32, flip: u32,
     }
 }
 

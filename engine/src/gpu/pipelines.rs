@@ -319,7 +319,7 @@ kernels! {
     ConvBackwardWeights => (Conv, "conv_backward_weights", 5),
     ConvSplitkReduce => (Conv, "conv_splitk_reduce", 5),
     ConvIm2colF16 => (Conv, "conv_im2col_f16", 5),
-    ConvFlipWeights => (Conv, "conv_flip_weights", 5),
+    ConvPackWeightsF16 => (Conv, "conv_pack_weights_f16", 5),
     ConvForwardMixed => (ConvMixed, "conv_forward_mixed", 5),
     ConvBackwardDataMixed => (ConvMixed, "conv_backward_data_mixed", 5),
     ConvBackwardWeightsMixed => (ConvMixed, "conv_backward_weights_mixed", 5),

@@ -30,8 +30,8 @@ fn direct_gpu() -> Option<&'static GpuBackend> {
 }
 
 /// Another with the column path on (the forward and backward weights read an f16 im2col
-/// matrix), and one whose binding limit (32 KiB) leaves room for one image's matrix at a time in
-/// the shapes below, so the batch is done a range of images at a time.
+/// matrix, the forward f16 weights), and one whose binding limit (32 KiB) leaves room for one
+/// image's matrix at a time in the shape below, so the batch is done a range of images at a time.
 fn col_gpu() -> Option<&'static GpuBackend> {
     static G: OnceLock<Option<GpuBackend>> = OnceLock::new();
     G.get_or_init(|| mixed_backend_with(&AdapterSelector::default(), false, true)).as_ref()
@@ -120,8 +120,9 @@ fn conv_mixed_column_path() {
     mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 390);
     mixed_case(g, ConvShape::new(2, 3, 40, 40, 4, 3, 1, 1, 1), 395); // split K
     let chunked = col_ranges_gpu().expect("made where col_gpu is");
-    // 80 rows × 112 columns of f16 per image: 17.5 KiB, one image per matrix.
-    mixed_case(chunked, ConvShape::new(3, 8, 10, 10, 16, 3, 1, 1, 1), 396);
+    // Packed weights of 128 × 48 f16 (12 KiB), then 48 rows × 112 columns per image (10.5
+    // KiB): one image per matrix in the 32 KiB binding.
+    mixed_case(chunked, ConvShape::new(3, 4, 10, 10, 8, 3, 1, 1, 1), 396);
     chunked.set_coop_direct(true);
     mixed_case(chunked, ConvShape::new(3, 8, 16, 16, 16, 1, 1, 0, 1), 397);
 }
