@@ -49,6 +49,9 @@ const EXTRA_WEIGHT_TILES: [GemmTile; 4] = [tile(16, 16, 8, 8, 8), tile(16, 16, 4
 /// rule's K tile (2×2 at the end of yolov4-tiny at 64×64), on CPU adapters, where the rule's 16
 /// would multiply 12 padding zeros for every 4 pixels.
 const SHORT_K_WEIGHT_TILE: GemmTile = tile(16, 16, 4, 4, 4);
+/// Backward weights on CPU adapters where more than 32 filters meet at least 128 weights each:
+/// 64 × 128, K 16 (the sweep on lavapipe, yolov4-tiny at 64×64 batch 4).
+const CPU_WEIGHT_TILE: GemmTile = tile(16, 16, 4, 8, 16);
 /// Kernel sizes with specialised index arithmetic (others read the size from the params).
 const SPECIAL_SIZES: [u32; 2] = [1, 3];
 /// Mixed precision's tiles (conv_mixed.wgsl, cooperative matrices): K 16 at a time (one matrix
@@ -458,6 +461,13 @@ impl GpuBackend {
                 && self.weight_splits(s, short).1 == 1
             {
                 rule = short;
+            } else if self.cpu_adapter() && m > 32 && n >= CPU_WEIGHT_TILE.bn() {
+                // 64 × 128 tiles were 5–20 % faster on lavapipe for these shapes; taken only where
+                // the K splits stay those of the rule's tile, so every weight keeps its bits.
+                let wide = specialise(CPU_WEIGHT_TILE, s.size);
+                if self.weight_splits(s, wide) == self.weight_splits(s, rule) {
+                    rule = wide;
+                }
             }
             let t = self.tile_for(GemmKind::BackwardWeights, rule, s.size);
             (Kernel::ConvBackwardWeights, t, t)
