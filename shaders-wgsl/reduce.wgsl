@@ -37,14 +37,26 @@ fn combine(a: f32, b: f32) -> f32 {
     return a + b;
 }
 
+// The tree of include/reduce.wgsl's tree_sum (serial on CPU adapters, same order).
 fn tree(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = combine(red[lid], red[lid + s]);
+    if (SERIAL_TREES) {
+        if (lid == 0u) {
+            for (var s = 128u; s > 0u; s = s >> 1u) {
+                for (var i = 0u; i < s; i++) {
+                    red[i] = combine(red[i], red[i + s]);
+                }
+            }
         }
         workgroupBarrier();
+    } else {
+        for (var s = 128u; s > 0u; s = s >> 1u) {
+            if (lid < s) {
+                red[lid] = combine(red[lid], red[lid + s]);
+            }
+            workgroupBarrier();
+        }
     }
     return red[0];
 }

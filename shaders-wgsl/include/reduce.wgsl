@@ -10,14 +10,29 @@
 var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
 
+// The tree: at each level s = 128, 64, …, 1, red[i] += red[i + s] for i < s. On a CPU adapter
+// (SERIAL_TREES, pipelines.rs) invocation 0 does the same additions in the same order alone:
+// each barrier there switches between the workgroup's 32 vector batches, which cost more than
+// the 255 additions; the sums, and so every bit, are the parallel tree's.
 fn tree_sum(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
+    if (SERIAL_TREES) {
+        if (lid == 0u) {
+            for (var s = 128u; s > 0u; s = s >> 1u) {
+                for (var i = 0u; i < s; i++) {
+                    red[i] = red[i] + red[i + s];
+                }
+            }
         }
         workgroupBarrier();
+    } else {
+        for (var s = 128u; s > 0u; s = s >> 1u) {
+            if (lid < s) {
+                red[lid] = red[lid] + red[lid + s];
+            }
+            workgroupBarrier();
+        }
     }
     let r = red[0];
     workgroupBarrier();
@@ -29,12 +44,24 @@ fn tree_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
     red[lid] = v.x;
     red2[lid] = v.y;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-            red2[lid] = red2[lid] + red2[lid + s];
+    if (SERIAL_TREES) {
+        if (lid == 0u) {
+            for (var s = 128u; s > 0u; s = s >> 1u) {
+                for (var i = 0u; i < s; i++) {
+                    red[i] = red[i] + red[i + s];
+                    red2[i] = red2[i] + red2[i + s];
+                }
+            }
         }
         workgroupBarrier();
+    } else {
+        for (var s = 128u; s > 0u; s = s >> 1u) {
+            if (lid < s) {
+                red[lid] = red[lid] + red[lid + s];
+                red2[lid] = red2[lid] + red2[lid + s];
+            }
+            workgroupBarrier();
+        }
     }
     let r = vec2<f32>(red[0], red2[0]);
     workgroupBarrier();

@@ -79,6 +79,10 @@ pub struct AdapterSelector {
     /// raises it): for tests of large tensors bound in chunks on any adapter. Not read from the
     /// environment.
     pub max_binding_bytes: Option<u64>,
+    /// Whether reduction trees are summed by one invocation (the default on CPU adapters, where
+    /// it is faster; the same sums either way): for the test that both forms agree bit for bit.
+    /// Not read from the environment (`ENGINE_GPU_SERIAL_TREES` is, below this).
+    pub serial_trees: Option<bool>,
 }
 
 impl AdapterSelector {

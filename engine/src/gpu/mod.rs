@@ -111,7 +111,11 @@ impl GpuBackend {
             let floor = u64::from(limits.min_storage_buffer_offset_alignment).max(256) * 4;
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap.max(floor) / 4 * 4);
         }
-        let options = CompileOptions::for_adapter(info.device_type == "cpu" && info.backend == wgpu::Backend::Vulkan.to_str());
+        let cpu = info.device_type == "cpu";
+        let mut options = CompileOptions::for_adapter(cpu, cpu && info.backend == wgpu::Backend::Vulkan.to_str());
+        if let Some(serial) = sel.serial_trees {
+            options.serial_trees = serial;
+        }
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut recorder = Recorder::new(&device, &limits);

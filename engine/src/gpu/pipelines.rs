@@ -148,6 +148,11 @@ impl Module {
     /// the generated preamble, the includes, then the module's file.
     /// A file's `enable` directives go first: WGSL wants them before any declaration.
     pub(crate) fn source(self, tile: GemmTile) -> String {
+        self.source_for(tile, false)
+    }
+
+    /// The source for a device: `serial_trees` on CPU adapters (include/reduce.wgsl).
+    pub(crate) fn source_for(self, tile: GemmTile, serial_trees: bool) -> String {
         let (enables, rest): (Vec<&str>, Vec<&str>) = self.file().lines().partition(|l| l.starts_with("enable "));
         let mut s = String::new();
         for e in enables {
@@ -155,6 +160,7 @@ impl Module {
             s += "\n";
         }
         s += &preamble();
+        let _ = writeln!(s, "const SERIAL_TREES: bool = {serial_trees};");
         if self.tiled() {
             s += &tile.constants();
         }
@@ -170,7 +176,11 @@ impl Module {
 
     /// The source with the default tile (what tests parse).
     pub(crate) fn default_source(self) -> String {
-        self.source(if self == Module::ConvMixed { super::conv::MIXED_DEFAULT_TILE } else { GemmTile::DEFAULT })
+        self.source(self.default_tile())
+    }
+
+    fn default_tile(self) -> GemmTile {
+        if self == Module::ConvMixed { super::conv::MIXED_DEFAULT_TILE } else { GemmTile::DEFAULT }
     }
 }
 
@@ -392,11 +402,13 @@ pub(crate) struct CompileOptions {
     /// Zero workgroup memory before each workgroup runs (WebGPU's default). Every kernel here
     /// writes its workgroup memory before reading it, so this only costs time.
     pub zero_workgroup_memory: bool,
+    /// Reduction trees summed by one invocation in the tree's order (CPU adapters).
+    pub serial_trees: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false }
+        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false, serial_trees: false }
     }
 }
 
@@ -404,7 +416,7 @@ impl CompileOptions {
     /// The defaults for an adapter (`cpu_vulkan`: a CPU adapter through Vulkan takes
     /// `Checks::DriverBounds`), with `ENGINE_GPU_CHECKS=all|relaxed|driver|none` and
     /// `ENGINE_GPU_ZERO_WORKGROUP=1` applied (for measuring what each costs only).
-    pub(crate) fn for_adapter(cpu_vulkan: bool) -> CompileOptions {
+    pub(crate) fn for_adapter(cpu: bool, cpu_vulkan: bool) -> CompileOptions {
         let checks = match std::env::var("ENGINE_GPU_CHECKS").as_deref() {
             Ok("all") => Checks::All,
             Ok("relaxed") => Checks::Relaxed,
@@ -414,7 +426,12 @@ impl CompileOptions {
             _ => Checks::Relaxed,
         };
         let zero_workgroup_memory = std::env::var("ENGINE_GPU_ZERO_WORKGROUP").is_ok_and(|v| v == "1");
-        CompileOptions { checks, zero_workgroup_memory }
+        let serial_trees = match std::env::var("ENGINE_GPU_SERIAL_TREES").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => cpu,
+        };
+        CompileOptions { checks, zero_workgroup_memory, serial_trees }
     }
 
     /// The checks module `m` is built with, when they are fewer than all of wgpu's.
@@ -435,6 +452,10 @@ impl CompileOptions {
 /// check every kernel translates to Metal and SPIR-V, and fits the default limits.
 pub fn shader_sources() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = MODULES.iter().map(|m| (m.name().to_string(), m.default_source())).collect();
+    // The CPU adapters' variant (serial reduction trees) of every module.
+    for m in MODULES {
+        out.push((format!("{} (serial trees)", m.name()), m.source_for(m.default_tile(), true)));
+    }
     for tile in super::conv::all_tiles() {
         out.push((format!("conv {tile:?}"), Module::Conv.source(tile)));
     }
@@ -519,7 +540,7 @@ impl Pipelines {
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(m.name()),
-                    source: wgpu::ShaderSource::Wgsl(m.source(tile).into()),
+                    source: wgpu::ShaderSource::Wgsl(m.source_for(tile, self.options.serial_trees).into()),
                 };
                 if let Some(checks) = self.options.reduced_checks(m) {
                     // SAFETY: Checks::Relaxed drops only the loop bounding and the division
