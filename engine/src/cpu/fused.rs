@@ -176,34 +176,59 @@ pub(super) fn activation_batchnorm_backward(
     let x = x.unwrap_or(y);
     let d = SharedMut::new(delta);
     let n = batch * spatial;
-    let sums = par.map(channels, |c| {
-        let planes = || (0..batch).map(|img| (img * channels + c) * spatial..(img * channels + c + 1) * spatial);
-        let (mut s_dy, mut s_dyxn) = (0.0f64, 0.0f64);
-        with_gradient!(act, grad => {
-            for r in planes() {
-                // SAFETY: item c alone touches channel c's planes of delta.
-                let dp = unsafe { d.slice_mut(r.clone()) };
-                let (xp, yp, np) = (&x[r.clone()], &y[r.clone()], &x_norm[r]);
+    let plane = move |img: usize, c: usize| (img * channels + c) * spatial..(img * channels + c + 1) * spatial;
+    // Items are runs of LANES channels: per image the derivative plane by plane, then the sums
+    // of the run's channels side by side, each channel's chain in its own (the plain loop's)
+    // order, so the independent f64 additions overlap instead of each waiting for the last.
+    let sums = par.map(channels.div_ceil(LANES), |item| {
+        let cs = item * LANES..((item + 1) * LANES).min(channels);
+        let (mut s_dy, mut s_dyxn) = ([0.0f64; LANES], [0.0f64; LANES]);
+        for img in 0..batch {
+            if act != Activation::Linear {
+                with_gradient!(act, grad => for c in cs.clone() {
+                    let r = plane(img, c);
+                    // SAFETY: the item alone touches its channels' planes of delta.
+                    let dp = unsafe { d.slice_mut(r.clone()) };
+                    for ((dv, &xv), &yv) in dp.iter_mut().zip(&x[r.clone()]).zip(&y[r]) {
+                        *dv *= grad(xv, yv);
+                    }
+                });
+            }
+            // SAFETY: as above; only read here.
+            let dps: Vec<&[f32]> = cs.clone().map(|c| &*unsafe { d.slice_mut(plane(img, c)) }).collect();
+            let nps: Vec<&[f32]> = cs.clone().map(|c| &x_norm[plane(img, c)]).collect();
+            if let (Ok(dps), Ok(nps)) = (<[&[f32]; LANES]>::try_from(dps.as_slice()), <[&[f32]; LANES]>::try_from(nps.as_slice())) {
                 for i in 0..spatial {
-                    let g = if act == Activation::Linear { dp[i] } else { dp[i] * grad(xp[i], yp[i]) };
-                    dp[i] = g;
-                    let gd = g as f64;
-                    s_dy += gd;
-                    s_dyxn += gd * np[i] as f64;
+                    for j in 0..LANES {
+                        let gd = dps[j][i] as f64;
+                        s_dy[j] += gd;
+                        s_dyxn[j] += gd * nps[j][i] as f64;
+                    }
+                }
+            } else {
+                for (j, (dp, np)) in dps.iter().zip(&nps).enumerate() {
+                    for (&g, &nv) in dp.iter().zip(*np) {
+                        let gd = g as f64;
+                        s_dy[j] += gd;
+                        s_dyxn[j] += gd * nv as f64;
+                    }
                 }
             }
-        });
-        let k = BackwardCoefficients::new(s_dy, s_dyxn, n, var[c], gamma[c], form);
-        for r in planes() {
-            // SAFETY: as above.
-            let dp = unsafe { d.slice_mut(r.clone()) };
-            for (dv, &nv) in dp.iter_mut().zip(&x_norm[r]) {
-                *dv = k.dx(*dv, nv);
+        }
+        for (j, c) in cs.clone().enumerate() {
+            let k = BackwardCoefficients::new(s_dy[j], s_dyxn[j], n, var[c], gamma[c], form);
+            for img in 0..batch {
+                let r = plane(img, c);
+                // SAFETY: as above.
+                let dp = unsafe { d.slice_mut(r.clone()) };
+                for (dv, &nv) in dp.iter_mut().zip(&x_norm[r]) {
+                    *dv = k.dx(*dv, nv);
+                }
             }
         }
-        (s_dy, s_dyxn)
+        cs.map(|c| (s_dy[c % LANES], s_dyxn[c % LANES])).collect::<Vec<_>>()
     });
-    for (c, (s_dy, s_dyxn)) in sums.into_iter().enumerate() {
+    for (c, (s_dy, s_dyxn)) in sums.into_iter().flatten().enumerate() {
         dgamma[c] += s_dyxn as f32;
         dbeta[c] += s_dy as f32;
     }
