@@ -10,7 +10,7 @@
 
 use super::activation::{activate, gradient};
 use super::batchnorm::{BackwardCoefficients, EPS, LANES, accurate_stats_interleaved, channel_stats, rolled};
-use super::par::{Inout, Par, SharedMut};
+use super::par::{self, Inout, Par, SharedMut};
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape};
 
 /// Runs `$body` with `$f` bound to `act`'s function as a closure the compiler inlines (one
@@ -130,7 +130,7 @@ pub(super) fn batchnorm_activation_forward(
         });
     };
     // Items are runs of LANES channels, whose statistics are summed side by side.
-    let result = par.map(channels.div_ceil(LANES), |item| {
+    let result = par.map(channels.div_ceil(LANES), |item| par::wide(#[inline(always)] || {
         let cs = item * LANES..((item + 1) * LANES).min(channels);
         // SAFETY (every unsafe block below): item alone reads or writes the floats of its
         // channels, the planes (b·channels + c)·spatial.. of y, x_norm and pre.
@@ -147,7 +147,7 @@ pub(super) fn batchnorm_activation_forward(
             normalize(c, mean, var);
         }
         found
-    });
+    }));
     for (c, (mean, var)) in result.into_iter().flatten().enumerate() {
         bn.mean[c] = mean;
         bn.var[c] = var;
@@ -180,7 +180,7 @@ pub(super) fn activation_batchnorm_backward(
     // Items are runs of LANES channels: per image the derivative plane by plane, then the sums
     // of the run's channels side by side, each channel's chain in its own (the plain loop's)
     // order, so the independent f64 additions overlap instead of each waiting for the last.
-    let sums = par.map(channels.div_ceil(LANES), |item| {
+    let sums = par.map(channels.div_ceil(LANES), |item| par::wide(#[inline(always)] || {
         let cs = item * LANES..((item + 1) * LANES).min(channels);
         let (mut s_dy, mut s_dyxn) = ([0.0f64; LANES], [0.0f64; LANES]);
         for img in 0..batch {
@@ -227,7 +227,7 @@ pub(super) fn activation_batchnorm_backward(
             }
         }
         cs.map(|c| (s_dy[c % LANES], s_dyxn[c % LANES])).collect::<Vec<_>>()
-    });
+    }));
     for (c, (s_dy, s_dyxn)) in sums.into_iter().flatten().enumerate() {
         dgamma[c] += s_dyxn as f32;
         dbeta[c] += s_dy as f32;
