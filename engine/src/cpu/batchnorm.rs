@@ -85,41 +85,108 @@ pub(super) fn darknet_cpu_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize
 /// Channels whose sums [`accurate_stats_interleaved`] runs side by side.
 pub(super) const LANES: usize = 8;
 
-/// [`accurate_stats`] of channels `c0..c0 + LANES` with their loops interleaved: each channel's
-/// f64 sums take its values in the same order from the same starting value (`f64`'s own `sum`),
-/// so every result is bit for bit the single channel's, but the LANES independent chains of
-/// additions overlap instead of each waiting for its previous add.
-pub(super) fn accurate_stats_interleaved(x: impl Fn(usize) -> f32, c0: usize, batch: usize, channels: usize, spatial: usize) -> [(f32, f32); LANES] {
-    assert!(c0 + LANES <= channels, "cpu batchnorm: channels {c0}+{LANES} of {channels}");
+/// [`accurate_stats`] of LANES channels with their loops interleaved: each channel's f64 sums
+/// take its values in the same order from the same starting value (`f64`'s own `sum`), so every
+/// result is bit for bit the single channel's, but the LANES independent chains of additions
+/// overlap instead of each waiting for its previous add. `planes(b)`: image b's plane of each
+/// channel (`spatial` floats each).
+pub(super) fn accurate_stats_interleaved<'a>(planes: impl Fn(usize) -> [&'a [f32]; LANES], batch: usize, spatial: usize) -> [(f32, f32); LANES] {
     let n = batch * spatial;
     let zero: f64 = std::iter::empty::<f64>().sum();
-    let each = |mut f: Box<dyn FnMut(usize, &mut [f64; LANES]) + '_>| {
+    let pass = |mean: Option<&[f64; LANES]>| {
         let mut acc = [zero; LANES];
         for b in 0..batch {
-            f(b, &mut acc);
+            let p = planes(b);
+            assert!(p.iter().all(|v| v.len() == spatial), "cpu batchnorm: plane length != spatial");
+            lanes_pass(&p, &mut acc, mean);
         }
         acc
     };
-    let base = |b: usize, j: usize| (b * channels + c0 + j) * spatial;
-    let sums = each(Box::new(|b, acc| {
-        let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
-        for i in 0..spatial {
-            for (a, &base) in acc.iter_mut().zip(&bases) {
-                *a += x(base + i) as f64;
-            }
-        }
-    }));
+    let sums = pass(None);
     let means: [f64; LANES] = std::array::from_fn(|j| sums[j] / n as f64);
-    let squares = each(Box::new(|b, acc| {
-        let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
-        for i in 0..spatial {
-            for ((a, &base), &mean) in acc.iter_mut().zip(&bases).zip(&means) {
-                let d = x(base + i) as f64 - mean;
-                *a += d * d;
-            }
-        }
-    }));
+    let squares = pass(Some(&means));
     std::array::from_fn(|j| (means[j] as f32, (squares[j] / unbiased_divisor(n)) as f32))
+}
+
+/// One image's share of a pass of [`accurate_stats_interleaved`]: `acc[j] += x` (no mean) or
+/// `acc[j] += (x − mean[j])²` over plane j's values in order.
+fn lanes_pass(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; LANES]>) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        done = unsafe { lanes_pass_avx512(p, acc, mean) };
+    }
+    let spatial = p[0].len();
+    for i in done..spatial {
+        for j in 0..LANES {
+            let v = p[j][i] as f64;
+            acc[j] += match mean {
+                None => v,
+                Some(m) => (v - m[j]) * (v - m[j]),
+            };
+        }
+    }
+}
+
+/// [`lanes_pass`] eight positions at a time with the LANES = 8 channels as the eight f64 lanes of
+/// one vector (an 8×8 transpose of the planes' floats): each lane does its channel's scalar
+/// operations in the scalar order (separate multiply and add, as there). Returns the positions
+/// done (a multiple of 8); the caller does the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lanes_pass_avx512(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; LANES]>) -> usize {
+    use std::arch::x86_64::*;
+    const { assert!(LANES == 8) };
+    let spatial = p[0].len();
+    let blocks = spatial / 8;
+    // SAFETY (the loads and the store): 8 f64 each, the arrays' lengths.
+    let mut a = unsafe { _mm512_loadu_pd(acc.as_ptr()) };
+    let m = unsafe { _mm512_loadu_pd(mean.unwrap_or(&[0.0; LANES]).as_ptr()) };
+    for blk in 0..blocks {
+        let i = blk * 8;
+        // SAFETY: every plane holds `spatial` ≥ i + 8 floats (asserted by the caller).
+        let r: [__m256; 8] = std::array::from_fn(|j| unsafe { _mm256_loadu_ps(p[j].as_ptr().add(i)) });
+        // Rows r[j] = channel j's 8 positions → t[q] = the 8 channels' values at position i + q.
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let t = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for tq in t {
+            let v = _mm512_cvtps_pd(tq);
+            a = match mean {
+                None => _mm512_add_pd(a, v),
+                Some(_) => {
+                    let d = _mm512_sub_pd(v, m);
+                    _mm512_add_pd(a, _mm512_mul_pd(d, d))
+                }
+            };
+        }
+    }
+    unsafe { _mm512_storeu_pd(acc.as_mut_ptr(), a) };
+    blocks * 8
 }
 
 /// Mean and variance of channel `c` summed as `stats` says.

@@ -139,7 +139,16 @@ pub(super) fn batchnorm_activation_forward(
             None => unsafe { y.read_at(i) },
         };
         let found: Vec<(f32, f32)> = if cs.len() == LANES && stats == BnStats::Accurate {
-            accurate_stats_interleaved(read, cs.start, batch, channels, spatial).to_vec()
+            let planes = |b: usize| -> [&[f32]; LANES] {
+                std::array::from_fn(|j| {
+                    let r = (b * channels + cs.start + j) * spatial..(b * channels + cs.start + j + 1) * spatial;
+                    match x {
+                        Some(x) => &x[r],
+                        None => &*unsafe { y.slice_mut(r) },
+                    }
+                })
+            };
+            accurate_stats_interleaved(planes, batch, spatial).to_vec()
         } else {
             cs.clone().map(|c| channel_stats(read, c, batch, channels, spatial, stats)).collect()
         };
