@@ -108,6 +108,93 @@ pub(super) fn accurate_stats_interleaved<'a>(planes: impl Fn(usize) -> [&'a [f32
     std::array::from_fn(|j| (means[j] as f32, (squares[j] / unbiased_divisor(n)) as f32))
 }
 
+/// Rows `r[j]` (channel j's values at 8 positions) to `t[q]` (the 8 channels' values at position q).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// Eight floats of each of 8 planes from position `i`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn rows8(p: &[&[f32]; LANES], i: usize) -> [std::arch::x86_64::__m256; 8] {
+    // SAFETY: the slice bounds are checked first.
+    std::array::from_fn(|j| unsafe { std::arch::x86_64::_mm256_loadu_ps(p[j][i..i + 8].as_ptr()) })
+}
+
+/// The backward's sums over one image's planes of LANES channels, `s_dy[j] += dy`,
+/// `s_dyxn[j] += dy·x_norm` in f64, each channel's in the order of its values.
+pub(super) fn lanes_backward_sums(dy: &[&[f32]; LANES], xn: &[&[f32]; LANES], s_dy: &mut [f64; LANES], s_dyxn: &mut [f64; LANES]) {
+    let spatial = dy[0].len();
+    assert!(dy.iter().chain(xn).all(|v| v.len() == spatial), "cpu batchnorm: plane lengths differ");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        done = unsafe { lanes_backward_sums_avx512(dy, xn, s_dy, s_dyxn) };
+    }
+    for i in done..spatial {
+        for j in 0..LANES {
+            let gd = dy[j][i] as f64;
+            s_dy[j] += gd;
+            s_dyxn[j] += gd * xn[j][i] as f64;
+        }
+    }
+}
+
+/// [`lanes_backward_sums`] 8 positions at a time, the channels as vector lanes (as
+/// [`lanes_pass_avx512`]); returns the positions done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lanes_backward_sums_avx512(dy: &[&[f32]; LANES], xn: &[&[f32]; LANES], s_dy: &mut [f64; LANES], s_dyxn: &mut [f64; LANES]) -> usize {
+    use std::arch::x86_64::*;
+    let blocks = dy[0].len() / 8;
+    // SAFETY (the loads and the stores): 8 f64 each, the arrays' lengths.
+    let (mut a, mut b) = unsafe { (_mm512_loadu_pd(s_dy.as_ptr()), _mm512_loadu_pd(s_dyxn.as_ptr())) };
+    for blk in 0..blocks {
+        let (g, x) = (transpose8(rows8(dy, blk * 8)), transpose8(rows8(xn, blk * 8)));
+        for q in 0..8 {
+            let gd = _mm512_cvtps_pd(g[q]);
+            a = _mm512_add_pd(a, gd);
+            b = _mm512_add_pd(b, _mm512_mul_pd(gd, _mm512_cvtps_pd(x[q])));
+        }
+    }
+    unsafe {
+        _mm512_storeu_pd(s_dy.as_mut_ptr(), a);
+        _mm512_storeu_pd(s_dyxn.as_mut_ptr(), b);
+    }
+    blocks * 8
+}
+
 /// One image's share of a pass of [`accurate_stats_interleaved`]: `acc[j] += x` (no mean) or
 /// `acc[j] += (x − mean[j])²` over plane j's values in order.
 fn lanes_pass(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; LANES]>) {
@@ -144,37 +231,7 @@ fn lanes_pass_avx512(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&
     let mut a = unsafe { _mm512_loadu_pd(acc.as_ptr()) };
     let m = unsafe { _mm512_loadu_pd(mean.unwrap_or(&[0.0; LANES]).as_ptr()) };
     for blk in 0..blocks {
-        let i = blk * 8;
-        // SAFETY: every plane holds `spatial` ≥ i + 8 floats (asserted by the caller).
-        let r: [__m256; 8] = std::array::from_fn(|j| unsafe { _mm256_loadu_ps(p[j].as_ptr().add(i)) });
-        // Rows r[j] = channel j's 8 positions → t[q] = the 8 channels' values at position i + q.
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        let t = [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ];
-        for tq in t {
+        for tq in transpose8(rows8(p, blk * 8)) {
             let v = _mm512_cvtps_pd(tq);
             a = match mean {
                 None => _mm512_add_pd(a, v),

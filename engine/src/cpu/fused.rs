@@ -9,7 +9,7 @@
 //! plain loop's order whatever thread runs it.
 
 use super::activation::{activate, gradient};
-use super::batchnorm::{BackwardCoefficients, EPS, LANES, accurate_stats_interleaved, channel_stats, rolled};
+use super::batchnorm::{BackwardCoefficients, EPS, LANES, accurate_stats_interleaved, channel_stats, lanes_backward_sums, rolled};
 use super::par::{self, Inout, Par, SharedMut};
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape};
 
@@ -207,13 +207,7 @@ pub(super) fn activation_batchnorm_backward(
             let dps: Vec<&[f32]> = cs.clone().map(|c| &*unsafe { d.slice_mut(plane(img, c)) }).collect();
             let nps: Vec<&[f32]> = cs.clone().map(|c| &x_norm[plane(img, c)]).collect();
             if let (Ok(dps), Ok(nps)) = (<[&[f32]; LANES]>::try_from(dps.as_slice()), <[&[f32]; LANES]>::try_from(nps.as_slice())) {
-                for i in 0..spatial {
-                    for j in 0..LANES {
-                        let gd = dps[j][i] as f64;
-                        s_dy[j] += gd;
-                        s_dyxn[j] += gd * nps[j][i] as f64;
-                    }
-                }
+                lanes_backward_sums(&dps, &nps, &mut s_dy, &mut s_dyxn);
             } else {
                 for (j, (dp, np)) in dps.iter().zip(&nps).enumerate() {
                     for (&g, &nv) in dp.iter().zip(*np) {
