@@ -21,7 +21,7 @@
 
 use std::ops::Range;
 
-use super::par::{Par, SharedMut};
+use super::par::{self, Par, SharedMut};
 use crate::shapes::ConvShape;
 
 /// Columns one GEMM should have at least: images smaller than this share a GEMM.
@@ -378,20 +378,40 @@ fn im2col_positions<'a>(
 }
 
 /// Transpose of im2col for one channel plane: dx[iy][ix] += col[...] (padding entries dropped),
-/// in the order (ky, kx, oy, ox) of the plain loop; `ch` is the channel's row block in `col`.
-fn col2im_plane(col: &[f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
+/// taps in (ky, kx) order as the plain loop, so each dx float gets its terms in the same order;
+/// `ch` is the channel's row block in `col`. Stride 1 at the input's size: a tap's terms are its
+/// col row shifted by a constant, added as one run, the entries whose pixel would wrap into a
+/// neighbouring row first set to −0.0 in `col` (x + −0.0 is x for every x), so they change nothing.
+#[inline(always)]
+fn col2im_plane(col: &mut [f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
+    let ow = s.out_w;
+    let shifted = s.stride == 1 && ow == s.w;
     for ky in 0..s.size {
         let ys = valid_range(s.out_h, ky, s.stride, s.pad, s.h);
         for kx in 0..s.size {
-            let xs = valid_range(s.out_w, kx, s.stride, s.pad, s.w);
-            if xs.is_empty() {
+            let xs = valid_range(ow, kx, s.stride, s.pad, s.w);
+            if xs.is_empty() || ys.is_empty() {
                 continue;
             }
-            let row = &col[((ch * s.size + ky) * s.size + kx) * ld + c0..][..s.out_h * s.out_w];
+            let row = &mut col[((ch * s.size + ky) * s.size + kx) * ld + c0..][..s.out_h * ow];
             let ix0 = xs.start * s.stride + kx - s.pad;
+            if shifted {
+                if xs.len() < ow {
+                    for oy in ys.clone() {
+                        row[oy * ow..oy * ow + xs.start].fill(-0.0);
+                        row[oy * ow + xs.end..(oy + 1) * ow].fill(-0.0);
+                    }
+                }
+                let (first, last) = (ys.start * ow + xs.start, (ys.end - 1) * ow + xs.end);
+                let d0 = (ys.start + ky - s.pad) * s.w + ix0;
+                for (d, v) in plane[d0..d0 + (last - first)].iter_mut().zip(&row[first..last]) {
+                    *d += v;
+                }
+                continue;
+            }
             for oy in ys.clone() {
                 let iy = oy * s.stride + ky - s.pad;
-                let src = &row[oy * s.out_w + xs.start..oy * s.out_w + xs.end];
+                let src = &row[oy * ow + xs.start..oy * ow + xs.end];
                 let dst = &mut plane[iy * s.w..(iy + 1) * s.w];
                 if s.stride == 1 {
                     for (d, v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
@@ -518,14 +538,16 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
             // SAFETY: wt's rows of these channels are rows×m, dyg m×cols, c rows×cols in the
             // worker's scratch, disjoint from both.
             unsafe { sgemm(rows, g.m, cols, wt.at(blk.chs.start * g.ss, 0), dyg, 0.0, c.as_mut_ptr(), cols) };
-            for j in 0..blk.imgs {
-                for ch in blk.chs.clone() {
-                    let p0 = ((blk.b0 + j) * s.c + gi * g.cg + ch) * hw;
-                    // SAFETY: each (image, channel) plane of dx belongs to one item.
-                    let plane = unsafe { out.slice_mut(p0..p0 + hw) };
-                    col2im_plane(c, cols, j * g.n, s, ch - blk.chs.start, plane);
+            par::wide(#[inline(always)] || {
+                for j in 0..blk.imgs {
+                    for ch in blk.chs.clone() {
+                        let p0 = ((blk.b0 + j) * s.c + gi * g.cg + ch) * hw;
+                        // SAFETY: each (image, channel) plane of dx belongs to one item.
+                        let plane = unsafe { out.slice_mut(p0..p0 + hw) };
+                        col2im_plane(c, cols, j * g.n, s, ch - blk.chs.start, plane);
+                    }
                 }
-            }
+            });
         });
     }
 }
