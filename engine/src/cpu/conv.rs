@@ -313,6 +313,7 @@ fn valid_range(out: usize, kk: usize, stride: usize, pad: usize, limit: usize) -
 /// + kx` reads channel plane `planes(ch)`): row r goes to row `r − rows.start` of `dst` (row
 /// stride `ld`) from column `c0` on, plane[iy][ix] for each position (0 in the padding).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn im2col_positions<'a>(
     planes: impl Fn(usize) -> &'a [f32], s: &ConvShape, rows: Range<usize>, pos: Range<usize>, dst: &mut [f32], ld: usize, c0: usize,
 ) {
@@ -368,6 +369,14 @@ fn im2col_positions<'a>(
             let out = &mut seg[lo - a..hi - a];
             if s.stride == 1 {
                 out.copy_from_slice(&src[ix0..ix0 + out.len()]);
+            } else if s.stride == 2 {
+                // Pairs of pixels (bounds checked once), which the compiler vectorises.
+                let last = out.len() - 1;
+                let (pairs, _) = src[ix0..ix0 + 2 * last].as_chunks::<2>();
+                for (v, p) in out.iter_mut().zip(pairs) {
+                    *v = p[0];
+                }
+                out[last] = src[ix0 + 2 * last];
             } else {
                 for (j, v) in out.iter_mut().enumerate() {
                     *v = src[ix0 + j * s.stride];
@@ -457,10 +466,12 @@ pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvSh
                 // 1×1 direct, one image: the input's channel rows are the columns.
                 Mat::of(&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], g.k, g.n, false).at(0, t.cols.start)
             } else {
-                for (j, pos, c0) in image_pieces(g.n, &t.cols) {
-                    let planes = |ch: usize| &x[((t.b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
-                    im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
-                }
+                par::wide(#[inline(always)] || {
+                    for (j, pos, c0) in image_pieces(g.n, &t.cols) {
+                        let planes = |ch: usize| &x[((t.b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
+                        im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
+                    }
+                });
                 Mat::of(colt, g.k, width, false)
             };
             if t.imgs == 1 {
@@ -571,7 +582,7 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
                     Mat::of(&x[x0..][..g.k * g.n], g.n, g.k, true).at(0, t.cols.start)
                 } else {
                     let c = &mut scratch[..kt * g.n];
-                    im2col_positions(|ch| &x[x0 + ch * hw..][..hw], s, t.cols.clone(), 0..g.n, c, g.n, 0);
+                    par::wide(#[inline(always)] || im2col_positions(|ch| &x[x0 + ch * hw..][..hw], s, t.cols.clone(), 0..g.n, c, g.n, 0));
                     Mat::of(c, g.n, kt, true)
                 };
                 // SAFETY: dyb's rows are rows×n, xt n×kt, and the item alone writes its tile of
