@@ -354,6 +354,36 @@ mod tests {
         v.iter().map(|&x| Cell::new(x)).collect()
     }
 
+    /// The 8-lane sums (AVX-512 where this CPU has it) equal each channel's scalar loop bit for
+    /// bit: values of very different sizes, so any other order of additions would round
+    /// differently; 29 positions leave a scalar tail after the vector blocks.
+    #[test]
+    fn lane_sums_equal_the_scalar_loops() {
+        let spatial = 29;
+        let data: Vec<Vec<f32>> = (0..2 * LANES)
+            .map(|j| (0..spatial).map(|i| ((i * 37 + j * 11) % 17) as f32 * 10f32.powi(6 * (i % 7) as i32 - 18) - 0.3 * j as f32).collect())
+            .collect();
+        let planes: [&[f32]; LANES] = std::array::from_fn(|j| data[j].as_slice());
+        let other: [&[f32]; LANES] = std::array::from_fn(|j| data[LANES + j].as_slice());
+        let mean: [f64; LANES] = std::array::from_fn(|j| 0.1 * j as f64 - 0.35);
+        let (mut sum, mut sq, mut s_dy, mut s_dyxn) = ([0.5f64; LANES], [0.25f64; LANES], [-1.0f64; LANES], [2.0f64; LANES]);
+        lanes_pass(&planes, &mut sum, None);
+        lanes_pass(&planes, &mut sq, Some(&mean));
+        lanes_backward_sums(&planes, &other, &mut s_dy, &mut s_dyxn);
+        for j in 0..LANES {
+            let (mut a, mut b, mut c, mut d) = (0.5f64, 0.25f64, -1.0f64, 2.0f64);
+            for i in 0..spatial {
+                let v = planes[j][i] as f64;
+                a += v;
+                let e = v - mean[j];
+                b += e * e;
+                c += v;
+                d += v * other[j][i] as f64;
+            }
+            assert_eq!([sum[j], sq[j], s_dy[j], s_dyxn[j]].map(f64::to_bits), [a, b, c, d].map(f64::to_bits), "lane {j}");
+        }
+    }
+
     /// Darknet's f32 running sum, in (image, position) order: next to 2^24, adding 1 rounds back
     /// to 2^24 (ties to even), so the mean depends on where the large value sits. Channel 0 has
     /// it first: 2^24 + 1 + … stays 2^24, mean 2^21. Channel 1 has it last: the seven 1s sum to
