@@ -206,9 +206,9 @@ fn lanes_pass(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; L
     }
     let spatial = p[0].len();
     for i in done..spatial {
-        for j in 0..LANES {
-            let v = p[j][i] as f64;
-            acc[j] += match mean {
+        for (j, (a, plane)) in acc.iter_mut().zip(p).enumerate() {
+            let v = plane[i] as f64;
+            *a += match mean {
                 None => v,
                 Some(m) => (v - m[j]) * (v - m[j]),
             };

@@ -49,8 +49,7 @@ const SMALL_GEMM: usize = 256;
 /// block; above it, its own blocks would depend on m and n, so a tile would sum differently
 /// from the whole GEMM.
 const KC: usize = 512;
-/// `gemm`'s left-operand packing threshold (in microkernel widths of the right side; 256 is its
-/// cap): see [`sgemm`].
+/// `gemm`'s left-operand packing threshold, its cap (see [`sgemm`]).
 const LHS_PACKING_THRESHOLD: usize = 256;
 
 /// Geometry derived from a shape, checked once per call.
