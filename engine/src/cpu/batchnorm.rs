@@ -85,41 +85,165 @@ pub(super) fn darknet_cpu_stats(x: impl Fn(usize) -> f32, c: usize, batch: usize
 /// Channels whose sums [`accurate_stats_interleaved`] runs side by side.
 pub(super) const LANES: usize = 8;
 
-/// [`accurate_stats`] of channels `c0..c0 + LANES` with their loops interleaved: each channel's
-/// f64 sums take its values in the same order from the same starting value (`f64`'s own `sum`),
-/// so every result is bit for bit the single channel's, but the LANES independent chains of
-/// additions overlap instead of each waiting for its previous add.
-pub(super) fn accurate_stats_interleaved(x: impl Fn(usize) -> f32, c0: usize, batch: usize, channels: usize, spatial: usize) -> [(f32, f32); LANES] {
-    assert!(c0 + LANES <= channels, "cpu batchnorm: channels {c0}+{LANES} of {channels}");
+/// [`accurate_stats`] of LANES channels with their loops interleaved: each channel's f64 sums
+/// take its values in the same order from the same starting value (`f64`'s own `sum`), so every
+/// result is bit for bit the single channel's, but the LANES independent chains of additions
+/// overlap instead of each waiting for its previous add. `planes(b)`: image b's plane of each
+/// channel (`spatial` floats each).
+pub(super) fn accurate_stats_interleaved<'a>(planes: impl Fn(usize) -> [&'a [f32]; LANES], batch: usize, spatial: usize) -> [(f32, f32); LANES] {
     let n = batch * spatial;
     let zero: f64 = std::iter::empty::<f64>().sum();
-    let each = |mut f: Box<dyn FnMut(usize, &mut [f64; LANES]) + '_>| {
+    let pass = |mean: Option<&[f64; LANES]>| {
         let mut acc = [zero; LANES];
         for b in 0..batch {
-            f(b, &mut acc);
+            let p = planes(b);
+            assert!(p.iter().all(|v| v.len() == spatial), "cpu batchnorm: plane length != spatial");
+            lanes_pass(&p, &mut acc, mean);
         }
         acc
     };
-    let base = |b: usize, j: usize| (b * channels + c0 + j) * spatial;
-    let sums = each(Box::new(|b, acc| {
-        let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
-        for i in 0..spatial {
-            for (a, &base) in acc.iter_mut().zip(&bases) {
-                *a += x(base + i) as f64;
-            }
-        }
-    }));
+    let sums = pass(None);
     let means: [f64; LANES] = std::array::from_fn(|j| sums[j] / n as f64);
-    let squares = each(Box::new(|b, acc| {
-        let bases: [usize; LANES] = std::array::from_fn(|j| base(b, j));
-        for i in 0..spatial {
-            for ((a, &base), &mean) in acc.iter_mut().zip(&bases).zip(&means) {
-                let d = x(base + i) as f64 - mean;
-                *a += d * d;
-            }
-        }
-    }));
+    let squares = pass(Some(&means));
     std::array::from_fn(|j| (means[j] as f32, (squares[j] / unbiased_divisor(n)) as f32))
+}
+
+/// Rows `r[j]` (channel j's values at 8 positions) to `t[q]` (the 8 channels' values at position q).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// Eight floats of each of 8 planes from position `i`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn rows8(p: &[&[f32]; LANES], i: usize) -> [std::arch::x86_64::__m256; 8] {
+    // SAFETY: the slice bounds are checked first.
+    std::array::from_fn(|j| unsafe { std::arch::x86_64::_mm256_loadu_ps(p[j][i..i + 8].as_ptr()) })
+}
+
+/// The backward's sums over one image's planes of LANES channels, `s_dy[j] += dy`,
+/// `s_dyxn[j] += dy·x_norm` in f64, each channel's in the order of its values.
+pub(super) fn lanes_backward_sums(dy: &[&[f32]; LANES], xn: &[&[f32]; LANES], s_dy: &mut [f64; LANES], s_dyxn: &mut [f64; LANES]) {
+    let spatial = dy[0].len();
+    assert!(dy.iter().chain(xn).all(|v| v.len() == spatial), "cpu batchnorm: plane lengths differ");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        done = unsafe { lanes_backward_sums_avx512(dy, xn, s_dy, s_dyxn) };
+    }
+    for i in done..spatial {
+        for j in 0..LANES {
+            let gd = dy[j][i] as f64;
+            s_dy[j] += gd;
+            s_dyxn[j] += gd * xn[j][i] as f64;
+        }
+    }
+}
+
+/// [`lanes_backward_sums`] 8 positions at a time, the channels as vector lanes (as
+/// [`lanes_pass_avx512`]); returns the positions done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lanes_backward_sums_avx512(dy: &[&[f32]; LANES], xn: &[&[f32]; LANES], s_dy: &mut [f64; LANES], s_dyxn: &mut [f64; LANES]) -> usize {
+    use std::arch::x86_64::*;
+    let blocks = dy[0].len() / 8;
+    // SAFETY (the loads and the stores): 8 f64 each, the arrays' lengths.
+    let (mut a, mut b) = unsafe { (_mm512_loadu_pd(s_dy.as_ptr()), _mm512_loadu_pd(s_dyxn.as_ptr())) };
+    for blk in 0..blocks {
+        let (g, x) = (transpose8(rows8(dy, blk * 8)), transpose8(rows8(xn, blk * 8)));
+        for q in 0..8 {
+            let gd = _mm512_cvtps_pd(g[q]);
+            a = _mm512_add_pd(a, gd);
+            b = _mm512_add_pd(b, _mm512_mul_pd(gd, _mm512_cvtps_pd(x[q])));
+        }
+    }
+    unsafe {
+        _mm512_storeu_pd(s_dy.as_mut_ptr(), a);
+        _mm512_storeu_pd(s_dyxn.as_mut_ptr(), b);
+    }
+    blocks * 8
+}
+
+/// One image's share of a pass of [`accurate_stats_interleaved`]: `acc[j] += x` (no mean) or
+/// `acc[j] += (x − mean[j])²` over plane j's values in order.
+fn lanes_pass(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; LANES]>) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        done = unsafe { lanes_pass_avx512(p, acc, mean) };
+    }
+    let spatial = p[0].len();
+    for i in done..spatial {
+        for (j, (a, plane)) in acc.iter_mut().zip(p).enumerate() {
+            let v = plane[i] as f64;
+            *a += match mean {
+                None => v,
+                Some(m) => (v - m[j]) * (v - m[j]),
+            };
+        }
+    }
+}
+
+/// [`lanes_pass`] eight positions at a time with the LANES = 8 channels as the eight f64 lanes of
+/// one vector (an 8×8 transpose of the planes' floats): each lane does its channel's scalar
+/// operations in the scalar order (separate multiply and add, as there). Returns the positions
+/// done (a multiple of 8); the caller does the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lanes_pass_avx512(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; LANES]>) -> usize {
+    use std::arch::x86_64::*;
+    const { assert!(LANES == 8) };
+    let spatial = p[0].len();
+    let blocks = spatial / 8;
+    // SAFETY (the loads and the store): 8 f64 each, the arrays' lengths.
+    let mut a = unsafe { _mm512_loadu_pd(acc.as_ptr()) };
+    let m = unsafe { _mm512_loadu_pd(mean.unwrap_or(&[0.0; LANES]).as_ptr()) };
+    for blk in 0..blocks {
+        for tq in transpose8(rows8(p, blk * 8)) {
+            let v = _mm512_cvtps_pd(tq);
+            a = match mean {
+                None => _mm512_add_pd(a, v),
+                Some(_) => {
+                    let d = _mm512_sub_pd(v, m);
+                    _mm512_add_pd(a, _mm512_mul_pd(d, d))
+                }
+            };
+        }
+    }
+    unsafe { _mm512_storeu_pd(acc.as_mut_ptr(), a) };
+    blocks * 8
 }
 
 /// Mean and variance of channel `c` summed as `stats` says.
@@ -228,6 +352,36 @@ mod tests {
 
     fn cells(v: &[f32]) -> Vec<Cell<f32>> {
         v.iter().map(|&x| Cell::new(x)).collect()
+    }
+
+    /// The 8-lane sums (AVX-512 where this CPU has it) equal each channel's scalar loop bit for
+    /// bit: values of very different sizes, so any other order of additions would round
+    /// differently; 29 positions leave a scalar tail after the vector blocks.
+    #[test]
+    fn lane_sums_equal_the_scalar_loops() {
+        let spatial = 29;
+        let data: Vec<Vec<f32>> = (0..2 * LANES)
+            .map(|j| (0..spatial).map(|i| ((i * 37 + j * 11) % 17) as f32 * 10f32.powi(6 * (i % 7) as i32 - 18) - 0.3 * j as f32).collect())
+            .collect();
+        let planes: [&[f32]; LANES] = std::array::from_fn(|j| data[j].as_slice());
+        let other: [&[f32]; LANES] = std::array::from_fn(|j| data[LANES + j].as_slice());
+        let mean: [f64; LANES] = std::array::from_fn(|j| 0.1 * j as f64 - 0.35);
+        let (mut sum, mut sq, mut s_dy, mut s_dyxn) = ([0.5f64; LANES], [0.25f64; LANES], [-1.0f64; LANES], [2.0f64; LANES]);
+        lanes_pass(&planes, &mut sum, None);
+        lanes_pass(&planes, &mut sq, Some(&mean));
+        lanes_backward_sums(&planes, &other, &mut s_dy, &mut s_dyxn);
+        for j in 0..LANES {
+            let (mut a, mut b, mut c, mut d) = (0.5f64, 0.25f64, -1.0f64, 2.0f64);
+            for i in 0..spatial {
+                let v = planes[j][i] as f64;
+                a += v;
+                let e = v - mean[j];
+                b += e * e;
+                c += v;
+                d += v * other[j][i] as f64;
+            }
+            assert_eq!([sum[j], sq[j], s_dy[j], s_dyxn[j]].map(f64::to_bits), [a, b, c, d].map(f64::to_bits), "lane {j}");
+        }
     }
 
     /// Darknet's f32 running sum, in (image, position) order: next to 2^24, adding 1 rounds back

@@ -21,7 +21,7 @@
 
 use std::ops::Range;
 
-use super::par::{Par, SharedMut};
+use super::par::{self, Par, SharedMut};
 use crate::shapes::ConvShape;
 
 /// Columns one GEMM should have at least: images smaller than this share a GEMM.
@@ -49,6 +49,8 @@ const SMALL_GEMM: usize = 256;
 /// block; above it, its own blocks would depend on m and n, so a tile would sum differently
 /// from the whole GEMM.
 const KC: usize = 512;
+/// `gemm`'s left-operand packing threshold, its cap (see [`sgemm`]).
+const LHS_PACKING_THRESHOLD: usize = 256;
 
 /// Geometry derived from a shape, checked once per call.
 struct Geo {
@@ -268,6 +270,12 @@ fn gemm_split(len: usize, unit: usize, other: usize, want: usize, min: usize, al
 /// floats during the call, and `c` must not overlap `a` or `b`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut f32, ldc: usize) {
+    // `gemm` copies a column-contiguous left operand (our im2col columns, dy) into its packed
+    // layout once the other side passes 8 microkernel widths (48 filters); reading it in place
+    // measured faster on the network's shapes. Packing moves floats and sums nothing, so results
+    // are unchanged. The setting is process-wide and this is the only `gemm` caller.
+    static PACKING: std::sync::Once = std::sync::Once::new();
+    PACKING.call_once(|| gemm::set_lhs_packing_threshold_single_thread(LHS_PACKING_THRESHOLD));
     let blocks = k.div_ceil(KC).max(1);
     let kb = k.div_ceil(blocks).max(1);
     let mut d0 = 0;
@@ -304,6 +312,7 @@ fn valid_range(out: usize, kk: usize, stride: usize, pad: usize, limit: usize) -
 /// + kx` reads channel plane `planes(ch)`): row r goes to row `r − rows.start` of `dst` (row
 /// stride `ld`) from column `c0` on, plane[iy][ix] for each position (0 in the padding).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn im2col_positions<'a>(
     planes: impl Fn(usize) -> &'a [f32], s: &ConvShape, rows: Range<usize>, pos: Range<usize>, dst: &mut [f32], ld: usize, c0: usize,
 ) {
@@ -359,6 +368,14 @@ fn im2col_positions<'a>(
             let out = &mut seg[lo - a..hi - a];
             if s.stride == 1 {
                 out.copy_from_slice(&src[ix0..ix0 + out.len()]);
+            } else if s.stride == 2 {
+                // Pairs of pixels (bounds checked once), which the compiler vectorises.
+                let last = out.len() - 1;
+                let (pairs, _) = src[ix0..ix0 + 2 * last].as_chunks::<2>();
+                for (v, p) in out.iter_mut().zip(pairs) {
+                    *v = p[0];
+                }
+                out[last] = src[ix0 + 2 * last];
             } else {
                 for (j, v) in out.iter_mut().enumerate() {
                     *v = src[ix0 + j * s.stride];
@@ -369,20 +386,40 @@ fn im2col_positions<'a>(
 }
 
 /// Transpose of im2col for one channel plane: dx[iy][ix] += col[...] (padding entries dropped),
-/// in the order (ky, kx, oy, ox) of the plain loop; `ch` is the channel's row block in `col`.
-fn col2im_plane(col: &[f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
+/// taps in (ky, kx) order as the plain loop, so each dx float gets its terms in the same order;
+/// `ch` is the channel's row block in `col`. Stride 1 at the input's size: a tap's terms are its
+/// col row shifted by a constant, added as one run, the entries whose pixel would wrap into a
+/// neighbouring row first set to −0.0 in `col` (x + −0.0 is x for every x), so they change nothing.
+#[inline(always)]
+fn col2im_plane(col: &mut [f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
+    let ow = s.out_w;
+    let shifted = s.stride == 1 && ow == s.w;
     for ky in 0..s.size {
         let ys = valid_range(s.out_h, ky, s.stride, s.pad, s.h);
         for kx in 0..s.size {
-            let xs = valid_range(s.out_w, kx, s.stride, s.pad, s.w);
-            if xs.is_empty() {
+            let xs = valid_range(ow, kx, s.stride, s.pad, s.w);
+            if xs.is_empty() || ys.is_empty() {
                 continue;
             }
-            let row = &col[((ch * s.size + ky) * s.size + kx) * ld + c0..][..s.out_h * s.out_w];
+            let row = &mut col[((ch * s.size + ky) * s.size + kx) * ld + c0..][..s.out_h * ow];
             let ix0 = xs.start * s.stride + kx - s.pad;
+            if shifted {
+                if xs.len() < ow {
+                    for oy in ys.clone() {
+                        row[oy * ow..oy * ow + xs.start].fill(-0.0);
+                        row[oy * ow + xs.end..(oy + 1) * ow].fill(-0.0);
+                    }
+                }
+                let (first, last) = (ys.start * ow + xs.start, (ys.end - 1) * ow + xs.end);
+                let d0 = (ys.start + ky - s.pad) * s.w + ix0;
+                for (d, v) in plane[d0..d0 + (last - first)].iter_mut().zip(&row[first..last]) {
+                    *d += v;
+                }
+                continue;
+            }
             for oy in ys.clone() {
                 let iy = oy * s.stride + ky - s.pad;
-                let src = &row[oy * s.out_w + xs.start..oy * s.out_w + xs.end];
+                let src = &row[oy * ow + xs.start..oy * ow + xs.end];
                 let dst = &mut plane[iy * s.w..(iy + 1) * s.w];
                 if s.stride == 1 {
                     for (d, v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
@@ -428,10 +465,12 @@ pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvSh
                 // 1×1 direct, one image: the input's channel rows are the columns.
                 Mat::of(&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], g.k, g.n, false).at(0, t.cols.start)
             } else {
-                for (j, pos, c0) in image_pieces(g.n, &t.cols) {
-                    let planes = |ch: usize| &x[((t.b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
-                    im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
-                }
+                par::wide(#[inline(always)] || {
+                    for (j, pos, c0) in image_pieces(g.n, &t.cols) {
+                        let planes = |ch: usize| &x[((t.b0 + j) * s.c + gi * g.cg + ch) * hw..][..hw];
+                        im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
+                    }
+                });
                 Mat::of(colt, g.k, width, false)
             };
             if t.imgs == 1 {
@@ -509,14 +548,16 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
             // SAFETY: wt's rows of these channels are rows×m, dyg m×cols, c rows×cols in the
             // worker's scratch, disjoint from both.
             unsafe { sgemm(rows, g.m, cols, wt.at(blk.chs.start * g.ss, 0), dyg, 0.0, c.as_mut_ptr(), cols) };
-            for j in 0..blk.imgs {
-                for ch in blk.chs.clone() {
-                    let p0 = ((blk.b0 + j) * s.c + gi * g.cg + ch) * hw;
-                    // SAFETY: each (image, channel) plane of dx belongs to one item.
-                    let plane = unsafe { out.slice_mut(p0..p0 + hw) };
-                    col2im_plane(c, cols, j * g.n, s, ch - blk.chs.start, plane);
+            par::wide(#[inline(always)] || {
+                for j in 0..blk.imgs {
+                    for ch in blk.chs.clone() {
+                        let p0 = ((blk.b0 + j) * s.c + gi * g.cg + ch) * hw;
+                        // SAFETY: each (image, channel) plane of dx belongs to one item.
+                        let plane = unsafe { out.slice_mut(p0..p0 + hw) };
+                        col2im_plane(c, cols, j * g.n, s, ch - blk.chs.start, plane);
+                    }
                 }
-            }
+            });
         });
     }
 }
@@ -540,7 +581,7 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
                     Mat::of(&x[x0..][..g.k * g.n], g.n, g.k, true).at(0, t.cols.start)
                 } else {
                     let c = &mut scratch[..kt * g.n];
-                    im2col_positions(|ch| &x[x0 + ch * hw..][..hw], s, t.cols.clone(), 0..g.n, c, g.n, 0);
+                    par::wide(#[inline(always)] || im2col_positions(|ch| &x[x0 + ch * hw..][..hw], s, t.cols.clone(), 0..g.n, c, g.n, 0));
                     Mat::of(c, g.n, kt, true)
                 };
                 // SAFETY: dyb's rows are rows×n, xt n×kt, and the item alone writes its tile of

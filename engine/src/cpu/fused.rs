@@ -9,8 +9,8 @@
 //! plain loop's order whatever thread runs it.
 
 use super::activation::{activate, gradient};
-use super::batchnorm::{BackwardCoefficients, EPS, LANES, accurate_stats_interleaved, channel_stats, rolled};
-use super::par::{Inout, Par, SharedMut};
+use super::batchnorm::{BackwardCoefficients, EPS, LANES, accurate_stats_interleaved, channel_stats, lanes_backward_sums, rolled};
+use super::par::{self, Inout, Par, SharedMut};
 use crate::shapes::{Activation, BnBackward, BnStats, ChannelShape};
 
 /// Runs `$body` with `$f` bound to `act`'s function as a closure the compiler inlines (one
@@ -130,7 +130,7 @@ pub(super) fn batchnorm_activation_forward(
         });
     };
     // Items are runs of LANES channels, whose statistics are summed side by side.
-    let result = par.map(channels.div_ceil(LANES), |item| {
+    let result = par.map(channels.div_ceil(LANES), |item| par::wide(#[inline(always)] || {
         let cs = item * LANES..((item + 1) * LANES).min(channels);
         // SAFETY (every unsafe block below): item alone reads or writes the floats of its
         // channels, the planes (b·channels + c)·spatial.. of y, x_norm and pre.
@@ -139,7 +139,16 @@ pub(super) fn batchnorm_activation_forward(
             None => unsafe { y.read_at(i) },
         };
         let found: Vec<(f32, f32)> = if cs.len() == LANES && stats == BnStats::Accurate {
-            accurate_stats_interleaved(read, cs.start, batch, channels, spatial).to_vec()
+            let planes = |b: usize| -> [&[f32]; LANES] {
+                std::array::from_fn(|j| {
+                    let r = (b * channels + cs.start + j) * spatial..(b * channels + cs.start + j + 1) * spatial;
+                    match x {
+                        Some(x) => &x[r],
+                        None => &*unsafe { y.slice_mut(r) },
+                    }
+                })
+            };
+            accurate_stats_interleaved(planes, batch, spatial).to_vec()
         } else {
             cs.clone().map(|c| channel_stats(read, c, batch, channels, spatial, stats)).collect()
         };
@@ -147,7 +156,7 @@ pub(super) fn batchnorm_activation_forward(
             normalize(c, mean, var);
         }
         found
-    });
+    }));
     for (c, (mean, var)) in result.into_iter().flatten().enumerate() {
         bn.mean[c] = mean;
         bn.var[c] = var;
@@ -176,34 +185,53 @@ pub(super) fn activation_batchnorm_backward(
     let x = x.unwrap_or(y);
     let d = SharedMut::new(delta);
     let n = batch * spatial;
-    let sums = par.map(channels, |c| {
-        let planes = || (0..batch).map(|img| (img * channels + c) * spatial..(img * channels + c + 1) * spatial);
-        let (mut s_dy, mut s_dyxn) = (0.0f64, 0.0f64);
-        with_gradient!(act, grad => {
-            for r in planes() {
-                // SAFETY: item c alone touches channel c's planes of delta.
-                let dp = unsafe { d.slice_mut(r.clone()) };
-                let (xp, yp, np) = (&x[r.clone()], &y[r.clone()], &x_norm[r]);
-                for i in 0..spatial {
-                    let g = if act == Activation::Linear { dp[i] } else { dp[i] * grad(xp[i], yp[i]) };
-                    dp[i] = g;
-                    let gd = g as f64;
-                    s_dy += gd;
-                    s_dyxn += gd * np[i] as f64;
+    let plane = move |img: usize, c: usize| (img * channels + c) * spatial..(img * channels + c + 1) * spatial;
+    // Items are runs of LANES channels: per image the derivative plane by plane, then the sums
+    // of the run's channels side by side, each channel's chain in its own (the plain loop's)
+    // order, so the independent f64 additions overlap instead of each waiting for the last.
+    let sums = par.map(channels.div_ceil(LANES), |item| par::wide(#[inline(always)] || {
+        let cs = item * LANES..((item + 1) * LANES).min(channels);
+        let (mut s_dy, mut s_dyxn) = ([0.0f64; LANES], [0.0f64; LANES]);
+        for img in 0..batch {
+            if act != Activation::Linear {
+                with_gradient!(act, grad => for c in cs.clone() {
+                    let r = plane(img, c);
+                    // SAFETY: the item alone touches its channels' planes of delta.
+                    let dp = unsafe { d.slice_mut(r.clone()) };
+                    for ((dv, &xv), &yv) in dp.iter_mut().zip(&x[r.clone()]).zip(&y[r]) {
+                        *dv *= grad(xv, yv);
+                    }
+                });
+            }
+            // SAFETY: as above; only read here.
+            let dps: Vec<&[f32]> = cs.clone().map(|c| &*unsafe { d.slice_mut(plane(img, c)) }).collect();
+            let nps: Vec<&[f32]> = cs.clone().map(|c| &x_norm[plane(img, c)]).collect();
+            if let (Ok(dps), Ok(nps)) = (<[&[f32]; LANES]>::try_from(dps.as_slice()), <[&[f32]; LANES]>::try_from(nps.as_slice())) {
+                lanes_backward_sums(&dps, &nps, &mut s_dy, &mut s_dyxn);
+            } else {
+                for (j, (dp, np)) in dps.iter().zip(&nps).enumerate() {
+                    for (&g, &nv) in dp.iter().zip(*np) {
+                        let gd = g as f64;
+                        s_dy[j] += gd;
+                        s_dyxn[j] += gd * nv as f64;
+                    }
                 }
             }
-        });
-        let k = BackwardCoefficients::new(s_dy, s_dyxn, n, var[c], gamma[c], form);
-        for r in planes() {
-            // SAFETY: as above.
-            let dp = unsafe { d.slice_mut(r.clone()) };
-            for (dv, &nv) in dp.iter_mut().zip(&x_norm[r]) {
-                *dv = k.dx(*dv, nv);
+        }
+        for (j, c) in cs.clone().enumerate() {
+            let k = BackwardCoefficients::new(s_dy[j], s_dyxn[j], n, var[c], gamma[c], form);
+            for img in 0..batch {
+                let r = plane(img, c);
+                // SAFETY: as above.
+                let dp = unsafe { d.slice_mut(r.clone()) };
+                for (dv, &nv) in dp.iter_mut().zip(&x_norm[r]) {
+                    *dv = k.dx(*dv, nv);
+                }
             }
         }
-        (s_dy, s_dyxn)
-    });
-    for (c, (s_dy, s_dyxn)) in sums.into_iter().enumerate() {
+        cs.map(|c| (s_dy[c % LANES], s_dyxn[c % LANES])).collect::<Vec<_>>()
+    }));
+    for (c, (s_dy, s_dyxn)) in sums.into_iter().flatten().enumerate() {
         dgamma[c] += s_dyxn as f32;
         dbeta[c] += s_dy as f32;
     }

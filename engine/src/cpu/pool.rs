@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 
-use super::par::Par;
+use super::par::{self, Par};
 use crate::shapes::PoolShape;
 
 /// Index into the image plane of the max of window (oy, ox), or None if it holds no pixel.
@@ -96,6 +96,30 @@ fn window_max(plane: &[f32], s: &PoolShape, ys: &std::ops::Range<usize>, xs: &st
     }
 }
 
+/// The two input rows of the 2×2, stride-2 windows of output row `oy` at outputs `xs` (all
+/// inside the image), as pixel pairs: window ox is `(r0[j], r1[j])`, j = ox − xs.start.
+#[inline(always)]
+fn window_rows<'a>(plane: &'a [f32], s: &PoolShape, oy: usize, xs: &std::ops::Range<usize>) -> (&'a [[f32; 2]], &'a [[f32; 2]]) {
+    let off = s.padding / 2;
+    let (y0, x0) = (oy * 2 - off, xs.start * 2 - off);
+    let row = |y: usize| plane[y * s.w + x0..y * s.w + x0 + 2 * xs.len()].as_chunks::<2>().0;
+    (row(y0), row(y0 + 1))
+}
+
+/// [`argmax_inside_n`] of one 2×2 window given as its four values in row-major order: the max
+/// and its position 0..4 (4: none), by the same strict comparisons, branch-free.
+#[inline(always)]
+fn max4(v: [f32; 4]) -> (f32, usize) {
+    let (mut best, mut at) = (f32::MIN, 4);
+    for (j, &x) in v.iter().enumerate() {
+        if x > best {
+            best = x;
+            at = j;
+        }
+    }
+    (best, at)
+}
+
 fn check(op: &str, s: &PoolShape, x: usize, y: usize) {
     assert!(s.size >= 1 && s.stride >= 1, "cpu {op}: size and stride must be ≥ 1");
     assert_eq!(x, s.input_len(), "cpu {op}: input length does not match {s:?}");
@@ -108,14 +132,23 @@ pub(super) fn max_forward(par: &Par, x: &[f32], y: &mut [f32], s: &PoolShape) {
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
     let off = s.padding / 2;
     let (ys, xs) = (inside(s.out_h, s.stride, s.size, off, s.h), inside(s.out_w, s.stride, s.size, off, s.w));
-    par.chunks(y, ohw.max(1), |r, out| {
+    let pairs = s.size == 2 && s.stride == 2;
+    par.chunks(y, ohw.max(1), |r, out| par::wide(#[inline(always)] || {
         let plane = &x[r.start / ohw.max(1) * hw..][..hw];
         for oy in 0..s.out_h {
-            for ox in 0..s.out_w {
-                out[oy * s.out_w + ox] = window_max(plane, s, &ys, &xs, oy, ox).0;
+            let row = &mut out[oy * s.out_w..(oy + 1) * s.out_w];
+            let fast = if pairs && ys.contains(&oy) { xs.clone() } else { 0..0 };
+            if !fast.is_empty() {
+                let (r0, r1) = window_rows(plane, s, oy, &fast);
+                for ((o, a), b) in row[fast.clone()].iter_mut().zip(r0).zip(r1) {
+                    *o = max4([a[0], a[1], b[0], b[1]]).0;
+                }
+            }
+            for ox in (0..s.out_w).filter(|ox| !fast.contains(ox)) {
+                row[ox] = window_max(plane, s, &ys, &xs, oy, ox).0;
             }
         }
-    });
+    }));
 }
 
 /// dx[argmax] += dy, argmax recomputed from x; one item per plane, windows in row-major order
@@ -126,14 +159,29 @@ pub(super) fn max_backward(par: &Par, x: &[f32], dy: &[f32], dx: &mut [f32], s: 
     let (hw, ohw) = (s.h * s.w, s.out_h * s.out_w);
     let off = s.padding / 2;
     let (ys, xs) = (inside(s.out_h, s.stride, s.size, off, s.h), inside(s.out_w, s.stride, s.size, off, s.w));
+    let pairs = s.size == 2 && s.stride == 2;
+    // Scalar (SSE2) code: compiled for AVX-512 the fast path below becomes slow scatters.
     par.chunks(dx, hw.max(1), |r, dplane| {
         let p = r.start / hw.max(1);
         let plane = &x[r];
         let g = &dy[p * ohw..][..ohw];
         for oy in 0..s.out_h {
-            for ox in 0..s.out_w {
+            let grow = &g[oy * s.out_w..(oy + 1) * s.out_w];
+            let fast = if pairs && ys.contains(&oy) { xs.clone() } else { 0..0 };
+            if !fast.is_empty() {
+                // The window's max found without branches on the data (which mispredict).
+                let (r0, r1) = window_rows(plane, s, oy, &fast);
+                let (y0, x0) = (oy * 2 - s.padding / 2, fast.start * 2 - s.padding / 2);
+                for (j, ((gv, a), b)) in grow[fast.clone()].iter().zip(r0).zip(r1).enumerate() {
+                    let k = max4([a[0], a[1], b[0], b[1]]).1;
+                    if k < 4 {
+                        dplane[(y0 + k / 2) * s.w + x0 + 2 * j + k % 2] += gv;
+                    }
+                }
+            }
+            for ox in (0..s.out_w).filter(|ox| !fast.contains(ox)) {
                 if let (_, Some(i)) = window_max(plane, s, &ys, &xs, oy, ox) {
-                    dplane[i] += g[oy * s.out_w + ox];
+                    dplane[i] += grow[ox];
                 }
             }
         }
@@ -181,6 +229,38 @@ mod tests {
                     assert_eq!((got.0.to_bits(), got.1), (want.0.to_bits(), want.1), "size {size} at ({oy}, {ox})");
                 }
             }
+        }
+    }
+
+    /// The 2×2, stride-2 fast paths give the bounds-checked windows' outputs and gradients bit
+    /// for bit, at borders (odd sizes, padding), ties and NaN included.
+    #[test]
+    fn pair_windows_match_the_plain_loop() {
+        let par = Par::new(1);
+        for (h, w, padding) in [(8usize, 8usize, 0usize), (8, 8, 1), (7, 9, 1), (5, 6, 2), (9, 7, 0)] {
+            let s = PoolShape::new(2, 2, h, w, 2, 2, padding);
+            let x: Vec<f32> = (0..s.input_len()).map(|i| match i % 13 { 3 => f32::NAN, 5 | 6 => 2.0, _ => ((i * 7) % 5) as f32 - 2.0 }).collect();
+            let dy: Vec<f32> = (0..s.output_len()).map(|i| 0.25 + i as f32 * 0.5).collect();
+            let (hw, ohw) = (h * w, s.out_h * s.out_w);
+            let mut y = vec![0.0; s.output_len()];
+            max_forward(&par, &x, &mut y, &s);
+            let mut dx: Vec<f32> = (0..s.input_len()).map(|i| if i % 3 == 0 { -0.0 } else { i as f32 * 0.125 }).collect();
+            let mut want_dx = dx.clone();
+            max_backward(&par, &x, &dy, &mut dx, &s);
+            for p in 0..4 {
+                let plane = &x[p * hw..][..hw];
+                for oy in 0..s.out_h {
+                    for ox in 0..s.out_w {
+                        let (v, i) = argmax(plane, &s, oy, ox);
+                        assert_eq!(y[p * ohw + oy * s.out_w + ox].to_bits(), v.to_bits(), "{h}×{w} pad {padding}: y at {p} ({oy}, {ox})");
+                        if let Some(i) = i {
+                            want_dx[p * hw + i] += dy[p * ohw + oy * s.out_w + ox];
+                        }
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&dx), bits(&want_dx), "{h}×{w} pad {padding}: dx");
         }
     }
 
