@@ -156,6 +156,7 @@ fn rows8(p: &[&[f32]; LANES], i: usize) -> [std::arch::x86_64::__m256; 8] {
 pub(super) fn lanes_backward_sums(dy: &[&[f32]; LANES], xn: &[&[f32]; LANES], s_dy: &mut [f64; LANES], s_dyxn: &mut [f64; LANES]) {
     let spatial = dy[0].len();
     assert!(dy.iter().chain(xn).all(|v| v.len() == spatial), "cpu batchnorm: plane lengths differ");
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // only the AVX-512 path sets it
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -198,6 +199,7 @@ fn lanes_backward_sums_avx512(dy: &[&[f32]; LANES], xn: &[&[f32]; LANES], s_dy: 
 /// One image's share of a pass of [`accurate_stats_interleaved`]: `acc[j] += x` (no mean) or
 /// `acc[j] += (x − mean[j])²` over plane j's values in order.
 fn lanes_pass(p: &[&[f32]; LANES], acc: &mut [f64; LANES], mean: Option<&[f64; LANES]>) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // only the AVX-512 path sets it
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
