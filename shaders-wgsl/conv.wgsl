@@ -315,9 +315,13 @@ fn conv_im2col_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     let k = i / row_words;
     let n = (i - k * row_words) * 2u;
-    let word = f16_bits(im2col_value(k, n)) | (f16_bits(im2col_value(k, n + 1u)) << 16u);
-    let q = 4u * p.o5 + i;
-    b5[q / 4u][q % 4u] = word;
+    store_f16_pair(p.o5, i, im2col_value(k, n), im2col_value(k, n + 1u));
+}
+
+// Word i from the 16-byte word `at` of b5 on: lo and hi as f16 (lo in the low half).
+fn store_f16_pair(at: u32, i: u32, lo: f32, hi: f32) {
+    let q = 4u * at + i;
+    b5[q / 4u][q % 4u] = f16_bits(lo) | (f16_bits(hi) << 16u);
 }
 
 fn im2col_value(k: u32, n: u32) -> f32 {
@@ -355,9 +359,7 @@ fn conv_pack_weights_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     }
     let row = i / row_words;
     let k = (i - row * row_words) * 2u;
-    let word = f16_bits(packed_weight(row, k)) | (f16_bits(packed_weight(row, k + 1u)) << 16u);
-    let q = 4u * p.oa + i;
-    b5[q / 4u][q % 4u] = word;
+    store_f16_pair(p.oa, i, packed_weight(row, k), packed_weight(row, k + 1u));
 }
 
 fn packed_weight(row: u32, k: u32) -> f32 {
