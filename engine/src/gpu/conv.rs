@@ -278,11 +278,15 @@ impl GpuBackend {
     /// The tiling of conv_mixed.wgsl when the conv GEMMs run on it now: f16 operands declared
     /// and a device with cooperative matrices.
     fn mixed_gemms(&self) -> Option<super::MixedTiling> {
-        let f16 = *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16;
         match self.mixed_gemm {
-            super::MixedGemm::Coop16 { tiling } if f16 => Some(tiling),
+            super::MixedGemm::Coop16 { tiling } if self.f16_operands() => Some(tiling),
             _ => None,
         }
+    }
+
+    /// The conv GEMMs' operands are declared f16 now (`Backend::set_gemm_operands`).
+    pub(super) fn f16_operands(&self) -> bool {
+        *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16
     }
 
     /// The adapter is a CPU (lavapipe, llvmpipe): workgroups run one after another on its cores.
@@ -503,10 +507,10 @@ impl GpuBackend {
 }
 
 /// Floats of one image of the convolution's input and output.
-fn per_in(s: &ConvShape) -> usize {
+pub(super) fn per_in(s: &ConvShape) -> usize {
     s.c * s.h * s.w
 }
-fn per_out(s: &ConvShape) -> usize {
+pub(super) fn per_out(s: &ConvShape) -> usize {
     s.filters * s.out_h * s.out_w
 }
 

@@ -23,6 +23,7 @@
 //! against the gather.
 
 use super::chunk::{Images, images};
+use super::conv::{per_in, per_out};
 use super::params::{ConvP, off, u};
 use super::pipelines::Kernel;
 use super::{GpuBackend, GpuBuf};
@@ -73,11 +74,34 @@ pub(crate) fn coop_col_from_env() -> bool {
     std::env::var("ENGINE_GPU_COOP_COL").is_ok_and(|v| v == "1")
 }
 
-/// Rows, columns per image and bytes per image of the im2col matrix of `s`.
-fn col_layout(s: &ConvShape) -> (usize, usize, usize) {
-    let kp = (s.c * s.size * s.size).next_multiple_of(COL_ALIGN);
-    let ohwp = (s.out_h * s.out_w).next_multiple_of(COL_ALIGN);
-    (kp, ohwp, kp * ohwp * 2)
+/// Sizes of the column path's operands for the forward `s`.
+struct ColLayout {
+    /// Rows of the matrix (K rounded up to 16), and the packed weights' row length.
+    kp: usize,
+    /// Columns per image (its output pixels rounded up to 16).
+    ohwp: usize,
+    /// Rows of the packed weights (the filters rounded up to 128).
+    weight_rows: usize,
+}
+
+impl ColLayout {
+    fn of(s: &ConvShape) -> ColLayout {
+        ColLayout {
+            kp: (s.c * s.size * s.size).next_multiple_of(COL_ALIGN),
+            ohwp: (s.out_h * s.out_w).next_multiple_of(COL_ALIGN),
+            weight_rows: s.filters.next_multiple_of(A_ROWS_ALIGN),
+        }
+    }
+
+    /// u32 words (two f16 values each) of the matrix of `images` images.
+    fn matrix_words(&self, images: usize) -> usize {
+        self.kp * images * self.ohwp / 2
+    }
+
+    /// u32 words of the packed weights: a whole number of 16-byte words.
+    fn weight_words(&self) -> usize {
+        self.weight_rows * self.kp / 2
+    }
 }
 
 impl GpuBackend {
@@ -91,17 +115,15 @@ impl GpuBackend {
     /// Whether the conv GEMMs of `s` take the column path now: turned on, f16 operands, one
     /// group, and one image's matrix within the limits.
     pub(super) fn col_path(&self, s: &ConvShape) -> bool {
-        let f16 = *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16;
-        f16 && self.coop_col.load(std::sync::atomic::Ordering::Relaxed) && s.groups == 1 && self.col_images(s) > 0
+        self.f16_operands() && self.coop_col.load(std::sync::atomic::Ordering::Relaxed) && s.groups == 1 && self.col_images(s) > 0
     }
 
     /// Images per im2col matrix (0 if one image's does not fit): the matrix and, before it, the
     /// packed weights share the scratch and one binding.
     fn col_images(&self, s: &ConvShape) -> usize {
-        let (kp, _, per_image) = col_layout(s);
-        let weights = s.filters.next_multiple_of(A_ROWS_ALIGN) * kp * 2;
+        let l = ColLayout::of(s);
         let most = COL_MAX_BYTES.min(self.limits.max_storage_buffer_binding_size as usize);
-        most.saturating_sub(weights) / per_image.max(1)
+        most.saturating_sub(4 * l.weight_words()) / (4 * l.matrix_words(1)).max(1)
     }
 
     /// `ranges` cut so that each range's matrix fits.
@@ -123,13 +145,13 @@ impl GpuBackend {
     /// scratch, from its 16-byte word `at` on (the scratch holding `floats` in all), and returns
     /// where the matrix is.
     fn im2col_f16_at(&self, x: &GpuBuf, s: &ConvShape, at: usize, floats: usize) -> ColMatrix {
-        let (kp, ohwp, per_image) = col_layout(s);
-        let words = kp * s.batch * ohwp / 2;
+        let l = ColLayout::of(s);
+        let words = l.matrix_words(s.batch);
         let buf = self.scratch(&self.col_scratch, floats.max(4 * at + words), "f16 im2col matrix");
-        let m = ColMatrix { buf, kp, ohwp, at, a_at: 0, accumulate: false };
+        let m = ColMatrix { buf, kp: l.kp, ohwp: l.ohwp, at, a_at: 0, accumulate: false };
         let mut p = self.conv_params(s, 0, 0, s.c * s.size * s.size, super::conv::IM2COL_TILE, [x, x, x, x]);
         m.set_params(&mut p);
-        let work = Work { flops: 0.0, bytes: (s.input_len() * 4 + s.batch * per_image) as f64 };
+        let work = Work { flops: 0.0, bytes: (s.input_len() * 4 + words * 4) as f64 };
         let groups = self.grid((words as u64).div_ceil(256));
         let bufs = [x, x, x, x, &m.buf];
         self.dispatch_locked(&mut self.lock(), Kernel::ConvIm2colF16, super::conv::IM2COL_TILE, &bufs, &p, groups, work);
@@ -149,21 +171,21 @@ impl GpuBackend {
     pub(super) fn conv_forward_col(
         &self, x: &GpuBuf, w: &GpuBuf, y: &GpuBuf, bias: Option<&GpuBuf>, s: &ConvShape, flip_of: Option<&ConvShape>, accumulate: bool,
     ) {
-        let (per_in, per_out) = (s.c * s.h * s.w, s.filters * s.out_h * s.out_w);
+        let (per_in, per_out) = (per_in(s), per_out(s));
         let b4 = bias.map_or((y, per_out), |b| (b, 0));
         let split = [(x, per_in), (w, 0), (y, per_out), b4];
         let ranges = self.col_ranges(s, &self.image_ranges("conv_forward", s.batch, &split, 1));
-        // The scratch: the packed weights, then the largest range's matrix.
-        let (kp, ohwp, _) = col_layout(s);
-        let a_words = s.filters.next_multiple_of(A_ROWS_ALIGN) * kp / 8;
+        // The scratch: the packed weights, then the largest range's matrix (after them, on a
+        // 16-byte word: weight_words is a multiple of 4).
+        let l = ColLayout::of(s);
         let most = ranges.iter().map(|r| r.count).max().unwrap_or(0);
-        let floats = 4 * a_words + kp * most * ohwp / 2;
+        let floats = l.weight_words() + l.matrix_words(most);
         self.pack_weights_f16(w, s, flip_of, floats);
         for r in ranges {
             let sub = ConvShape { batch: r.count, ..*s };
             let (xs, ys) = (images(x, per_in, r), images(y, per_out, r));
             let b4 = bias.map_or_else(|| ys.clone(), |b| b.clone());
-            let mut m = self.im2col_f16_at(&xs, &sub, a_words, floats);
+            let mut m = self.im2col_f16_at(&xs, &sub, l.weight_words() / 4, floats);
             m.accumulate = accumulate;
             let n = sub.batch * m.ohwp;
             self.conv_gemm(Kernel::ConvForward, &sub, s.filters, n, s.c * s.size * s.size, [&xs, w, &ys, &b4], bias.is_some(), None, Some(&m));
@@ -173,14 +195,13 @@ impl GpuBackend {
     /// Records conv_pack_weights_f16: the forward `s`'s weights, from `w` (or, with `flip_of`,
     /// the weights of that convolution's backward data), into the scratch from word 0 on.
     fn pack_weights_f16(&self, w: &GpuBuf, s: &ConvShape, flip_of: Option<&ConvShape>, floats: usize) {
-        let (kp, _, _) = col_layout(s);
-        let rows = s.filters.next_multiple_of(A_ROWS_ALIGN);
+        let l = ColLayout::of(s);
         let buf = self.scratch(&self.col_scratch, floats, "f16 im2col matrix");
         // The source's own shape: the forward's, or the convolution whose backward data this is.
         let src = flip_of.unwrap_or(s);
-        let mut p = self.conv_params(src, rows, 0, s.c * s.size * s.size, super::conv::IM2COL_TILE, [w, w, w, w]);
-        (p.kp, p.oa, p.flip) = (u(kp), off(&buf) / 4, u32::from(flip_of.is_some()));
-        let words = rows * kp / 2;
+        let mut p = self.conv_params(src, l.weight_rows, 0, s.c * s.size * s.size, super::conv::IM2COL_TILE, [w, w, w, w]);
+        (p.kp, p.oa, p.flip) = (u(l.kp), off(&buf) / 4, u32::from(flip_of.is_some()));
+        let words = l.weight_words();
         let work = Work { flops: 0.0, bytes: (src.weight_len() * 4 + words * 4) as f64 };
         let groups = self.grid((words as u64).div_ceil(256));
         self.dispatch_locked(&mut self.lock(), Kernel::ConvPackWeightsF16, super::conv::IM2COL_TILE, &[w, w, w, w, &buf], &p, groups, work);
