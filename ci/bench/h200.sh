@@ -15,16 +15,7 @@
 #   6. the GEMM tile sweep.
 # Writes logs and kernels tables to $OUT (at most 8 files come back).
 set -u
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export WGPU_BACKEND=vulkan REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp
-BIN=/tmp/devbin
-mkdir -p "$BIN" "$OUT"
-for f in .devbin/*.xz; do
-  n=$(basename "$f" .xz)
-  python3 -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f" "$BIN/$n" && chmod +x "$BIN/$n"
-done
+. ci/bench/device_prelude.sh
 LOG="$OUT/log.txt"
 SIZE=${SIZE:-416}
 BATCH=${BATCH:-64}

@@ -13,16 +13,8 @@
 #   3. the PyTorch peer at the same size and batch: fp32 (TF32 off), TF32, bf16 and fp16 autocast.
 # Writes log.txt and kernels.tgz (each bench's kernels table) to $OUT.
 set -u
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export WGPU_BACKEND=vulkan REQUIRE_GPU=1 XDG_RUNTIME_DIR=/tmp
-BIN=/tmp/devbin
-mkdir -p "$BIN" "$OUT" /tmp/kernels
-for f in .devbin/*.xz; do
-  n=$(basename "$f" .xz)
-  python3 -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f" "$BIN/$n" && chmod +x "$BIN/$n"
-done
+. ci/bench/device_prelude.sh
+mkdir -p /tmp/kernels
 SIZE=${SIZE:-416}
 BATCH=${BATCH:-64}
 ITERS=${ITERS:-8}
