@@ -1,5 +1,7 @@
 // Elementwise (blas-like) kernels. One invocation per element, 256 per workgroup, 2-D grid so that
 // more than 65,535 workgroups can be launched: flat index = (wid.y * nwg.x + wid.x) * 256 + lid.
+// fill, copy and copy_if_flagged, which only move values, are wide instead (include/wide.wgsl):
+// WIDE elements per invocation.
 // Every binding is a whole device buffer; views are addressed through the o1..o5 float offsets.
 
 struct P {
@@ -53,26 +55,53 @@ fn powf(x: f32, e: f32) -> f32 {
 // b1[i] = a
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    b1[p.o1 + i] = p.a;
+    let i0 = wide_first(wid, nwg, lid.x);
+    for (var j = 0u; j < WIDE; j++) {
+        let i = i0 + 256u * j;
+        if (i < p.n) {
+            b1[p.o1 + i] = p.a;
+        }
+    }
 }
 
 // b2 = b1
 @compute @workgroup_size(256)
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    b2[p.o2 + i] = b1[p.o1 + i];
+    let i0 = wide_first(wid, nwg, lid.x);
+    var v: array<f32, WIDE>;
+    for (var j = 0u; j < WIDE; j++) {
+        let i = i0 + 256u * j;
+        if (i < p.n) {
+            v[j] = b1[p.o1 + i];
+        }
+    }
+    for (var j = 0u; j < WIDE; j++) {
+        let i = i0 + 256u * j;
+        if (i < p.n) {
+            b2[p.o2 + i] = v[j];
+        }
+    }
 }
 
 // b2 = b1 when the flag b3[o3] is nonzero, else b2 stays (the skip of a loss-scaled step restores
 // the state saved before it; the flag is computed on the device, so no readback decides).
 @compute @workgroup_size(256)
 fn copy_if_flagged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, nwg, lid);
-    if (i >= p.n || b3[p.o3] == 0.0) { return; }
-    b2[p.o2 + i] = b1[p.o1 + i];
+    if (b3[p.o3] == 0.0) { return; }
+    let i0 = wide_first(wid, nwg, lid.x);
+    var v: array<f32, WIDE>;
+    for (var j = 0u; j < WIDE; j++) {
+        let i = i0 + 256u * j;
+        if (i < p.n) {
+            v[j] = b1[p.o1 + i];
+        }
+    }
+    for (var j = 0u; j < WIDE; j++) {
+        let i = i0 + 256u * j;
+        if (i < p.n) {
+            b2[p.o2 + i] = v[j];
+        }
+    }
 }
 
 // b2 += a * b1

@@ -28,19 +28,30 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
 }
 
-// dst (b2) [b*dst_stride + dst_offset + j] (= or +=) src (b1) [b*src_stride + src_offset + j]
+// dst (b2) [b*dst_stride + dst_offset + j] (= or +=) src (b1) [b*src_stride + src_offset + j].
+// Wide (include/wide.wgsl): the WIDE values of an invocation are all read before any is written.
 @compute @workgroup_size(256)
 fn copy_slices(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, nwg, lid);
-    if (i >= p.batch * p.len) { return; }
-    let b = i / p.len;
-    let j = i % p.len;
-    let s = b1[p.o1 + b * p.src_stride + p.src_offset + j];
-    let d = p.o2 + b * p.dst_stride + p.dst_offset + j;
-    if (p.accumulate != 0u) {
-        b2[d] = b2[d] + s;
-    } else {
-        b2[d] = s;
+    let i0 = wide_first(wid, nwg, lid.x);
+    let n = p.batch * p.len;
+    var d: array<u32, WIDE>;
+    var v: array<f32, WIDE>;
+    for (var k = 0u; k < WIDE; k++) {
+        let i = i0 + 256u * k;
+        if (i < n) {
+            let b = i / p.len;
+            let j = i % p.len;
+            d[k] = p.o2 + b * p.dst_stride + p.dst_offset + j;
+            v[k] = b1[p.o1 + b * p.src_stride + p.src_offset + j];
+            if (p.accumulate != 0u) {
+                v[k] = b2[d[k]] + v[k];
+            }
+        }
+    }
+    for (var k = 0u; k < WIDE; k++) {
+        if (i0 + 256u * k < n) {
+            b2[d[k]] = v[k];
+        }
     }
 }
 

@@ -83,6 +83,10 @@ pub struct AdapterSelector {
     /// it is faster; the same sums either way): for the test that both forms agree bit for bit.
     /// Not read from the environment (`ENGINE_GPU_SERIAL_TREES` is, below this).
     pub serial_trees: Option<bool>,
+    /// Values per invocation of the wide elementwise kernels (1–16; the same results for any):
+    /// for the test that they agree bit for bit. Not read from the environment
+    /// (`ENGINE_GPU_WIDE` is, below this).
+    pub wide: Option<u32>,
 }
 
 impl AdapterSelector {

@@ -116,6 +116,9 @@ impl GpuBackend {
         if let Some(serial) = sel.serial_trees {
             options.serial_trees = serial;
         }
+        if let Some(wide) = sel.wide {
+            options.wide = wide.clamp(1, 16);
+        }
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut recorder = Recorder::new(&device, &limits);
@@ -230,12 +233,19 @@ impl GpuBackend {
         self.dispatch_locked(&mut rec, k, GemmTile::DEFAULT, bufs, params, grid, work);
     }
 
-    /// One invocation per element of `n`, 256 per workgroup.
+    /// One invocation per element of `n` (per WIDE elements for a wide kernel), 256 per
+    /// workgroup.
     fn dispatch_1d<P: KernelParams>(&self, k: Kernel, bufs: &[&GpuBuf], params: &P, n: usize, work: Work) {
         if n == 0 {
             return;
         }
-        self.dispatch(k, bufs, params, self.grid((n as u64).div_ceil(256)), work);
+        self.dispatch(k, bufs, params, self.grid_1d(k, n), work);
+    }
+
+    /// The grid of `k` over `n` elements.
+    fn grid_1d(&self, k: Kernel, n: usize) -> [u32; 3] {
+        let per_group = if k.wide() { 256 * u64::from(self.pipelines.wide()) } else { 256 };
+        self.grid((n as u64).div_ceil(per_group))
     }
 
     /// `groups` workgroups laid out 2-D (kernels recover the flat id as wid.y * nwg.x + wid.x).

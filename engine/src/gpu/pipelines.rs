@@ -134,12 +134,15 @@ impl Module {
         const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
         const CONV_GATHER: &str = include_str!("../../../shaders-wgsl/include/conv_gather.wgsl");
         const HALF: &str = include_str!("../../../shaders-wgsl/include/half.wgsl");
+        const WIDE: &str = include_str!("../../../shaders-wgsl/include/wide.wgsl");
         match self {
             Module::Conv | Module::ConvMixed => &[HALF, CONV_GATHER],
             Module::Activation => &[ACT],
             Module::Batchnorm => &[ACT, REDUCE, HALF],
             Module::Half => &[HALF],
-            Module::Bias | Module::Pool | Module::Route | Module::Softmax | Module::Cost => &[REDUCE],
+            Module::Blas => &[WIDE],
+            Module::Route => &[REDUCE, WIDE],
+            Module::Bias | Module::Pool | Module::Softmax | Module::Cost => &[REDUCE],
             _ => &[],
         }
     }
@@ -148,11 +151,12 @@ impl Module {
     /// the generated preamble, the includes, then the module's file.
     /// A file's `enable` directives go first: WGSL wants them before any declaration.
     pub(crate) fn source(self, tile: GemmTile) -> String {
-        self.source_for(tile, false)
+        self.source_for(tile, false, DEFAULT_WIDE)
     }
 
-    /// The source for a device: `serial_trees` on CPU adapters (include/reduce.wgsl).
-    pub(crate) fn source_for(self, tile: GemmTile, serial_trees: bool) -> String {
+    /// The source for a device: `serial_trees` on CPU adapters (include/reduce.wgsl), `wide`
+    /// values per invocation of the wide elementwise kernels (include/wide.wgsl).
+    pub(crate) fn source_for(self, tile: GemmTile, serial_trees: bool, wide: u32) -> String {
         let (enables, rest): (Vec<&str>, Vec<&str>) = self.file().lines().partition(|l| l.starts_with("enable "));
         let mut s = String::new();
         for e in enables {
@@ -161,6 +165,7 @@ impl Module {
         }
         s += &preamble();
         let _ = writeln!(s, "const SERIAL_TREES: bool = {serial_trees};");
+        let _ = writeln!(s, "const WIDE: u32 = {wide}u;");
         if self.tiled() {
             s += &tile.constants();
         }
@@ -305,6 +310,14 @@ macro_rules! kernels {
     };
 }
 
+impl Kernel {
+    /// Handles WIDE values per invocation (include/wide.wgsl): dispatched with WIDE times fewer
+    /// workgroups.
+    pub(crate) fn wide(self) -> bool {
+        matches!(self, Kernel::Fill | Kernel::Copy | Kernel::CopyIfFlagged | Kernel::CopySlices)
+    }
+}
+
 kernels! {
     Fill => (Blas, "fill", 1),
     Copy => (Blas, "copy", 2),
@@ -404,18 +417,24 @@ pub(crate) struct CompileOptions {
     pub zero_workgroup_memory: bool,
     /// Reduction trees summed by one invocation in the tree's order (CPU adapters).
     pub serial_trees: bool,
+    /// Values per invocation of the wide elementwise kernels ([`Kernel::wide`]).
+    pub wide: u32,
 }
+
+/// Values per invocation of the wide kernels on GPUs (include/wide.wgsl says what it measured).
+pub(crate) const DEFAULT_WIDE: u32 = 4;
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false, serial_trees: false }
+        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false, serial_trees: false, wide: DEFAULT_WIDE }
     }
 }
 
 impl CompileOptions {
     /// The defaults for an adapter (`cpu_vulkan`: a CPU adapter through Vulkan takes
-    /// `Checks::DriverBounds`), with `ENGINE_GPU_CHECKS=all|relaxed|driver|none` and
-    /// `ENGINE_GPU_ZERO_WORKGROUP=1` applied (for measuring what each costs only).
+    /// `Checks::DriverBounds`), with `ENGINE_GPU_CHECKS=all|relaxed|driver|none`,
+    /// `ENGINE_GPU_ZERO_WORKGROUP=1`, `ENGINE_GPU_SERIAL_TREES=0|1` and `ENGINE_GPU_WIDE=1..16`
+    /// applied (for measuring what each costs only: none changes a result).
     pub(crate) fn for_adapter(cpu: bool, cpu_vulkan: bool) -> CompileOptions {
         let checks = match std::env::var("ENGINE_GPU_CHECKS").as_deref() {
             Ok("all") => Checks::All,
@@ -431,7 +450,13 @@ impl CompileOptions {
             Ok("1") => true,
             _ => cpu,
         };
-        CompileOptions { checks, zero_workgroup_memory, serial_trees }
+        // CPU adapters: one value each (see DEFAULT_WIDE's file for GPUs).
+        let wide = match std::env::var("ENGINE_GPU_WIDE").ok().and_then(|v| v.parse::<u32>().ok()) {
+            Some(w @ 1..=16) => w,
+            _ if cpu => 1,
+            _ => DEFAULT_WIDE,
+        };
+        CompileOptions { checks, zero_workgroup_memory, serial_trees, wide }
     }
 
     /// The checks module `m` is built with, when they are fewer than all of wgpu's.
@@ -454,7 +479,7 @@ pub fn shader_sources() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = MODULES.iter().map(|m| (m.name().to_string(), m.default_source())).collect();
     // The CPU adapters' variant (serial reduction trees) of every module.
     for m in MODULES {
-        out.push((format!("{} (serial trees)", m.name()), m.source_for(m.default_tile(), true)));
+        out.push((format!("{} (serial trees, one value per invocation)", m.name()), m.source_for(m.default_tile(), true, 1)));
     }
     for tile in super::conv::all_tiles() {
         out.push((format!("conv {tile:?}"), Module::Conv.source(tile)));
@@ -484,6 +509,11 @@ pub(crate) struct Pipelines {
 }
 
 impl Pipelines {
+    /// Values per invocation of the wide kernels ([`Kernel::wide`]) in this device's modules.
+    pub(crate) fn wide(&self) -> u32 {
+        self.options.wide
+    }
+
     pub(crate) fn new(device: &wgpu::Device, options: CompileOptions) -> Pipelines {
         let mut bind_layouts = Vec::new();
         let mut pipeline_layouts = Vec::new();
@@ -540,7 +570,7 @@ impl Pipelines {
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(m.name()),
-                    source: wgpu::ShaderSource::Wgsl(m.source_for(tile, self.options.serial_trees).into()),
+                    source: wgpu::ShaderSource::Wgsl(m.source_for(tile, self.options.serial_trees, self.options.wide).into()),
                 };
                 if let Some(checks) = self.options.reduced_checks(m) {
                     // SAFETY: Checks::Relaxed drops only the loop bounding and the division

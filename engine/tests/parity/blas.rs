@@ -1,4 +1,5 @@
-//! Parity of shaders-wgsl/blas.wgsl: elementwise ops on buffer views against f64 loops.
+//! Parity of shaders-wgsl/blas.wgsl: elementwise ops on buffer views against f64 loops; and the
+//! wide kernels of every module (include/wide.wgsl) for any width.
 
 use super::*;
 
@@ -76,4 +77,47 @@ fn blas_elementwise_ops_on_views() {
     // Floats around the views were never written.
     let all = g.download(&arena);
     assert!(all[..3].iter().all(|&x| x == 0.0) && all[3 + 6 * n..].iter().all(|&x| x == 0.0), "writes outside views");
+}
+
+// ---- the wide kernels (include/wide.wgsl) ----------------------------------------------------
+
+/// Every wide kernel (fill, copy, copy_if_flagged, copy_slices) on `g`, at sizes that leave
+/// partial workgroups and partial last groups of WIDE, the results as bits.
+fn run_wide(g: &GpuBackend) -> Vec<Vec<u32>> {
+    let mut out = Vec::new();
+    for (i, n) in [1usize, 255, 257, 1023, 1025, 4099, 100_003].into_iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let (x, y, z) = (up(g, &data(n, seed, -3.0, 3.0)), up(g, &data(n, seed + 1, -1.0, 1.0)), g.alloc(n));
+        g.fill(&z, 0.5);
+        out.push(g.download(&z));
+        g.copy(&x, &z);
+        out.push(g.download(&z));
+        let flag = g.alloc(1);
+        for set in [0.0f32, 1.0] {
+            g.fill(&flag, set);
+            g.copy_if_flagged(&flag, &y, &z);
+            out.push(g.download(&z));
+        }
+    }
+    for accumulate in [false, true] {
+        let (batch, len, src_stride, dst_stride) = (3, 1037, 2100, 1500);
+        let src = up(g, &data(batch * src_stride, 340, -1.0, 1.0));
+        let dst = up(g, &data(batch * dst_stride, 341, -1.0, 1.0));
+        g.copy_slices(&src, &dst, &SliceCopy { batch, len, src_stride, src_offset: 63, dst_stride, dst_offset: 401, accumulate });
+        out.push(g.download(&dst));
+    }
+    out.into_iter().map(|v| v.into_iter().map(f32::to_bits).collect()).collect()
+}
+
+/// The wide kernels give the same bits for any number of values per invocation (what each value
+/// becomes is checked against f64 loops and the CPU by each kernel's own test, at the device's
+/// width).
+#[test]
+fn wide_kernels_give_the_same_bits_for_any_width() {
+    gpu_or_skip!();
+    let make = |wide| GpuBackend::new(&AdapterSelector { wide: Some(wide), ..Default::default() }).expect("a second device");
+    let one = run_wide(&make(1));
+    for wide in [3, 4] {
+        assert_eq!(run_wide(&make(wide)), one, "{wide} values per invocation differ from one");
+    }
 }
