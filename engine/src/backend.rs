@@ -36,6 +36,26 @@ pub struct BnTensors<'a, T> {
     pub dbeta: &'a T,
 }
 
+/// A read-back begun by [`Backend::download_start`].
+pub struct Download(Box<dyn FnOnce() -> Vec<f32>>);
+
+impl Download {
+    /// Values already on the host.
+    pub fn ready(values: Vec<f32>) -> Download {
+        Download(Box::new(move || values))
+    }
+
+    /// Values that `finish` waits for.
+    pub fn later(finish: impl FnOnce() -> Vec<f32> + 'static) -> Download {
+        Download(Box::new(finish))
+    }
+
+    /// Waits for the values.
+    pub fn wait(self) -> Vec<f32> {
+        (self.0)()
+    }
+}
+
 /// A device that can run every op the engine needs.
 pub trait Backend {
     /// A view of device memory holding `len` f32 values.
@@ -61,6 +81,12 @@ pub trait Backend {
     }
     /// Read the view back to the host. On a GPU this waits for all recorded work: call it rarely.
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    /// [`Backend::download`] in two halves: submits everything recorded so far and returns at
+    /// once; [`Download::wait`] then waits for the values. Work recorded in between (the next
+    /// step's input upload) goes into the next submission. The default reads at once.
+    fn download_start(&self, buf: &Self::Buf) -> Download {
+        Download::ready(self.download(buf))
+    }
     /// Submit recorded work (GPU) without waiting. CPU: no-op.
     fn flush(&self);
     /// Bytes currently allocated on the device by this backend, and the peak so far.

@@ -44,8 +44,11 @@ pub struct BenchResult {
 /// (reading the statistics and timestamps back).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostSplit {
-    /// Handing the batch to the backend (a GPU's copy into the upload staging memory).
+    /// Handing the batch to the backend (a GPU's copy into the upload staging memory), where
+    /// the step itself did it.
     pub upload_s: f64,
+    /// Handing the next step's batch to the backend during the wait (`Trainer::run_steps`).
+    pub staged_s: f64,
     /// Recording the forward and loss, without the upload.
     pub forward_s: f64,
     pub backward_s: f64,
@@ -57,10 +60,11 @@ impl HostSplit {
     /// Adds one step's parts.
     fn add(&mut self, r: &crate::train::StepRecord) {
         self.upload_s += r.t_upload;
+        self.staged_s += r.t_staged;
         self.forward_s += r.t_forward - r.t_upload;
         self.backward_s += r.t_backward;
         self.update_s += r.t_update;
-        self.wait_s += r.t_sync;
+        self.wait_s += r.t_sync - r.t_staged;
     }
 
     /// The sums of `steps` steps as means per step.
@@ -68,6 +72,7 @@ impl HostSplit {
         let per = steps.max(1) as f64;
         HostSplit {
             upload_s: self.upload_s / per,
+            staged_s: self.staged_s / per,
             forward_s: self.forward_s / per,
             backward_s: self.backward_s / per,
             update_s: self.update_s / per,
@@ -111,23 +116,29 @@ pub fn run<B: Backend>(backend: B, mut cfg: ModelCfg, steps: usize, warmup: usiz
     let (images, truths) = random_batch(&net.cfg, net.max_boxes, seed);
     let images_per_step = net.mini_batch * net.subdivisions;
     let mut trainer = Trainer::new(net, Optimizer::Sgd);
-    let first = Instant::now();
-    for _ in 0..warmup.max(1) {
-        trainer.step(&images, &truths)?;
-    }
-    let first_step_s = first.elapsed().as_secs_f64() / warmup.max(1) as f64;
+    let warmup = warmup.max(1);
     let mut kernels = KernelTable::default();
     let mut last_loss = 0.0;
     let mut host = HostSplit::default();
-    let t0 = Instant::now();
-    for _ in 0..steps {
-        let r = trainer.step(&images, &truths)?;
-        if !r.timings.is_empty() {
-            kernels.add_step(&r.timings);
+    // One run of warm-up and timed steps, so that the first timed step's input is uploaded
+    // during the last warm-up step as every later one is (Trainer::run_steps).
+    let first = Instant::now();
+    let (mut first_step_s, mut t0, mut done) = (0.0, first, 0);
+    let batch = (&images[..], &truths[..]);
+    trainer.run_steps(std::iter::repeat_n(batch, warmup + steps), |r| {
+        done += 1;
+        if done == warmup {
+            first_step_s = first.elapsed().as_secs_f64() / warmup as f64;
+            t0 = Instant::now();
+        } else if done > warmup {
+            if !r.timings.is_empty() {
+                kernels.add_step(&r.timings);
+            }
+            last_loss = r.loss;
+            host.add(&r);
         }
-        last_loss = r.loss;
-        host.add(&r);
-    }
+        Ok(())
+    })?;
     let wall = t0.elapsed().as_secs_f64();
     let (bytes, peak_bytes) = trainer.net.memory_bytes();
     Ok(BenchResult {

@@ -64,8 +64,12 @@ pub struct StepRecord {
     pub t_update: f64,
     pub t_sync: f64,
     /// Of `t_forward`, the seconds spent handing the batch to the backend (`set_input`: on a GPU
-    /// the copy into the upload staging memory).
+    /// the copy into the upload staging memory); 0 for a micro-batch [`Trainer::run_steps`]
+    /// staged during the step before.
     pub t_upload: f64,
+    /// Of `t_sync`, the seconds [`Trainer::run_steps`] spent staging the next step's input
+    /// while the device ran this step.
+    pub t_staged: f64,
     /// Device time of every kernel launch of the step, where the backend measures it (GPU
     /// timestamps); empty otherwise.
     pub timings: Vec<DispatchTime>,
@@ -106,6 +110,19 @@ pub struct PendingUpdate {
     t_forward: f64,
     t_backward: f64,
     t_upload: f64,
+}
+
+/// A step whose read-back has started (`Trainer::start_update`).
+struct StartedUpdate {
+    iteration: u64,
+    lr: f32,
+    t_forward: f64,
+    t_backward: f64,
+    t_upload: f64,
+    t_update: f64,
+    /// Host seconds of the submission.
+    t_submit: f64,
+    stats: crate::backend::Download,
 }
 
 /// Dynamic loss scaling, for mixed precision (where small gradients would underflow f16): the
@@ -164,12 +181,14 @@ pub struct Trainer<B: Backend> {
     /// Dynamic loss scaling: on when the network was built with
     /// [`crate::network::BuildOptions::loss_scaling`].
     pub loss_scale: Option<LossScale>,
+    /// The next step's first micro-batch is already uploaded ([`Trainer::run_steps`]).
+    staged: bool,
 }
 
 impl<B: Backend> Trainer<B> {
     pub fn new(net: Network<B>, optimizer: Optimizer) -> Trainer<B> {
         let loss_scale = net.overflow_flag.is_some().then(LossScale::dynamic);
-        Trainer { net, optimizer, iteration: 0, loss_scale }
+        Trainer { net, optimizer, iteration: 0, loss_scale, staged: false }
     }
 
     /// Images one step consumes (the cfg's `batch`).
@@ -183,14 +202,53 @@ impl<B: Backend> Trainer<B> {
         self.apply_update(pending)
     }
 
-    /// The first half of [`Trainer::step`]: every micro-batch's forward, loss and backward,
-    /// leaving the summed parameter gradients in place. A caller may read the network's tensors
-    /// (`Network::layer_tensors`) before finishing the step with [`Trainer::apply_update`]; the
-    /// two calls record exactly the work of one `step`, so the results are the same.
-    pub fn gradients(&mut self, images: &[f32], truths: &[f32]) -> Result<PendingUpdate, TrainError> {
+    /// One [`Trainer::step`] per batch of `batches`, in order, each record handed to `each`
+    /// (whose error ends the run). While the device runs a step, the host uploads the next
+    /// batch's first micro-batch (on a GPU: converts and copies it into staging memory, the copy
+    /// to the device recorded ahead of that step's work), instead of doing it while the device
+    /// waits. The work recorded, and so every result, is that of the plain steps; the staging
+    /// time is the record's `t_staged`, inside its `t_sync`.
+    pub fn run_steps<'a>(
+        &mut self, batches: impl IntoIterator<Item = (&'a [f32], &'a [f32])>, mut each: impl FnMut(StepRecord) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        let mut batches = batches.into_iter().peekable();
+        let run = (|| {
+            while let Some((images, truths)) = batches.next() {
+                let pending = self.gradients(images, truths)?;
+                let started = self.start_update(pending);
+                let t0 = Instant::now();
+                if let Some(&(images, truths)) = batches.peek() {
+                    self.stage_input(images, truths)?;
+                }
+                let t_staged = t0.elapsed().as_secs_f64();
+                let mut rec = self.finish_update(started)?;
+                rec.t_staged = t_staged;
+                each(rec)?;
+            }
+            Ok(())
+        })();
+        if run.is_err() {
+            // Whatever was staged belonged to the run that ended.
+            self.staged = false;
+        }
+        run
+    }
+
+    /// Uploads the first micro-batch of `images` and `truths` for the next step.
+    fn stage_input(&mut self, images: &[f32], truths: &[f32]) -> Result<(), TrainError> {
+        self.check_batch(images, truths)?;
         let net = &self.net;
-        let per_img = net.cfg.net.channels * net.cfg.net.height * net.cfg.net.width;
-        let per_truth = net.max_boxes * 5;
+        let (per_img, per_truth) = net.per_image();
+        let mb = net.mini_batch;
+        net.set_input(&images[..mb * per_img], &truths[..mb * per_truth])?;
+        self.staged = true;
+        Ok(())
+    }
+
+    /// A step's batch is `step_images` images and their truths.
+    fn check_batch(&self, images: &[f32], truths: &[f32]) -> Result<(), TrainError> {
+        let net = &self.net;
+        let (per_img, per_truth) = net.per_image();
         let n = self.step_images();
         if net.heads.is_empty() {
             return Err(TrainError::NoLossLayer);
@@ -206,6 +264,18 @@ impl<B: Backend> Trainer<B> {
                 width: c.width,
             });
         }
+        Ok(())
+    }
+
+    /// The first half of [`Trainer::step`]: every micro-batch's forward, loss and backward,
+    /// leaving the summed parameter gradients in place. A caller may read the network's tensors
+    /// (`Network::layer_tensors`) before finishing the step with [`Trainer::apply_update`]; the
+    /// two calls record exactly the work of one `step`, so the results are the same.
+    pub fn gradients(&mut self, images: &[f32], truths: &[f32]) -> Result<PendingUpdate, TrainError> {
+        let mut staged = std::mem::take(&mut self.staged);
+        self.check_batch(images, truths)?;
+        let net = &self.net;
+        let (per_img, per_truth) = net.per_image();
         let iteration = self.iteration + 1;
         let lr = learning_rate(&net.cfg.net, iteration);
         let mb = net.mini_batch;
@@ -226,8 +296,11 @@ impl<B: Backend> Trainer<B> {
         for pass in 0..net.subdivisions {
             let t0 = Instant::now();
             let r = pass * mb..(pass + 1) * mb;
-            net.set_input(&images[r.start * per_img..r.end * per_img], &truths[r.start * per_truth..r.end * per_truth])?;
-            t_upload += t0.elapsed().as_secs_f64();
+            // run_steps uploaded the first micro-batch while the step before ran.
+            if !std::mem::take(&mut staged) {
+                net.set_input(&images[r.start * per_img..r.end * per_img], &truths[r.start * per_truth..r.end * per_truth])?;
+                t_upload += t0.elapsed().as_secs_f64();
+            }
             net.forward(Mode::Train, pass, iteration);
             if let Some(s) = scale {
                 // The loss layers wrote their gradients in the forward; everything below is
@@ -257,6 +330,13 @@ impl<B: Backend> Trainer<B> {
     /// The second half of [`Trainer::step`]: the optimiser update, the state check and the
     /// step's one readback.
     pub fn apply_update(&mut self, pending: PendingUpdate) -> Result<StepRecord, TrainError> {
+        let started = self.start_update(pending);
+        self.finish_update(started)
+    }
+
+    /// [`Trainer::apply_update`] up to the read-back, which it starts (on a GPU: submits the
+    /// step) without waiting for it.
+    fn start_update(&mut self, pending: PendingUpdate) -> StartedUpdate {
         let PendingUpdate { iteration, lr, t_forward, t_backward, t_upload } = pending;
         let net = &self.net;
         let b = &net.backend;
@@ -287,10 +367,21 @@ impl<B: Backend> Trainer<B> {
         }
         let t3 = Instant::now();
         // The only read of the step. On a GPU it submits everything recorded in the step, the
-        // uploads of every pass's input included, in one submission and waits, so `t_sync`
-        // holds the device's execution time.
-        let stats = b.download(&net.stats);
-        let t_sync = t3.elapsed().as_secs_f64();
+        // uploads of every pass's input included, in one submission; finish_update waits, so
+        // `t_sync` holds the device's execution time (less what the host did in between).
+        let stats = b.download_start(&net.stats);
+        let t_submit = t3.elapsed().as_secs_f64();
+        StartedUpdate { iteration, lr, t_forward, t_backward, t_upload, t_update: (t3 - t2).as_secs_f64(), t_submit, stats }
+    }
+
+    /// The rest of [`Trainer::apply_update`]: waits for the read-back and checks the step.
+    fn finish_update(&mut self, started: StartedUpdate) -> Result<StepRecord, TrainError> {
+        let StartedUpdate { iteration, lr, t_forward, t_backward, t_upload, t_update, t_submit, stats } = started;
+        let net = &self.net;
+        let b = &net.backend;
+        let t4 = Instant::now();
+        let stats = stats.wait();
+        let t_sync = t_submit + t4.elapsed().as_secs_f64();
         // Timestamps were resolved in the same submission: reading them waits for nothing more.
         let timings = b.take_timings().unwrap_or_default();
         b.set_scope(Scope::NONE);
@@ -298,7 +389,7 @@ impl<B: Backend> Trainer<B> {
         rec.t_forward = t_forward;
         rec.t_backward = t_backward;
         rec.t_upload = t_upload;
-        rec.t_update = (t3 - t2).as_secs_f64();
+        rec.t_update = t_update;
         rec.t_sync = t_sync;
         rec.timings = timings;
         self.iteration = iteration;

@@ -132,3 +132,45 @@ fn two_gpu_runs_are_bit_identical_for_ten_iterations() {
     println!("losses: {:?}", a.iter().map(|&x| f64::from_bits(x)).collect::<Vec<_>>());
     assert_eq!(a, b, "GPU runs with one seed differ");
 }
+
+/// `Trainer::run_steps` uploads each step's first micro-batch while the step before runs; the
+/// recorded work is that of plain steps, so losses and final parameters are the same bits. On
+/// the GPU (fp32, and mixed precision with loss scaling: its input goes up as f16 and its
+/// step opens with the state copies) and on the CPU, with one and two micro-batches per step.
+#[test]
+fn run_steps_gives_the_bits_of_plain_steps() {
+    let bs = batches(4);
+    fn both<B: Backend>(make: &dyn Fn() -> B, opts: &BuildOptions, subdivisions: usize, bs: &[engine::data::loader::Batch]) {
+        let mut cfg = cfg();
+        cfg.set_batch(2, subdivisions).unwrap();
+        let trainer = || Trainer::new(Network::build(make(), cfg.clone(), opts).unwrap(), Optimizer::Sgd);
+        let state = |t: &Trainer<B>| -> Vec<Vec<u32>> {
+            t.net.state_arenas.iter().map(|a| t.net.backend.download(a).into_iter().map(f32::to_bits).collect()).collect()
+        };
+        let mut plain = trainer();
+        let plain_losses: Vec<u64> = bs.iter().map(|b| plain.step(&b.images, &b.truths).unwrap().loss.to_bits()).collect();
+        let mut run = trainer();
+        let mut losses = Vec::new();
+        run.run_steps(bs.iter().map(|b| (&b.images[..], &b.truths[..])), |r| {
+            losses.push(r.loss.to_bits());
+            Ok(())
+        })
+        .unwrap();
+        let what = format!("{} ({:?}, {subdivisions} micro-batches)", plain.net.backend.name(), opts.precision);
+        assert_eq!(losses, plain_losses, "{what}: losses differ");
+        assert!(state(&run) == state(&plain), "{what}: parameters differ");
+    }
+    let fp32 = BuildOptions { seed: 5, ..Default::default() };
+    for subdivisions in [1, 2] {
+        both(&CpuBackend::new, &fp32, subdivisions, &bs);
+    }
+    if gpu().is_none() {
+        return;
+    }
+    let gpu_backend = || gpu().expect("an adapter");
+    let mixed = BuildOptions { seed: 5, precision: engine::network::Precision::Mixed, loss_scaling: true, ..Default::default() };
+    for subdivisions in [1, 2] {
+        both(&gpu_backend, &fp32, subdivisions, &bs);
+        both(&gpu_backend, &mixed, subdivisions, &bs);
+    }
+}

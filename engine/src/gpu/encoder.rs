@@ -162,6 +162,11 @@ impl Recorder {
         self.encoder.is_some()
     }
 
+    /// Recorded dispatches whose times are not submitted yet.
+    pub(crate) fn has_timed_work(&self) -> bool {
+        self.timer.as_ref().is_some_and(|t| !t.labels.is_empty())
+    }
+
     /// The encoder, with any open pass ended (copies and resolves need it unlocked).
     pub(crate) fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
         self.pass = None;

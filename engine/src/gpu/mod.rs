@@ -41,6 +41,7 @@ use encoder::{Recorder, grid_1d};
 use params::KernelParams;
 use pipelines::{CompileOptions, Kernel, Pipelines};
 
+use crate::backend::Download;
 use crate::profile::{DispatchTime, Scope, Work};
 
 /// Counters describing how the backend has been driven (for reports and tests).
@@ -290,7 +291,9 @@ impl GpuBackend {
         if !rec.timing() {
             return None;
         }
-        if rec.has_work() {
+        // Only timed work is submitted here: an upload recorded for the next step (a staged
+        // input, Trainer::run_steps) waits for that step's submission.
+        if rec.has_timed_work() {
             rec.flush(&self.device, &self.queue);
         }
         Some(rec.take_times(&self.device))
@@ -306,9 +309,15 @@ impl GpuBackend {
     }
 
     fn download_data(&self, buf: &GpuBuf) -> Vec<f32> {
+        self.download_begin(buf).wait()
+    }
+
+    /// Records the copy of `buf` into a read-back buffer, submits everything recorded and
+    /// returns at once; the [`Download`] waits for the device and reads the values.
+    fn download_begin(&self, buf: &GpuBuf) -> Download {
         let bytes = buf.len() as u64 * 4;
         if bytes == 0 {
-            return Vec::new();
+            return Download::ready(Vec::new());
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("download"),
@@ -325,18 +334,21 @@ impl GpuBackend {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
-            panic!("gpu: waiting for the device failed: {e}");
-        }
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("gpu: mapping the download buffer failed: {e}"),
-            Err(e) => panic!("gpu: download callback never ran: {e}"),
-        }
-        let view = staging.get_mapped_range(..).unwrap_or_else(|e| panic!("gpu: reading the download buffer: {e:?}"));
-        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
-        drop(view);
-        staging.unmap();
-        out
+        let device = self.device.clone();
+        Download::later(move || {
+            if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
+                panic!("gpu: waiting for the device failed: {e}");
+            }
+            match rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("gpu: mapping the download buffer failed: {e}"),
+                Err(e) => panic!("gpu: download callback never ran: {e}"),
+            }
+            let view = staging.get_mapped_range(..).unwrap_or_else(|e| panic!("gpu: reading the download buffer: {e:?}"));
+            let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+            drop(view);
+            staging.unmap();
+            out
+        })
     }
 }

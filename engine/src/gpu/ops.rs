@@ -4,7 +4,7 @@ use super::params::{ActP, BiasP, BlasP, BnP, CostP, DropoutP, HalfP, SoftmaxP, O
 use super::chunk::{Images, images};
 use super::pipelines::{GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf, REDUCE_PARTS};
-use crate::backend::{Backend, BnTensors, GemmOperands, Store, store_in_place};
+use crate::backend::{Backend, BnTensors, Download, GemmOperands, Store, store_in_place};
 use crate::profile::{DispatchTime, Scope, Work};
 use crate::yolo_stats::STATS_LEN;
 use crate::shapes::{Activation, Binary, BnBackward, BnStats, ChannelShape, ConvShape, CostKind, PoolShape, ReorgShape, SliceCopy, SoftmaxShape, Unary, UpsampleShape, YoloParams};
@@ -75,6 +75,9 @@ impl Backend for GpuBackend {
     }
     fn download(&self, buf: &GpuBuf) -> Vec<f32> {
         self.download_data(buf)
+    }
+    fn download_start(&self, buf: &GpuBuf) -> Download {
+        self.download_begin(buf)
     }
     fn flush(&self) {
         self.flush_recorded();

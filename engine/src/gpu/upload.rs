@@ -9,7 +9,8 @@
 //! tensor is recorded in the step's encoder, in order with the dispatches around it. After the
 //! submission that holds the copy, the buffer is mapped again (`map_async`); it is back in the
 //! pool once the device has finished with it, which a step's read-back wait ensures. A steady
-//! training loop therefore reuses the same few buffers and allocates nothing.
+//! training loop therefore reuses the same few buffers and allocates nothing (two of the
+//! input's size where the next step's input is staged while a step runs).
 //!
 //! Mixed precision's network input goes up as f16 (`upload_f16`): converted on the host straight
 //! into the staging buffer, two values to a word, and unpacked on the device: half the bytes.
@@ -28,6 +29,10 @@ use crate::profile::Work;
 const MIN_STAGING: u64 = 1 << 16;
 /// Buffers the pool keeps beyond those in flight; larger uploads replace smaller buffers.
 const KEEP: usize = 4;
+/// Fitting buffers in flight before an upload waits for one to come back instead of making
+/// another: two, so that a step's input can be staged while the step before it still reads
+/// its own (`Trainer::run_steps`).
+const IN_FLIGHT: usize = 2;
 
 /// Where a staging buffer stands (`Staging::state`).
 const MAPPED: u8 = 0;
@@ -69,8 +74,8 @@ impl Uploads {
         let size = len as u64;
         self.collect();
         let fits = |s: &Staging| s.size() >= size;
-        if !self.free.iter().any(fits) && self.mapping.iter().any(fits) {
-            // A buffer that fits is still in flight: wait for the device rather than allocate.
+        if !self.free.iter().any(fits) && self.mapping.iter().filter(|s| fits(s)).count() >= IN_FLIGHT {
+            // Buffers that fit are still in flight: wait for the device rather than allocate.
             if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
                 panic!("gpu: waiting for an upload buffer failed: {e}");
             }

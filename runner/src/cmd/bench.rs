@@ -229,13 +229,14 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
         print!("{}", r.kernels.top_kernels_text(15));
     }
     let h = &r.host;
-    let parts = h.upload_s + h.forward_s + h.backward_s + h.update_s + h.wait_s;
+    let parts = h.upload_s + h.forward_s + h.backward_s + h.update_s + h.staged_s + h.wait_s;
     println!(
-        "host ms per step: upload {:.2}, forward {:.2} / backward {:.2} / update {:.2} (a GPU records them), wait {:.2}, after the wait {:.2}",
+        "host ms per step: upload {:.2}, forward {:.2} / backward {:.2} / update {:.2} (a GPU records them), next step's upload {:.2}, wait {:.2}, after the wait {:.2}",
         h.upload_s * 1e3,
         h.forward_s * 1e3,
         h.backward_s * 1e3,
         h.update_s * 1e3,
+        h.staged_s * 1e3,
         h.wait_s * 1e3,
         (r.step_s - parts).max(0.0) * 1e3
     );
