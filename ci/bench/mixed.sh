@@ -2,7 +2,8 @@
 # One device call for mixed precision's GEMM paths (issue 15), on the H200 machine (the `device`
 # tool of this workplace; see README "runner bench"). Expects in .devbin/ xz-compressed x86_64
 # release binaries: runner, optionally runner-before (the build to compare with) and the test
-# binaries t-gpu_parity, t-mixed_precision, t-loss_scaling; and the Vulkan loader debs in .gl/.
+# binaries t-gpu_parity, t-gpu_network, t-mixed_precision, t-loss_scaling; and the Vulkan
+# loader debs in .gl/.
 # Steps, the checks first (a path that fails them must not be timed as if it worked):
 #   1. the GPU parity tests (conv_mixed's run the direct write-out and the column path on and off
 #      themselves), then mixed_precision and loss_scaling with each path;
@@ -41,7 +42,12 @@ bench() { # name, binary, environment (or -), extra args
 }
 {
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
-if [ -x "$BIN/t-gpu_parity" ]; then
+if [ -x "$BIN/t-gpu_network" ]; then
+  echo "== gpu_network (whole network against the CPU, reruns, run_steps)"
+  timeout 200 "$BIN/t-gpu_network" --test-threads 1 2>&1 | grep -E "test result|FAIL|panicked"
+fi
+# KERNEL_TESTS=0 skips the kernel tests (a call after one that ran them on the same kernels).
+if [ -x "$BIN/t-gpu_parity" ] && [ "${KERNEL_TESTS:-1}" = 1 ]; then
   echo "== gpu_parity (conv_mixed's paths, the wide kernels' widths, every kernel against the CPU)"
   timeout 200 "$BIN/t-gpu_parity" --test-threads 1 2>&1 | grep -E "test result|FAIL|panicked|vs reference"
   for env in "" "ENGINE_GPU_COOP_DIRECT=0" "ENGINE_GPU_COOP_COL=1"; do
@@ -53,7 +59,8 @@ if [ -x "$BIN/t-gpu_parity" ]; then
   done
 fi
 while read -r name env; do bench "$name" runner "$env" --precision mixed < /dev/null; done <<< "$RUNS"
-bench before runner-before - --precision mixed
+bench before runner-before - --precision mixed < /dev/null
+bench fp32-before runner-before - < /dev/null
 while read -r name env; do bench "$name" runner "$env" < /dev/null; done <<< "$FP32_RUNS"
 for precision in fp32 tf32 bf16 fp16; do
   echo "== PyTorch $precision"
