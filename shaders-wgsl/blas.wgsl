@@ -64,9 +64,8 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-// b2 = b1
-@compute @workgroup_size(256)
-fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// b2 = b1 over the values of one invocation (wide: all read before any is written).
+fn copy_values(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) {
     let i0 = wide_first(wid, nwg, lid.x);
     var v: array<f32, WIDE>;
     for (var j = 0u; j < WIDE; j++) {
@@ -83,25 +82,18 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
+// b2 = b1
+@compute @workgroup_size(256)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    copy_values(wid, nwg, lid);
+}
+
 // b2 = b1 when the flag b3[o3] is nonzero, else b2 stays (the skip of a loss-scaled step restores
 // the state saved before it; the flag is computed on the device, so no readback decides).
 @compute @workgroup_size(256)
 fn copy_if_flagged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     if (b3[p.o3] == 0.0) { return; }
-    let i0 = wide_first(wid, nwg, lid.x);
-    var v: array<f32, WIDE>;
-    for (var j = 0u; j < WIDE; j++) {
-        let i = i0 + 256u * j;
-        if (i < p.n) {
-            v[j] = b1[p.o1 + i];
-        }
-    }
-    for (var j = 0u; j < WIDE; j++) {
-        let i = i0 + 256u * j;
-        if (i < p.n) {
-            b2[p.o2 + i] = v[j];
-        }
-    }
+    copy_values(wid, nwg, lid);
 }
 
 // b2 += a * b1
