@@ -12,7 +12,8 @@
 #      write-out with one value per invocation in the wide kernels (the defaults before them),
 #      each of those two alone, naga's bounds checks off (driver) and all checks off (none),
 #      a second default run (drift); runner-before if present; then fp32 (FP32_RUNS likewise);
-#   3. the PyTorch peer at the same size and batch: fp32 (TF32 off), TF32, bf16 and fp16 autocast.
+#   3. the PyTorch peer at the same size and batch: fp32 (TF32 off), TF32, bf16 and fp16 autocast
+#      (PEERS lists which). FP32_RUNS empty skips fp32.
 # Writes log.txt and kernels.tgz (each bench's kernels table) to $OUT.
 set -u
 . ci/bench/device_prelude.sh
@@ -60,9 +61,11 @@ if [ -x "$BIN/t-gpu_parity" ] && [ "${KERNEL_TESTS:-1}" = 1 ]; then
 fi
 while read -r name env; do bench "$name" runner "$env" --precision mixed < /dev/null; done <<< "$RUNS"
 bench before runner-before - --precision mixed < /dev/null
-bench fp32-before runner-before - < /dev/null
-while read -r name env; do bench "$name" runner "$env" < /dev/null; done <<< "$FP32_RUNS"
-for precision in fp32 tf32 bf16 fp16; do
+if [ -n "$FP32_RUNS" ]; then
+  bench fp32-before runner-before - < /dev/null
+  while read -r name env; do bench "$name" runner "$env" < /dev/null; done <<< "$FP32_RUNS"
+fi
+for precision in ${PEERS:-fp32 tf32 bf16 fp16}; do
   echo "== PyTorch $precision"
   PYTHONUNBUFFERED=1 timeout 150 python3 ci/bench/torch_peer.py engine/cfg/yolov4-tiny.cfg --width "$SIZE" --height "$SIZE" \
     --batch "$BATCH" --iters 20 --precision "$precision" 2>&1 | tail -1
