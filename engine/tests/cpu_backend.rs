@@ -113,6 +113,9 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
         ConvShape::new(3, 64, 24, 24, 24, 3, 1, 1, 1),  // depth 576 > KC in column tiles
         ConvShape::new(2, 3, 20, 18, 32, 3, 2, 1, 1),   // k = 27 like yolov4-tiny's first layer: dW in
                                                         // column tiles narrower than 16
+        ConvShape::new(16, 64, 2, 2, 128, 3, 1, 1, 1),  // 2×2 like yolov4-tiny's deepest layers at 64²:
+                                                        // the batch is one column tile, cut in rows
+        ConvShape::new(8, 48, 2, 2, 96, 1, 1, 0, 1),    // the same, 1×1 (96 rows: a short last tile)
     ];
     for s in shapes {
         let x = random(s.input_len(), 1);

@@ -15,6 +15,27 @@ fn valid_range_matches_the_index_formula() {
     }
 }
 
+/// The tap-table im2col of few positions writes the same floats as the one by valid ranges,
+/// padding zeros included, for whole images and for pieces of one, at any row offset.
+#[test]
+fn gathered_im2col_equals_the_ranges() {
+    for s in [ConvShape::new(1, 5, 2, 2, 1, 3, 1, 1, 1), ConvShape::new(1, 3, 4, 4, 1, 3, 1, 1, 1), ConvShape::new(1, 2, 7, 5, 1, 3, 2, 1, 1),
+        ConvShape::new(1, 2, 3, 3, 1, 1, 1, 0, 1), ConvShape::new(1, 4, 2, 3, 1, 2, 1, 0, 1)] {
+        let (k, n, hw) = (s.c * s.size * s.size, s.out_h * s.out_w, s.h * s.w);
+        assert!(s.size * s.size * n <= GATHER_TABLE, "{s:?} must fit the table");
+        let x: Vec<f32> = (0..s.c * hw).map(|i| i as f32 + 1.0).collect();
+        let planes = |ch: usize| &x[ch * hw..][..hw];
+        for (rows, pos) in [(0..k, 0..n), (1..k - 1, 0..n), (s.size * s.size..k, n / 2..n), (k - 1..k, 0..1)] {
+            let (ld, c0) = (n + 3, 2);
+            let (mut a, mut b) = (vec![f32::NAN; rows.len() * ld], vec![f32::NAN; rows.len() * ld]);
+            im2col_gathered(planes, &s, rows.clone(), pos.clone(), &mut a, ld, c0);
+            im2col_ranges(planes, &s, rows.clone(), pos.clone(), &mut b, ld, c0);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{s:?} rows {rows:?} positions {pos:?}");
+        }
+    }
+}
+
 #[test]
 fn splits_cover_the_range_at_aligned_cuts() {
     for len in [1, 7, 49, 256, 784, 3136, 12544] {
