@@ -116,6 +116,10 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
         ConvShape::new(16, 64, 2, 2, 128, 3, 1, 1, 1),  // 2×2 like yolov4-tiny's deepest layers at 64²:
                                                         // the batch is one column tile, cut in rows
         ConvShape::new(8, 48, 2, 2, 96, 1, 1, 0, 1),    // the same, 1×1 (96 rows: a short last tile)
+        // dW of few pixels in registers (cpu/conv_dw.rs; its unit test checks these take it):
+        ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1),     // depth 3, 34 rows, columns in 16s and less
+        ConvShape::new(5, 40, 4, 4, 36, 1, 1, 0, 1),    // 1×1, 4×4: 36 rows, 40 columns
+        ConvShape::new(3, 9, 16, 16, 20, 3, 1, 1, 1),   // depth 256
     ];
     for s in shapes {
         let x = random(s.input_len(), 1);

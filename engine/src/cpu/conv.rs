@@ -18,7 +18,8 @@
 //! - backward-data: an item is a range of input channels of such a group: its rows of
 //!   `col = Wᵀ·dy`, then col2im of exactly those channels' planes, in the plain loop's order;
 //! - backward-weights sums over the batch, so an item is a tile of `dW` that runs through the
-//!   images in order, one GEMM per image (im2col of its own rows of `col` first).
+//!   images in order, one GEMM per image (im2col of its own rows of `col` first); where images
+//!   have few pixels, `conv_dw.rs` does the same sums with the tile in registers.
 
 use std::ops::Range;
 
@@ -202,9 +203,11 @@ pub(super) fn col_len(s: &ConvShape) -> usize {
     let bwd_data = if g.direct { 0 } else {
         backward_data_plan(s, &g).iter().map(|b| b.chs.len() * g.ss * b.imgs * g.n).max().unwrap_or(0)
     };
-    let bwd_weights = if g.direct { 0 } else {
-        backward_weights_plan(&g).iter().map(|t| t.cols.len() * g.n).max().unwrap_or(0)
-    };
+    let bwd_weights = backward_weights_plan(&g).iter().map(|t| match (dw::applies(s, &g, t), g.direct) {
+        (true, _) => dw::scratch_len(s, &g, t),
+        (false, true) => 0,
+        (false, false) => t.cols.len() * g.n,
+    }).max().unwrap_or(0);
     fwd.max(bwd_data).max(bwd_weights)
 }
 
@@ -447,6 +450,9 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
         let dwg = SharedMut::new(&mut dw[gi * g.m * g.k..][..g.m * g.k]);
         par.for_each_scratch(plan.len(), col, col_len(s), |i, scratch| {
             let t = &plan[i];
+            if dw::applies(s, &g, t) {
+                return dw::tile(x, dy, dwg, s, &g, gi, t, scratch);
+            }
             let kt = t.cols.len();
             for b in 0..s.batch {
                 let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false).at(t.rows.start, 0);
@@ -471,6 +477,9 @@ mod im2col;
 use im2col::{col2im_plane, im2col_positions};
 #[cfg(test)]
 use im2col::{GATHER_TABLE, im2col_gathered, im2col_ranges, valid_range};
+
+#[path = "conv_dw.rs"]
+mod dw;
 
 #[path = "conv_calls.rs"]
 mod calls;

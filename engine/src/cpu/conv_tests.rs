@@ -36,6 +36,26 @@ fn gathered_im2col_equals_the_ranges() {
     }
 }
 
+/// The shapes `tests/cpu_backend.rs` checks the few-pixel weight gradient on (against one `gemm`
+/// call per image) do take that path, in tiles with and without whole 32-column and 4-row blocks.
+#[test]
+fn few_pixel_weight_gradients_take_their_path() {
+    if !par::has_wide() {
+        return; // gemm runs them: nothing to check
+    }
+    for s in [ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1), ConvShape::new(5, 40, 4, 4, 36, 1, 1, 0, 1),
+        ConvShape::new(3, 9, 16, 16, 20, 3, 1, 1, 1), ConvShape::new(16, 64, 2, 2, 128, 3, 1, 1, 1)] {
+        let g = geo(&s);
+        let plan = backward_weights_plan(&g);
+        assert!(plan.iter().all(|t| dw::applies(&s, &g, t)), "{s:?}: {plan:?}");
+    }
+    let ragged = |s: ConvShape| backward_weights_plan(&geo(&s)).iter().any(|t| t.rows.len() % 4 != 0 && t.cols.len() % 16 != 0);
+    assert!(ragged(ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1)), "the first shape must leave row and column tails");
+    // Depth 2 stays with gemm, which takes another kernel there.
+    let two = ConvShape::new(4, 8, 2, 1, 40, 1, 1, 0, 1);
+    assert!(!backward_weights_plan(&geo(&two)).iter().any(|t| dw::applies(&two, &geo(&two), t)));
+}
+
 #[test]
 fn splits_cover_the_range_at_aligned_cuts() {
     for len in [1, 7, 49, 256, 784, 3136, 12544] {
