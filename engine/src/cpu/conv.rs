@@ -330,15 +330,15 @@ pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvSh
     let per = col_len(s);
     let yp = SharedMut::new(y);
     for gi in 0..s.groups {
-        let wg = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.m, g.k, false);
+        let wg = &w[gi * g.m * g.k..][..g.m * g.k];
         par.for_each_scratch(plan.len(), col, per, |i, scratch| {
             let t = &plan[i];
             let width = t.cols.len();
             let (col_floats, wide_floats) = forward_scratch(&g, t);
             let (colt, rest) = scratch.split_at_mut(col_floats);
-            let b = if col_floats == 0 {
-                // 1×1 direct, one image: the input's channel rows are the columns.
-                Mat::of(&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], g.k, g.n, false).at(0, t.cols.start)
+            // B: the im2col columns, or for a 1×1 direct image its input's channel rows.
+            let (b, b_at, b_rs) = if col_floats == 0 {
+                (&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], t.cols.start, g.n)
             } else {
                 par::wide(#[inline(always)] || {
                     for (j, pos, c0) in image_pieces(g.n, &t.cols) {
@@ -346,20 +346,19 @@ pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvSh
                         im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
                     }
                 });
-                Mat::of(colt, g.k, width, false)
+                (&colt[..], 0, width)
             };
-            let (m, wt) = (t.rows.len(), wg.at(t.rows.start, 0));
+            let (m, a_at) = (t.rows.len(), t.rows.start * g.k);
             if t.imgs == 1 {
                 let y0 = (t.b0 * s.filters + gi * g.m + t.rows.start) * g.n + t.cols.start;
-                // SAFETY: wt and b cover m×k and k×width; the item alone writes columns
-                // `t.cols` of its image's planes `t.rows`, disjoint from x and w (checked by
-                // the caller).
-                unsafe { sgemm(m, g.k, width, wt, b, 0.0, yp.ptr_at(y0), g.n) };
+                // SAFETY: the item alone writes columns `t.cols` of its image's planes `t.rows`,
+                // disjoint from x and w (checked by the caller).
+                unsafe { blocks::product(m, g.k, width, (wg, a_at, g.k, 1), (b, b_at, b_rs), (yp, y0, g.n), false) };
                 return;
             }
             let wide = &mut rest[..wide_floats];
             // SAFETY: as above, into the worker's scratch.
-            unsafe { sgemm(m, g.k, width, wt, b, 0.0, wide.as_mut_ptr(), width) };
+            unsafe { blocks::product(m, g.k, width, (wg, a_at, g.k, 1), (b, b_at, b_rs), (SharedMut::new(wide), 0, width), false) };
             for (j, pos, c0) in image_pieces(g.n, &t.cols) {
                 for (i, f) in t.rows.clone().enumerate() {
                     let y0 = ((t.b0 + j) * s.filters + gi * g.m + f) * g.n;
@@ -380,18 +379,19 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
     let hw = s.h * s.w;
     let out = SharedMut::new(dx);
     for gi in 0..s.groups {
-        let wt = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.k, g.m, true);
+        // Wᵀ: (r, d) is W's (d, r).
+        let wg = &w[gi * g.m * g.k..][..g.m * g.k];
         if g.direct {
             // dx += Wᵀ·dy straight into dx (beta 1), one image per GEMM so each dx float gets
             // the same single accumulation as the plain form.
             let parts = gemm_split(g.n, 1, g.k, ITEMS.div_ceil(s.batch), MIN_COLS, 16);
             par.for_each(s.batch * parts.len(), |item| {
                 let (b, r) = (item / parts.len(), parts[item % parts.len()].clone());
-                let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
+                let dyb = &dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n];
                 let d0 = (b * s.c + gi * g.cg) * hw + r.start;
-                // SAFETY: the (image, tile) items write disjoint column blocks of dx; wt and dyb
+                // SAFETY: the (image, tile) items write disjoint column blocks of dx; w and dy
                 // are read-only inputs disjoint from dx (checked by the caller).
-                unsafe { sgemm(g.k, g.m, r.len(), wt, dyb.at(0, r.start), 1.0, out.ptr_at(d0), g.n) };
+                unsafe { blocks::product(g.k, g.m, r.len(), (wg, 0, 1, g.k), (dyb, r.start, g.n), (out, d0, g.n), true) };
             });
             continue;
         }
@@ -416,15 +416,14 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
             let blk = &plan[i];
             let cols = blk.imgs * g.n;
             let dyg = if blk.imgs == 1 {
-                Mat::of(&dy[(blk.b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, cols, false)
+                &dy[(blk.b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n]
             } else {
-                Mat::of(&gathered[blk.b0 * g.m * g.n..][..g.m * cols], g.m, cols, false)
+                &gathered[blk.b0 * g.m * g.n..][..g.m * cols]
             };
             let rows = blk.chs.len() * g.ss;
             let c = &mut scratch[..rows * cols];
-            // SAFETY: wt's rows of these channels are rows×m, dyg m×cols, c rows×cols in the
-            // worker's scratch, disjoint from both.
-            unsafe { sgemm(rows, g.m, cols, wt.at(blk.chs.start * g.ss, 0), dyg, 0.0, c.as_mut_ptr(), cols) };
+            // SAFETY: c (rows×cols) is in the worker's scratch, disjoint from w and dy.
+            unsafe { blocks::product(rows, g.m, cols, (wg, blk.chs.start * g.ss, 1, g.k), (dyg, 0, cols), (SharedMut::new(c), 0, cols), false) };
             par::wide(#[inline(always)] || {
                 for j in 0..blk.imgs {
                     for ch in blk.chs.clone() {
@@ -478,6 +477,8 @@ use im2col::{col2im_plane, im2col_positions};
 #[cfg(test)]
 use im2col::{GATHER_TABLE, im2col_gathered, im2col_ranges, valid_range};
 
+#[path = "conv_blocks.rs"]
+mod blocks;
 #[path = "conv_dw.rs"]
 mod dw;
 
