@@ -113,6 +113,13 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
         ConvShape::new(3, 64, 24, 24, 24, 3, 1, 1, 1),  // depth 576 > KC in column tiles
         ConvShape::new(2, 3, 20, 18, 32, 3, 2, 1, 1),   // k = 27 like yolov4-tiny's first layer: dW in
                                                         // column tiles narrower than 16
+        ConvShape::new(16, 64, 2, 2, 128, 3, 1, 1, 1),  // 2×2 like yolov4-tiny's deepest layers at 64²:
+                                                        // the batch is one column tile, cut in rows
+        ConvShape::new(8, 48, 2, 2, 96, 1, 1, 0, 1),    // the same, 1×1 (96 rows: a short last tile)
+        // dW of few pixels in registers (cpu/conv_dw.rs; its unit test checks these take it):
+        ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1),     // depth 3, 34 rows, columns in 16s and less
+        ConvShape::new(5, 40, 4, 4, 36, 1, 1, 0, 1),    // 1×1, 4×4: 36 rows, 40 columns
+        ConvShape::new(3, 9, 16, 16, 20, 3, 1, 1, 1),   // depth 256
     ];
     for s in shapes {
         let x = random(s.input_len(), 1);

@@ -13,11 +13,13 @@
 //! im2col, GEMM and col2im, in a scratch slab of its worker), so no thread waits for another
 //! inside an op and the column scratch an item fills is still in cache when its GEMM reads it:
 //! - forward: an item is a column tile of images side by side (`Geo::group` small images share
-//!   one GEMM); neither changes an output's sum;
+//!   one GEMM), and a row tile of it where the whole batch makes one column tile; none of these
+//!   changes an output's sum;
 //! - backward-data: an item is a range of input channels of such a group: its rows of
 //!   `col = Wᵀ·dy`, then col2im of exactly those channels' planes, in the plain loop's order;
 //! - backward-weights sums over the batch, so an item is a tile of `dW` that runs through the
-//!   images in order, one GEMM per image (im2col of its own rows of `col` first).
+//!   images in order, one GEMM per image (im2col of its own rows of `col` first); where images
+//!   have few pixels, `conv_dw.rs` does the same sums with the tile in registers.
 
 use std::ops::Range;
 
@@ -38,6 +40,8 @@ const MIN_TILE_COLS: usize = 32;
 const MIN_TILE_ROWS: usize = 32;
 /// Items of a weight gradient: its tiles are small GEMMs already, so fewer.
 const W_ITEMS: usize = 8;
+/// Row tiles of a forward GEMM that makes a single column tile.
+const FWD_ROW_ITEMS: usize = 2;
 /// Floats of column scratch a backward-data item should stay under (about a core's L2 cache), so
 /// col2im reads what the GEMM just wrote from cache.
 const COL_TILE: usize = 1 << 18;
@@ -96,25 +100,31 @@ fn image_groups(s: &ConvShape, g: &Geo) -> Vec<(usize, usize)> {
     (0..s.batch).step_by(g.group).map(|b0| (b0, g.group.min(s.batch - b0))).collect()
 }
 
-/// One forward item: columns `cols` of the GEMM of images `b0..b0 + imgs` side by side.
+/// One forward item: rows (filters) `rows` and columns `cols` of the GEMM of images
+/// `b0..b0 + imgs` side by side.
 #[derive(Clone, Debug)]
 struct ColTile {
     b0: usize,
     imgs: usize,
+    rows: Range<usize>,
     cols: Range<usize>,
 }
 
 fn forward_plan(s: &ConvShape, g: &Geo) -> Vec<ColTile> {
     let groups = image_groups(s, g);
     let want = ITEMS.div_ceil(groups.len().max(1));
-    let mut out = Vec::new();
-    for (b0, imgs) in groups {
+    let tiles: Vec<_> = groups.iter().flat_map(|&(b0, imgs)| {
         let cols = imgs * g.n;
-        for r in gemm_split(cols, 1, g.m, want.min(cols / MIN_COLS), 1, 16) {
-            out.push(ColTile { b0, imgs, cols: r });
-        }
-    }
-    out
+        gemm_split(cols, 1, g.m, want.min(cols / MIN_COLS), 1, 16).into_iter().map(move |r| (b0, imgs, r))
+    }).collect();
+    // A whole batch of few pixels (the deep layers of a small input) makes one column tile:
+    // the filters are cut instead, so that the other workers do not idle through the op's
+    // largest GEMM. Each row tile repeats the (cheap) im2col of its columns.
+    let rows = match tiles.as_slice() {
+        [(_, _, c)] => gemm_split(g.m, 1, c.len(), FWD_ROW_ITEMS, MIN_TILE_ROWS, 16),
+        _ => vec![0..g.m],
+    };
+    tiles.into_iter().flat_map(|(b0, imgs, cols)| rows.iter().map(move |r| ColTile { b0, imgs, rows: r.clone(), cols: cols.clone() })).collect()
 }
 
 /// Scratch floats of one forward item: its im2col columns, and its GEMM output when images share
@@ -122,7 +132,7 @@ fn forward_plan(s: &ConvShape, g: &Geo) -> Vec<ColTile> {
 fn forward_scratch(g: &Geo, t: &ColTile) -> (usize, usize) {
     let w = t.cols.len();
     let col = if g.direct && t.imgs == 1 { 0 } else { g.k * w };
-    (col, if t.imgs > 1 { g.m * w } else { 0 })
+    (col, if t.imgs > 1 { t.rows.len() * w } else { 0 })
 }
 
 /// One backward-data item: input channels `chs` of images `b0..b0 + imgs`.
@@ -193,9 +203,11 @@ pub(super) fn col_len(s: &ConvShape) -> usize {
     let bwd_data = if g.direct { 0 } else {
         backward_data_plan(s, &g).iter().map(|b| b.chs.len() * g.ss * b.imgs * g.n).max().unwrap_or(0)
     };
-    let bwd_weights = if g.direct { 0 } else {
-        backward_weights_plan(&g).iter().map(|t| t.cols.len() * g.n).max().unwrap_or(0)
-    };
+    let bwd_weights = backward_weights_plan(&g).iter().map(|t| match (dw::applies(s, &g, t), g.direct) {
+        (true, _) => dw::scratch_len(s, &g, t),
+        (false, true) => 0,
+        (false, false) => t.cols.len() * g.n,
+    }).max().unwrap_or(0);
     fwd.max(bwd_data).max(bwd_weights)
 }
 
@@ -298,143 +310,6 @@ unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut
     }
 }
 
-/// First output index `o` whose input index `o·stride + kk − pad` is ≥ 0, and the end of those
-/// that stay below `limit`: the outputs of one kernel tap that read real pixels.
-#[inline]
-fn valid_range(out: usize, kk: usize, stride: usize, pad: usize, limit: usize) -> Range<usize> {
-    let lo = pad.saturating_sub(kk).div_ceil(stride);
-    // o·stride + kk − pad < limit  ⇔  o < (limit + pad − kk) / stride (rounded up)
-    let hi = (limit + pad).saturating_sub(kk).div_ceil(stride);
-    lo.min(out)..hi.min(out).max(lo.min(out))
-}
-
-/// im2col of output positions `pos` of one image for rows `rows` of `col` (row `(ch·size + ky)·size
-/// + kx` reads channel plane `planes(ch)`): row r goes to row `r − rows.start` of `dst` (row
-/// stride `ld`) from column `c0` on, plane[iy][ix] for each position (0 in the padding).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn im2col_positions<'a>(
-    planes: impl Fn(usize) -> &'a [f32], s: &ConvShape, rows: Range<usize>, pos: Range<usize>, dst: &mut [f32], ld: usize, c0: usize,
-) {
-    if pos.is_empty() {
-        return;
-    }
-    let ow = s.out_w;
-    let ss = s.size * s.size;
-    let n = s.out_h * ow;
-    // Stride 1 with the input's width, whole image: a tap's column is the plane shifted by
-    // (ky − pad, kx − pad), so its valid pixels are one contiguous run of the plane.
-    let shifted = s.stride == 1 && ow == s.w && pos == (0..n);
-    for row in rows.clone() {
-        let (ch, ky, kx) = (row / ss, row % ss / s.size, row % s.size);
-        let plane = planes(ch);
-        let d = &mut dst[(row - rows.start) * ld + c0..][..pos.len()];
-        let (ys, xs) = (valid_range(s.out_h, ky, s.stride, s.pad, s.h), valid_range(ow, kx, s.stride, s.pad, s.w));
-        if shifted {
-            if ys.is_empty() || xs.is_empty() {
-                d.fill(0.0);
-                continue;
-            }
-            // From the first valid output to the last: each output reads its own pixel, the
-            // ones outside `xs` in between read a neighbouring row's and are zeroed below.
-            let (first, last) = (ys.start * ow + xs.start, (ys.end - 1) * ow + xs.end);
-            let src0 = (ys.start + ky - s.pad) * s.w + xs.start + kx - s.pad;
-            d[..first].fill(0.0);
-            d[first..last].copy_from_slice(&plane[src0..src0 + (last - first)]);
-            d[last..].fill(0.0);
-            if xs.len() < ow {
-                for oy in ys {
-                    let r = &mut d[oy * ow..(oy + 1) * ow];
-                    r[..xs.start].fill(0.0);
-                    r[xs.end..].fill(0.0);
-                }
-            }
-            continue;
-        }
-        // Output rows the positions touch, each clipped to `pos`.
-        for oy in pos.start / ow..=(pos.end - 1) / ow {
-            let (a, b) = (pos.start.max(oy * ow) - oy * ow, pos.end.min((oy + 1) * ow) - oy * ow);
-            let seg = &mut d[oy * ow + a - pos.start..][..b - a];
-            let (lo, hi) = (xs.start.clamp(a, b), xs.end.clamp(a, b));
-            if !ys.contains(&oy) || lo >= hi {
-                seg.fill(0.0);
-                continue;
-            }
-            let iy = oy * s.stride + ky - s.pad;
-            let src = &plane[iy * s.w..(iy + 1) * s.w];
-            seg[..lo - a].fill(0.0);
-            seg[hi - a..].fill(0.0);
-            let ix0 = lo * s.stride + kx - s.pad;
-            let out = &mut seg[lo - a..hi - a];
-            if s.stride == 1 {
-                out.copy_from_slice(&src[ix0..ix0 + out.len()]);
-            } else if s.stride == 2 {
-                // Pairs of pixels (bounds checked once), which the compiler vectorises.
-                let last = out.len() - 1;
-                let (pairs, _) = src[ix0..ix0 + 2 * last].as_chunks::<2>();
-                for (v, p) in out.iter_mut().zip(pairs) {
-                    *v = p[0];
-                }
-                out[last] = src[ix0 + 2 * last];
-            } else {
-                for (j, v) in out.iter_mut().enumerate() {
-                    *v = src[ix0 + j * s.stride];
-                }
-            }
-        }
-    }
-}
-
-/// Transpose of im2col for one channel plane: dx[iy][ix] += col[...] (padding entries dropped),
-/// taps in (ky, kx) order as the plain loop, so each dx float gets its terms in the same order;
-/// `ch` is the channel's row block in `col`. Stride 1 at the input's size: a tap's terms are its
-/// col row shifted by a constant, added as one run, the entries whose pixel would wrap into a
-/// neighbouring row first set to −0.0 in `col` (x + −0.0 is x for every x), so they change nothing.
-#[inline(always)]
-fn col2im_plane(col: &mut [f32], ld: usize, c0: usize, s: &ConvShape, ch: usize, plane: &mut [f32]) {
-    let ow = s.out_w;
-    let shifted = s.stride == 1 && ow == s.w;
-    for ky in 0..s.size {
-        let ys = valid_range(s.out_h, ky, s.stride, s.pad, s.h);
-        for kx in 0..s.size {
-            let xs = valid_range(ow, kx, s.stride, s.pad, s.w);
-            if xs.is_empty() || ys.is_empty() {
-                continue;
-            }
-            let row = &mut col[((ch * s.size + ky) * s.size + kx) * ld + c0..][..s.out_h * ow];
-            let ix0 = xs.start * s.stride + kx - s.pad;
-            if shifted {
-                if xs.len() < ow {
-                    for oy in ys.clone() {
-                        row[oy * ow..oy * ow + xs.start].fill(-0.0);
-                        row[oy * ow + xs.end..(oy + 1) * ow].fill(-0.0);
-                    }
-                }
-                let (first, last) = (ys.start * ow + xs.start, (ys.end - 1) * ow + xs.end);
-                let d0 = (ys.start + ky - s.pad) * s.w + ix0;
-                for (d, v) in plane[d0..d0 + (last - first)].iter_mut().zip(&row[first..last]) {
-                    *d += v;
-                }
-                continue;
-            }
-            for oy in ys.clone() {
-                let iy = oy * s.stride + ky - s.pad;
-                let src = &row[oy * ow + xs.start..oy * ow + xs.end];
-                let dst = &mut plane[iy * s.w..(iy + 1) * s.w];
-                if s.stride == 1 {
-                    for (d, v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
-                        *d += v;
-                    }
-                } else {
-                    for (j, v) in src.iter().enumerate() {
-                        dst[ix0 + j * s.stride] += v;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The images a column range of a group's GEMM covers: (image j of the group, its positions,
 /// the range's first column for them).
 fn image_pieces(n: usize, cols: &Range<usize>) -> impl Iterator<Item = (usize, Range<usize>, usize)> + '_ {
@@ -455,15 +330,15 @@ pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvSh
     let per = col_len(s);
     let yp = SharedMut::new(y);
     for gi in 0..s.groups {
-        let wg = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.m, g.k, false);
+        let wg = &w[gi * g.m * g.k..][..g.m * g.k];
         par.for_each_scratch(plan.len(), col, per, |i, scratch| {
             let t = &plan[i];
             let width = t.cols.len();
             let (col_floats, wide_floats) = forward_scratch(&g, t);
             let (colt, rest) = scratch.split_at_mut(col_floats);
-            let b = if col_floats == 0 {
-                // 1×1 direct, one image: the input's channel rows are the columns.
-                Mat::of(&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], g.k, g.n, false).at(0, t.cols.start)
+            // B: the im2col columns, or for a 1×1 direct image its input's channel rows.
+            let (b, b_at, b_rs) = if col_floats == 0 {
+                (&x[(t.b0 * s.c + gi * g.cg) * hw..][..g.k * g.n], t.cols.start, g.n)
             } else {
                 par::wide(#[inline(always)] || {
                     for (j, pos, c0) in image_pieces(g.n, &t.cols) {
@@ -471,24 +346,25 @@ pub(super) fn forward(par: &Par, x: &[f32], w: &[f32], y: &mut [f32], s: &ConvSh
                         im2col_positions(planes, s, 0..g.k, pos, colt, width, c0);
                     }
                 });
-                Mat::of(colt, g.k, width, false)
+                (&colt[..], 0, width)
             };
+            let (m, a_at) = (t.rows.len(), t.rows.start * g.k);
             if t.imgs == 1 {
-                let y0 = (t.b0 * s.filters + gi * g.m) * g.n + t.cols.start;
-                // SAFETY: wg and b cover m×k and k×width; the item alone writes columns
-                // `t.cols` of its image's m planes, disjoint from x and w (checked by the caller).
-                unsafe { sgemm(g.m, g.k, width, wg, b, 0.0, yp.ptr_at(y0), g.n) };
+                let y0 = (t.b0 * s.filters + gi * g.m + t.rows.start) * g.n + t.cols.start;
+                // SAFETY: the item alone writes columns `t.cols` of its image's planes `t.rows`,
+                // disjoint from x and w (checked by the caller).
+                unsafe { blocks::product(m, g.k, width, (wg, a_at, g.k, 1), (b, b_at, b_rs), (yp, y0, g.n), false) };
                 return;
             }
             let wide = &mut rest[..wide_floats];
             // SAFETY: as above, into the worker's scratch.
-            unsafe { sgemm(g.m, g.k, width, wg, b, 0.0, wide.as_mut_ptr(), width) };
+            unsafe { blocks::product(m, g.k, width, (wg, a_at, g.k, 1), (b, b_at, b_rs), (SharedMut::new(wide), 0, width), false) };
             for (j, pos, c0) in image_pieces(g.n, &t.cols) {
-                for f in 0..g.m {
+                for (i, f) in t.rows.clone().enumerate() {
                     let y0 = ((t.b0 + j) * s.filters + gi * g.m + f) * g.n;
-                    // SAFETY: these positions of image j belong to this item's columns alone.
+                    // SAFETY: these positions of image j's planes `t.rows` belong to this item alone.
                     let dst = unsafe { yp.slice_mut(y0 + pos.start..y0 + pos.end) };
-                    dst.copy_from_slice(&wide[f * width + c0..][..pos.len()]);
+                    dst.copy_from_slice(&wide[i * width + c0..][..pos.len()]);
                 }
             }
         });
@@ -503,18 +379,19 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
     let hw = s.h * s.w;
     let out = SharedMut::new(dx);
     for gi in 0..s.groups {
-        let wt = Mat::of(&w[gi * g.m * g.k..][..g.m * g.k], g.k, g.m, true);
+        // Wᵀ: (r, d) is W's (d, r).
+        let wg = &w[gi * g.m * g.k..][..g.m * g.k];
         if g.direct {
             // dx += Wᵀ·dy straight into dx (beta 1), one image per GEMM so each dx float gets
             // the same single accumulation as the plain form.
             let parts = gemm_split(g.n, 1, g.k, ITEMS.div_ceil(s.batch), MIN_COLS, 16);
             par.for_each(s.batch * parts.len(), |item| {
                 let (b, r) = (item / parts.len(), parts[item % parts.len()].clone());
-                let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false);
+                let dyb = &dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n];
                 let d0 = (b * s.c + gi * g.cg) * hw + r.start;
-                // SAFETY: the (image, tile) items write disjoint column blocks of dx; wt and dyb
+                // SAFETY: the (image, tile) items write disjoint column blocks of dx; w and dy
                 // are read-only inputs disjoint from dx (checked by the caller).
-                unsafe { sgemm(g.k, g.m, r.len(), wt, dyb.at(0, r.start), 1.0, out.ptr_at(d0), g.n) };
+                unsafe { blocks::product(g.k, g.m, r.len(), (wg, 0, 1, g.k), (dyb, r.start, g.n), (out, d0, g.n), true) };
             });
             continue;
         }
@@ -539,15 +416,14 @@ pub(super) fn backward_data(par: &Par, dy: &[f32], w: &[f32], dx: &mut [f32], s:
             let blk = &plan[i];
             let cols = blk.imgs * g.n;
             let dyg = if blk.imgs == 1 {
-                Mat::of(&dy[(blk.b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, cols, false)
+                &dy[(blk.b0 * s.filters + gi * g.m) * g.n..][..g.m * g.n]
             } else {
-                Mat::of(&gathered[blk.b0 * g.m * g.n..][..g.m * cols], g.m, cols, false)
+                &gathered[blk.b0 * g.m * g.n..][..g.m * cols]
             };
             let rows = blk.chs.len() * g.ss;
             let c = &mut scratch[..rows * cols];
-            // SAFETY: wt's rows of these channels are rows×m, dyg m×cols, c rows×cols in the
-            // worker's scratch, disjoint from both.
-            unsafe { sgemm(rows, g.m, cols, wt.at(blk.chs.start * g.ss, 0), dyg, 0.0, c.as_mut_ptr(), cols) };
+            // SAFETY: c (rows×cols) is in the worker's scratch, disjoint from w and dy.
+            unsafe { blocks::product(rows, g.m, cols, (wg, blk.chs.start * g.ss, 1, g.k), (dyg, 0, cols), (SharedMut::new(c), 0, cols), false) };
             par::wide(#[inline(always)] || {
                 for j in 0..blk.imgs {
                     for ch in blk.chs.clone() {
@@ -573,6 +449,9 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
         let dwg = SharedMut::new(&mut dw[gi * g.m * g.k..][..g.m * g.k]);
         par.for_each_scratch(plan.len(), col, col_len(s), |i, scratch| {
             let t = &plan[i];
+            if dw::applies(s, &g, t) {
+                return dw::tile(x, dy, dwg, s, &g, gi, t, scratch);
+            }
             let kt = t.cols.len();
             for b in 0..s.batch {
                 let dyb = Mat::of(&dy[(b * s.filters + gi * g.m) * g.n..][..g.m * g.n], g.m, g.n, false).at(t.rows.start, 0);
@@ -591,6 +470,17 @@ pub(super) fn backward_weights(par: &Par, x: &[f32], dy: &[f32], dw: &mut [f32],
         });
     }
 }
+
+#[path = "im2col.rs"]
+mod im2col;
+use im2col::{col2im_plane, im2col_positions};
+#[cfg(test)]
+use im2col::{GATHER_TABLE, im2col_gathered, im2col_ranges, valid_range};
+
+#[path = "conv_blocks.rs"]
+mod blocks;
+#[path = "conv_dw.rs"]
+mod dw;
 
 #[path = "conv_calls.rs"]
 mod calls;

@@ -55,7 +55,7 @@ pub fn gemm_calls(s: &ConvShape, op: ConvOp) -> Vec<GemmCall> {
                 for t in forward_plan(s, &g) {
                     let w = t.cols.len();
                     let (b, ldc) = if t.imgs == 1 { (if g.direct { n } else { w }, n) } else { (w, w) };
-                    out.push(call(m, k, w, (k, 1), (b, 1), 0.0, ldc));
+                    out.push(call(t.rows.len(), k, w, (k, 1), (b, 1), 0.0, ldc));
                 }
             }
             ConvOp::BackwardData if g.direct => {

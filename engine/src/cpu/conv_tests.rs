@@ -15,6 +15,47 @@ fn valid_range_matches_the_index_formula() {
     }
 }
 
+/// The tap-table im2col of few positions writes the same floats as the one by valid ranges,
+/// padding zeros included, for whole images and for pieces of one, at any row offset.
+#[test]
+fn gathered_im2col_equals_the_ranges() {
+    for s in [ConvShape::new(1, 5, 2, 2, 1, 3, 1, 1, 1), ConvShape::new(1, 3, 4, 4, 1, 3, 1, 1, 1), ConvShape::new(1, 2, 7, 5, 1, 3, 2, 1, 1),
+        ConvShape::new(1, 2, 3, 3, 1, 1, 1, 0, 1), ConvShape::new(1, 4, 2, 3, 1, 2, 1, 0, 1)] {
+        let (k, n, hw) = (s.c * s.size * s.size, s.out_h * s.out_w, s.h * s.w);
+        assert!(s.size * s.size * n <= GATHER_TABLE, "{s:?} must fit the table");
+        let x: Vec<f32> = (0..s.c * hw).map(|i| i as f32 + 1.0).collect();
+        let planes = |ch: usize| &x[ch * hw..][..hw];
+        for (rows, pos) in [(0..k, 0..n), (1..k - 1, 0..n), (s.size * s.size..k, n / 2..n), (k - 1..k, 0..1)] {
+            let (ld, c0) = (n + 3, 2);
+            let (mut a, mut b) = (vec![f32::NAN; rows.len() * ld], vec![f32::NAN; rows.len() * ld]);
+            im2col_gathered(planes, &s, rows.clone(), pos.clone(), &mut a, ld, c0);
+            im2col_ranges(planes, &s, rows.clone(), pos.clone(), &mut b, ld, c0);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{s:?} rows {rows:?} positions {pos:?}");
+        }
+    }
+}
+
+/// The shapes `tests/cpu_backend.rs` checks the few-pixel weight gradient on (against one `gemm`
+/// call per image) do take that path, in tiles with and without whole 32-column and 4-row blocks.
+#[test]
+fn few_pixel_weight_gradients_take_their_path() {
+    if !par::has_wide() {
+        return; // gemm runs them: nothing to check
+    }
+    for s in [ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1), ConvShape::new(5, 40, 4, 4, 36, 1, 1, 0, 1),
+        ConvShape::new(3, 9, 16, 16, 20, 3, 1, 1, 1), ConvShape::new(16, 64, 2, 2, 128, 3, 1, 1, 1)] {
+        let g = geo(&s);
+        let plan = backward_weights_plan(&g);
+        assert!(plan.iter().all(|t| dw::applies(&s, &g, t)), "{s:?}: {plan:?}");
+    }
+    let ragged = |s: ConvShape| backward_weights_plan(&geo(&s)).iter().any(|t| t.rows.len() % 4 != 0 && t.cols.len() % 16 != 0);
+    assert!(ragged(ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1)), "the first shape must leave row and column tails");
+    // Depth 2 stays with gemm, which takes another kernel there.
+    let two = ConvShape::new(4, 8, 2, 1, 40, 1, 1, 0, 1);
+    assert!(!backward_weights_plan(&geo(&two)).iter().any(|t| dw::applies(&two, &geo(&two), t)));
+}
+
 #[test]
 fn splits_cover_the_range_at_aligned_cuts() {
     for len in [1, 7, 49, 256, 784, 3136, 12544] {

@@ -31,6 +31,15 @@ pub(super) fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether [`wide`] runs AVX-512 code on this CPU (for paths that are only worth taking there).
+pub(super) fn has_wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+        return true;
+    }
+    false
+}
+
 /// A pool of worker threads (none for one thread: the caller's thread does all the work).
 pub(super) struct Par {
     pool: Option<rayon::ThreadPool>,
