@@ -64,7 +64,7 @@ impl HostSplit {
         self.forward_s += r.t_forward - r.t_upload;
         self.backward_s += r.t_backward;
         self.update_s += r.t_update;
-        self.wait_s += r.t_sync - r.t_staged;
+        self.wait_s += r.t_sync;
     }
 
     /// The sums of `steps` steps as means per step.

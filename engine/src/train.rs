@@ -67,8 +67,8 @@ pub struct StepRecord {
     /// the copy into the upload staging memory); 0 for a micro-batch [`Trainer::run_steps`]
     /// staged during the step before.
     pub t_upload: f64,
-    /// Of `t_sync`, the seconds [`Trainer::run_steps`] spent staging the next step's input
-    /// while the device ran this step.
+    /// The seconds [`Trainer::run_steps`] spent staging the next step's input while the device
+    /// ran this step: after the submission, before the wait (not part of `t_sync`).
     pub t_staged: f64,
     /// Device time of every kernel launch of the step, where the backend measures it (GPU
     /// timestamps); empty otherwise.
@@ -207,7 +207,7 @@ impl<B: Backend> Trainer<B> {
     /// batch's first micro-batch (on a GPU: converts and copies it into staging memory, the copy
     /// to the device recorded ahead of that step's work), instead of doing it while the device
     /// waits. The work recorded, and so every result, is that of the plain steps; the staging
-    /// time is the record's `t_staged`, inside its `t_sync`.
+    /// time is the record's `t_staged`.
     pub fn run_steps<'a>(
         &mut self, batches: impl IntoIterator<Item = (&'a [f32], &'a [f32])>, mut each: impl FnMut(StepRecord) -> Result<(), TrainError>,
     ) -> Result<(), TrainError> {
