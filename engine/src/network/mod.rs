@@ -208,13 +208,13 @@ impl<B: Backend> Network<B> {
         self.backend.memory_bytes()
     }
 
-    /// Upload one mini-batch: images `[mini_batch][c][h][w]` and truths `[mini_batch][max_boxes][5]`.
     /// Floats of one image and of one image's truths (`max_boxes` boxes of 5).
     pub fn per_image(&self) -> (usize, usize) {
         let c = &self.cfg.net;
         (c.channels * c.height * c.width, self.max_boxes * 5)
     }
 
+    /// Upload one mini-batch: images `[mini_batch][c][h][w]` and truths `[mini_batch][max_boxes][5]`.
     pub fn set_input(&self, images: &[f32], truths: &[f32]) -> Result<(), NetworkError> {
         let expected = self.backend.len(&self.input);
         if images.len() != expected {
