@@ -114,11 +114,7 @@ pub struct PendingUpdate {
 
 /// A step whose read-back has started (`Trainer::start_update`).
 struct StartedUpdate {
-    iteration: u64,
-    lr: f32,
-    t_forward: f64,
-    t_backward: f64,
-    t_upload: f64,
+    pending: PendingUpdate,
     t_update: f64,
     /// Host seconds of the submission.
     t_submit: f64,
@@ -337,7 +333,7 @@ impl<B: Backend> Trainer<B> {
     /// [`Trainer::apply_update`] up to the read-back, which it starts (on a GPU: submits the
     /// step) without waiting for it.
     fn start_update(&mut self, pending: PendingUpdate) -> StartedUpdate {
-        let PendingUpdate { iteration, lr, t_forward, t_backward, t_upload } = pending;
+        let PendingUpdate { iteration, lr, .. } = pending;
         let net = &self.net;
         let b = &net.backend;
         let n = self.step_images();
@@ -371,12 +367,13 @@ impl<B: Backend> Trainer<B> {
         // `t_sync` holds the device's execution time (less what the host did in between).
         let stats = b.download_start(&net.stats);
         let t_submit = t3.elapsed().as_secs_f64();
-        StartedUpdate { iteration, lr, t_forward, t_backward, t_upload, t_update: (t3 - t2).as_secs_f64(), t_submit, stats }
+        StartedUpdate { pending, t_update: (t3 - t2).as_secs_f64(), t_submit, stats }
     }
 
     /// The rest of [`Trainer::apply_update`]: waits for the read-back and checks the step.
     fn finish_update(&mut self, started: StartedUpdate) -> Result<StepRecord, TrainError> {
-        let StartedUpdate { iteration, lr, t_forward, t_backward, t_upload, t_update, t_submit, stats } = started;
+        let StartedUpdate { pending, t_update, t_submit, stats } = started;
+        let PendingUpdate { iteration, lr, t_forward, t_backward, t_upload } = pending;
         let net = &self.net;
         let b = &net.backend;
         let t4 = Instant::now();
