@@ -184,3 +184,30 @@ pub(crate) fn view(buf: &GpuBuf, offset: usize, len: usize) -> GpuBuf {
     );
     GpuBuf { storage: buf.storage.clone(), offset: buf.offset + offset, len }
 }
+
+/// A read mapping of a buffer begun by [`map_read`], for the device's queue to finish.
+pub(crate) struct ReadMapping(std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>);
+
+/// Starts mapping the first `bytes` of `buf` for reading (it completes once the submitted work
+/// before it has run).
+pub(crate) fn map_read(buf: &wgpu::Buffer, bytes: u64) -> ReadMapping {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buf.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+        let _ = tx.send(r);
+    });
+    ReadMapping(rx)
+}
+
+impl ReadMapping {
+    /// Waits for the device and the mapping of `what` (named in the panic if either fails).
+    pub(crate) fn wait(self, device: &wgpu::Device, what: &str) {
+        if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
+            panic!("gpu: waiting for the device ({what}) failed: {e}");
+        }
+        match self.0.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("gpu: mapping {what} failed: {e}"),
+            Err(e) => panic!("gpu: the mapping callback of {what} never ran: {e}"),
+        }
+    }
+}

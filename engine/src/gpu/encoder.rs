@@ -236,18 +236,7 @@ impl Recorder {
         let mut out = Vec::new();
         for (buf, labels) in std::mem::take(&mut t.pending) {
             let bytes = 2 * labels.len() as u64 * wgpu::QUERY_SIZE as u64;
-            let (tx, rx) = std::sync::mpsc::channel();
-            buf.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
-                let _ = tx.send(r);
-            });
-            if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
-                panic!("gpu: waiting for timestamps failed: {e}");
-            }
-            match rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("gpu: mapping timestamps failed: {e}"),
-                Err(e) => panic!("gpu: timestamp callback never ran: {e}"),
-            }
+            super::buffers::map_read(&buf, bytes).wait(device, "timestamps");
             {
                 let view = buf.get_mapped_range(..bytes).unwrap_or_else(|e| panic!("gpu: reading timestamps: {e:?}"));
                 let ticks: &[u64] = bytemuck::cast_slice(&view);

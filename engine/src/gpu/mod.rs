@@ -118,7 +118,7 @@ impl GpuBackend {
             options.serial_trees = serial;
         }
         if let Some(wide) = sel.wide {
-            options.wide = wide.clamp(1, 16);
+            options.wide = wide.clamp(1, pipelines::MAX_WIDE);
         }
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
@@ -330,20 +330,10 @@ impl GpuBackend {
             rec.encoder(&self.device).copy_buffer_to_buffer(buf.buffer(), buf.offset as u64 * 4, &staging, 0, bytes);
             rec.flush(&self.device, &self.queue);
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
+        let mapping = buffers::map_read(&staging, bytes);
         let device = self.device.clone();
         Download::later(move || {
-            if let Err(e) = device.poll(wgpu::PollType::wait_indefinitely()) {
-                panic!("gpu: waiting for the device failed: {e}");
-            }
-            match rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("gpu: mapping the download buffer failed: {e}"),
-                Err(e) => panic!("gpu: download callback never ran: {e}"),
-            }
+            mapping.wait(&device, "the download buffer");
             let view = staging.get_mapped_range(..).unwrap_or_else(|e| panic!("gpu: reading the download buffer: {e:?}"));
             let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
             drop(view);
