@@ -423,6 +423,8 @@ pub(crate) struct CompileOptions {
 
 /// Values per invocation of the wide kernels on GPUs (include/wide.wgsl says what it measured).
 pub(crate) const DEFAULT_WIDE: u32 = 4;
+/// Most values per invocation a device may be asked for (`ENGINE_GPU_WIDE`, the selector).
+pub(crate) const MAX_WIDE: u32 = 16;
 
 impl Default for CompileOptions {
     fn default() -> Self {
@@ -452,7 +454,7 @@ impl CompileOptions {
         };
         // CPU adapters: one value each (see DEFAULT_WIDE's file for GPUs).
         let wide = match std::env::var("ENGINE_GPU_WIDE").ok().and_then(|v| v.parse::<u32>().ok()) {
-            Some(w @ 1..=16) => w,
+            Some(w @ 1..=MAX_WIDE) => w,
             _ if cpu => 1,
             _ => DEFAULT_WIDE,
         };
