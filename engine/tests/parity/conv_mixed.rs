@@ -79,20 +79,28 @@ fn mixed_case(g: &GpuBackend, s: ConvShape, seed: u64) {
     assert_sum_close(&format!("conv_backward_weights (mixed) vs cpu {s:?}"), &gdw, &f64s(&cpu.download(&cdw)), &dwa);
 }
 
+/// batch, c, h, w, filters, size, stride, pad, groups: every tile height (32, 64, 128 rows),
+/// partial tiles in every dimension, 1×1 and 3×3 (specialised) and other sizes, strides with
+/// their backward-data phases, groups.
+fn shapes() -> [ConvShape; 8] {
+    [
+        ConvShape::new(2, 3, 7, 5, 5, 3, 1, 1, 1),
+        ConvShape::new(2, 4, 9, 8, 6, 3, 2, 1, 2),
+        ConvShape::new(1, 6, 5, 5, 7, 1, 1, 0, 1),
+        ConvShape::new(1, 4, 6, 6, 4, 3, 1, 1, 4),      // depthwise
+        ConvShape::new(1, 5, 11, 10, 3, 2, 2, 0, 1),    // even kernel, no pad
+        ConvShape::new(1, 17, 9, 9, 70, 3, 1, 1, 1),    // 64-row tiles, two of them
+        ConvShape::new(2, 40, 13, 13, 130, 3, 1, 1, 1), // 128-row tiles, 13² pixels
+        ConvShape::new(1, 130, 10, 10, 36, 1, 1, 0, 1), // 1×1, K past one tile
+    ]
+}
+
 #[test]
 fn conv_mixed_forward_and_backward() {
     let Some(g) = mixed_gpu() else { return };
-    // batch, c, h, w, filters, size, stride, pad, groups: every tile height (32, 64, 128 rows),
-    // partial tiles in every dimension, 1×1 and 3×3 (specialised) and other sizes, strides
-    // with their backward-data phases, groups.
-    mixed_case(g, ConvShape::new(2, 3, 7, 5, 5, 3, 1, 1, 1), 110);
-    mixed_case(g, ConvShape::new(2, 4, 9, 8, 6, 3, 2, 1, 2), 120);
-    mixed_case(g, ConvShape::new(1, 6, 5, 5, 7, 1, 1, 0, 1), 130);
-    mixed_case(g, ConvShape::new(1, 4, 6, 6, 4, 3, 1, 1, 4), 140); // depthwise
-    mixed_case(g, ConvShape::new(1, 5, 11, 10, 3, 2, 2, 0, 1), 150); // even kernel, no pad
-    mixed_case(g, ConvShape::new(1, 17, 9, 9, 70, 3, 1, 1, 1), 160); // 64-row tiles, two of them
-    mixed_case(g, ConvShape::new(2, 40, 13, 13, 130, 3, 1, 1, 1), 170); // 128-row tiles, 13² pixels
-    mixed_case(g, ConvShape::new(1, 130, 10, 10, 36, 1, 1, 0, 1), 180); // 1×1, K past one tile
+    for (i, s) in shapes().into_iter().enumerate() {
+        mixed_case(g, s, 110 + 10 * i as u64);
+    }
     // Planes of a multiple of 4 pixels, with the direct write-out on and off: whole tiles then
     // take it (fragments loaded from and stored to y, dx, dw or the split-K partials), the tiles
     // at an image's or the matrix's edge the staged one, in one dispatch.
@@ -110,13 +118,9 @@ fn conv_mixed_forward_and_backward() {
 #[test]
 fn conv_mixed_column_path() {
     let Some(g) = col_gpu() else { return };
-    mixed_case(g, ConvShape::new(2, 3, 7, 5, 5, 3, 1, 1, 1), 310);
-    mixed_case(g, ConvShape::new(2, 4, 9, 8, 6, 3, 2, 1, 2), 320);
-    mixed_case(g, ConvShape::new(1, 6, 5, 5, 7, 1, 1, 0, 1), 330);
-    mixed_case(g, ConvShape::new(1, 5, 11, 10, 3, 2, 2, 0, 1), 350);
-    mixed_case(g, ConvShape::new(1, 17, 9, 9, 70, 3, 1, 1, 1), 360);
-    mixed_case(g, ConvShape::new(2, 40, 13, 13, 130, 3, 1, 1, 1), 370);
-    mixed_case(g, ConvShape::new(1, 130, 10, 10, 36, 1, 1, 0, 1), 380);
+    for (i, s) in shapes().into_iter().enumerate() {
+        mixed_case(g, s, 310 + 10 * i as u64);
+    }
     mixed_case(g, ConvShape::new(2, 32, 16, 16, 64, 3, 1, 1, 1), 390);
     mixed_case(g, ConvShape::new(2, 3, 40, 40, 4, 3, 1, 1, 1), 395); // split K
     let chunked = col_ranges_gpu().expect("made where col_gpu is");
