@@ -17,8 +17,8 @@
 // On the column path (p.col, include/conv_gather.wgsl) the forward and backward-weights GEMMs
 // read B from the f16 im2col matrix instead of gathering it from x: eight values per load.
 // Workgroup memory: STAGES · (BM + BN) · BK f16 values + 8 KiB of staging: 16 KiB at 128 × 128
-// with BK 16 and one stage (wgpu's default limit); deeper or double tiles only where the device
-// grants more (gpu/device.rs, mixed_tiling).
+// with BK 16 and one stage (wgpu's default limit); deeper, double or padded tiles only where the
+// device grants more (gpu/device.rs, mixed_tiling).
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -29,8 +29,16 @@ const FN: u32 = BN / (16u * SGC); // fragment columns per subgroup: 1, 2 or 4 (f
 
 // A row-major [m][k] and B row-major [k][n] (forward, backward data) or column-major [n][k]
 // (backward weights): each layout makes consecutive invocations store consecutive elements.
-var<workgroup> Ah: array<f16, STAGES * BM * BK>;
-var<workgroup> Bh: array<f16, STAGES * BK * BN>;
+// Rows are padded by PAD values (gpu/device.rs, MixedTiling::pad) where the device grants the
+// memory: unpadded, the rows of a 16×16 matrix load are 32 (A) or 256 (B) bytes apart and fall
+// in the same few memory banks.
+const AS: u32 = BK + PAD;                        // A's row stride ([m][k])
+const BRS: u32 = BN + PAD;                       // B's row stride, row-major ([k][n])
+const BCS: u32 = BK + PAD;                       // B's column stride, column-major ([n][k])
+const A_STAGE: u32 = BM * AS;
+const B_STAGE: u32 = BK * BN + PAD * max(BK, BN); // room for either layout
+var<workgroup> Ah: array<f16, STAGES * A_STAGE>;
+var<workgroup> Bh: array<f16, STAGES * B_STAGE>;
 var<workgroup> Cs: array<f32, 2048>; // one 16×16 fragment per subgroup, row-major
 
 // A subgroup's accumulators, rows i and columns j as cij (columns past FN unused). Kept as
@@ -49,7 +57,8 @@ struct Acc {
 // Invocation t's A values sit at (kl, ml) = (e % BK, e / BK), e = t + NT·i: element e row-major.
 fn store_a_h(t: u32, stage: u32) {
     for (var i = 0u; i < LA; i++) {
-        Ah[stage * BM * BK + t + NT * i] = f16(ra[i]);
+        let e = t + NT * i;
+        Ah[stage * A_STAGE + (e / BK) * AS + e % BK] = f16(ra[i]);
     }
 }
 
@@ -57,15 +66,16 @@ fn store_a_h(t: u32, stage: u32) {
 fn store_b_rows_h(t: u32, stage: u32) {
     let nl = t % BN;
     for (var i = 0u; i < LB; i++) {
-        Bh[stage * BK * BN + (t / BN + (NT / BN) * i) * BN + nl] = f16(rb[i]);
+        Bh[stage * B_STAGE + (t / BN + (NT / BN) * i) * BRS + nl] = f16(rb[i]);
     }
 }
 
 // B values of invocation t sit at (kl, nl_i) = (t % BK, t / BK + (NT / BK)·i) (backward
-// weights): column-major, that is element t + NT·i.
+// weights): column-major, that is element e = t + NT·i of the unpadded layout.
 fn store_b_cols_h(t: u32, stage: u32) {
     for (var i = 0u; i < LB; i++) {
-        Bh[stage * BK * BN + t + NT * i] = f16(rb[i]);
+        let e = t + NT * i;
+        Bh[stage * B_STAGE + (e / BK) * BCS + e % BK] = f16(rb[i]);
     }
 }
 
@@ -132,7 +142,7 @@ fn store_col_a(t: u32, stage: u32) {
     for (var i = 0u; i < CVA; i++) {
         let v = t + NT * i;
         if (v < CVAN) {
-            let base = stage * BM * BK + v * 8u; // row v / (BK / 8), column 8·(v % (BK / 8))
+            let base = stage * A_STAGE + (v / (BK / 8u)) * AS + 8u * (v % (BK / 8u));
             for (var j = 0u; j < 4u; j++) {
                 Ah[base + j] = rva[2u * i][j];
                 Ah[base + 4u + j] = rva[2u * i + 1u][j];
@@ -172,11 +182,11 @@ fn store_col_b(t: u32, stage: u32, row_major: bool) {
         if (v < CVN) {
             var base: u32;
             if (row_major) {
-                base = (v / (BN / 8u)) * BN + 8u * (v % (BN / 8u));
+                base = (v / (BN / 8u)) * BRS + 8u * (v % (BN / 8u));
             } else {
-                base = (v / (BK / 8u)) * BK + 8u * (v % (BK / 8u));
+                base = (v / (BK / 8u)) * BCS + 8u * (v % (BK / 8u));
             }
-            base += stage * BK * BN;
+            base += stage * B_STAGE;
             for (var j = 0u; j < 4u; j++) {
                 Bh[base + j] = rv[2u * i][j];
                 Bh[base + 4u + j] = rv[2u * i + 1u][j];
@@ -236,29 +246,29 @@ struct BFrags {
 }
 
 fn b_rows(sn: u32, stage: u32, kk: u32) -> BFrags {
-    let base = stage * BK * BN + 16u * kk * BN + sn;
+    let base = stage * B_STAGE + 16u * kk * BRS + sn;
     var b: BFrags;
-    b.b0 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base], BN);
+    b.b0 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base], BRS);
     if (FN > 1u) {
-        b.b1 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 16u], BN);
+        b.b1 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 16u], BRS);
     }
     if (FN > 2u) {
-        b.b2 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 32u], BN);
-        b.b3 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 48u], BN);
+        b.b2 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 32u], BRS);
+        b.b3 = coopLoadT<coop_mat16x16<f16, B>>(&Bh[base + 48u], BRS);
     }
     return b;
 }
 
 fn b_cols(sn: u32, stage: u32, kk: u32) -> BFrags {
-    let base = stage * BK * BN + sn * BK + 16u * kk;
+    let base = stage * B_STAGE + sn * BCS + 16u * kk;
     var b: BFrags;
-    b.b0 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base], BK);
+    b.b0 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base], BCS);
     if (FN > 1u) {
-        b.b1 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 16u * BK], BK);
+        b.b1 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 16u * BCS], BCS);
     }
     if (FN > 2u) {
-        b.b2 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 32u * BK], BK);
-        b.b3 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 48u * BK], BK);
+        b.b2 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 32u * BCS], BCS);
+        b.b3 = coopLoad<coop_mat16x16<f16, B>>(&Bh[base + 48u * BCS], BCS);
     }
     return b;
 }
@@ -266,9 +276,9 @@ fn b_cols(sn: u32, stage: u32, kk: u32) -> BFrags {
 // acc += this subgroup's rows (from sm) of A's matrix step kk times its B fragments of that step.
 fn multiply_coop(acc_in: Acc, sm: u32, stage: u32, kk: u32, b: BFrags) -> Acc {
     var acc = acc_in;
-    let base = stage * BM * BK + sm * BK + 16u * kk;
-    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[base], BK);
-    let a1 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[base + 16u * BK], BK);
+    let base = stage * A_STAGE + sm * AS + 16u * kk;
+    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[base], AS);
+    let a1 = coopLoadT<coop_mat16x16<f16, A>>(&Ah[base + 16u * AS], AS);
     acc.c00 = coopMultiplyAdd(a0, b.b0, acc.c00);
     acc.c10 = coopMultiplyAdd(a1, b.b0, acc.c10);
     if (FN > 1u) {

@@ -141,7 +141,7 @@ fn deep_mixed_tilings_translate_and_need_what_the_backend_asks_for() {
     }
     for tiling in engine::gpu::MixedTiling::ALL {
         let stages = tiling.stages.max(tiling.wide_data_stages);
-        let widest = engine::gpu::GemmTile { ty: 16, tx: 16, tm: 8, tn: 8, bk: tiling.bk, ks: 0, stages };
+        let widest = engine::gpu::GemmTile { ty: 16, tx: 16, tm: 8, tn: 8, bk: tiling.bk, ks: 0, stages, pad: tiling.pad };
         assert_eq!(tiling.workgroup_bytes(), widest.mixed_workgroup_bytes(), "{tiling:?}");
     }
     assert!(failures.is_empty(), "shader failures:\n{}", failures.join("\n"));

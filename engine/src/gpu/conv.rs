@@ -28,7 +28,7 @@ const SPLITK_MIN_TILES: usize = 8;
 const SPLITK_MAX_SCRATCH: usize = 16 << 20;
 
 const fn tile(ty: u32, tx: u32, tm: u32, tn: u32, bk: u32) -> GemmTile {
-    GemmTile { ty, tx, tm, tn, bk, ks: 0, stages: 1 }
+    GemmTile { ty, tx, tm, tn, bk, ks: 0, stages: 1, pad: 0 }
 }
 
 /// Forward / backward-data tiles by row count, widest first.
@@ -142,7 +142,7 @@ pub(crate) fn mixed_workgroup_bytes(tiling: super::MixedTiling) -> u32 {
 /// depth and stages).
 fn deepen(t: GemmTile, tiling: super::MixedTiling, kind: GemmKind) -> GemmTile {
     let wide_data = kind == GemmKind::BackwardData && t.bm() == 128;
-    GemmTile { bk: tiling.bk, stages: if wide_data { tiling.wide_data_stages } else { tiling.stages }, ..t }
+    GemmTile { bk: tiling.bk, stages: if wide_data { tiling.wide_data_stages } else { tiling.stages }, pad: tiling.pad, ..t }
 }
 
 /// Whether conv_mixed.wgsl writes whole tiles out directly at start-up: on unless

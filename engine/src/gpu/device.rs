@@ -281,6 +281,9 @@ impl fmt::Display for MixedGemm {
                 if tiling.wide_data_stages != tiling.stages {
                     write!(f, ", {} for 128-row backward data", tiling.wide_data_stages)?;
                 }
+                if tiling.pad != 0 {
+                    write!(f, ", staged rows padded by {}", tiling.pad)?;
+                }
                 write!(f, ")")
             }
             MixedGemm::Fp32 { reason } => write!(f, "fp32 kernels on f16-valued operands ({reason})"),
@@ -298,18 +301,22 @@ pub struct MixedTiling {
     pub stages: u32,
     /// Stages of the backward-data GEMMs with 128-row tiles (the others take `stages`).
     pub wide_data_stages: u32,
+    /// f16 values added to each staged row's stride (`GemmTile::pad`).
+    pub pad: u32,
 }
 
 impl MixedTiling {
     /// Within wgpu's default limits.
-    pub const DEFAULT: MixedTiling = MixedTiling { bk: 16, stages: 1, wide_data_stages: 1 };
+    pub const DEFAULT: MixedTiling = MixedTiling { bk: 16, stages: 1, wide_data_stages: 1, pad: 0 };
     /// Every tiling the backend may choose, preferred first. On an H200 (yolov4-tiny 416, batch
     /// 64) K 16 in one stage trained fastest of the uniform tilings, the deeper ones 3–21 %
     /// slower; but two stages sped up every backward-data GEMM of 128-row tiles (by 10–35 %)
     /// while slowing the others, so where the memory is granted those alone take two.
-    pub const ALL: [MixedTiling; 6] = [
-        MixedTiling { bk: 16, stages: 1, wide_data_stages: 2 },
+    pub const ALL: [MixedTiling; 8] = [
+        MixedTiling { bk: 16, stages: 1, wide_data_stages: 2, pad: 0 },
         MixedTiling::DEFAULT,
+        MixedTiling { bk: 16, stages: 1, wide_data_stages: 2, pad: 8 },
+        MixedTiling { bk: 16, stages: 1, wide_data_stages: 1, pad: 8 },
         MixedTiling::uniform(16, 2),
         MixedTiling::uniform(32, 1),
         MixedTiling::uniform(32, 2),
@@ -317,7 +324,7 @@ impl MixedTiling {
     ];
 
     const fn uniform(bk: u32, stages: u32) -> MixedTiling {
-        MixedTiling { bk, stages, wide_data_stages: stages }
+        MixedTiling { bk, stages, wide_data_stages: stages, pad: 0 }
     }
 
     /// Workgroup memory conv_mixed.wgsl needs at this tiling: its widest tile's.
@@ -325,9 +332,11 @@ impl MixedTiling {
         super::conv::mixed_workgroup_bytes(self)
     }
 
-    /// Parses `k32`, `k32x2` (K tile depth, stages) and `k16d2` (K 16 in one stage, 128-row
-    /// backward data in two).
+    /// Parses `k32`, `k32x2` (K tile depth, stages), `k16d2` (K 16 in one stage, 128-row
+    /// backward data in two) and a `p8` suffix (rows padded by 8 values).
     fn parse(s: &str) -> Option<MixedTiling> {
+        let (s, pad) = s.split_once('p').map_or((s, Some(0)), |(r, p)| (r, p.parse().ok()));
+        let pad = pad?;
         let rest = s.strip_prefix('k')?;
         let (rest, data) = rest.split_once('d').map_or((rest, None), |(r, d)| (r, Some(d)));
         let (bk, stages) = rest.split_once('x').unwrap_or((rest, "1"));
@@ -336,13 +345,13 @@ impl MixedTiling {
             Some(d) => d.parse().ok()?,
             None => stages,
         };
-        let t = MixedTiling { bk: bk.parse().ok()?, stages, wide_data_stages };
+        let t = MixedTiling { bk: bk.parse().ok()?, stages, wide_data_stages, pad };
         MixedTiling::ALL.contains(&t).then_some(t)
     }
 }
 
 /// The preferred tiling the adapter's workgroup memory holds. `ENGINE_GPU_COOP_TILING=k16|k16d2|
-/// k32|k64|k16x2|k32x2` picks one instead (to measure each; still only where it fits).
+/// k32|k64|k16x2|k32x2|k16p8|k16d2p8` picks one instead (to measure each; still only where it fits).
 fn mixed_tiling(adapter: &wgpu::Adapter) -> MixedTiling {
     let have = adapter.limits().max_compute_workgroup_storage_size;
     let fits = |t: &MixedTiling| t.workgroup_bytes() <= have;
@@ -437,12 +446,14 @@ mod tests {
 
     #[test]
     fn tiling_names_parse_to_the_listed_tilings_only() {
-        let t = |bk, stages, wide_data_stages| Some(MixedTiling { bk, stages, wide_data_stages });
+        let t = |bk, stages, wide_data_stages| Some(MixedTiling { bk, stages, wide_data_stages, pad: 0 });
         assert_eq!(MixedTiling::parse("k16"), t(16, 1, 1));
+        assert_eq!(MixedTiling::parse("k16d2p8"), Some(MixedTiling { pad: 8, ..MixedTiling::ALL[0] }));
+        assert_eq!(MixedTiling::parse("k16p8"), Some(MixedTiling { pad: 8, ..MixedTiling::DEFAULT }));
         assert_eq!(MixedTiling::parse("k16d2"), t(16, 1, 2));
         assert_eq!(MixedTiling::parse("k16x2"), t(16, 2, 2));
         assert_eq!(MixedTiling::parse("k32"), t(32, 1, 1));
-        for bad in ["", "k", "k48", "k16x3", "k16d3", "k32d2", "16", "k16dx"] {
+        for bad in ["", "k", "k48", "k16x3", "k16d3", "k32d2", "16", "k16dx", "k16p", "k16p4", "k32p8"] {
             assert_eq!(MixedTiling::parse(bad), None, "{bad}");
         }
     }

@@ -246,6 +246,9 @@ pub struct GemmTile {
     pub bk: u32,
     pub ks: u32,
     pub stages: u32,
+    /// f16 values conv_mixed.wgsl adds to the stride of each staged row of A and B in workgroup
+    /// memory (0, or 8 so that a matrix load's rows fall in different memory banks).
+    pub pad: u32,
 }
 
 impl std::fmt::Display for GemmTile {
@@ -257,13 +260,16 @@ impl std::fmt::Display for GemmTile {
         if self.stages != 1 {
             write!(f, "x{}", self.stages)?;
         }
+        if self.pad != 0 {
+            write!(f, "p{}", self.pad)?;
+        }
         Ok(())
     }
 }
 
 impl GemmTile {
     /// The tile non-GEMM modules are built with (their sources ignore it) and tests parse.
-    pub(crate) const DEFAULT: GemmTile = GemmTile { ty: 16, tx: 16, tm: 4, tn: 8, bk: 8, ks: 0, stages: 1 };
+    pub(crate) const DEFAULT: GemmTile = GemmTile { ty: 16, tx: 16, tm: 4, tn: 8, bk: 8, ks: 0, stages: 1, pad: 0 };
 
     /// Rows and columns of C one workgroup owns.
     pub fn bm(self) -> usize {
@@ -273,16 +279,21 @@ impl GemmTile {
         (self.tx * self.tn) as usize
     }
 
-    /// Workgroup memory conv_mixed.wgsl declares for this tile: `stages` staged K tiles of A and
-    /// B in f16, and 8 KiB of f32 staging for the write-out (a test checks this against naga).
+    /// Workgroup memory conv_mixed.wgsl declares for this tile: `stages` staged K tiles of A
+    /// (rows of BK + pad) and B (BK rows of BN + pad, or BN columns of BK + pad: room for the
+    /// larger) in f16, and 8 KiB of f32 staging for the write-out (a test checks this against
+    /// naga).
     pub fn mixed_workgroup_bytes(self) -> u32 {
-        self.stages * (self.ty * self.tm + self.tx * self.tn) * self.bk * 2 + 8192
+        let (bm, bn) = (self.ty * self.tm, self.tx * self.tn);
+        let a = bm * (self.bk + self.pad);
+        let b = self.bk * bn + self.pad * self.bk.max(bn);
+        self.stages * (a + b) * 2 + 8192
     }
 
     fn constants(self) -> String {
         format!(
-            "const TY: u32 = {}u;\nconst TX: u32 = {}u;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\nconst BK: u32 = {}u;\nconst KS: u32 = {}u;\nconst STAGES: u32 = {}u;\n",
-            self.ty, self.tx, self.tm, self.tn, self.bk, self.ks, self.stages
+            "const TY: u32 = {}u;\nconst TX: u32 = {}u;\nconst TM: u32 = {}u;\nconst TN: u32 = {}u;\nconst BK: u32 = {}u;\nconst KS: u32 = {}u;\nconst STAGES: u32 = {}u;\nconst PAD: u32 = {}u;\n",
+            self.ty, self.tx, self.tm, self.tn, self.bk, self.ks, self.stages, self.pad
         )
     }
 }
