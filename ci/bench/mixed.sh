@@ -6,7 +6,7 @@
 # loader debs in .gl/.
 # Steps, the checks first (a path that fails them must not be timed as if it worked):
 #   1. the GPU parity tests (conv_mixed's run the direct write-out and the column path on and off
-#      themselves), then mixed_precision and loss_scaling with each path;
+#      themselves), then mixed_precision and loss_scaling with each of TEST_ENVS;
 #   2. runner bench, yolov4-tiny SIZE×SIZE batch BATCH, mixed precision, one run per line of
 #      RUNS (name, then the environment it runs with): by default the defaults, the staged
 #      write-out with one value per invocation in the wide kernels (the defaults before them),
@@ -28,6 +28,9 @@ narrow ENGINE_GPU_WIDE=1
 driver ENGINE_GPU_CHECKS=driver
 unchecked ENGINE_GPU_CHECKS=none
 default-2 -"}
+# Environments the mixed-precision tests run with (space-separated; - = the defaults); a tiling
+# (ENGINE_GPU_COOP_TILING=…) also reruns gpu_parity's conv_mixed tests with it.
+TEST_ENVS=${TEST_ENVS:-"- ENGINE_GPU_COOP_DIRECT=0 ENGINE_GPU_COOP_COL=1"}
 FP32_RUNS=${FP32_RUNS:-"fp32 -
 fp32-narrow ENGINE_GPU_WIDE=1
 fp32-driver ENGINE_GPU_CHECKS=driver
@@ -51,7 +54,12 @@ fi
 if [ -x "$BIN/t-gpu_parity" ] && [ "${KERNEL_TESTS:-1}" = 1 ]; then
   echo "== gpu_parity (conv_mixed's paths, the wide kernels' widths, every kernel against the CPU)"
   timeout 200 "$BIN/t-gpu_parity" --test-threads 1 2>&1 | grep -E "test result|FAIL|panicked|vs reference"
-  for env in "" "ENGINE_GPU_COOP_DIRECT=0" "ENGINE_GPU_COOP_COL=1"; do
+  for env in $TEST_ENVS; do
+    [ "$env" = - ] && env=
+    if [ -n "$env" ] && [ "${env#ENGINE_GPU_COOP_TILING}" != "$env" ]; then
+      echo "== gpu_parity conv_mixed $env"
+      env $env timeout 200 "$BIN/t-gpu_parity" --test-threads 1 conv_mixed 2>&1 | grep -E "test result|FAIL|panicked"
+    fi
     for t in t-mixed_precision t-loss_scaling; do
       [ -x "$BIN/$t" ] || continue
       echo "== $t ${env:-default}"
