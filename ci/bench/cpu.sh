@@ -3,7 +3,8 @@
 # `runner bench --backend cpu` and ci/bench/torch_peer.py --device cpu, each pinned with taskset
 # to CORES (default 0,1) with as many threads, on yolov4-tiny at each of SIZES (default
 # "224 416"), batch BATCH (16). Needs a release runner (RUNNER, default target/release/runner)
-# and a python with torch (PYTHON, default python3). Prints each result line and the ratios.
+# and a python with torch (PYTHON, default python3). Prints each result line, the ratios and both
+# processes' peak RSS.
 set -eu
 CORES=${CORES:-0,1}
 THREADS=$(( $(tr ',' '\n' <<< "$CORES" | wc -l) ))
@@ -22,8 +23,10 @@ for size in $SIZES; do
     --batch "$BATCH" --iters "$ITERS" --warmup 2 --device cpu --threads "$THREADS" | tee "$OUT/torch-$size.json"
   "$PYTHON" - "$OUT/cpu-$size/bench.json" "$OUT/torch-$size.json" <<'PY'
 import json, sys
-ours = json.load(open(sys.argv[1]))["images_per_s"]
-torch = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])["images_per_s"]
-print(f"ratio cpu backend / pytorch: {ours:.2f} / {torch:.2f} images/s = {ours / torch:.2f}x")
+ours = json.load(open(sys.argv[1]))
+torch = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+print(f"ratio cpu backend / pytorch: {ours['images_per_s']:.2f} / {torch['images_per_s']:.2f} images/s = {ours['images_per_s'] / torch['images_per_s']:.2f}x")
+mib = lambda b: f"{b / 2**20:.0f} MiB" if b else "not reported"
+print(f"peak RSS: cpu backend {mib(ours.get('peak_rss_bytes'))}, pytorch {mib(torch.get('peak_rss_bytes'))}")
 PY
 done

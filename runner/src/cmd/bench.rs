@@ -1,6 +1,6 @@
 //! `runner bench [MODEL]`: training throughput of one backend on random data, with the device
-//! time per layer × phase × kernel (GPU timestamp queries; the CPU's host time per op). Prints images/s, the top kernels
-//! and peak device bytes; writes `bench.json` and `tables/kernels.{parquet,csv}` into a new run
+//! time per layer × phase × kernel (GPU timestamp queries; the CPU's host time per op). Prints images/s, the top kernels,
+//! peak device bytes and the process's peak RSS (where the OS reports it); writes `bench.json` and `tables/kernels.{parquet,csv}` into a new run
 //! folder (`runs/bench-NNN` unless `--out` names one).
 
 use std::path::{Path, PathBuf};
@@ -194,6 +194,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         "gemm_path": gemm_path,
         "checkpoint_segments": plan.boundaries + 1,
         "recompute_fraction_of_forward_flops": recompute,
+        "peak_rss_bytes": super::memory::peak_rss_bytes(),
         "device_bytes": r.bytes,
         "peak_device_bytes": r.peak_bytes,
         "last_loss": r.last_loss,
@@ -241,5 +242,9 @@ fn print_result(a: &BenchArgs, r: &BenchResult, timed: bool) {
         (r.step_s - parts).max(0.0) * 1e3
     );
     println!("device bytes {} (peak {})", r.bytes, r.peak_bytes);
+    // The process's high-water mark, to set beside the PyTorch peer's (ci/bench/cpu.sh).
+    if let Some(peak) = super::memory::peak_rss_bytes() {
+        println!("peak RSS of the process {peak} bytes");
+    }
 }
 

@@ -22,14 +22,24 @@ pub fn rss_bytes() -> u64 {
 /// This process's swapped-out bytes where the OS reports them (Linux: `VmSwap` of
 /// /proc/self/status), else `None`.
 pub fn process_swap_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_swap(&status)
+    status_bytes("VmSwap")
 }
 
-/// The `VmSwap:  123 kB` line of a /proc status file, in bytes.
-fn parse_vm_swap(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmSwap:"))?;
-    let kb: u64 = line["VmSwap:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+/// This process's peak resident set size where the OS reports it (Linux: `VmHWM` of
+/// /proc/self/status), else `None`.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM")
+}
+
+fn status_bytes(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_kb(&status, key)
+}
+
+/// The `KEY:  123 kB` line of a /proc status file, in bytes.
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
+    let kb: u64 = line[key.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
 
@@ -97,9 +107,10 @@ impl MemorySampler {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn vm_swap_line_in_bytes() {
-        let status = "Name:\trunner\nVmRSS:\t  1000 kB\nVmSwap:\t    12 kB\nThreads:\t4\n";
-        assert_eq!(super::parse_vm_swap(status), Some(12 * 1024));
-        assert_eq!(super::parse_vm_swap("Name:\trunner\n"), None);
+    fn status_lines_in_bytes() {
+        let status = "Name:\trunner\nVmHWM:\t  2000 kB\nVmRSS:\t  1000 kB\nVmSwap:\t    12 kB\nThreads:\t4\n";
+        assert_eq!(super::parse_status_kb(status, "VmSwap"), Some(12 * 1024));
+        assert_eq!(super::parse_status_kb(status, "VmHWM"), Some(2000 * 1024));
+        assert_eq!(super::parse_status_kb("Name:\trunner\n", "VmSwap"), None);
     }
 }
