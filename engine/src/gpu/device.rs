@@ -312,11 +312,13 @@ impl MixedTiling {
     /// 64) K 16 in one stage trained fastest of the uniform tilings, the deeper ones 3–21 %
     /// slower; but two stages sped up every backward-data GEMM of 128-row tiles (by 10–35 %)
     /// while slowing the others, so where the memory is granted those alone take two.
-    pub const ALL: [MixedTiling; 8] = [
+    pub const ALL: [MixedTiling; 10] = [
         MixedTiling { bk: 16, stages: 1, wide_data_stages: 2, pad: 0 },
         MixedTiling::DEFAULT,
         MixedTiling { bk: 16, stages: 1, wide_data_stages: 2, pad: 8 },
         MixedTiling { bk: 16, stages: 1, wide_data_stages: 1, pad: 8 },
+        MixedTiling { bk: 16, stages: 2, wide_data_stages: 2, pad: 8 },
+        MixedTiling { bk: 32, stages: 1, wide_data_stages: 1, pad: 8 },
         MixedTiling::uniform(16, 2),
         MixedTiling::uniform(32, 1),
         MixedTiling::uniform(32, 2),
@@ -351,7 +353,7 @@ impl MixedTiling {
 }
 
 /// The preferred tiling the adapter's workgroup memory holds. `ENGINE_GPU_COOP_TILING=k16|k16d2|
-/// k32|k64|k16x2|k32x2|k16p8|k16d2p8` picks one instead (to measure each; still only where it fits).
+/// k32|k64|k16x2|k32x2|k16p8|k16d2p8|k16x2p8|k32p8` picks one instead (to measure each; still only where it fits).
 fn mixed_tiling(adapter: &wgpu::Adapter) -> MixedTiling {
     let have = adapter.limits().max_compute_workgroup_storage_size;
     let fits = |t: &MixedTiling| t.workgroup_bytes() <= have;
@@ -453,7 +455,7 @@ mod tests {
         assert_eq!(MixedTiling::parse("k16d2"), t(16, 1, 2));
         assert_eq!(MixedTiling::parse("k16x2"), t(16, 2, 2));
         assert_eq!(MixedTiling::parse("k32"), t(32, 1, 1));
-        for bad in ["", "k", "k48", "k16x3", "k16d3", "k32d2", "16", "k16dx", "k16p", "k16p4", "k32p8"] {
+        for bad in ["", "k", "k48", "k16x3", "k16d3", "k32d2", "16", "k16dx", "k16p", "k16p4", "k64p8"] {
             assert_eq!(MixedTiling::parse(bad), None, "{bad}");
         }
     }
