@@ -208,23 +208,35 @@ impl<B: Backend> Trainer<B> {
         &mut self, batches: impl IntoIterator<Item = (&'a [f32], &'a [f32])>, mut each: impl FnMut(StepRecord) -> Result<(), TrainError>,
     ) -> Result<(), TrainError> {
         let mut batches = batches.into_iter().peekable();
-        let run = (|| {
-            while let Some((images, truths)) = batches.next() {
-                let pending = self.gradients(images, truths)?;
-                let started = self.start_update(pending);
-                let t0 = Instant::now();
-                if let Some(&(images, truths)) = batches.peek() {
-                    self.stage_input(images, truths)?;
-                }
-                let t_staged = t0.elapsed().as_secs_f64();
-                let mut rec = self.finish_update(started)?;
-                rec.t_staged = t_staged;
-                each(rec)?;
+        while let Some((images, truths)) = batches.next() {
+            let rec = self.step_staging(images, truths, batches.peek().copied())?;
+            if let Err(e) = each(rec) {
+                // Whatever was staged belonged to the run that ended.
+                self.staged = false;
+                return Err(e);
             }
-            Ok(())
+        }
+        Ok(())
+    }
+
+    /// [`Trainer::step`] on `images` and `truths`, uploading `next` (the batch the following
+    /// step will take) while the device runs this one, as [`Trainer::run_steps`] does. The call
+    /// after it must be the step on `next`: other work on the network's input in between (an
+    /// evaluation) would overwrite what was staged. On an error nothing stays staged.
+    pub fn step_staging(&mut self, images: &[f32], truths: &[f32], next: Option<(&[f32], &[f32])>) -> Result<StepRecord, TrainError> {
+        let run = (|| {
+            let pending = self.gradients(images, truths)?;
+            let started = self.start_update(pending);
+            let t0 = Instant::now();
+            if let Some((images, truths)) = next {
+                self.stage_input(images, truths)?;
+            }
+            let t_staged = t0.elapsed().as_secs_f64();
+            let mut rec = self.finish_update(started)?;
+            rec.t_staged = t_staged;
+            Ok(rec)
         })();
         if run.is_err() {
-            // Whatever was staged belonged to the run that ended.
             self.staged = false;
         }
         run

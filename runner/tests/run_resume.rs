@@ -1,10 +1,15 @@
 //! `runner run` writes checkpoints, and `runner run --resume RUN_DIR` continues the run: its
-//! iterations equal those of one uninterrupted run, bit for bit (CPU backend).
+//! iterations equal those of one uninterrupted run, bit for bit (CPU backend). Writing them
+//! changes no step, also where a GPU lane has the next batch's upload recorded (lavapipe).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn experiment(dir: &Path, name: &str, max_batches: u64) -> PathBuf {
+    experiment_with(dir, name, max_batches, 2, "\"cpu\"")
+}
+
+fn experiment_with(dir: &Path, name: &str, max_batches: u64, checkpoint_every: u64, backends: &str) -> PathBuf {
     let text = format!(
         r#"[experiment]
 name = "resume"
@@ -24,10 +29,10 @@ batch = 2
 max_batches = {max_batches}
 learning_rate = 0.001
 burn_in = 0
-checkpoint_every = 2
+checkpoint_every = {checkpoint_every}
 
 [backends]
-list = ["cpu"]
+list = [{backends}]
 
 [report]
 out_dir = "runs"
@@ -47,15 +52,51 @@ fn runner(args: &[&str]) -> std::process::Output {
 
 /// (iteration, loss bits as printed) rows of a run's iteration table.
 fn losses(run: &Path) -> Vec<(String, String)> {
+    losses_of(run, "cpu")
+}
+
+/// (iteration, loss bits as printed) rows of one backend in a run's iteration table.
+fn losses_of(run: &Path, backend: &str) -> Vec<(String, String)> {
     let csv = std::fs::read_to_string(run.join("tables/iterations.csv")).unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let (it, loss) = (col("iteration"), col("loss"));
-    lines.map(|l| {
+    let (b, it, loss) = (col("backend"), col("iteration"), col("loss"));
+    lines.filter(|l| l.split(',').nth(b) == Some(backend)).map(|l| {
         let f: Vec<&str> = l.split(',').collect();
         (f[it].to_string(), f[loss].to_string())
     }).collect()
+}
+
+/// Each step uploads the next batch while the device runs it (Trainer::step_staging). On the GPU
+/// lane (lavapipe): a run of 6 iterations with a checkpoint after every one (each read from the
+/// device with the next upload already recorded) equals, bit for bit from iteration 4 on, a run
+/// of 3 resumed to 6, whose iteration 4 uploads its own batch; so each step trains on its own
+/// batch, and checkpoints change nothing. 8 images at batch 2: an epoch's evaluation in between.
+#[test]
+fn staged_gpu_steps_equal_a_resumed_run() {
+    let dir = std::env::temp_dir().join(format!("runner-staged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = experiment_with(&dir, "long.toml", 6, 1, "\"gpu\"");
+    let short = experiment_with(&dir, "short.toml", 3, 1000, "\"gpu\"");
+    for exp in [&long, &short] {
+        let out = runner(&["run", exp.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (straight, first) = (dir.join("runs/resume-001"), dir.join("runs/resume-002"));
+    assert!(straight.join("checkpoints/gpu/resume_3.weights").is_file(), "no checkpoint after iteration 3");
+    let out = runner(&["run", long.to_str().unwrap(), "--resume", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed = dir.join("runs/resume-003");
+    let all = losses_of(&straight, "gpu");
+    assert_eq!(all.len(), 6, "{all:?}");
+    let tail = losses_of(&resumed, "gpu");
+    assert_eq!(tail.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["4", "5", "6"]);
+    assert_eq!(tail, all[3..].to_vec(), "the staged run's iterations differ from the resumed run's");
+    let w = |r: &Path| std::fs::read(r.join("checkpoints/gpu/resume_final.weights")).unwrap();
+    assert!(w(&straight) == w(&resumed), "final weights differ");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use engine::data::loader::{BatchPlan, Loader, LoaderConfig};
+use engine::data::loader::{Batch, BatchPlan, Loader, LoaderConfig};
 use engine::profile::Phase;
 use engine::train::StepRecord;
 use reports::{
@@ -348,18 +348,22 @@ impl<'e> Training<'e> {
     fn train(&mut self, signals: &Signals, progress: &mut Progress) -> Result<Option<Stop>> {
         // The epoch of the first batch (not 0 when resuming); set from the first batch.
         let mut epoch = None;
+        // The batch after the one stepping, fetched first so that each backend uploads it while
+        // its device runs the step (Trainer::step_staging); with its data wait and load times.
+        let mut ahead = self.fetch_batch()?;
         loop {
             if let Some(sig) = signals.received() {
                 return Ok(Some(sig));
             }
-            let Some(batch) = self.loader.next_batch() else { break };
-            let batch = batch?;
-            let (data_wait, data_load) = (self.loader.last_wait().as_secs_f64(), self.loader.last_load().as_secs_f64());
+            let Some((batch, data_wait, data_load)) = ahead.take() else { break };
             if let Some(e) = epoch.filter(|&e| e != batch.epoch) {
                 self.evaluate_epoch(e, progress)?;
             }
             epoch = Some(batch.epoch);
-            let steps = step_all(&mut self.slots, &batch.images, &batch.truths, self.exp.backends.mode, &self.active);
+            ahead = self.fetch_batch()?;
+            // Not across an epoch's evaluation, which uses the network's input itself.
+            let next = ahead.as_ref().filter(|(b, _, _)| b.epoch == batch.epoch).map(|(b, _, _)| (&b.images[..], &b.truths[..]));
+            let steps = step_all(&mut self.slots, (&batch.images, &batch.truths), next, self.exp.backends.mode, &self.active);
             let device_bytes: u64 = steps.iter().map(|(_, _, b)| b).sum();
             self.gpu_bytes.store(device_bytes, Ordering::Relaxed);
             let n = self.slots.len();
@@ -425,6 +429,12 @@ impl<'e> Training<'e> {
         Ok(None)
     }
 
+    /// The loader's next batch with its data wait and load seconds; `None` at the end.
+    fn fetch_batch(&mut self) -> Result<Option<(Batch, f64, f64)>> {
+        let Some(batch) = self.loader.next_batch() else { return Ok(None) };
+        Ok(Some((batch?, self.loader.last_wait().as_secs_f64(), self.loader.last_load().as_secs_f64())))
+    }
+
     /// Validates every backend after `epoch`: the epoch and per-class records, the curves,
     /// confusion matrix and images of this (so far the last) validation, and `_best.weights`
     /// when the mAP@0.5 beats the backend's earlier epochs.
@@ -466,15 +476,19 @@ impl<'e> Training<'e> {
     }
 }
 
-/// One iteration of every backend on the same batch: (result, seconds, GPU bytes) per backend.
-/// Sequential: one backend after the other on this thread (clean timings). Concurrent: every
-/// backend steps on its own thread at once.
+/// One iteration of every backend on the same batch (images, truths): (result, seconds, GPU
+/// bytes) per backend. Each uploads `next`, the batch its next step takes, while its device runs
+/// this one. Sequential: one backend after the other on this thread (clean timings).
+/// Concurrent: every backend steps on its own thread at once.
 /// `active` tells the memory sampler which backend steps (sequential mode only: concurrent
 /// backends share every sample).
-fn step_all(slots: &mut [Slot], images: &[f32], truths: &[f32], mode: RunMode, active: &AtomicUsize) -> Vec<(Result<StepRecord>, f64, u64)> {
+fn step_all(
+    slots: &mut [Slot], batch: (&[f32], &[f32]), next: Option<(&[f32], &[f32])>, mode: RunMode, active: &AtomicUsize,
+) -> Vec<(Result<StepRecord>, f64, u64)> {
+    let (images, truths) = batch;
     let step = |slot: &mut Slot| {
         let t0 = Instant::now();
-        let r = slot.lane.step(images, truths).map_err(anyhow::Error::from);
+        let r = slot.lane.step(images, truths, next).map_err(anyhow::Error::from);
         (r, t0.elapsed().as_secs_f64(), slot.gpu_bytes())
     };
     if mode == RunMode::Concurrent {

@@ -24,8 +24,9 @@ use crate::experiment::BackendSpec;
 
 /// What the runner asks of one backend's trainer.
 pub trait Lane: Send {
-    /// One training iteration on `images` / `truths` (the whole batch).
-    fn step(&mut self, images: &[f32], truths: &[f32]) -> Result<StepRecord, TrainError>;
+    /// One training iteration on `images` / `truths` (the whole batch), uploading `next` (the
+    /// batch the following call takes) while the device runs it.
+    fn step(&mut self, images: &[f32], truths: &[f32], next: Option<(&[f32], &[f32])>) -> Result<StepRecord, TrainError>;
     /// Iterations completed.
     fn iteration(&self) -> u64;
     /// Bytes this backend holds on its device now.
@@ -75,8 +76,8 @@ impl<B: Backend> Lane for Trainer<B>
 where
     Trainer<B>: Send,
 {
-    fn step(&mut self, images: &[f32], truths: &[f32]) -> Result<StepRecord, TrainError> {
-        Trainer::step(self, images, truths)
+    fn step(&mut self, images: &[f32], truths: &[f32], next: Option<(&[f32], &[f32])>) -> Result<StepRecord, TrainError> {
+        Trainer::step_staging(self, images, truths, next)
     }
     fn iteration(&self) -> u64 {
         self.iteration
