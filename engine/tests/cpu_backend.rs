@@ -120,6 +120,9 @@ fn convolutions_equal_one_gemm_per_image_on_any_thread_count() {
         ConvShape::new(4, 7, 3, 1, 34, 3, 1, 1, 1),     // depth 3, 34 rows, columns in 16s and less
         ConvShape::new(5, 40, 4, 4, 36, 1, 1, 0, 1),    // 1×1, 4×4: 36 rows, 40 columns
         ConvShape::new(3, 9, 16, 16, 20, 3, 1, 1, 1),   // depth 256
+        // Forward tiles wider than a packed panel of B (conv_blocks.rs: 288 columns at depth
+        // 450), four depth blocks; 10 rows: blocks of 8 and 2.
+        ConvShape::new(1, 200, 70, 70, 10, 3, 1, 1, 1),
     ];
     for s in shapes {
         let x = random(s.input_len(), 1);

@@ -3,8 +3,8 @@
 //!
 //! `dW += dy_b · x_bᵀ` image after image is a GEMM of depth `n` (the pixels) per image. At a
 //! depth of 4 to 64, `gemm` spends its time loading and storing the dW tile once per image, not
-//! multiplying. Here each block of dW stays in registers through every image of the batch
-//! (`conv_blocks.rs`, one segment per image), and each image's part is summed exactly as `gemm`
+//! multiplying. Here each block of dW stays in registers through every image of a chunk of the
+//! batch (`conv_blocks.rs`, one segment per image), and each image's part is summed exactly as `gemm`
 //! sums it, so the floats are the same as one `gemm` call per image ([`super::sgemm`] with beta
 //! 1): the `cpu_backend` test compares the two bit for bit.
 
