@@ -69,23 +69,24 @@ fn losses_of(run: &Path, backend: &str) -> Vec<(String, String)> {
 }
 
 /// Each step uploads the next batch while the device runs it (Trainer::step_staging). On the GPU
-/// lane (lavapipe): a run of 6 iterations with a checkpoint after every one (each read from the
-/// device with the next upload already recorded) equals, bit for bit from iteration 4 on, a run
-/// of 3 resumed to 6, whose iteration 4 uploads its own batch; so each step trains on its own
-/// batch, and checkpoints change nothing. 8 images at batch 2: an epoch's evaluation in between.
+/// lane (lavapipe): a run of 6 iterations with a checkpoint after every second one (the one after
+/// iteration 2 read from the device with iteration 3's upload already recorded) equals, bit for
+/// bit from iteration 4 on, a run of 3 resumed to 6, whose iteration 4 uploads its own batch; so
+/// each step trains on its own batch, and checkpoints change nothing. 8 images at batch 2: an
+/// epoch's evaluation in between.
 #[test]
 fn staged_gpu_steps_equal_a_resumed_run() {
     let dir = std::env::temp_dir().join(format!("runner-staged-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let long = experiment_with(&dir, "long.toml", 6, 1, "\"gpu\"");
+    let long = experiment_with(&dir, "long.toml", 6, 2, "\"gpu\"");
     let short = experiment_with(&dir, "short.toml", 3, 1000, "\"gpu\"");
     for exp in [&long, &short] {
         let out = runner(&["run", exp.to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let (straight, first) = (dir.join("runs/resume-001"), dir.join("runs/resume-002"));
-    assert!(straight.join("checkpoints/gpu/resume_3.weights").is_file(), "no checkpoint after iteration 3");
+    assert!(straight.join("checkpoints/gpu/resume_2.weights").is_file(), "no checkpoint after iteration 2");
     let out = runner(&["run", long.to_str().unwrap(), "--resume", first.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let resumed = dir.join("runs/resume-003");
