@@ -349,20 +349,25 @@ impl<'e> Training<'e> {
         // The epoch of the first batch (not 0 when resuming); set from the first batch.
         let mut epoch = None;
         // The batch after the one stepping, fetched first so that each backend uploads it while
-        // its device runs the step (Trainer::step_staging); with its data wait and load times.
-        let mut ahead = self.fetch_batch()?;
+        // its device runs the step (Trainer::step_staging); with its data wait and load times. A
+        // batch that failed to load ends the run in its turn, after the steps before it.
+        let mut ahead = self.fetch_batch();
         loop {
             if let Some(sig) = signals.received() {
                 return Ok(Some(sig));
             }
-            let Some((batch, data_wait, data_load)) = ahead.take() else { break };
+            let Some(fetched) = ahead.take() else { break };
+            let (batch, data_wait, data_load) = fetched?;
             if let Some(e) = epoch.filter(|&e| e != batch.epoch) {
                 self.evaluate_epoch(e, progress)?;
             }
             epoch = Some(batch.epoch);
-            ahead = self.fetch_batch()?;
+            ahead = self.fetch_batch();
             // Not across an epoch's evaluation, which uses the network's input itself.
-            let next = ahead.as_ref().filter(|(b, _, _)| b.epoch == batch.epoch).map(|(b, _, _)| (&b.images[..], &b.truths[..]));
+            let next = match &ahead {
+                Some(Ok((b, _, _))) if b.epoch == batch.epoch => Some((&b.images[..], &b.truths[..])),
+                _ => None,
+            };
             let steps = step_all(&mut self.slots, (&batch.images, &batch.truths), next, self.exp.backends.mode, &self.active);
             let device_bytes: u64 = steps.iter().map(|(_, _, b)| b).sum();
             self.gpu_bytes.store(device_bytes, Ordering::Relaxed);
@@ -430,9 +435,9 @@ impl<'e> Training<'e> {
     }
 
     /// The loader's next batch with its data wait and load seconds; `None` at the end.
-    fn fetch_batch(&mut self) -> Result<Option<(Batch, f64, f64)>> {
-        let Some(batch) = self.loader.next_batch() else { return Ok(None) };
-        Ok(Some((batch?, self.loader.last_wait().as_secs_f64(), self.loader.last_load().as_secs_f64())))
+    fn fetch_batch(&mut self) -> Option<Result<(Batch, f64, f64)>> {
+        let batch = self.loader.next_batch()?;
+        Some(batch.map(|b| (b, self.loader.last_wait().as_secs_f64(), self.loader.last_load().as_secs_f64())).map_err(anyhow::Error::from))
     }
 
     /// Validates every backend after `epoch`: the epoch and per-class records, the curves,
