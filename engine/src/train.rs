@@ -64,10 +64,10 @@ pub struct StepRecord {
     pub t_update: f64,
     pub t_sync: f64,
     /// Of `t_forward`, the seconds spent handing the batch to the backend (`set_input`: on a GPU
-    /// the copy into the upload staging memory); 0 for a micro-batch [`Trainer::run_steps`]
+    /// the copy into the upload staging memory); 0 for a micro-batch [`Trainer::step_staging`]
     /// staged during the step before.
     pub t_upload: f64,
-    /// The seconds [`Trainer::run_steps`] spent staging the next step's input while the device
+    /// The seconds [`Trainer::step_staging`] spent staging the next step's input while the device
     /// ran this step: after the submission, before the wait (not part of `t_sync`).
     pub t_staged: f64,
     /// Device time of every kernel launch of the step, where the backend measures it (GPU
@@ -177,7 +177,7 @@ pub struct Trainer<B: Backend> {
     /// Dynamic loss scaling: on when the network was built with
     /// [`crate::network::BuildOptions::loss_scaling`].
     pub loss_scale: Option<LossScale>,
-    /// The next step's first micro-batch is already uploaded ([`Trainer::run_steps`]).
+    /// The next step's first micro-batch is already uploaded ([`Trainer::step_staging`]).
     staged: bool,
 }
 
@@ -304,7 +304,7 @@ impl<B: Backend> Trainer<B> {
         for pass in 0..net.subdivisions {
             let t0 = Instant::now();
             let r = pass * mb..(pass + 1) * mb;
-            // run_steps uploaded the first micro-batch while the step before ran.
+            // step_staging uploaded the first micro-batch while the step before ran.
             if !std::mem::take(&mut staged) {
                 net.set_input(&images[r.start * per_img..r.end * per_img], &truths[r.start * per_truth..r.end * per_truth])?;
                 t_upload += t0.elapsed().as_secs_f64();

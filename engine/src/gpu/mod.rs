@@ -292,7 +292,7 @@ impl GpuBackend {
             return None;
         }
         // Only timed work is submitted here: an upload recorded for the next step (a staged
-        // input, Trainer::run_steps) waits for that step's submission.
+        // input, Trainer::step_staging) waits for that step's submission.
         if rec.has_timed_work() {
             rec.flush(&self.device, &self.queue);
         }

@@ -31,7 +31,7 @@ const MIN_STAGING: u64 = 1 << 16;
 const KEEP: usize = 4;
 /// Fitting buffers in flight before an upload waits for one to come back instead of making
 /// another: two, so that a step's input can be staged while the step before it still reads
-/// its own (`Trainer::run_steps`).
+/// its own (`Trainer::step_staging`).
 const IN_FLIGHT: usize = 2;
 
 /// Where a staging buffer stands (`Staging::state`).
