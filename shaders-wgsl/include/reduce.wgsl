@@ -11,21 +11,18 @@ var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
 
 // The tree: at each level s = 128, 64, …, 1, red[i] += red[i + s] for i < s. On a CPU adapter
-// (SERIAL_TREES, pipelines.rs) invocation 0 does the same additions in the same order alone:
-// each barrier there switches between the workgroup's 32 vector batches, which cost more than
-// the 255 additions; the sums, and so every bit, are the parallel tree's.
+// (SERIAL_TREES, pipelines.rs) every invocation does the same additions in the same order on
+// its own, reading red at constant indices (red_tree and red2_tree, generated unrolled): each
+// barrier there switches between the workgroup's 32 vector batches, and llvmpipe reads memory
+// lane by lane unless the address is a constant; the sums, and so every bit, are the parallel
+// tree's.
 fn tree_sum(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
     if (SERIAL_TREES) {
-        if (lid == 0u) {
-            for (var s = 128u; s > 0u; s = s >> 1u) {
-                for (var i = 0u; i < s; i++) {
-                    red[i] = red[i] + red[i + s];
-                }
-            }
-        }
+        let r = red_tree();
         workgroupBarrier();
+        return r;
     } else {
         for (var s = 128u; s > 0u; s = s >> 1u) {
             if (lid < s) {
@@ -45,15 +42,9 @@ fn tree_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
     red2[lid] = v.y;
     workgroupBarrier();
     if (SERIAL_TREES) {
-        if (lid == 0u) {
-            for (var s = 128u; s > 0u; s = s >> 1u) {
-                for (var i = 0u; i < s; i++) {
-                    red[i] = red[i] + red[i + s];
-                    red2[i] = red2[i] + red2[i + s];
-                }
-            }
-        }
+        let r = vec2<f32>(red_tree(), red2_tree());
         workgroupBarrier();
+        return r;
     } else {
         for (var s = 128u; s > 0u; s = s >> 1u) {
             if (lid < s) {

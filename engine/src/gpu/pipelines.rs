@@ -131,7 +131,6 @@ impl Module {
     /// Shared WGSL this module is built with (shaders-wgsl/include/).
     fn includes(self) -> &'static [&'static str] {
         const ACT: &str = include_str!("../../../shaders-wgsl/include/act.wgsl");
-        const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
         const CONV_GATHER: &str = include_str!("../../../shaders-wgsl/include/conv_gather.wgsl");
         const HALF: &str = include_str!("../../../shaders-wgsl/include/half.wgsl");
         const WIDE: &str = include_str!("../../../shaders-wgsl/include/wide.wgsl");
@@ -172,6 +171,10 @@ impl Module {
         for inc in self.includes() {
             s += inc;
         }
+        if self.includes().contains(&REDUCE) {
+            s += &unrolled_tree("red_tree", "red");
+            s += &unrolled_tree("red2_tree", "red2");
+        }
         for l in rest {
             s += l;
             s += "\n";
@@ -187,6 +190,27 @@ impl Module {
     fn default_tile(self) -> GemmTile {
         if self == Module::ConvMixed { super::conv::MIXED_DEFAULT_TILE } else { GemmTile::DEFAULT }
     }
+}
+
+/// include/reduce.wgsl's tree over the 256 values of the workgroup array `arr`, unrolled: at
+/// each level s = 128, 64, …, 1, value i (i < s) adds value i + s, every index a constant.
+const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
+
+fn unrolled_tree(name: &str, arr: &str) -> String {
+    let mut s = format!("fn {name}() -> f32 {{\n");
+    for i in 0..256 {
+        let _ = writeln!(s, "    let l256_{i} = {arr}[{i}];");
+    }
+    let mut level = 256;
+    while level > 1 {
+        let half = level / 2;
+        for i in 0..half {
+            let _ = writeln!(s, "    let l{half}_{i} = l{level}_{i} + l{level}_{};", i + half);
+        }
+        level = half;
+    }
+    s += "    return l1_0;\n}\n";
+    s
 }
 
 /// Constants shared by Rust and every WGSL module.
