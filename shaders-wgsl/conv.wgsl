@@ -79,28 +79,6 @@ fn store_b_cols(t: u32) {
     }
 }
 
-fn multiply_tile(ty: u32, tx: u32) {
-    for (var kk = 0u; kk < BK; kk++) {
-        var a: array<vec4<f32>, TM4>;
-        var b: array<vec4<f32>, TN4>;
-        for (var i = 0u; i < TM4; i++) {
-            a[i] = As[kk * (BM / 4u) + ty + TY * i];
-        }
-        for (var j = 0u; j < TN4; j++) {
-            b[j] = Bs[kk * (BN / 4u) + tx + TX * j];
-        }
-        for (var i = 0u; i < TM4; i++) {
-            for (var r = 0u; r < 4u; r++) {
-                let av = vec4<f32>(a[i][r]);
-                for (var j = 0u; j < TN4; j++) {
-                    let q = (i * 4u + r) * TN4 + j;
-                    acc[q] = fma(av, b[j], acc[q]);
-                }
-            }
-        }
-    }
-}
-
 fn clear_acc() {
     for (var q = 0u; q < TM * TN4; q++) {
         acc[q] = vec4<f32>(0.0);
@@ -140,7 +118,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         if (more) {
             load_fwd(t, g, m0, (kt + 1u) * BK, col.ok, col.xbase, col.iy0, col.ix0);
         }
-        multiply_tile(ty, tx);
+        multiply_tile(ty, tx, t);
         workgroupBarrier();
         if (more) {
             store_a(t);
@@ -164,7 +142,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                     bias = b4[p.o4 + f];
                 }
                 for (var j = 0u; j < TN4; j++) {
-                    let v = acc[(i * 4u + r) * TN4 + j];
+                    let v = acc_at((i * 4u + r) * TN4 + j);
                     for (var q = 0u; q < 4u; q++) {
                         let c = ccol[j * 4u + q];
                         if (c != 0xffffffffu) {
@@ -203,7 +181,7 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         if (more) {
             load_bwd_data(t, g, m0, (kt + 1u) * BK, col.ok, col.dybase, col.yp, col.xp);
         }
-        multiply_tile(ty, tx);
+        multiply_tile(ty, tx, t);
         workgroupBarrier();
         if (more) {
             store_a(t);
@@ -223,7 +201,7 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             if (m < p.m) {
                 let row = p.o3 + (g * p.cg + m) * hw;
                 for (var j = 0u; j < TN4; j++) {
-                    let v = acc[(i * 4u + r) * TN4 + j];
+                    let v = acc_at((i * 4u + r) * TN4 + j);
                     for (var qq = 0u; qq < 4u; qq++) {
                         let c = ccol[j * 4u + qq];
                         if (c != 0xffffffffu) {
@@ -262,7 +240,7 @@ fn conv_backward_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         if (more) {
             load_bwd_w(t, g, m0, kt + 1u, tiles_per_image);
         }
-        multiply_tile(ty, tx);
+        multiply_tile(ty, tx, t);
         workgroupBarrier();
         if (more) {
             store_a(t);
@@ -276,7 +254,7 @@ fn conv_backward_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             let m = m0 + row_of(ty, i, r);
             if (m < p.m) {
                 for (var j = 0u; j < TN4; j++) {
-                    let v = acc[(i * 4u + r) * TN4 + j];
+                    let v = acc_at((i * 4u + r) * TN4 + j);
                     for (var q = 0u; q < 4u; q++) {
                         write_weight_gradient(split, g * p.mg + m, n0 + col_of(tx, j, q), v[q]);
                     }

@@ -145,6 +145,79 @@ fn conv_tiles_agree_bit_for_bit_on_small_shapes() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Where the adapter gives the conv GEMMs subgroup lanes (CPU adapters such as lavapipe), every
+/// tile of every GEMM gives the same bits with them as without (the products and their order are
+/// the same; only how the rows of A reach the lanes differs), on the shapes above. The lanes are
+/// checked to be on, so on lavapipe this compares two different kernels.
+#[test]
+fn subgroup_lanes_give_the_plain_kernels_bits() {
+    use engine::gpu::{AdapterSelector, GemmKind, GpuBackend};
+    let Some(probe) = gpu_or_skip() else { return };
+    if probe.subgroup_lanes() == 0 {
+        println!("skipping: {} gives the conv GEMMs no subgroup lanes", probe.adapter_info());
+        return;
+    }
+    drop(probe);
+    let make = |lanes| GpuBackend::new(&AdapterSelector { lanes: Some(lanes), ..Default::default() }).expect("a GPU backend");
+    let (on, off) = (make(true), make(false));
+    assert!(on.subgroup_lanes() > 0 && off.subgroup_lanes() == 0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let shapes = [
+        ConvShape::new(4, 512, 2, 2, 512, 3, 1, 1, 1),
+        ConvShape::new(4, 256, 4, 4, 256, 3, 1, 1, 1),
+        ConvShape::new(4, 128, 8, 8, 128, 3, 1, 1, 1),
+        ConvShape::new(2, 32, 8, 8, 64, 3, 2, 1, 1),
+        ConvShape::new(3, 24, 5, 5, 40, 1, 1, 0, 1),
+    ];
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for s in shapes {
+        let x: Vec<f32> = (0..s.input_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let w: Vec<f32> = (0..s.weight_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let dy: Vec<f32> = (0..s.output_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        for kind in GemmKind::ALL {
+            // The rule's tile (None) and every candidate.
+            let tiles: Vec<_> = std::iter::once(None).chain(kind.candidates().into_iter().map(Some)).collect();
+            for tile in tiles {
+                let run = |g: &GpuBackend| {
+                    let (gx, gw, gdy) = (g.alloc(x.len()), g.alloc(w.len()), g.alloc(dy.len()));
+                    g.upload(&gx, &x);
+                    g.upload(&gw, &w);
+                    g.upload(&gdy, &dy);
+                    g.force_gemm_tile(kind, tile);
+                    let out = match kind {
+                        GemmKind::Forward => {
+                            let y = g.alloc(s.output_len());
+                            g.conv_forward(&gx, &gw, &y, &s);
+                            y
+                        }
+                        GemmKind::BackwardData => {
+                            let dx = g.alloc(s.input_len());
+                            g.conv_backward_data(&gdy, &gw, &dx, &s);
+                            dx
+                        }
+                        GemmKind::BackwardWeights => {
+                            let dw = g.alloc(s.weight_len());
+                            g.conv_backward_weights(&gx, &gdy, &dw, &s);
+                            dw
+                        }
+                    };
+                    g.force_gemm_tile(kind, None);
+                    g.download(&out)
+                };
+                let (a, b) = (run(&on), run(&off));
+                compared += 1;
+                if !a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()) {
+                    let name = tile.map_or("the rule's tile".to_string(), |t| t.to_string());
+                    failures.push(format!("{s:?} {kind:?} {name}: {:.2e} apart", rel(&b, &a)));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    println!("{compared} GEMMs the same bit for bit with and without subgroup lanes");
+}
+
 /// Training forward then in-place backward (dx aliases dy, as the network calls it).
 fn bn<B: Backend>(b: &B, x: &[f32], dy: &[f32], gamma: &[f32], batch: usize, ch: usize, spatial: usize) -> Vec<f32> {
     let n = x.len();

@@ -25,16 +25,26 @@ fn needs_features(src: &str) -> bool {
     src.lines().any(|l| l.starts_with("enable wgpu_cooperative_matrix"))
 }
 
+/// Whether a source is one of the CPU adapters' subgroup variants (include/tile_lanes.wgsl and
+/// its layout check, built only where the device has subgroups).
+fn uses_subgroups(src: &str) -> bool {
+    src.contains("subgroupShuffle(")
+}
+
 /// Parses and validates one source, returning the module and its info, or a readable error.
 fn validate(name: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string_with_path(src, name))?;
     // Only what every default-limits device offers: no f16, no subgroups, no 64-bit atomics;
-    // f16 and cooperative matrices for the module that is built only where they exist.
-    let caps = if needs_features(src) {
+    // f16 and cooperative matrices for the module that is built only where they exist, and
+    // subgroups for the variants built only where the device has them.
+    let mut caps = if needs_features(src) {
         naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::COOPERATIVE_MATRIX
     } else {
         naga::valid::Capabilities::empty()
     };
+    if uses_subgroups(src) {
+        caps |= naga::valid::Capabilities::SUBGROUP;
+    }
     let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
     let info = validator.validate(&module).map_err(|e| e.emit_to_string_with_path(src, name))?;
     Ok((module, info))
@@ -90,8 +100,15 @@ fn every_shader_validates_and_translates() {
 
 /// Translates a validated module to MSL and SPIR-V, adding what fails to `failures`.
 fn translate(path: &str, src: &str, module: &naga::Module, info: &naga::valid::ModuleInfo, failures: &mut Vec<String>) {
-    // Metal 2.3 has the simdgroup matrices cooperative matrices become.
-    let lang_version = if needs_features(src) { (2, 3) } else { (2, 0) };
+    // Metal 2.3 has the simdgroup matrices cooperative matrices become; 2.1 the SIMD-group
+    // shuffles subgroup operations become.
+    let lang_version = if needs_features(src) {
+        (2, 3)
+    } else if uses_subgroups(src) {
+        (2, 1)
+    } else {
+        (2, 0)
+    };
     let msl_opts = naga::back::msl::Options { lang_version, ..Default::default() };
     if let Err(e) = naga::back::msl::write_string(module, info, &msl_opts, &naga::back::msl::PipelineOptions::default()) {
         failures.push(format!("{path}: MSL: {e:?}"));

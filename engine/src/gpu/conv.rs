@@ -52,6 +52,14 @@ const SHORT_K_WEIGHT_TILE: GemmTile = tile(16, 16, 4, 4, 4);
 /// Backward weights on CPU adapters where more than 32 filters meet at least 128 weights each:
 /// 64 × 128, K 16 (the sweep on lavapipe, yolov4-tiny at 64×64 batch 4).
 const CPU_WEIGHT_TILE: GemmTile = tile(16, 16, 4, 8, 16);
+/// Forward / backward-data tiles for conv.wgsl with subgroup lanes (CPU adapters,
+/// include/tile_lanes.wgsl): many rows and 4 columns per invocation, since there a lane's rows of
+/// A come through shuffles and its columns of B through lane-by-lane reads: 256 × 32, 256 × 64,
+/// 128 × 128, 64 × 128 and 32 × 256.
+const LANE_ROW_TILES: [GemmTile; 5] = [tile(32, 8, 8, 4, 8), tile(16, 16, 16, 4, 8), tile(8, 32, 16, 4, 8), tile(8, 32, 8, 4, 8), tile(4, 64, 8, 4, 8)];
+/// Backward-weights tiles likewise: 64 × 128, 128 × 64 and 128 × 128 walking K 16 at a time, and
+/// 128 × 64 walking it 4 at a time.
+const LANE_WEIGHT_TILES: [GemmTile; 4] = [tile(8, 32, 8, 4, 16), tile(16, 16, 8, 4, 16), tile(8, 32, 16, 4, 16), tile(16, 16, 8, 4, 4)];
 /// Kernel sizes with specialised index arithmetic (others read the size from the params).
 const SPECIAL_SIZES: [u32; 2] = [1, 3];
 /// Mixed precision's tiles (conv_mixed.wgsl, cooperative matrices): K 16 at a time (one matrix
@@ -79,8 +87,8 @@ impl GemmKind {
     /// Every tile this GEMM can run with (the rule's and the sweep's).
     pub fn candidates(self) -> Vec<GemmTile> {
         match self {
-            GemmKind::Forward | GemmKind::BackwardData => ROW_TILES.iter().chain(&EXTRA_ROW_TILES).copied().collect(),
-            GemmKind::BackwardWeights => WEIGHT_TILES.iter().chain(&EXTRA_WEIGHT_TILES).copied().collect(),
+            GemmKind::Forward | GemmKind::BackwardData => ROW_TILES.iter().chain(&EXTRA_ROW_TILES).chain(&LANE_ROW_TILES).copied().collect(),
+            GemmKind::BackwardWeights => WEIGHT_TILES.iter().chain(&EXTRA_WEIGHT_TILES).chain(&LANE_WEIGHT_TILES).copied().collect(),
         }
     }
 }
@@ -201,6 +209,29 @@ fn row_tile(m: usize, n: usize, size: usize, narrow: bool) -> GemmTile {
     specialise(t, size)
 }
 
+/// The tile for a forward or backward-data GEMM of `m` rows, `n` columns and depth `k` where
+/// conv.wgsl shares A's rows through subgroup lanes (CPU adapters; the sweep on lavapipe,
+/// yolov4-tiny at 64×64 batch 4, with lanes): 8 rows and 4 columns per invocation where the
+/// GEMM fills them, 256 × 32 over the 2×2 layers' 16 columns, 32 × 256 for 32 rows (not for
+/// the first layer's K of 27, where 32 × 128 stayed faster), and the narrow rule's 128 × 32 and
+/// 128 × 64 otherwise.
+fn lane_row_tile(m: usize, n: usize, k: usize, size: usize) -> GemmTile {
+    let t = if n <= 32 && m >= 256 {
+        LANE_ROW_TILES[0]
+    } else if n >= 256 && m >= 128 {
+        LANE_ROW_TILES[2]
+    } else if n <= 64 {
+        return row_tile(m, n, size, true);
+    } else if m <= 32 && k >= 64 {
+        LANE_ROW_TILES[4]
+    } else if m <= 32 {
+        return row_tile(m, n, size, true);
+    } else {
+        LANE_ROW_TILES[3]
+    };
+    specialise(t, size)
+}
+
 /// The tile for a backward-weights GEMM of `m` filters: 64×64 (16 of K at a time) above 32
 /// filters, 32×128 otherwise. 128×128 with K 16 holds three arrays of 8 B-column indices per
 /// invocation on top of its 64 accumulators and spilled on an H100 (2 TFLOP/s against 15 for
@@ -290,6 +321,31 @@ impl GpuBackend {
         *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16
     }
 
+    /// conv.wgsl shares A's rows through subgroup lanes on this device (gpu/lanes.rs).
+    fn lanes(&self) -> bool {
+        self.pipelines.lanes() > 0
+    }
+
+    /// The backward-weights tile where conv.wgsl shares A's rows through subgroup lanes, in
+    /// place of the CPU rule's `rule`: 128 × 64 for 128 filters or more, 64 × 128 (8 rows and 4
+    /// columns per invocation) for more than 32, each walking K as `rule` does; taken only where
+    /// the K splits stay `rule`'s, so every weight keeps its bits (the sweep on lavapipe).
+    fn lane_weight_tile(&self, s: &ConvShape, rule: GemmTile) -> GemmTile {
+        let m = s.filters / s.groups;
+        let n = s.c / s.groups * s.size * s.size;
+        let lane = if m >= 128 && n >= 128 && rule.bk == LANE_WEIGHT_TILES[2].bk {
+            LANE_WEIGHT_TILES[2]
+        } else if m >= 128 {
+            LANE_WEIGHT_TILES[1]
+        } else if m > 32 && n >= 128 {
+            LANE_WEIGHT_TILES[0]
+        } else {
+            return rule;
+        };
+        let lane = GemmTile { bk: rule.bk, ks: rule.ks, ..lane };
+        if self.weight_splits(s, lane) == self.weight_splits(s, rule) { lane } else { rule }
+    }
+
     /// The adapter is a CPU (lavapipe, llvmpipe): workgroups run one after another on its cores.
     fn cpu_adapter(&self) -> bool {
         self.info.device_type == "cpu"
@@ -367,7 +423,8 @@ impl GpuBackend {
             let mk = if kind == GemmKind::Forward { Kernel::ConvForwardMixed } else { Kernel::ConvBackwardDataMixed };
             (mk, deepen(mixed_row_tile(m, s.size), tiling, kind))
         } else {
-            (k, self.tile_for(kind, row_tile(m, n, s.size, self.cpu_adapter()), s.size))
+            let rule = if self.lanes() { lane_row_tile(m, n, kdim, s.size) } else { row_tile(m, n, s.size, self.cpu_adapter()) };
+            (k, self.tile_for(kind, rule, s.size))
         };
         if s.stride > 1 && phase.is_some() {
             t.ks = 0;
@@ -473,6 +530,9 @@ impl GpuBackend {
                 if self.weight_splits(s, wide) == self.weight_splits(s, rule) {
                     rule = wide;
                 }
+            }
+            if self.lanes() {
+                rule = self.lane_weight_tile(s, rule);
             }
             let t = self.tile_for(GemmKind::BackwardWeights, rule, s.size);
             (Kernel::ConvBackwardWeights, t, t)

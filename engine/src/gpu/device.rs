@@ -87,6 +87,10 @@ pub struct AdapterSelector {
     /// for the test that they agree bit for bit. Not read from the environment
     /// (`ENGINE_GPU_WIDE` is, below this).
     pub wide: Option<u32>,
+    /// Whether the conv GEMMs may share A's rows through subgroup lanes where the adapter allows
+    /// (CPU adapters; the same bits either way): for the test that both agree. Not read from the
+    /// environment (`ENGINE_GPU_LANES` is, below this).
+    pub lanes: Option<bool>,
 }
 
 impl AdapterSelector {
@@ -397,14 +401,18 @@ pub(crate) fn mixed_gemm_support(adapter: &wgpu::Adapter) -> MixedGemm {
 }
 
 /// Optional features the backend uses where the adapter has them: timestamp queries for
-/// per-dispatch GPU time (inside passes where possible), and f16 with cooperative matrices for
-/// mixed precision's GEMMs. Nothing the default fp32 path needs to run.
-pub(crate) fn wanted_features(adapter: &wgpu::Adapter, mixed: &MixedGemm) -> wgpu::Features {
+/// per-dispatch GPU time (inside passes where possible), f16 with cooperative matrices for
+/// mixed precision's GEMMs, and `subgroups` for the conv GEMMs on CPU adapters (gpu/lanes.rs).
+/// Nothing the default fp32 path needs to run.
+pub(crate) fn wanted_features(adapter: &wgpu::Adapter, mixed: &MixedGemm, subgroups: bool) -> wgpu::Features {
     let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
     let mut have = adapter.features() & want;
     // Inside-pass timestamps are useless without timestamp queries themselves.
     if !have.contains(wgpu::Features::TIMESTAMP_QUERY) {
         have = wgpu::Features::empty();
+    }
+    if subgroups {
+        have |= wgpu::Features::SUBGROUP;
     }
     if matches!(mixed, MixedGemm::Coop16 { .. }) {
         have |= COOP_FEATURES;
@@ -412,13 +420,13 @@ pub(crate) fn wanted_features(adapter: &wgpu::Adapter, mixed: &MixedGemm) -> wgp
     have
 }
 
-pub(crate) fn request_device(adapter: &wgpu::Adapter, mixed: &MixedGemm) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Limits), GpuError> {
+pub(crate) fn request_device(adapter: &wgpu::Adapter, mixed: &MixedGemm, subgroups: bool) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Limits), GpuError> {
     let mut limits = required_limits(adapter);
     if let MixedGemm::Coop16 { tiling } = mixed {
         // mixed_tiling chose a tiling within what the adapter has.
         limits.max_compute_workgroup_storage_size = limits.max_compute_workgroup_storage_size.max(tiling.workgroup_bytes());
     }
-    let features = wanted_features(adapter, mixed);
+    let features = wanted_features(adapter, mixed, subgroups);
     let experimental_features = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
         // SAFETY: the experimental feature is used only by conv_mixed.wgsl, with the one matrix
         // shape and the subgroup size mixed_gemm_support checked the adapter reports.

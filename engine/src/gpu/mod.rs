@@ -23,6 +23,7 @@ mod conv;
 mod conv_col;
 mod device;
 mod encoder;
+mod lanes;
 mod ops;
 mod params;
 mod pipelines;
@@ -106,7 +107,8 @@ impl GpuBackend {
         let adapter = device::select_adapter(&sel)?;
         let info = device::describe(&adapter);
         let mixed_gemm = device::mixed_gemm_support(&adapter);
-        let (device, queue, mut limits) = device::request_device(&adapter, &mixed_gemm)?;
+        let lanes = lanes::wanted(&adapter, sel.lanes);
+        let (device, queue, mut limits) = device::request_device(&adapter, &mixed_gemm, lanes.is_some())?;
         if let Some(cap) = sel.max_binding_bytes {
             // Only the backend's own decisions (windows, chunks) see the lowered limit.
             let floor = u64::from(limits.min_storage_buffer_offset_alignment).max(256) * 4;
@@ -120,6 +122,8 @@ impl GpuBackend {
         if let Some(wide) = sel.wide {
             options.wide = wide.clamp(1, pipelines::MAX_WIDE);
         }
+        // Checked once here: the kernels built for subgroup lanes assume their layout.
+        options.lanes = lanes.filter(|&n| lanes::layout_holds(&device, &queue, n)).unwrap_or(0);
         let pipelines = Pipelines::new(&device, options);
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut recorder = Recorder::new(&device, &limits);
@@ -160,6 +164,12 @@ impl GpuBackend {
     /// The adapter this backend runs on.
     pub fn adapter_info(&self) -> &AdapterInfoRecord {
         &self.info
+    }
+
+    /// Subgroup lanes the fp32 conv GEMMs share A's rows through (0: none; CPU adapters with
+    /// subgroups, gpu/lanes.rs).
+    pub fn subgroup_lanes(&self) -> u32 {
+        self.pipelines.lanes()
     }
 
     /// What mixed precision's conv GEMMs run on with this device.

@@ -170,7 +170,10 @@ impl Backend for GpuBackend {
     }
     fn gemm_path(&self, ops: GemmOperands) -> String {
         match ops {
-            GemmOperands::F32 => "fp32 kernels (conv.wgsl)".to_string(),
+            GemmOperands::F32 => match self.pipelines.lanes() {
+                0 => "fp32 kernels (conv.wgsl)".to_string(),
+                n => format!("fp32 kernels (conv.wgsl), rows of A shared through subgroups of {n} lanes"),
+            },
             GemmOperands::F16 => {
                 let mut path = self.mixed_gemm.to_string();
                 let on = |a: &std::sync::atomic::AtomicBool| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -150,12 +150,12 @@ impl Module {
     /// the generated preamble, the includes, then the module's file.
     /// A file's `enable` directives go first: WGSL wants them before any declaration.
     pub(crate) fn source(self, tile: GemmTile) -> String {
-        self.source_for(tile, false, DEFAULT_WIDE)
+        self.source_for(tile, false, DEFAULT_WIDE, 0)
     }
 
     /// The source for a device: `serial_trees` on CPU adapters (include/reduce.wgsl), `wide`
     /// values per invocation of the wide elementwise kernels (include/wide.wgsl).
-    pub(crate) fn source_for(self, tile: GemmTile, serial_trees: bool, wide: u32) -> String {
+    pub(crate) fn source_for(self, tile: GemmTile, serial_trees: bool, wide: u32, lanes: u32) -> String {
         let (enables, rest): (Vec<&str>, Vec<&str>) = self.file().lines().partition(|l| l.starts_with("enable "));
         let mut s = String::new();
         for e in enables {
@@ -174,6 +174,17 @@ impl Module {
         if self.includes().contains(&REDUCE) {
             s += &unrolled_tree("red_tree", "red");
             s += &unrolled_tree("red2_tree", "red2");
+        }
+        if self == Module::Conv {
+            // The inner product: shared through subgroup lanes where this tile can
+            // (GemmTile::shares_lanes), else every invocation reads its own.
+            if tile.shares_lanes(lanes) {
+                let _ = writeln!(s, "const LANES: u32 = {lanes}u;");
+                s += include_str!("../../../shaders-wgsl/include/tile_lanes.wgsl");
+                s += &tile.fma_shared(lanes);
+            } else {
+                s += include_str!("../../../shaders-wgsl/include/tile_fma.wgsl");
+            }
         }
         for l in rest {
             s += l;
@@ -312,6 +323,29 @@ impl GemmTile {
         let a = bm * (self.bk + self.pad);
         let b = self.bk * bn + self.pad * self.bk.max(bn);
         self.stages * (a + b) * 2 + 8192
+    }
+
+    /// Whether conv.wgsl built for this tile shares A's rows through subgroups of `lanes`
+    /// invocations (include/tile_lanes.wgsl; 0: subgroups are not used): a subgroup must lie in
+    /// one row of the TY × TX invocations and hold at least a quarter of the TM rows' loads.
+    pub fn shares_lanes(self, lanes: u32) -> bool {
+        lanes > 0 && self.tx % lanes == 0 && self.tm <= 4 * lanes
+    }
+
+    /// include/tile_lanes.wgsl's `fma_shared`: row ri of the TM rows gets the value lane
+    /// ri % lanes read, mine[ri / lanes], through a shuffle from that (constant) lane.
+    fn fma_shared(self, lanes: u32) -> String {
+        let mut s = String::from("fn fma_shared(mine: vec4<f32>, b: array<vec4<f32>, TN4>) {\n");
+        for ri in 0..self.tm {
+            let c = ["x", "y", "z", "w"][(ri / lanes) as usize];
+            let _ = writeln!(s, "    row_fma({ri}u, subgroupShuffle(mine.{c}, {}u), b);", ri % lanes);
+        }
+        s += "}\nfn acc_at(q: u32) -> vec4<f32> {\n    var v = acc[0];\n";
+        for q in 1..self.tm * self.tn / 4 {
+            let _ = writeln!(s, "    v = select(v, acc[{q}], q == {q}u);");
+        }
+        s += "    return v;\n}\n";
+        s
     }
 
     fn constants(self) -> String {
@@ -454,6 +488,9 @@ pub(crate) struct CompileOptions {
     pub serial_trees: bool,
     /// Values per invocation of the wide elementwise kernels ([`Kernel::wide`]).
     pub wide: u32,
+    /// Subgroup lanes the conv GEMMs share A's rows through (0: none; CPU adapters with
+    /// subgroups whose layout the backend checked, device.rs `lanes_for`).
+    pub lanes: u32,
 }
 
 /// Values per invocation of the wide kernels on GPUs (include/wide.wgsl says what it measured).
@@ -463,7 +500,7 @@ pub(crate) const MAX_WIDE: u32 = 16;
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false, serial_trees: false, wide: DEFAULT_WIDE }
+        CompileOptions { checks: Checks::Relaxed, zero_workgroup_memory: false, serial_trees: false, wide: DEFAULT_WIDE, lanes: 0 }
     }
 }
 
@@ -493,7 +530,7 @@ impl CompileOptions {
             _ if cpu => 1,
             _ => DEFAULT_WIDE,
         };
-        CompileOptions { checks, zero_workgroup_memory, serial_trees, wide }
+        CompileOptions { checks, zero_workgroup_memory, serial_trees, wide, lanes: 0 }
     }
 
     /// The checks module `m` is built with, when they are fewer than all of wgpu's.
@@ -510,19 +547,28 @@ impl CompileOptions {
 }
 
 /// Every WGSL source the backend can build, as (name, source): each module with its default
-/// variant, and the convolution module with every GEMM tile the backend may choose. For tests that
+/// variant, the convolution module with every GEMM tile the backend may choose, and the variants
+/// for CPU adapters with subgroups (those use subgroup operations). For tests that
 /// check every kernel translates to Metal and SPIR-V, and fits the default limits.
 pub fn shader_sources() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = MODULES.iter().map(|m| (m.name().to_string(), m.default_source())).collect();
     // The CPU adapters' variant (serial reduction trees) of every module.
     for m in MODULES {
-        out.push((format!("{} (serial trees, one value per invocation)", m.name()), m.source_for(m.default_tile(), true, 1)));
+        out.push((format!("{} (serial trees, one value per invocation)", m.name()), m.source_for(m.default_tile(), true, 1, 0)));
     }
     for tile in super::conv::all_tiles() {
         out.push((format!("conv {tile:?}"), Module::Conv.source(tile)));
     }
     for tile in super::conv::all_mixed_tiles() {
         out.push((format!("conv_mixed {tile:?}"), Module::ConvMixed.source(tile)));
+    }
+    // CPU adapters with subgroups: the tiles that share A's rows through them (needs subgroup
+    // operations), and the start-up check of their layout.
+    for lanes in super::lanes::SIZES {
+        for tile in super::conv::all_tiles().into_iter().filter(|t| t.shares_lanes(lanes)) {
+            out.push((format!("conv {tile:?} (subgroups of {lanes})"), Module::Conv.source_for(tile, true, 1, lanes)));
+        }
+        out.push((format!("lanes_probe (subgroups of {lanes})"), super::lanes::probe_source(lanes)));
     }
     out
 }
@@ -549,6 +595,11 @@ impl Pipelines {
     /// Values per invocation of the wide kernels ([`Kernel::wide`]) in this device's modules.
     pub(crate) fn wide(&self) -> u32 {
         self.options.wide
+    }
+
+    /// Subgroup lanes the conv GEMMs share A's rows through (0: none).
+    pub(crate) fn lanes(&self) -> u32 {
+        self.options.lanes
     }
 
     pub(crate) fn new(device: &wgpu::Device, options: CompileOptions) -> Pipelines {
@@ -607,7 +658,7 @@ impl Pipelines {
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(m.name()),
-                    source: wgpu::ShaderSource::Wgsl(m.source_for(tile, self.options.serial_trees, self.options.wide).into()),
+                    source: wgpu::ShaderSource::Wgsl(m.source_for(tile, self.options.serial_trees, self.options.wide, self.options.lanes).into()),
                 };
                 if let Some(checks) = self.options.reduced_checks(m) {
                     // SAFETY: Checks::Relaxed drops only the loop bounding and the division
