@@ -81,34 +81,46 @@ fn chunk_of(q: u32) -> vec4<u32> {
 // x = b1 → scratch (b2) [o2 + (q·channels + c)·2 ..] = (chunk mean, Σ(x − chunk mean)²).
 // Workgroup (flat) = q·channels + c. Partials are chunk-major so that a dispatch over a range of
 // images (a tensor larger than one binding, gpu/chunk.rs) writes one contiguous block of them.
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED_WG)
 fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
     let valid = g < p.channels * p.chunks;
     let c = g % p.channels;
     let r = chunk_of(g / p.channels);
     let len = r.w - r.z;
-    var s = 0.0;
+    // Tree lane lid + RED_WG·a sums its pixels (every 256th from it) in component a.
+    var s = vec4<f32>(0.0);
     if (valid) {
         for (var b = r.x; b < r.y; b++) {
             let base = p.o1 + (b * p.channels + c) * p.spatial + r.z;
             for (var i = lid; i < len; i += 256u) {
-                s = s + b1[base + i];
+                s.x = s.x + b1[base + i];
+                for (var a = 1u; a < RED_LANES; a++) {
+                    if (i + a * RED_WG < len) {
+                        s[a] = s[a] + b1[base + i + a * RED_WG];
+                    }
+                }
             }
         }
     }
-    let mean = tree_sum(lid, s) / f32(max(chunk_count(r), 1u));
-    var q = 0.0;
+    let mean = tree_sum_lanes(lid, s) / f32(max(chunk_count(r), 1u));
+    var q = vec4<f32>(0.0);
     if (valid) {
         for (var b = r.x; b < r.y; b++) {
             let base = p.o1 + (b * p.channels + c) * p.spatial + r.z;
             for (var i = lid; i < len; i += 256u) {
                 let d = b1[base + i] - mean;
-                q = q + d * d;
+                q.x = q.x + d * d;
+                for (var a = 1u; a < RED_LANES; a++) {
+                    if (i + a * RED_WG < len) {
+                        let e = b1[base + i + a * RED_WG] - mean;
+                        q[a] = q[a] + e * e;
+                    }
+                }
             }
         }
     }
-    let m2 = tree_sum(lid, q);
+    let m2 = tree_sum_lanes(lid, q);
     if (lid == 0u && valid) {
         b2[p.o2 + 2u * g] = mean;
         b2[p.o2 + 2u * g + 1u] = m2;
@@ -261,24 +273,40 @@ fn grad_z(i: u32, c: u32) -> f32 {
 
 // dy = b1, y = b2, x_norm = b3, gamma = b4, beta = b5 → scratch (b6) [o6 + (q·channels + c)·2 ..]
 // = (Σ dz, Σ dz·x_norm) over the chunk.
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED_WG)
 fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.y * nwg.x + wid.x;
     let valid = g < p.channels * p.chunks;
     let c = g % p.channels;
     let r = chunk_of(g / p.channels);
     let len = r.w - r.z;
-    var s = vec2<f32>(0.0, 0.0);
+    // Tree lane lid + RED_WG·a sums in component a (as bn_partials).
+    var sd = vec4<f32>(0.0);
+    var sx = vec4<f32>(0.0);
     if (valid) {
         for (var b = r.x; b < r.y; b++) {
             let base = (b * p.channels + c) * p.spatial + r.z;
             for (var k = lid; k < len; k += 256u) {
                 let dz = grad_z(base + k, c);
-                s = s + vec2<f32>(dz, dz * b3[p.o3 + base + k]);
+                sd.x = sd.x + dz;
+                sx.x = sx.x + dz * b3[p.o3 + base + k];
+                for (var a = 1u; a < RED_LANES; a++) {
+                    let ka = k + a * RED_WG;
+                    if (ka < len) {
+                        let dza = grad_z(base + ka, c);
+                        sd[a] = sd[a] + dza;
+                        sx[a] = sx[a] + dza * b3[p.o3 + base + ka];
+                    }
+                }
             }
         }
     }
-    let sums = tree_sum2(lid, s);
+    var sums: vec2<f32>;
+    if (RED_WG == 256u) {
+        sums = tree_sum2(lid, vec2<f32>(sd.x, sx.x));
+    } else {
+        sums = vec2<f32>(tree_sum_lanes(lid, sd), tree_sum_lanes(lid, sx));
+    }
     if (lid == 0u && valid) {
         b6[p.o6 + 2u * g] = sums.x;
         b6[p.o6 + 2u * g + 1u] = sums.y;

@@ -73,3 +73,24 @@ fn chunk_range(q: u32, batch: u32, spatial: u32, ppc: u32, pieces: u32, piece_le
 fn chunk_count(r: vec4<u32>) -> u32 {
     return (r.y - r.x) * (r.w - r.z);
 }
+
+// The per-chunk statistics kernels (batchnorm.wgsl) run RED_WG invocations: 256 on GPUs, one tree
+// lane each; 64 on CPU adapters (SERIAL_TREES), each holding the partials of the four tree lanes
+// lid + 64·a (a < 4) as the components of a vec4, every lane summing its values in the same
+// order as one invocation of 256 would. Small chunks (the deep layers' few pixels) then cost a
+// quarter of the vector batches; the tree's additions, and every bit, stay the same.
+const RED_LANES: u32 = 256u / RED_WG;
+
+// The sum of the 256 tree lanes whose partials invocation lid holds in v (RED_LANES of them):
+// tree_sum's tree, its first two levels (128 and 64) done in registers when RED_WG = 64.
+fn tree_sum_lanes(lid: u32, v: vec4<f32>) -> f32 {
+    if (RED_WG == 256u) {
+        return tree_sum(lid, v.x);
+    }
+    // Level 128: lane i adds lane i + 128; level 64: lane i adds lane i + 64.
+    red[lid] = (v.x + v.z) + (v.y + v.w);
+    workgroupBarrier();
+    let r = red_tree64();
+    workgroupBarrier();
+    return r;
+}

@@ -164,6 +164,7 @@ impl Module {
         }
         s += &preamble();
         let _ = writeln!(s, "const SERIAL_TREES: bool = {serial_trees};");
+        let _ = writeln!(s, "const RED_WG: u32 = {}u;", if serial_trees { 64 } else { 256 });
         let _ = writeln!(s, "const WIDE: u32 = {wide}u;");
         if self.tiled() {
             s += &tile.constants();
@@ -172,8 +173,9 @@ impl Module {
             s += inc;
         }
         if self.includes().contains(&REDUCE) {
-            s += &unrolled_tree("red_tree", "red");
-            s += &unrolled_tree("red2_tree", "red2");
+            s += &unrolled_tree("red_tree", "red", 256);
+            s += &unrolled_tree("red2_tree", "red2", 256);
+            s += &unrolled_tree("red_tree64", "red", 64);
         }
         if self == Module::Conv {
             // The inner product: shared through subgroup lanes where this tile can
@@ -203,16 +205,17 @@ impl Module {
     }
 }
 
-/// include/reduce.wgsl's tree over the 256 values of the workgroup array `arr`, unrolled: at
-/// each level s = 128, 64, …, 1, value i (i < s) adds value i + s, every index a constant.
+/// include/reduce.wgsl's tree over the first `n` values of the workgroup array `arr` (256, or 64
+/// for the levels below 64 of it), unrolled: at each level s = n/2, …, 1, value i (i < s) adds
+/// value i + s, every index a constant.
 const REDUCE: &str = include_str!("../../../shaders-wgsl/include/reduce.wgsl");
 
-fn unrolled_tree(name: &str, arr: &str) -> String {
+fn unrolled_tree(name: &str, arr: &str, n: usize) -> String {
     let mut s = format!("fn {name}() -> f32 {{\n");
-    for i in 0..256 {
-        let _ = writeln!(s, "    let l256_{i} = {arr}[{i}];");
+    for i in 0..n {
+        let _ = writeln!(s, "    let l{n}_{i} = {arr}[{i}];");
     }
-    let mut level = 256;
+    let mut level = n;
     while level > 1 {
         let half = level / 2;
         for i in 0..half {
