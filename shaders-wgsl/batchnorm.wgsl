@@ -70,7 +70,8 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 // The activation's derivative needs its input (not only its output).
-fn needs_input(act: u32) -> bool {
+fn needs_input(act_param: u32) -> bool {
+    let act = act_code(act_param);
     return act == ACT_MISH || act == ACT_SWISH || act == ACT_HARD_MISH;
 }
 
@@ -261,7 +262,7 @@ fn bn_infer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 // activation (output y = b2; input z = gamma·x_norm + beta, recomputed from b3, b4, b5).
 fn grad_z(i: u32, c: u32) -> f32 {
     let dy = as_stored(b1[p.o1 + i]);
-    if (p.act == ACT_LINEAR) {
+    if (act_code(p.act) == ACT_LINEAR) {
         return dy;
     }
     var z = 0.0;

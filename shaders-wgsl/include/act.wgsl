@@ -5,6 +5,13 @@
 
 const MISH_THRESHOLD: f32 = 20.0;
 
+// The activation a kernel applies: the params' `act`, or ACT_ONLY where the module was built for
+// one (CPU adapters, pipelines.rs: llvmpipe evaluates every arm of a switch on a value it cannot
+// see is constant, so a kernel built for any activation would compute all seven).
+fn act_code(act: u32) -> u32 {
+    return select(act, ACT_ONLY, ACT_ONLY != ACT_ANY);
+}
+
 fn logistic(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
@@ -25,7 +32,7 @@ fn softplus(x: f32) -> f32 {
 }
 
 fn activate(x: f32, act: u32) -> f32 {
-    switch act {
+    switch act_code(act) {
         case ACT_LOGISTIC: { return logistic(x); }
         case ACT_RELU: { return select(0.0, x, x > 0.0); }
         case ACT_LEAKY: { return select(0.1 * x, x, x > 0.0); }
@@ -42,7 +49,7 @@ fn activate(x: f32, act: u32) -> f32 {
 }
 
 fn gradient(x: f32, y: f32, act: u32) -> f32 {
-    switch act {
+    switch act_code(act) {
         case ACT_LOGISTIC: { return y * (1.0 - y); }
         case ACT_RELU: { return select(0.0, 1.0, y > 0.0); }
         case ACT_LEAKY: { return select(0.1, 1.0, y > 0.0); }

@@ -182,7 +182,8 @@ impl GpuBackend {
             };
             let n = r.count * img;
             let writes = 2 + usize::from(pre.is_some());
-            self.dispatch_1d(Kernel::BnNormalize, v, &p, n, Work::elementwise(n, 1, writes, 6));
+            let grid = self.grid_1d(Kernel::BnNormalize, n);
+            self.dispatch_act_locked(&mut self.lock(), Kernel::BnNormalize, GemmTile::DEFAULT, p.act, v, &p, grid, Work::elementwise(n, 1, writes, 6));
         });
     }
 
@@ -226,7 +227,7 @@ impl GpuBackend {
             };
             let grid = self.grid((s.channels * qn) as u64);
             let bufs = [&d, &yy, &xn, bn.gamma, bn.beta, &part];
-            self.dispatch_locked(&mut rec, Kernel::BnBackwardPartials, t, &bufs, &p, grid, Work::elementwise(d.len(), reads, 0, 4));
+            self.dispatch_act_locked(&mut rec, Kernel::BnBackwardPartials, t, p.act, &bufs, &p, grid, Work::elementwise(d.len(), reads, 0, 4));
         }
         let p = BnP { o1: off(&scratch), o2: off(bn.var), o3: off(bn.gamma), o4: off(bn.dgamma), o5: off(bn.dbeta), ..base };
         let bufs = [&scratch, bn.var, bn.gamma, bn.dgamma, bn.dbeta];
@@ -248,7 +249,7 @@ impl GpuBackend {
             let bufs = [&d, &yy, &xn, bn.gamma, bn.beta, &scratch, &dxs];
             let n = d.len();
             let grid = self.grid((n as u64).div_ceil(256));
-            self.dispatch_locked(&mut rec, Kernel::BnBackwardApply, t, &bufs, &p, grid, Work::elementwise(n, reads, 1, 6));
+            self.dispatch_act_locked(&mut rec, Kernel::BnBackwardApply, t, p.act, &bufs, &p, grid, Work::elementwise(n, reads, 1, 6));
         }
     }
 

@@ -91,6 +91,10 @@ pub struct AdapterSelector {
     /// (CPU adapters; the same bits either way): for the test that both agree. Not read from the
     /// environment (`ENGINE_GPU_LANES` is, below this).
     pub lanes: Option<bool>,
+    /// Whether kernels that apply an activation are built for each one (the default on CPU
+    /// adapters; the same bits either way): for the test that both agree. Not read from the
+    /// environment (`ENGINE_GPU_ACT_VARIANTS` is, below this).
+    pub act_variants: Option<bool>,
 }
 
 impl AdapterSelector {

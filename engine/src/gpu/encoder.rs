@@ -265,7 +265,8 @@ impl Recorder {
         }
     }
 
-    /// Records one dispatch of `kernel` (built for `tile`) over `bufs` with `params`.
+    /// Records one dispatch of `kernel` (built for `tile` and activation `act`, see
+    /// `Pipelines::get`) over `bufs` with `params`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &mut self,
@@ -275,6 +276,7 @@ impl Recorder {
         stats: &[&Arc<MemoryStats>],
         kernel: Kernel,
         tile: GemmTile,
+        act: u32,
         bufs: &[&GpuBuf],
         params: &[u8],
         grid: [u32; 3],
@@ -325,7 +327,7 @@ impl Recorder {
             self.bind_groups.insert(key, bg);
             self.bind_groups_created += 1;
         }
-        let pipeline = pipelines.get(device, kernel, tile);
+        let pipeline = pipelines.get(device, kernel, tile, act);
 
         // Timestamp indices of this dispatch, if timed.
         let timed = self.timer.as_ref().map(|t| (2 * t.labels.len() as u32, t.inside_passes));

@@ -119,6 +119,9 @@ impl GpuBackend {
         if let Some(serial) = sel.serial_trees {
             options.serial_trees = serial;
         }
+        if let Some(v) = sel.act_variants {
+            options.act_variants = v;
+        }
         if let Some(wide) = sel.wide {
             options.wide = wide.clamp(1, pipelines::MAX_WIDE);
         }
@@ -234,9 +237,18 @@ impl GpuBackend {
     fn dispatch_locked<P: KernelParams>(
         &self, rec: &mut Recorder, k: Kernel, tile: GemmTile, bufs: &[&GpuBuf], params: &P, grid: [u32; 3], work: Work,
     ) {
+        self.dispatch_act_locked(rec, k, tile, pipelines::ACT_ANY, bufs, params, grid, work);
+    }
+
+    /// [`Self::dispatch_locked`] of a kernel applying activation `act` (its code in `params`):
+    /// where the device specialises activations, a pipeline built for that one runs.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_act_locked<P: KernelParams>(
+        &self, rec: &mut Recorder, k: Kernel, tile: GemmTile, act: u32, bufs: &[&GpuBuf], params: &P, grid: [u32; 3], work: Work,
+    ) {
         debug_assert_eq!(k.module().params_module(), P::MODULE, "{k:?} given params of another module");
         let stats = [&self.stats, &self.internal];
-        rec.dispatch(&self.device, &self.queue, &self.pipelines, &stats, k, tile, bufs, bytemuck::bytes_of(params), grid, work);
+        rec.dispatch(&self.device, &self.queue, &self.pipelines, &stats, k, tile, act, bufs, bytemuck::bytes_of(params), grid, work);
     }
 
     fn dispatch<P: KernelParams>(&self, k: Kernel, bufs: &[&GpuBuf], params: &P, grid: [u32; 3], work: Work) {

@@ -65,3 +65,31 @@ fn activations_forward_backward() {
     let want: Vec<f64> = hx.iter().map(|&v| act_ref(v as f64, Activation::Leaky)).collect();
     assert_close("leaky in place", &g.download(&xi), &want, 1e-6, 1e-7);
 }
+
+/// Kernels built for the one activation they apply (CPU adapters' default: llvmpipe would
+/// evaluate every arm of the activation switch) and built for any (GPUs') give the same bits,
+/// forward and backward, for every activation, alone and fused after batch norm.
+#[test]
+fn activation_variants_give_the_same_bits() {
+    gpu_or_skip!();
+    let make = |v| GpuBackend::new(&AdapterSelector { act_variants: Some(v), ..Default::default() }).expect("a second device");
+    let run = |g: &GpuBackend| {
+        let mut out = Vec::new();
+        let n = 611;
+        let (x, dy) = (up(g, &data(n, 110, -8.0, 8.0)), up(g, &data(n, 111, -1.0, 1.0)));
+        let (y, dx) = (g.alloc(n), g.alloc(n));
+        let cs = ChannelShape::new(3, 5, 41);
+        for a in Activation::ALL {
+            g.activation_forward(&x, &y, a);
+            g.activation_backward(&x, &y, &dy, &dx, a);
+            out.push(g.download(&y));
+            out.push(g.download(&dx));
+            let case = BnCase::new(g, &cs, a, 120);
+            case.run(g, &cs, a, BnBackward::Exact, Store::F32, |_| {});
+            out.extend(case.outputs().into_iter().map(|(_, b)| g.download(b)));
+        }
+        out
+    };
+    let bits = |v: Vec<Vec<f32>>| v.into_iter().map(|t| t.into_iter().map(f32::to_bits).collect::<Vec<_>>()).collect::<Vec<_>>();
+    assert_eq!(bits(run(&make(true))), bits(run(&make(false))));
+}
