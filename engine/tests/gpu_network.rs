@@ -174,3 +174,18 @@ fn run_steps_gives_the_bits_of_plain_steps() {
         both(&gpu_backend, &mixed, subdivisions, &bs);
     }
 }
+
+/// Building the network makes the convolution GEMMs' pipelines ahead, on several threads
+/// (`Backend::prepare_convolutions`): a training step then makes none of its own, so the
+/// prediction of which tiles the step runs is the step's own choice.
+#[test]
+fn building_makes_every_conv_pipeline_a_step_runs() {
+    let Some(g) = gpu() else { return };
+    let net = Network::build(g, cfg(), &BuildOptions { seed: 4, ..Default::default() }).unwrap();
+    let prepared = net.backend.conv_pipeline_count();
+    assert!(prepared > 0, "nothing was prepared");
+    let mut t = Trainer::new(net, Optimizer::Sgd);
+    let b = &batches(1)[0];
+    t.step(&b.images, &b.truths).unwrap();
+    assert_eq!(t.net.backend.conv_pipeline_count(), prepared, "the step made conv pipelines of its own");
+}

@@ -321,6 +321,89 @@ impl GpuBackend {
         *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) == crate::backend::GemmOperands::F16
     }
 
+    /// The fp32 kernels' tile for a forward or backward-data GEMM of `m` rows, `n` columns and
+    /// depth `kdim` (the caller drops the kernel-size specialisation for a strided phase).
+    fn fp32_row_tile(&self, kind: GemmKind, s: &ConvShape, m: usize, n: usize, kdim: usize) -> GemmTile {
+        let rule = if self.lanes() { lane_row_tile(m, n, kdim, s.size) } else { row_tile(m, n, s.size, self.cpu_adapter()) };
+        self.tile_for(kind, rule, s.size)
+    }
+
+    /// The fp32 kernels' tile for the backward-weights GEMM of `s`.
+    fn fp32_weight_tile(&self, s: &ConvShape) -> GemmTile {
+        let (m, n) = (s.filters / s.groups, s.c / s.groups * s.size * s.size);
+        let ohw = s.out_h * s.out_w;
+        let mut rule = weight_tile(m, s.size);
+        // A K tile longer than an output's pixels multiplies padding zeros. With one split
+        // every weight sums K in its one order whatever the K tile, so a shorter one gives the
+        // same bits; a CPU adapter pays for the zeros (a GPU's rule was measured without them).
+        let short = GemmTile { bk: SHORT_K_WEIGHT_TILE.bk, ..rule };
+        if self.cpu_adapter()
+            && ohw < rule.bk as usize
+            && (rule.bm(), rule.bn()) == (SHORT_K_WEIGHT_TILE.bm(), SHORT_K_WEIGHT_TILE.bn())
+            && self.weight_splits(s, rule).1 == 1
+            && self.weight_splits(s, short).1 == 1
+        {
+            rule = short;
+        } else if self.cpu_adapter() && m > 32 && n >= CPU_WEIGHT_TILE.bn() {
+            // 64 × 128 tiles were 5–20 % faster on lavapipe for these shapes; taken only where
+            // the K splits stay those of the rule's tile, so every weight keeps its bits.
+            let wide = specialise(CPU_WEIGHT_TILE, s.size);
+            if self.weight_splits(s, wide) == self.weight_splits(s, rule) {
+                rule = wide;
+            }
+        }
+        if self.lanes() {
+            rule = self.lane_weight_tile(s, rule);
+        }
+        self.tile_for(GemmKind::BackwardWeights, rule, s.size)
+    }
+
+    /// The fp32 pipelines the GEMMs of `s` run (`dx`: with the backward data), where the batch's
+    /// tensors fit one binding: what [`GpuBackend::prepare_conv_pipelines`] makes ahead.
+    fn conv_pipelines(&self, s: &ConvShape, dx: bool) -> Vec<(Kernel, GemmTile)> {
+        let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
+        let ss = s.size * s.size;
+        let mut out = vec![(Kernel::ConvForward, self.fp32_row_tile(GemmKind::Forward, s, mg, s.batch * s.out_h * s.out_w, cg * ss))];
+        if dx {
+            for ph in Phase::all(s) {
+                let mut t = self.fp32_row_tile(GemmKind::BackwardData, s, cg, s.batch * ph.qh * ph.qw, mg * ph.nky * ph.nkx);
+                if s.stride > 1 {
+                    t.ks = 0;
+                }
+                out.push((Kernel::ConvBackwardData, t));
+            }
+        }
+        let t = self.fp32_weight_tile(s);
+        out.push((Kernel::ConvBackwardWeights, t));
+        if self.weight_splits(s, t).1 > 1 {
+            out.push((Kernel::ConvSplitkReduce, t));
+        }
+        out
+    }
+
+    /// Makes the pipelines of the fp32 convolution GEMMs of `convs` (shape, with the backward
+    /// data) now, on several threads, instead of one by one as the first step records them
+    /// (on lavapipe each takes 20–50 ms even from Mesa's shader cache). Nothing where the GEMMs
+    /// take f16 operands; a pipeline this misses is still made on first use.
+    pub(super) fn prepare_conv_pipelines(&self, convs: &[(ConvShape, bool)]) {
+        if self.f16_operands() {
+            return;
+        }
+        let mut keys: Vec<(Kernel, GemmTile)> = Vec::new();
+        for (s, dx) in convs {
+            let ok = s.batch > 0 && s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0 && s.size > 0;
+            if !ok || self.col_path(s) || self.data_as_forward(s).is_some() {
+                continue;
+            }
+            for key in self.conv_pipelines(s, *dx) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        self.pipelines.prepare(&self.device, &keys);
+    }
+
     /// conv.wgsl shares A's rows through subgroup lanes on this device (gpu/lanes.rs).
     fn lanes(&self) -> bool {
         self.pipelines.lanes() > 0
@@ -423,8 +506,7 @@ impl GpuBackend {
             let mk = if kind == GemmKind::Forward { Kernel::ConvForwardMixed } else { Kernel::ConvBackwardDataMixed };
             (mk, deepen(mixed_row_tile(m, s.size), tiling, kind))
         } else {
-            let rule = if self.lanes() { lane_row_tile(m, n, kdim, s.size) } else { row_tile(m, n, s.size, self.cpu_adapter()) };
-            (k, self.tile_for(kind, rule, s.size))
+            (k, self.fp32_row_tile(kind, s, m, n, kdim))
         };
         if s.stride > 1 && phase.is_some() {
             t.ks = 0;
@@ -511,30 +593,7 @@ impl GpuBackend {
         let (kernel, t, reduce_tile) = if let Some(tiling) = self.mixed_gemms() {
             (Kernel::ConvBackwardWeightsMixed, deepen(mixed_weight_tile(m, n, s.size), tiling, GemmKind::BackwardWeights), specialise(WEIGHT_TILES[0], s.size))
         } else {
-            let mut rule = weight_tile(m, s.size);
-            // A K tile longer than an output's pixels multiplies padding zeros. With one split
-            // every weight sums K in its one order whatever the K tile, so a shorter one gives the
-            // same bits; a CPU adapter pays for the zeros (a GPU's rule was measured without them).
-            let short = GemmTile { bk: SHORT_K_WEIGHT_TILE.bk, ..rule };
-            if self.cpu_adapter()
-                && ohw < rule.bk as usize
-                && (rule.bm(), rule.bn()) == (SHORT_K_WEIGHT_TILE.bm(), SHORT_K_WEIGHT_TILE.bn())
-                && self.weight_splits(s, rule).1 == 1
-                && self.weight_splits(s, short).1 == 1
-            {
-                rule = short;
-            } else if self.cpu_adapter() && m > 32 && n >= CPU_WEIGHT_TILE.bn() {
-                // 64 × 128 tiles were 5–20 % faster on lavapipe for these shapes; taken only where
-                // the K splits stay those of the rule's tile, so every weight keeps its bits.
-                let wide = specialise(CPU_WEIGHT_TILE, s.size);
-                if self.weight_splits(s, wide) == self.weight_splits(s, rule) {
-                    rule = wide;
-                }
-            }
-            if self.lanes() {
-                rule = self.lane_weight_tile(s, rule);
-            }
-            let t = self.tile_for(GemmKind::BackwardWeights, rule, s.size);
+            let t = self.fp32_weight_tile(s);
             (Kernel::ConvBackwardWeights, t, t)
         };
         let m_tiles = m.div_ceil(t.bm());

@@ -175,6 +175,13 @@ impl GpuBackend {
         self.pipelines.lanes()
     }
 
+    /// Pipelines made so far of the convolution GEMMs' module (conv.wgsl), for the test that
+    /// `prepare_convolutions` makes what a training step uses.
+    #[doc(hidden)]
+    pub fn conv_pipeline_count(&self) -> usize {
+        self.pipelines.count(pipelines::Module::Conv)
+    }
+
     /// What mixed precision's conv GEMMs run on with this device.
     pub fn mixed_gemm(&self) -> &MixedGemm {
         &self.mixed_gemm

@@ -391,6 +391,10 @@ impl<B: Backend> Network<B> {
         let b = &backend;
         // Persistent state first, packed into arenas (see STATE_ARENA_FLOATS).
         let convs = conv_layers(&cfg, &shapes, mb);
+        // The first layer reads the network's input, whose gradient nobody needs.
+        let first = cfg.layers.first().is_some_and(|l| matches!(l.kind, LayerKind::Convolutional(_)));
+        let prepare: Vec<(ConvShape, bool)> = convs.iter().enumerate().map(|(i, c)| (c.0, !(first && i == 0))).collect();
+        b.prepare_convolutions(&prepare);
         let (places, arena_lens) = pack(&state_lens(&convs, opts.adam));
         let acts = ActivationViews::alloc(b, &plan);
         let state_arenas: Vec<B::Buf> = arena_lens.iter().map(|&len| b.alloc(len)).collect();
