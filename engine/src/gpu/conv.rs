@@ -211,15 +211,18 @@ fn row_tile(m: usize, n: usize, size: usize, narrow: bool) -> GemmTile {
 
 /// The tile for a forward or backward-data GEMM of `m` rows, `n` columns and depth `k` where
 /// conv.wgsl shares A's rows through subgroup lanes (CPU adapters; the sweep on lavapipe,
-/// yolov4-tiny at 64×64 batch 4, with lanes): 8 rows and 4 columns per invocation where the
-/// GEMM fills them, 256 × 32 over the 2×2 layers' 16 columns, 32 × 256 for 32 rows (not for
-/// the first layer's K of 27, where 32 × 128 stayed faster), and the narrow rule's 128 × 32 and
-/// 128 × 64 otherwise.
+/// yolov4-tiny at 64×64 batch 4, with lanes): 8 to 16 rows and 4 columns per invocation where
+/// the GEMM fills them, 256 × 32 over the 2×2 layers' 16 columns where that still makes two
+/// workgroups (one would leave a core idle), 32 × 256 for 32 rows (not for the first layer's K
+/// of 27, where 32 × 128 stayed faster), 64 × 64 for at most 128 rows of at most 64 columns (two
+/// workgroups again), and the narrow rule's 128 × 32 and 128 × 64 otherwise.
 fn lane_row_tile(m: usize, n: usize, k: usize, size: usize) -> GemmTile {
-    let t = if n <= 32 && m >= 256 {
+    let t = if n <= 32 && m >= 512 {
         LANE_ROW_TILES[0]
     } else if n >= 256 && m >= 128 {
         LANE_ROW_TILES[2]
+    } else if n <= 64 && n > 32 && m <= 128 {
+        EXTRA_ROW_TILES[3]
     } else if n <= 64 {
         return row_tile(m, n, size, true);
     } else if m <= 32 && k >= 64 {
