@@ -147,11 +147,11 @@ pub trait Backend {
     /// and the run record: a path that is slower than asked for is said, not hidden).
     fn gemm_path(&self, ops: GemmOperands) -> String;
 
-    /// The convolutions a network will run (each shape, and whether its backward data is
-    /// needed), told once when it is built, so that a backend can make what they need ahead of
-    /// the first step (the GPU backend compiles their GEMM pipelines, in parallel). Changes no
-    /// result; the default does nothing.
-    fn prepare_convolutions(&self, _convs: &[(ConvShape, bool)]) {}
+    /// What a network will run, told once when it is built: its convolutions (each shape, and
+    /// whether its backward data is needed) and the activations its layers apply, so that a
+    /// backend can make what they need ahead of the first step (the GPU backend compiles the
+    /// pipelines, in parallel). Changes no result; the default does nothing.
+    fn prepare(&self, _convs: &[(ConvShape, bool)], _activations: &[Activation]) {}
     /// y = conv(x, w), overwritten. w is `[filters][c/groups][size][size]` (Darknet order).
     fn conv_forward(&self, x: &Self::Buf, w: &Self::Buf, y: &Self::Buf, s: &ConvShape);
     /// dx += convᵀ(dy, w) (gradient w.r.t. the input; col2im adds).

@@ -175,17 +175,17 @@ fn run_steps_gives_the_bits_of_plain_steps() {
     }
 }
 
-/// Building the network makes the convolution GEMMs' pipelines ahead, on several threads
-/// (`Backend::prepare_convolutions`): a training step then makes none of its own, so the
-/// prediction of which tiles the step runs is the step's own choice.
+/// Building the network makes its pipelines ahead, on several threads (`Backend::prepare`): a
+/// training step then makes none of its own, so the prediction of which GEMM tiles and
+/// activation builds the step runs is the step's own choice.
 #[test]
-fn building_makes_every_conv_pipeline_a_step_runs() {
+fn building_makes_every_pipeline_a_step_runs() {
     let Some(g) = gpu() else { return };
     let net = Network::build(g, cfg(), &BuildOptions { seed: 4, ..Default::default() }).unwrap();
-    let prepared = net.backend.conv_pipeline_count();
+    let prepared = net.backend.pipeline_count();
     assert!(prepared > 0, "nothing was prepared");
     let mut t = Trainer::new(net, Optimizer::Sgd);
     let b = &batches(1)[0];
     t.step(&b.images, &b.truths).unwrap();
-    assert_eq!(t.net.backend.conv_pipeline_count(), prepared, "the step made conv pipelines of its own");
+    assert_eq!(t.net.backend.pipeline_count(), prepared, "the step made pipelines of its own");
 }

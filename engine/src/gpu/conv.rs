@@ -15,10 +15,10 @@
 use super::chunk::{Images, images};
 use super::conv_col::ColMatrix;
 use super::params::{ConvP, off, u};
-use super::pipelines::{GemmTile, Kernel};
+use super::pipelines::{ACT_ANY, GemmTile, KERNELS, Kernel};
 use super::{GpuBackend, GpuBuf};
 use crate::profile::Work;
-use crate::shapes::ConvShape;
+use crate::shapes::{Activation, ConvShape};
 
 /// Workgroups a backward-weights dispatch should reach before K is split further.
 const SPLITK_TARGET_GROUPS: usize = 1024;
@@ -362,7 +362,7 @@ impl GpuBackend {
     }
 
     /// The fp32 pipelines the GEMMs of `s` run (`dx`: with the backward data), where the batch's
-    /// tensors fit one binding: what [`GpuBackend::prepare_conv_pipelines`] makes ahead.
+    /// tensors fit one binding: what [`GpuBackend::prepare_pipelines`] makes ahead.
     fn conv_pipelines(&self, s: &ConvShape, dx: bool) -> Vec<(Kernel, GemmTile)> {
         let (cg, mg) = (s.c / s.groups, s.filters / s.groups);
         let ss = s.size * s.size;
@@ -384,23 +384,35 @@ impl GpuBackend {
         out
     }
 
-    /// Makes the pipelines of the fp32 convolution GEMMs of `convs` (shape, with the backward
-    /// data) now, on several threads, instead of one by one as the first step records them
-    /// (on lavapipe each takes 20–50 ms even from Mesa's shader cache). Nothing where the GEMMs
-    /// take f16 operands; a pipeline this misses is still made on first use.
-    pub(super) fn prepare_conv_pipelines(&self, convs: &[(ConvShape, bool)]) {
-        if self.f16_operands() {
-            return;
-        }
-        let mut keys: Vec<(Kernel, GemmTile)> = Vec::new();
-        for (s, dx) in convs {
-            let ok = s.batch > 0 && s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0 && s.size > 0;
-            if !ok || self.col_path(s) || self.data_as_forward(s).is_some() {
-                continue;
+    /// Makes now, on several threads, the pipelines a network's training step will ask for one
+    /// by one as it records them (on lavapipe each takes 10–50 ms even from Mesa's shader
+    /// cache): every kernel's default build, the kernels applying an activation built for each
+    /// of `activations` where the device specialises them, and the fp32 convolution GEMMs of
+    /// `convs` (shape, with the backward data) with the tiles their dispatches will choose (none
+    /// where the GEMMs take f16 operands). A pipeline this misses is still made on first use.
+    pub(super) fn prepare_pipelines(&self, convs: &[(ConvShape, bool)], activations: &[Activation]) {
+        let mut keys: Vec<(Kernel, GemmTile, u32)> = Vec::new();
+        let mut add = |key| {
+            if !keys.contains(&key) {
+                keys.push(key);
             }
-            for key in self.conv_pipelines(s, *dx) {
-                if !keys.contains(&key) {
-                    keys.push(key);
+        };
+        if !self.f16_operands() {
+            for (s, dx) in convs {
+                let ok = s.batch > 0 && s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0 && s.size > 0;
+                if !ok || self.col_path(s) || self.data_as_forward(s).is_some() {
+                    continue;
+                }
+                for (k, t) in self.conv_pipelines(s, *dx) {
+                    add((k, t, ACT_ANY));
+                }
+            }
+        }
+        for &k in KERNELS.iter().filter(|k| !k.module().needs_features()) {
+            add((k, GemmTile::DEFAULT, ACT_ANY));
+            if k.applies_activation() {
+                for a in activations {
+                    add((k, GemmTile::DEFAULT, a.code()));
                 }
             }
         }

@@ -175,11 +175,11 @@ impl GpuBackend {
         self.pipelines.lanes()
     }
 
-    /// Pipelines made so far of the convolution GEMMs' module (conv.wgsl), for the test that
-    /// `prepare_convolutions` makes what a training step uses.
+    /// Pipelines made so far, for the test that `Backend::prepare` makes what a training step
+    /// uses.
     #[doc(hidden)]
-    pub fn conv_pipeline_count(&self) -> usize {
-        self.pipelines.count(pipelines::Module::Conv)
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.count()
     }
 
     /// What mixed precision's conv GEMMs run on with this device.

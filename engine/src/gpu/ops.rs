@@ -168,8 +168,8 @@ impl Backend for GpuBackend {
     fn set_gemm_operands(&self, ops: GemmOperands) {
         *self.gemm_operands.lock().unwrap_or_else(|e| e.into_inner()) = ops;
     }
-    fn prepare_convolutions(&self, convs: &[(ConvShape, bool)]) {
-        self.prepare_conv_pipelines(convs);
+    fn prepare(&self, convs: &[(ConvShape, bool)], activations: &[Activation]) {
+        self.prepare_pipelines(convs, activations);
     }
     fn gemm_path(&self, ops: GemmOperands) -> String {
         match ops {

@@ -394,7 +394,15 @@ impl<B: Backend> Network<B> {
         // The first layer reads the network's input, whose gradient nobody needs.
         let first = cfg.layers.first().is_some_and(|l| matches!(l.kind, LayerKind::Convolutional(_)));
         let prepare: Vec<(ConvShape, bool)> = convs.iter().enumerate().map(|(i, c)| (c.0, !(first && i == 0))).collect();
-        b.prepare_convolutions(&prepare);
+        let mut activations: Vec<crate::shapes::Activation> = Vec::new();
+        for l in &cfg.layers {
+            if let LayerKind::Convolutional(c) = &l.kind
+                && !activations.contains(&c.activation)
+            {
+                activations.push(c.activation);
+            }
+        }
+        b.prepare(&prepare, &activations);
         let (places, arena_lens) = pack(&state_lens(&convs, opts.adam));
         let acts = ActivationViews::alloc(b, &plan);
         let state_arenas: Vec<B::Buf> = arena_lens.iter().map(|&len| b.alloc(len)).collect();
