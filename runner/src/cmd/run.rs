@@ -317,8 +317,7 @@ impl<'e> Training<'e> {
     fn save_checkpoints(&mut self, progress: &mut Progress) -> Result<()> {
         // The records up to the checkpoint reach the disk with it.
         self.journal.flush()?;
-        checkpoints::save(&self.slots, &self.run_dir, &self.exp.experiment.name, &self.tag, progress)?;
-        checkpoints::copy_as(&self.slots, &self.run_dir, &self.exp.experiment.name, "last")
+        checkpoints::save(&mut self.slots, &self.run_dir, &self.exp.experiment.name, &self.tag, progress)
     }
 
     fn run(&mut self, signals: &Signals) -> Outcome {
