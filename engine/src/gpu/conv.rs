@@ -10,7 +10,10 @@
 //! On a CPU adapter (lavapipe, which runs the main job's GPU lane) padding costs as much as real
 //! work, so GEMMs of few columns take narrow tiles, and a backward-weights GEMM whose outputs have
 //! fewer pixels than its K tile walks K in shorter tiles. Neither changes a bit: every output sums K in one order whatever the tile, and the
-//! weights' split-K is kept (`tests/gpu_conv_shapes.rs` compares the tiles bit for bit).
+//! weights' split-K is kept (`tests/gpu_conv_shapes.rs` compares the tiles bit for bit). Where
+//! such an adapter has subgroups (gpu/lanes.rs), the lane tiles take over: 8–16 rows and 4
+//! columns per invocation, rows of A shuffled through the subgroup (`lane_row_tile`,
+//! `GpuBackend::lane_weight_tile`, from the sweep on lavapipe with lanes).
 
 use super::chunk::{Images, images};
 use super::conv_col::ColMatrix;
