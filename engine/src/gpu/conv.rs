@@ -402,7 +402,7 @@ impl GpuBackend {
         };
         if !self.f16_operands() {
             for (s, dx) in convs {
-                let ok = s.batch > 0 && s.groups > 0 && s.c % s.groups == 0 && s.filters % s.groups == 0 && s.stride > 0 && s.size > 0;
+                let ok = s.batch > 0 && s.groups > 0 && s.c.is_multiple_of(s.groups) && s.filters.is_multiple_of(s.groups) && s.stride > 0 && s.size > 0;
                 if !ok || self.col_path(s) || self.data_as_forward(s).is_some() {
                     continue;
                 }
@@ -466,8 +466,8 @@ impl GpuBackend {
         assert!(
             s.batch > 0
                 && s.groups > 0
-                && s.c % s.groups == 0
-                && s.filters % s.groups == 0
+                && s.c.is_multiple_of(s.groups)
+                && s.filters.is_multiple_of(s.groups)
                 && s.stride > 0
                 && s.size > 0
                 && s.h > 0

@@ -339,7 +339,7 @@ impl GemmTile {
     /// invocations (include/tile_lanes.wgsl; 0: subgroups are not used): a subgroup must lie in
     /// one row of the TY × TX invocations and hold at least a quarter of the TM rows' loads.
     pub fn shares_lanes(self, lanes: u32) -> bool {
-        lanes > 0 && self.tx % lanes == 0 && self.tm <= 4 * lanes
+        lanes > 0 && self.tx.is_multiple_of(lanes) && self.tm <= 4 * lanes
     }
 
     /// include/tile_lanes.wgsl's `fma_shared`: row ri of the TM rows gets the value lane
