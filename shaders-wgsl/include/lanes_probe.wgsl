@@ -1,4 +1,4 @@
-// Start-up check behind include/tile_lanes.wgsl (device.rs, `lanes_for`): in a workgroup of 256
+// Start-up check behind include/tile_lanes.wgsl (gpu/lanes.rs, `layout_holds`): in a workgroup of 256
 // invocations, is invocation t lane t % LANES of a subgroup of LANES? flags[t] = 1 where it is.
 
 @group(0) @binding(0) var<storage, read_write> flags: array<u32, 256>;

@@ -24,8 +24,6 @@ fn multiply_tile(ty: u32, tx: u32, t: u32) {
     }
 }
 
-
-
 // Accumulator q, for the write-out.
 fn acc_at(q: u32) -> vec4<f32> {
     return acc[q];

@@ -46,5 +46,7 @@ fn row_fma(ri: u32, a: f32, b: array<vec4<f32>, TN4>) {
 
 // fma_shared(mine, b), generated (pipelines.rs) with one line per row, row ri taken from lane
 // ri % LANES's value mine[ri / LANES]: a shuffle from a constant lane is what llvmpipe turns
-// into a register move (a loop over the rows took 7 s more to compile and ran slower).
+// into a register move (a loop over the rows took 7 s more to compile and ran slower). With it,
+// acc_at(q), accumulator q for the write-out, reads acc at constant indices only (a chain of
+// selects), so that the accumulators of 16-row tiles stay in registers.
 

@@ -182,8 +182,7 @@ impl GpuBackend {
             };
             let n = r.count * img;
             let writes = 2 + usize::from(pre.is_some());
-            let grid = self.grid_1d(Kernel::BnNormalize, n);
-            self.dispatch_act_locked(&mut self.lock(), Kernel::BnNormalize, GemmTile::DEFAULT, p.act, v, &p, grid, Work::elementwise(n, 1, writes, 6));
+            self.dispatch_act_1d(Kernel::BnNormalize, p.act, v, &p, n, Work::elementwise(n, 1, writes, 6));
         });
     }
 

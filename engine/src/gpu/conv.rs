@@ -18,7 +18,7 @@
 use super::chunk::{Images, images};
 use super::conv_col::ColMatrix;
 use super::params::{ConvP, off, u};
-use super::pipelines::{ACT_ANY, GemmTile, KERNELS, Kernel};
+use super::pipelines::{ACT_ANY, GemmTile, Kernel};
 use super::{GpuBackend, GpuBuf};
 use crate::profile::Work;
 use crate::shapes::{Activation, ConvShape};
@@ -246,6 +246,21 @@ fn weight_tile(m: usize, size: usize) -> GemmTile {
     specialise(if m > 32 { WEIGHT_TILES[0] } else { WEIGHT_TILES[1] }, size)
 }
 
+/// Every dimension positive and the groups dividing: conv.wgsl divides by these, and its module
+/// runs without wgpu's division guards (pipelines.rs, `Checks::Relaxed`).
+fn conv_shape_ok(s: &ConvShape) -> bool {
+    s.batch > 0
+        && s.groups > 0
+        && s.c.is_multiple_of(s.groups)
+        && s.filters.is_multiple_of(s.groups)
+        && s.stride > 0
+        && s.size > 0
+        && s.h > 0
+        && s.w > 0
+        && s.out_h > 0
+        && s.out_w > 0
+}
+
 /// One stride phase of the backward-data GEMM: the input pixels (py + stride·qy, px + stride·qx)
 /// and the taps that reach them, ky = ky0 + stride·j (j < nky), likewise for x. With stride 1
 /// there is one phase holding every pixel and tap.
@@ -402,8 +417,7 @@ impl GpuBackend {
         };
         if !self.f16_operands() {
             for (s, dx) in convs {
-                let ok = s.batch > 0 && s.groups > 0 && s.c.is_multiple_of(s.groups) && s.filters.is_multiple_of(s.groups) && s.stride > 0 && s.size > 0;
-                if !ok || self.col_path(s) || self.data_as_forward(s).is_some() {
+                if !conv_shape_ok(s) || self.col_path(s) || self.data_as_forward(s).is_some() {
                     continue;
                 }
                 for (k, t) in self.conv_pipelines(s, *dx) {
@@ -411,13 +425,8 @@ impl GpuBackend {
                 }
             }
         }
-        for &k in KERNELS.iter().filter(|k| !k.module().needs_features()) {
-            add((k, GemmTile::DEFAULT, ACT_ANY));
-            if k.applies_activation() {
-                for a in activations {
-                    add((k, GemmTile::DEFAULT, a.code()));
-                }
-            }
+        for key in super::pipelines::default_keys(activations) {
+            add(key);
         }
         self.pipelines.prepare(&self.device, &keys);
     }
@@ -460,22 +469,9 @@ impl GpuBackend {
         f.iter().find(|(k, _)| *k == kind).map_or(rule, |&(_, t)| specialise(t, size))
     }
 
-    /// Every dimension positive and the groups dividing: conv.wgsl divides by these, and its
-    /// module runs without wgpu's division guards (pipelines.rs, `Checks::Relaxed`).
+    /// Refuses (panics on) a shape [`conv_shape_ok`] refuses.
     fn check_conv(&self, s: &ConvShape) {
-        assert!(
-            s.batch > 0
-                && s.groups > 0
-                && s.c.is_multiple_of(s.groups)
-                && s.filters.is_multiple_of(s.groups)
-                && s.stride > 0
-                && s.size > 0
-                && s.h > 0
-                && s.w > 0
-                && s.out_h > 0
-                && s.out_w > 0,
-            "gpu conv: bad shape {s:?}"
-        );
+        assert!(conv_shape_ok(s), "gpu conv: bad shape {s:?}");
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -272,6 +272,16 @@ impl GpuBackend {
         self.dispatch(k, bufs, params, self.grid_1d(k, n), work);
     }
 
+    /// [`Self::dispatch_1d`] of a kernel applying activation `act` (see
+    /// [`Self::dispatch_act_locked`]).
+    fn dispatch_act_1d<P: KernelParams>(&self, k: Kernel, act: u32, bufs: &[&GpuBuf], params: &P, n: usize, work: Work) {
+        if n == 0 {
+            return;
+        }
+        let grid = self.grid_1d(k, n);
+        self.dispatch_act_locked(&mut self.lock(), k, GemmTile::DEFAULT, act, bufs, params, grid, work);
+    }
+
     /// The grid of `k` over `n` elements.
     fn grid_1d(&self, k: Kernel, n: usize) -> [u32; 3] {
         let per_group = if k.wide() { 256 * u64::from(self.pipelines.wide()) } else { 256 };

@@ -263,8 +263,7 @@ impl Backend for GpuBackend {
         check("activation y", y, x.len());
         self.elementwise("activation_forward", x.len(), &[x, y], |n, v| {
             let p = ActP { n: u(n), act: act.code(), o1: off(v[0]), o2: off(v[1]), o3: 0, o4: 0 };
-            let grid = self.grid_1d(Kernel::ActivationForward, n);
-            self.dispatch_act_locked(&mut self.lock(), Kernel::ActivationForward, GemmTile::DEFAULT, p.act, v, &p, grid, Work::elementwise(n, 1, 1, 1));
+            self.dispatch_act_1d(Kernel::ActivationForward, p.act, v, &p, n, Work::elementwise(n, 1, 1, 1));
         });
     }
 
@@ -274,8 +273,7 @@ impl Backend for GpuBackend {
         }
         self.elementwise("activation_backward", x.len(), &[x, y, dy, dx], |n, v| {
             let p = ActP { n: u(n), act: act.code(), o1: off(v[0]), o2: off(v[1]), o3: off(v[2]), o4: off(v[3]) };
-            let grid = self.grid_1d(Kernel::ActivationBackward, n);
-            self.dispatch_act_locked(&mut self.lock(), Kernel::ActivationBackward, GemmTile::DEFAULT, p.act, v, &p, grid, Work::elementwise(n, 2, 1, 1));
+            self.dispatch_act_1d(Kernel::ActivationBackward, p.act, v, &p, n, Work::elementwise(n, 2, 1, 1));
         });
     }
 

@@ -615,6 +615,20 @@ pub fn deep_mixed_sources() -> Vec<(String, String, u32)> {
         .collect()
 }
 
+/// Every kernel's default build (none of the modules needing optional features), and the
+/// kernels that apply an activation built for each of `activations` (kept as such only where
+/// the device specialises them, [`Pipelines::get`]): as [`Pipelines::prepare`] takes them.
+pub(crate) fn default_keys(activations: &[Activation]) -> Vec<(Kernel, GemmTile, u32)> {
+    let mut keys = Vec::new();
+    for &k in KERNELS.iter().filter(|k| !k.module().needs_features()) {
+        keys.push((k, GemmTile::DEFAULT, ACT_ANY));
+        if k.applies_activation() {
+            keys.extend(activations.iter().map(|a| (k, GemmTile::DEFAULT, a.code())));
+        }
+    }
+    keys
+}
+
 /// Bind group layouts (one per storage-buffer count), pipeline layouts, modules and pipelines.
 pub(crate) struct Pipelines {
     pub(crate) bind_layouts: Vec<wgpu::BindGroupLayout>,
@@ -759,8 +773,6 @@ impl Pipelines {
     /// slowed by compilation); GEMM variants, and modules needing optional features, compile on
     /// first use.
     pub(crate) fn warm_up(&self, device: &wgpu::Device) {
-        for &k in KERNELS.iter().filter(|k| !k.module().needs_features()) {
-            self.get(device, k, GemmTile::DEFAULT, ACT_ANY);
-        }
+        self.prepare(device, &default_keys(&[]));
     }
 }
